@@ -1,0 +1,1146 @@
+//! The configuration: one YAML file, read into serde types ([`raw`]), then validated into the
+//! checked model below. Validation never stops at the first mistake: every problem is reported
+//! as a [`ConfigError`] with its place in the file (`routes[0].upstream`), and nothing starts
+//! unless the list is empty.
+
+mod raw;
+pub mod units;
+
+use http::{HeaderName, HeaderValue, Method};
+use pingora_core::server::configuration::ServerConf;
+use raw::*;
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+/// One problem in a configuration file: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The place in the file, e.g. `routes[0].match.path_prefix`; empty for the whole file.
+    pub path: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Pingora's process settings, with Tollgate's defaults applied.
+    pub server: ServerConf,
+    /// Addresses the traffic listeners bind.
+    pub listeners: Vec<Listener>,
+    /// Upstream pools, in file order; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+    /// Requests whose header section is larger than this are refused with 431.
+    pub max_request_header_size: usize,
+    /// Settings that are valid but probably not what was meant.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// A traffic listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub peers: Vec<Peer>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How many times a failed connection is retried on another peer.
+    pub retries: usize,
+    /// How long a peer that refused a connection is kept out; zero disables passive health.
+    pub passive_cooldown: Duration,
+}
+
+/// One peer of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub address: SocketAddr,
+    pub weight: usize,
+}
+
+/// The balancing policy of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash(HashKey),
+}
+
+/// What a consistent-hash pool hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+/// Active health checking of a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: usize,
+    pub healthy_after: usize,
+}
+
+/// How a peer is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connection must be accepted.
+    Tcp,
+    /// `GET path` must answer 2xx.
+    Http { path: String, host: String },
+}
+
+/// A route: what it matches and where it sends.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path: PathMatch,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    /// Exact values the request must carry.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub priority: i32,
+    pub rewrite: PathRewrite,
+    pub request_headers: HeaderTransform,
+    pub response_headers: HeaderTransform,
+    pub max_body_size: Option<u64>,
+}
+
+/// A host a route answers for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.org`, stored as `.example.org`
+    Suffix(String),
+}
+
+/// The path part of a route's match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// No path given: every path.
+    Any,
+    /// A prefix on segment boundaries (stored without a trailing slash, except `/`).
+    Prefix(String),
+    Exact(String),
+}
+
+/// How the upstream path is derived from the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    None,
+    /// Remove this leading part (`/api` turns `/api/users/7` into `/users/7`).
+    Strip(String),
+    /// Replace the matched part (`from`) with `to`.
+    Replace {
+        from: String,
+        to: String,
+    },
+}
+
+/// Header changes applied to a request or a response.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderTransform {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderTransform {
+    /// True when the transform changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Keys the gateway owns at the top level; everything else belongs to Pingora's `ServerConf`.
+const GATEWAY_KEYS: &[&str] = &[
+    "listeners",
+    "upstreams",
+    "routes",
+    "max_request_header_size",
+];
+
+/// Pingora refuses header sections at or over this size itself (with a bare 400).
+const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
+
+/// Read and validate a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }]
+    })?;
+    parse(&text)
+}
+
+/// Validate configuration text.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| {
+        vec![ConfigError {
+            path: String::new(),
+            message: format!("invalid YAML: {e}"),
+        }]
+    })?;
+    let mut v = Validator::default();
+    let config = v.document(doc);
+    match config {
+        Some(mut c) if v.errors.is_empty() => {
+            c.warnings = v.warnings;
+            Ok(c)
+        }
+        _ => Err(v.errors),
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+fn index_path(section: &str, i: usize) -> String {
+    format!("{section}[{i}]")
+}
+
+fn join(base: &str, rest: &str) -> String {
+    if base.is_empty() {
+        if rest == "." {
+            String::new()
+        } else {
+            rest.to_string()
+        }
+    } else if rest.is_empty() || rest == "." {
+        base.to_string()
+    } else if rest.starts_with('[') {
+        format!("{base}{rest}")
+    } else {
+        format!("{base}.{rest}")
+    }
+}
+
+fn server_conf_keys() -> Vec<String> {
+    match serde_yaml::to_value(ServerConf::default()) {
+        Ok(Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let best = candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(" (did you mean \"{c}\"?)"),
+        None => String::new(),
+    }
+}
+
+impl Validator {
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one item, reporting a failure at `base` plus the path inside the item.
+    fn item<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let msg = e.inner().to_string();
+                self.error(join(base, &inner), msg);
+                None
+            }
+        }
+    }
+
+    fn document(&mut self, doc: Value) -> Option<Config> {
+        let map = match doc {
+            Value::Mapping(m) => m,
+            Value::Null => Mapping::new(),
+            _ => {
+                self.error(
+                    "",
+                    "the configuration must be a YAML mapping of keys to values",
+                );
+                return None;
+            }
+        };
+        let server_keys = server_conf_keys();
+        let mut server_map = Mapping::new();
+        let mut listeners = None;
+        let mut upstreams = None;
+        let mut routes = None;
+        let mut max_header = None;
+        for (k, v) in map {
+            let Some(key) = k.as_str().map(str::to_string) else {
+                self.error("", format!("top-level key {k:?} is not a string"));
+                continue;
+            };
+            match key.as_str() {
+                "listeners" => listeners = Some(v),
+                "upstreams" => upstreams = Some(v),
+                "routes" => routes = Some(v),
+                "max_request_header_size" => max_header = Some(v),
+                _ if server_keys.iter().any(|s| s == &key) => {
+                    server_map.insert(Value::String(key), v);
+                }
+                _ => {
+                    let hint = did_you_mean(
+                        &key,
+                        GATEWAY_KEYS
+                            .iter()
+                            .copied()
+                            .chain(server_keys.iter().map(String::as_str)),
+                    );
+                    self.error(key.clone(), format!("unknown key{hint}"));
+                }
+            }
+        }
+
+        let server = self.server_conf(server_map);
+        let listeners = self.listeners(listeners);
+        let upstreams = self.upstreams(upstreams);
+        let max_request_header_size = self.max_header(max_header);
+        let routes = self.routes(routes, &upstreams);
+
+        Some(Config {
+            server: server?,
+            listeners,
+            upstreams,
+            routes,
+            max_request_header_size,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn server_conf(&mut self, mut map: Mapping) -> Option<ServerConf> {
+        let mut set_default = |key: &str, value: Value| {
+            let k = Value::String(key.to_string());
+            if !map.contains_key(&k) {
+                map.insert(k, value);
+            }
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        set_default("version", Value::from(1));
+        set_default("threads", Value::from(cpus as u64));
+        set_default("work_stealing", Value::from(false));
+        set_default("grace_period_seconds", Value::from(5));
+        set_default("graceful_shutdown_timeout_seconds", Value::from(10));
+        set_default("pid_file", Value::from("/tmp/tollgate.pid"));
+        set_default("upgrade_sock", Value::from("/tmp/tollgate-upgrade.sock"));
+        let mut conf: ServerConf = self.item("", Value::Mapping(map))?;
+        if conf.version != 1 {
+            self.error(
+                "version",
+                format!(
+                    "unsupported configuration version {} (this build reads version 1)",
+                    conf.version
+                ),
+            );
+        }
+        if conf.threads == 0 {
+            self.error("threads", "must be at least 1");
+        }
+        for (key, value) in [
+            ("pid_file", &mut conf.pid_file),
+            ("upgrade_sock", &mut conf.upgrade_sock),
+        ] {
+            if value.is_empty() {
+                self.error(key, "must not be empty");
+            } else if Path::new(value.as_str()).is_relative() {
+                // Pingora changes directory when it daemonizes: pin relative paths now.
+                match std::env::current_dir() {
+                    Ok(dir) => *value = dir.join(value.as_str()).to_string_lossy().into_owned(),
+                    Err(e) => {
+                        self.error(key, format!("relative path and no current directory: {e}"))
+                    }
+                }
+            }
+        }
+        Some(conf)
+    }
+
+    fn max_header(&mut self, value: Option<Value>) -> usize {
+        const DEFAULT: usize = 64 * 1024;
+        let Some(v) = value else { return DEFAULT };
+        let Some(units::ConfSize(n)) = self.item::<units::ConfSize>("max_request_header_size", v)
+        else {
+            return DEFAULT;
+        };
+        if n < 1024 {
+            self.error("max_request_header_size", "must be at least 1KiB");
+        } else if n >= PINGORA_MAX_HEADER_SIZE {
+            self.error(
+                "max_request_header_size",
+                "must be below 1MiB (the HTTP parser's own limit)",
+            );
+        }
+        n as usize
+    }
+
+    fn sequence(&mut self, section: &str, value: Option<Value>, required: bool) -> Vec<Value> {
+        match value {
+            Some(Value::Sequence(items)) => items,
+            Some(Value::Null) | None => {
+                if required {
+                    self.error(section, "is required and must list at least one entry");
+                }
+                Vec::new()
+            }
+            Some(_) => {
+                self.error(section, "must be a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn listeners(&mut self, value: Option<Value>) -> Vec<Listener> {
+        let items = self.sequence("listeners", value, true);
+        let mut out: Vec<Listener> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("listeners", i);
+            let Some(raw) = self.item::<RawListener>(&base, item) else {
+                continue;
+            };
+            match raw.address.parse::<SocketAddr>() {
+                Ok(address) => {
+                    if out.iter().any(|l| l.address == address) {
+                        self.error(
+                            format!("{base}.address"),
+                            format!("{address} is listed twice"),
+                        );
+                    }
+                    out.push(Listener { address });
+                }
+                Err(_) => self.error(
+                    format!("{base}.address"),
+                    format!(
+                        "\"{}\" is not an IP address and port such as 0.0.0.0:8080 or [::]:8080",
+                        raw.address
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn upstreams(&mut self, value: Option<Value>) -> Vec<Upstream> {
+        let map = match value {
+            Some(Value::Mapping(m)) => m,
+            None | Some(Value::Null) => {
+                self.error(
+                    "upstreams",
+                    "is required: define at least one upstream pool",
+                );
+                return Vec::new();
+            }
+            Some(_) => {
+                self.error("upstreams", "must be a mapping of pool names to pools");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            let Some(name) = k.as_str().map(str::to_string) else {
+                self.error("upstreams", format!("pool name {k:?} is not a string"));
+                continue;
+            };
+            let base = format!("upstreams.{name}");
+            if !valid_name(&name) {
+                self.error(
+                    &base,
+                    "pool names use letters, digits, '_', '-' and '.' only",
+                );
+            }
+            if let Some(raw) = self.item::<RawUpstream>(&base, v) {
+                if let Some(up) = self.upstream(&base, name, raw) {
+                    out.push(up);
+                }
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, base: &str, name: String, raw: RawUpstream) -> Option<Upstream> {
+        let before = self.errors.len();
+        let mut peers: Vec<Peer> = Vec::new();
+        if raw.peers.is_empty() {
+            self.error(format!("{base}.peers"), "must list at least one peer");
+        }
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            let (addr_text, weight, path) = match p {
+                RawPeer::Address(a) => (a, None, format!("{base}.peers[{i}]")),
+                RawPeer::Detailed(d) => (d.address, d.weight, format!("{base}.peers[{i}].address")),
+            };
+            let weight = match weight {
+                None => 1,
+                Some(0) => {
+                    self.error(format!("{base}.peers[{i}].weight"), "must be at least 1");
+                    1
+                }
+                Some(w) if w > 1000 => {
+                    self.error(format!("{base}.peers[{i}].weight"), "must be at most 1000");
+                    1
+                }
+                Some(w) => w as usize,
+            };
+            match resolve(&addr_text) {
+                Ok(address) => {
+                    if peers.iter().any(|p| p.address == address) {
+                        self.error(path, format!("peer {address} is listed twice"));
+                    } else {
+                        peers.push(Peer { address, weight });
+                    }
+                }
+                Err(msg) => self.error(path, msg),
+            }
+        }
+
+        let balance_kind = raw.balance.unwrap_or(RawBalance::RoundRobin);
+        let balance = match balance_kind {
+            RawBalance::RoundRobin => Balance::RoundRobin,
+            RawBalance::Random => Balance::Random,
+            RawBalance::LeastConn => Balance::LeastConn,
+            RawBalance::ConsistentHash => {
+                let key = match raw.hash_key.as_deref() {
+                    None => HashKey::ClientIp,
+                    Some(text) => match parse_hash_key(text) {
+                        Ok(k) => k,
+                        Err(msg) => {
+                            self.error(format!("{base}.hash_key"), msg);
+                            HashKey::ClientIp
+                        }
+                    },
+                };
+                Balance::ConsistentHash(key)
+            }
+        };
+        if let (Some(text), false) = (
+            raw.hash_key.as_deref(),
+            balance_kind == RawBalance::ConsistentHash,
+        ) {
+            if let Err(msg) = parse_hash_key(text) {
+                self.error(format!("{base}.hash_key"), msg);
+            } else {
+                self.warn(
+                    format!("{base}.hash_key"),
+                    "has no effect unless `balance: consistent_hash`",
+                );
+            }
+        }
+
+        let health_check = raw
+            .health_check
+            .and_then(|hc| self.health_check(&format!("{base}.health_check"), hc));
+
+        let positive =
+            |v: &mut Self, key: &str, d: Option<units::ConfDuration>, default: u64| match d {
+                None => Duration::from_secs(default),
+                Some(units::ConfDuration(d)) if d.is_zero() => {
+                    v.error(format!("{base}.{key}"), "must be greater than zero");
+                    Duration::from_secs(default)
+                }
+                Some(units::ConfDuration(d)) => d,
+            };
+        let connect_timeout = positive(self, "connect_timeout", raw.connect_timeout, 5);
+        let read_timeout = positive(self, "read_timeout", raw.read_timeout, 60);
+        let write_timeout = positive(self, "write_timeout", raw.write_timeout, 60);
+        let idle_timeout = positive(self, "idle_timeout", raw.idle_timeout, 60);
+        let retries = match raw.retries {
+            None => 1,
+            Some(r) if r > 10 => {
+                self.error(format!("{base}.retries"), "must be at most 10");
+                10
+            }
+            Some(r) => r as usize,
+        };
+        let passive_cooldown = raw
+            .passive_cooldown
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Upstream {
+            name,
+            peers,
+            balance,
+            health_check,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            idle_timeout,
+            retries,
+            passive_cooldown,
+        })
+    }
+
+    fn health_check(&mut self, base: &str, raw: RawHealthCheck) -> Option<HealthCheck> {
+        let kind = match raw.kind {
+            RawHealthKind::Tcp => {
+                if raw.path.is_some() {
+                    self.error(format!("{base}.path"), "applies only to `kind: http`");
+                }
+                if raw.host.is_some() {
+                    self.error(format!("{base}.host"), "applies only to `kind: http`");
+                }
+                HealthCheckKind::Tcp
+            }
+            RawHealthKind::Http => {
+                let path = raw.path.unwrap_or_else(|| "/".to_string());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.error(
+                        format!("{base}.path"),
+                        format!("\"{path}\" must start with '/' and contain no spaces"),
+                    );
+                }
+                let host = raw.host.unwrap_or_else(|| "localhost".to_string());
+                if HeaderValue::from_str(&host).is_err() || host.is_empty() {
+                    self.error(format!("{base}.host"), "is not a valid Host header value");
+                }
+                HealthCheckKind::Http { path, host }
+            }
+        };
+        let interval = raw.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+        if interval < Duration::from_millis(10) {
+            self.error(format!("{base}.interval"), "must be at least 10ms");
+        }
+        if timeout.is_zero() {
+            self.error(format!("{base}.timeout"), "must be greater than zero");
+        } else if timeout > interval {
+            self.error(
+                format!("{base}.timeout"),
+                "must not be longer than the interval",
+            );
+        }
+        let count = |v: &mut Self, key: &str, n: Option<u64>, default: usize| match n {
+            None => default,
+            Some(0) => {
+                v.error(format!("{base}.{key}"), "must be at least 1");
+                default
+            }
+            Some(n) if n > 100 => {
+                v.error(format!("{base}.{key}"), "must be at most 100");
+                default
+            }
+            Some(n) => n as usize,
+        };
+        let unhealthy_after = count(self, "unhealthy_after", raw.unhealthy_after, 3);
+        let healthy_after = count(self, "healthy_after", raw.healthy_after, 2);
+        Some(HealthCheck {
+            kind,
+            interval,
+            timeout,
+            unhealthy_after,
+            healthy_after,
+        })
+    }
+
+    fn routes(&mut self, value: Option<Value>, upstreams: &[Upstream]) -> Vec<Route> {
+        let items = self.sequence("routes", value, true);
+        let mut out: Vec<Route> = Vec::new();
+        let mut seen: Vec<(String, usize, String)> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("routes", i);
+            let Some(raw) = self.item::<RawRoute>(&base, item) else {
+                continue;
+            };
+            if let Some((_, j, _)) = seen.iter().find(|(n, _, _)| *n == raw.name) {
+                self.error(
+                    format!("{base}.name"),
+                    format!("route name \"{}\" is already used by routes[{j}]", raw.name),
+                );
+            }
+            seen.push((raw.name.clone(), i, String::new()));
+            if let Some(route) = self.route(&base, raw, upstreams) {
+                let signature = route_signature(&route);
+                if let Some((_, j, _)) = seen.iter().find(|(_, _, s)| *s == signature) {
+                    self.error(
+                        format!("{base}.match"),
+                        format!(
+                            "matches exactly what routes[{j}] matches, with the same priority: it could never be chosen"
+                        ),
+                    );
+                }
+                if let Some(last) = seen.last_mut() {
+                    last.2 = signature;
+                }
+                out.push(route);
+            }
+        }
+        out
+    }
+
+    fn route(&mut self, base: &str, raw: RawRoute, upstreams: &[Upstream]) -> Option<Route> {
+        let before = self.errors.len();
+        if raw.name.is_empty() || !valid_name(&raw.name) {
+            self.error(
+                format!("{base}.name"),
+                "route names are non-empty and use letters, digits, '_', '-' and '.' only",
+            );
+        }
+        let m = raw.matcher;
+        let mbase = format!("{base}.match");
+
+        let mut hosts = Vec::new();
+        for (j, h) in m.hosts.unwrap_or_default().into_iter().enumerate() {
+            match parse_host(&h) {
+                Ok(p) => hosts.push(p),
+                Err(msg) => self.error(format!("{mbase}.hosts[{j}]"), msg),
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+
+        let path = match (m.path_prefix, m.path_exact) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    mbase.clone(),
+                    "give either path_prefix or path_exact, not both",
+                );
+                PathMatch::Any
+            }
+            (Some(p), None) => match check_path(&p) {
+                Ok(()) => {
+                    let trimmed = p.trim_end_matches('/');
+                    if trimmed.is_empty() {
+                        PathMatch::Prefix("/".to_string())
+                    } else {
+                        PathMatch::Prefix(trimmed.to_string())
+                    }
+                }
+                Err(msg) => {
+                    self.error(format!("{mbase}.path_prefix"), msg);
+                    PathMatch::Any
+                }
+            },
+            (None, Some(p)) => match check_path(&p) {
+                Ok(()) => PathMatch::Exact(p),
+                Err(msg) => {
+                    self.error(format!("{mbase}.path_exact"), msg);
+                    PathMatch::Any
+                }
+            },
+            (None, None) => PathMatch::Any,
+        };
+
+        let mut methods = Vec::new();
+        for (j, name) in m.methods.unwrap_or_default().into_iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            match Method::from_bytes(upper.as_bytes()) {
+                Ok(method) if !name.is_empty() => {
+                    if !methods.contains(&method) {
+                        methods.push(method)
+                    }
+                }
+                _ => self.error(
+                    format!("{mbase}.methods[{j}]"),
+                    format!("\"{name}\" is not an HTTP method"),
+                ),
+            }
+        }
+
+        let mut headers = Vec::new();
+        for (name, value) in m.headers.unwrap_or_default() {
+            let place = format!("{mbase}.headers.{name}");
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Err(_), _) => self.error(place, "is not a valid header name"),
+                (_, Err(_)) => {
+                    self.error(place, format!("\"{value}\" is not a valid header value"))
+                }
+            }
+        }
+
+        let upstream = match upstreams.iter().position(|u| u.name == raw.upstream) {
+            Some(i) => i,
+            None => {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.error(
+                    format!("{base}.upstream"),
+                    format!(
+                        "unknown upstream \"{}\" (known: {})",
+                        raw.upstream,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                0
+            }
+        };
+
+        let matched_path = match &path {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => Some(p.clone()),
+            PathMatch::Any => None,
+        };
+        let rewrite = match (raw.strip_prefix, raw.rewrite) {
+            (Some(_), Some(_)) => {
+                self.error(base, "give either strip_prefix or rewrite, not both");
+                PathRewrite::None
+            }
+            (Some(strip), None) => {
+                let strip_trimmed = strip.trim_end_matches('/').to_string();
+                match &matched_path {
+                    _ if check_path(&strip).is_err() => {
+                        self.error(format!("{base}.strip_prefix"), "must start with '/'");
+                        PathRewrite::None
+                    }
+                    None => {
+                        self.error(
+                            format!("{base}.strip_prefix"),
+                            "needs match.path_prefix or match.path_exact to strip from",
+                        );
+                        PathRewrite::None
+                    }
+                    Some(mp) if !segment_prefix(mp, &strip_trimmed) => {
+                        self.error(
+                            format!("{base}.strip_prefix"),
+                            format!("\"{strip}\" is not a leading part of the matched path \"{mp}\", so it would never apply"),
+                        );
+                        PathRewrite::None
+                    }
+                    Some(_) => PathRewrite::Strip(strip_trimmed),
+                }
+            }
+            (None, Some(to)) => match &matched_path {
+                _ if check_path(&to).is_err() => {
+                    self.error(format!("{base}.rewrite"), "must start with '/'");
+                    PathRewrite::None
+                }
+                None => {
+                    self.error(
+                        format!("{base}.rewrite"),
+                        "needs match.path_prefix or match.path_exact to replace",
+                    );
+                    PathRewrite::None
+                }
+                Some(from) => PathRewrite::Replace {
+                    from: from.clone(),
+                    to,
+                },
+            },
+            (None, None) => PathRewrite::None,
+        };
+
+        let request_headers = self.transform(
+            &format!("{base}.request_headers"),
+            raw.request_headers.unwrap_or_default(),
+        );
+        let response_headers = self.transform(
+            &format!("{base}.response_headers"),
+            raw.response_headers.unwrap_or_default(),
+        );
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Route {
+            name: raw.name,
+            hosts,
+            path,
+            methods,
+            headers,
+            upstream,
+            priority: raw.priority.unwrap_or(0),
+            rewrite,
+            request_headers,
+            response_headers,
+            max_body_size: raw.max_body_size.map(|s| s.0),
+        })
+    }
+
+    fn transform(&mut self, base: &str, raw: RawHeaderTransform) -> HeaderTransform {
+        let mut out = HeaderTransform::default();
+        let pairs = |v: &mut Self, key: &str, map: std::collections::BTreeMap<String, String>| {
+            let mut list = Vec::new();
+            for (name, value) in map {
+                let place = format!("{base}.{key}.{name}");
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    (Ok(n), Ok(val)) => {
+                        if crate::proxy::headers::is_framing_or_hop(&n) {
+                            v.error(
+                                place,
+                                "is a hop-by-hop or framing header the gateway manages itself",
+                            );
+                        } else {
+                            list.push((n, val));
+                        }
+                    }
+                    (Err(_), _) => v.error(place, "is not a valid header name"),
+                    (_, Err(_)) => {
+                        v.error(place, format!("\"{value}\" is not a valid header value"))
+                    }
+                }
+            }
+            list
+        };
+        out.set = pairs(self, "set", raw.set);
+        out.add = pairs(self, "add", raw.add);
+        for (j, name) in raw.remove.into_iter().enumerate() {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => out.remove.push(n),
+                Err(_) => self.error(
+                    format!("{base}.remove[{j}]"),
+                    format!("\"{name}\" is not a valid header name"),
+                ),
+            }
+        }
+        out
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !text.contains(':') {
+        return Err(format!("\"{text}\" needs a port, e.g. {text}:80"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("\"{text}\" resolves to no address")),
+        Err(e) => Err(format!("cannot resolve \"{text}\": {e}")),
+    }
+}
+
+fn parse_hash_key(text: &str) -> Result<HashKey, String> {
+    let bad = || {
+        format!(
+            "\"{text}\" is not a hash key: use client_ip, path, header:NAME, cookie:NAME or query:NAME"
+        )
+    };
+    match text {
+        "client_ip" => return Ok(HashKey::ClientIp),
+        "path" => return Ok(HashKey::Path),
+        _ => {}
+    }
+    let (kind, name) = text.split_once(':').ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    match kind {
+        "header" => HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("\"{name}\" is not a valid header name")),
+        "cookie" => Ok(HashKey::Cookie(name.to_string())),
+        "query" => Ok(HashKey::Query(name.to_string())),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_host(text: &str) -> Result<HostPattern, String> {
+    let lower = text.to_ascii_lowercase();
+    let (wild, rest) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let ok = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !rest.starts_with('.')
+        && !rest.ends_with('.');
+    if !ok {
+        return Err(format!(
+            "\"{text}\" is not a host name; use e.g. api.example.com or *.example.org (no port)"
+        ));
+    }
+    Ok(if wild {
+        HostPattern::Suffix(format!(".{rest}"))
+    } else {
+        HostPattern::Exact(rest.to_string())
+    })
+}
+
+fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("\"{p}\" must start with '/'"));
+    }
+    if p.bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
+        return Err(format!(
+            "\"{p}\" must not contain spaces, control characters, '?' or '#'"
+        ));
+    }
+    Ok(())
+}
+
+/// True when `prefix` is `path` or a leading run of whole segments of it.
+pub fn segment_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn route_signature(r: &Route) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{}",
+        r.hosts, r.path, r.methods, r.headers, r.priority
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../conf/tollgate.yaml");
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn example_loads() {
+        let c = match parse(EXAMPLE) {
+            Ok(c) => c,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(c.server.threads, 2);
+        assert!(!c.server.work_stealing);
+        assert_eq!(c.server.grace_period_seconds, Some(1));
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].peers[1].weight, 2);
+        assert_eq!(c.upstreams[0].retries, 2);
+        assert_eq!(c.routes[0].rewrite, PathRewrite::Strip("/api".into()));
+        assert_eq!(
+            c.routes[0].hosts,
+            vec![
+                HostPattern::Exact("api.example.com".into()),
+                HostPattern::Suffix(".example.org".into())
+            ]
+        );
+        assert_eq!(c.routes[0].max_body_size, Some(1 << 20));
+    }
+
+    #[test]
+    fn defaults_differ_from_pingora() {
+        let c = parse("listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes: [{name: r, match: {}, upstream: a}]\n")
+            .expect("valid");
+        assert!(!c.server.work_stealing);
+        assert!(c.server.threads >= 1);
+        assert_eq!(c.server.grace_period_seconds, Some(5));
+        assert_eq!(c.server.graceful_shutdown_timeout_seconds, Some(10));
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let e = errors(
+            "listeners: [{address: nope}]\nthreds: 2\nupstreams: {a: {peers: []}}\nroutes:\n  - {name: r, match: {path_prefix: x}, upstream: b}\n  - {name: s, match: {pathprefix: /x}, upstream: a}\n",
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("listeners[0].address:")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("threds: unknown key (did you mean \"threads\"?)")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("upstreams.a.peers: must list")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("routes[0].match.path_prefix:")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[0].upstream: unknown upstream \"b\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("routes[1].match.pathprefix: unknown field")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn segment_prefixes() {
+        assert!(segment_prefix("/api/users", "/api"));
+        assert!(segment_prefix("/api", "/api"));
+        assert!(!segment_prefix("/apix", "/api"));
+        assert!(segment_prefix("/x", "/"));
+    }
+}

@@ -1,0 +1,110 @@
+//! The file format: serde types that mirror the YAML exactly. Nothing here is used at run time;
+//! [`super::validate`] turns these into the checked model.
+
+use super::units::{ConfDuration, ConfSize};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One entry of `listeners`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+}
+
+/// A peer written either as `"127.0.0.1:8001"` or `{ address: ..., weight: 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPeer {
+    Address(String),
+    Detailed(RawPeerDetailed),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeerDetailed {
+    pub address: String,
+    #[serde(default)]
+    pub weight: Option<u64>,
+}
+
+/// The balancing policy names of `upstreams.NAME.balance`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawBalance {
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash,
+}
+
+/// The probe kinds of `upstreams.NAME.health_check.kind`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawHealthKind {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub kind: RawHealthKind,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub interval: Option<ConfDuration>,
+    pub timeout: Option<ConfDuration>,
+    pub unhealthy_after: Option<u64>,
+    pub healthy_after: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub peers: Vec<RawPeer>,
+    pub balance: Option<RawBalance>,
+    pub hash_key: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+    pub connect_timeout: Option<ConfDuration>,
+    pub read_timeout: Option<ConfDuration>,
+    pub write_timeout: Option<ConfDuration>,
+    pub idle_timeout: Option<ConfDuration>,
+    pub retries: Option<u64>,
+    pub passive_cooldown: Option<ConfDuration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub hosts: Option<Vec<String>>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderTransform {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub upstream: String,
+    pub priority: Option<i32>,
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<String>,
+    pub request_headers: Option<RawHeaderTransform>,
+    pub response_headers: Option<RawHeaderTransform>,
+    pub max_body_size: Option<ConfSize>,
+}

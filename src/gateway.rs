@@ -1,0 +1,33 @@
+//! The runtime snapshot: everything a request needs, built once from a validated configuration
+//! and shared immutably. A request loads the snapshot once and uses it to the end.
+
+use crate::config::{Config, Route};
+use crate::router::Router;
+use crate::upstream::Pool;
+use std::sync::Arc;
+
+/// One immutable generation of the gateway's routing state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub routes: Vec<Route>,
+    pub router: Router,
+    /// Pools, indexed like the configuration's upstreams.
+    pub pools: Vec<Arc<Pool>>,
+    pub max_request_header_size: usize,
+}
+
+impl Gateway {
+    /// Build the snapshot from a validated configuration.
+    pub fn new(config: &Config) -> Gateway {
+        Gateway {
+            router: Router::new(&config.routes),
+            routes: config.routes.clone(),
+            pools: config
+                .upstreams
+                .iter()
+                .map(|u| Arc::new(Pool::new(u.clone())))
+                .collect(),
+            max_request_header_size: config.max_request_header_size,
+        }
+    }
+}

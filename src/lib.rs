@@ -1,0 +1,12 @@
+//! Tollgate: an API gateway on Cloudflare's Pingora.
+//!
+//! A request travels: listener → route lookup ([`router`]) → policies → upstream pool
+//! ([`upstream`]) → upstream, with the [`proxy`] module's `ProxyHttp` implementation calling into
+//! the modules that own each step. The configuration ([`config`]) is validated into a checked
+//! model before anything listens; [`gateway::Gateway`] is the immutable runtime snapshot.
+
+pub mod config;
+pub mod gateway;
+pub mod proxy;
+pub mod router;
+pub mod upstream;

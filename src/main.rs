@@ -1,0 +1,97 @@
+//! The `tollgate` command: parse the command line, load and validate the configuration, build
+//! the Pingora server and run it.
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tollgate::config;
+use tollgate::gateway::Gateway;
+use tollgate::proxy::Tollgate;
+use tollgate::upstream::HealthChecker;
+
+/// Tollgate, an API gateway on Cloudflare's Pingora.
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file.
+    #[arg(short, long, value_name = "FILE", default_value = "conf/tollgate.yaml")]
+    conf: PathBuf,
+    /// Check the configuration and exit: prints `configuration OK`, or every problem and
+    /// exits non-zero.
+    #[arg(short, long)]
+    test: bool,
+    /// Run in the background (daemonize).
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listening sockets of a running instance (zero-downtime upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+
+    let config = match config::load_file(&cli.conf) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!(
+                "{}: {} problem{} found:",
+                cli.conf.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    for w in &config.warnings {
+        eprintln!("{}: warning: {w}", cli.conf.display());
+    }
+    if cli.test {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config)));
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Tollgate::new(gateway.clone()),
+        "tollgate proxy",
+    );
+    for listener in &config.listeners {
+        proxy.add_tcp(&listener.address.to_string());
+    }
+    let health = background_service("health checks", HealthChecker::new(gateway));
+    server.add_service(proxy);
+    server.add_service(health);
+    log::info!(
+        "tollgate {} serving {} route(s) on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.routes.len(),
+        config
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    server.run_forever()
+}

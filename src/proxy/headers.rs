@@ -1,0 +1,264 @@
+//! Header work on the request path: hop-by-hop removal, `X-Forwarded-*`, request ids and the
+//! per-route set/add/remove transforms.
+
+use crate::config::HeaderTransform;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// `X-Request-Id`, the name the gateway reads and writes.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras): never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers that define message framing; the gateway manages them itself.
+const FRAMING: &[&str] = &["content-length", "transfer-encoding", "host"];
+
+/// True for headers a route's transform may not set: hop-by-hop and framing headers.
+pub fn is_framing_or_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n) || (FRAMING.contains(&n) && n != "host")
+}
+
+/// Names listed in the `Connection` header(s), which are hop-by-hop for this message.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for token in s.split(',') {
+            let t = token.trim();
+            if t.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(t.as_bytes()) {
+                // Never let a client strip framing or the host through `Connection`.
+                if !FRAMING.contains(&name.as_str()) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket), which keeps `Upgrade`.
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
+}
+
+/// Remove hop-by-hop headers from a request about to go upstream.
+pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
+    if !(req.headers.contains_key(header::CONNECTION)
+        || req.headers.contains_key(&KEEP_ALIVE)
+        || req.headers.contains_key(&PROXY_CONNECTION)
+        || req.headers.contains_key(header::TE)
+        || req.headers.contains_key(header::TRAILER)
+        || req.headers.contains_key(header::UPGRADE)
+        || req.headers.contains_key(header::PROXY_AUTHORIZATION))
+    {
+        return;
+    }
+    let upgrade = is_upgrade(&req.headers);
+    let upgrade_value = req.headers.get(header::UPGRADE).cloned();
+    for name in connection_listed(&req.headers) {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(*name);
+    }
+    if let (true, Some(v)) = (upgrade, upgrade_value) {
+        let _ = req.insert_header(header::UPGRADE, v);
+        let _ = req.insert_header(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Remove hop-by-hop headers from an upstream response (a `101` keeps its upgrade headers).
+pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if !(resp.headers.contains_key(header::CONNECTION)
+        || resp.headers.contains_key(&KEEP_ALIVE)
+        || resp.headers.contains_key(&PROXY_CONNECTION)
+        || resp.headers.contains_key(header::TRAILER)
+        || resp.headers.contains_key(header::UPGRADE)
+        || resp.headers.contains_key(header::PROXY_AUTHENTICATE))
+    {
+        return;
+    }
+    for name in connection_listed(&resp.headers) {
+        resp.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        if *name != "te" {
+            resp.remove_header(*name);
+        }
+    }
+}
+
+/// Add `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(
+    req: &mut RequestHeader,
+    client_ip: Option<std::net::IpAddr>,
+    host: Option<&HeaderValue>,
+) {
+    if let Some(ip) = client_ip {
+        let value = match req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), HTTP.clone());
+    match host {
+        Some(h) => {
+            let _ = req.insert_header(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// The request id to use: the client's when it is sane (1–200 visible ASCII characters),
+/// otherwise a new random UUID.
+pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = incoming {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 200 && b.iter().all(|c| (0x21..0x7f).contains(c)) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4();
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Apply a route's transform to request headers.
+pub fn apply_request(t: &HeaderTransform, req: &mut RequestHeader) {
+    for name in &t.remove {
+        req.remove_header(name);
+    }
+    for (name, value) in &t.set {
+        let _ = req.insert_header(name.clone(), value.clone());
+    }
+    for (name, value) in &t.add {
+        let _ = req.append_header(name.clone(), value.clone());
+    }
+}
+
+/// Apply a route's transform to response headers.
+pub fn apply_response(t: &HeaderTransform, resp: &mut ResponseHeader) {
+    for name in &t.remove {
+        resp.remove_header(name);
+    }
+    for (name, value) in &t.set {
+        let _ = resp.insert_header(name.clone(), value.clone());
+    }
+    for (name, value) in &t.add {
+        let _ = resp.append_header(name.clone(), value.clone());
+    }
+}
+
+/// Find `name=value` in a `;`-separated cookie header list.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in headers.get_all(header::COOKIE) {
+        for pair in v.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+                if &pair[..eq] == name.as_bytes() {
+                    return Some(&pair[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Find `name=value` in a query string (raw, not percent-decoded).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("connection", "keep-alive, x-secret, content-length")
+            .unwrap();
+        req.insert_header("keep-alive", "timeout=5").unwrap();
+        req.insert_header("x-secret", "1").unwrap();
+        req.insert_header("te", "trailers").unwrap();
+        req.insert_header("x-kept", "1").unwrap();
+        strip_request_hop_by_hop(&mut req);
+        for gone in ["connection", "keep-alive", "x-secret", "te"] {
+            assert!(req.headers.get(gone).is_none(), "{gone}");
+        }
+        assert!(req.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn websocket_upgrade_kept() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("connection", "Upgrade").unwrap();
+        req.insert_header("upgrade", "websocket").unwrap();
+        strip_request_hop_by_hop(&mut req);
+        assert_eq!(req.headers.get("upgrade").unwrap(), "websocket");
+        assert_eq!(req.headers.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn request_ids() {
+        let v = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&v)), v);
+        let bad = HeaderValue::from_static("has space");
+        let generated = request_id(Some(&bad));
+        assert_eq!(generated.len(), 36);
+        assert_ne!(request_id(None), request_id(None));
+    }
+
+    #[test]
+    fn cookie_and_query() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; session=xyz"));
+        assert_eq!(cookie(&h, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&h, "nope"), None);
+        assert_eq!(query_param("a=1&user=42", "user"), Some(&b"42"[..]));
+    }
+}

@@ -1,0 +1,384 @@
+//! The `ProxyHttp` implementation: each Pingora phase calls into the module that owns the work.
+//! Per-request state lives in [`Ctx`].
+
+pub mod errors;
+pub mod headers;
+
+use crate::config::HashKey;
+use crate::gateway::Gateway;
+use crate::router::{self, RequestView, RouteId};
+use crate::upstream::InFlight;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// The gateway's proxy: holds the current snapshot, swapped atomically on reload.
+pub struct Tollgate {
+    state: Arc<ArcSwap<Gateway>>,
+}
+
+impl Tollgate {
+    pub fn new(state: Arc<ArcSwap<Gateway>>) -> Self {
+        Tollgate { state }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// The snapshot this request uses from start to end.
+    gateway: Arc<Gateway>,
+    route: Option<RouteId>,
+    request_id: http::HeaderValue,
+    /// The path after dot-segment resolution, when it differs from the request's.
+    normalized_path: Option<String>,
+    /// Peers already tried by this request (for retries).
+    tried: Vec<SocketAddr>,
+    /// Counts this request against the chosen peer while it runs.
+    in_flight: Option<InFlight>,
+    /// Connection retries used so far.
+    retries: usize,
+    /// Request body bytes seen so far.
+    body_bytes: u64,
+}
+
+fn status_error(code: u16, why: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(code), why)
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// True when a raw request header section (one header per line) carries `Content-Length`.
+fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+impl Tollgate {
+    /// Checks on the request as received, before routing: sizes and framing ambiguities.
+    fn screen(&self, session: &Session, gw: &Gateway) -> Result<()> {
+        let req = session.req_header();
+        if let Some(h1) = session.as_downstream().as_http1() {
+            let raw = h1.get_headers_raw_bytes();
+            if raw.len() > gw.max_request_header_size {
+                return Err(status_error(431, "request header section too large"));
+            }
+            // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 6.3);
+            // a gateway must refuse such a request instead, as two parsers may disagree.
+            if req.headers.contains_key(header::TRANSFER_ENCODING) && raw_has_content_length(&raw) {
+                return Err(status_error(
+                    400,
+                    "both Content-Length and Transfer-Encoding",
+                ));
+            }
+        }
+        if req.headers.get_all(header::HOST).iter().count() > 1 {
+            return Err(status_error(400, "more than one Host header"));
+        }
+        Ok(())
+    }
+
+    fn route_request(&self, session: &Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        let raw_path = req.uri.path();
+        ctx.normalized_path = match router::normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(_) => return Err(status_error(400, "invalid request path")),
+        };
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let view = RequestView {
+            host,
+            path: ctx.normalized_path.as_deref().unwrap_or(raw_path),
+            method: &req.method,
+            headers: &req.headers,
+        };
+        ctx.route = ctx.gateway.router.lookup(&view);
+        Ok(())
+    }
+
+    /// Read the start of a chunked body before any upstream is contacted, so that malformed
+    /// chunk framing or an oversized body is refused while the upstream has seen nothing.
+    /// Exactly one read: its bytes stay in Pingora's retry buffer (64 KiB), which the proxy
+    /// replays to the upstream first, so nothing read here can be lost.
+    async fn read_ahead(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        max: Option<u64>,
+    ) -> Result<()> {
+        let req = session.req_header();
+        let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
+        let expects_continue = req.headers.contains_key(header::EXPECT);
+        if !chunked || expects_continue || session.as_downstream().as_http1().is_none() {
+            return Ok(());
+        }
+        session.as_downstream_mut().enable_retry_buffering();
+        match session.as_downstream_mut().read_request_body().await {
+            Ok(Some(chunk)) => {
+                ctx.body_bytes += chunk.len() as u64;
+                if max.is_some_and(|m| ctx.body_bytes > m) {
+                    return Err(status_error(413, "request body over max_body_size"));
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => match e.etype() {
+                ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
+                    Err(e)
+                }
+                _ => Err(status_error(400, "malformed request body")),
+            },
+        }
+    }
+
+    /// The bytes a consistent-hash pool hashes on for this request.
+    fn hash_key<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+        let req = session.req_header();
+        match key {
+            HashKey::ClientIp => match client_ip(session) {
+                Some(IpAddr::V4(v4)) => {
+                    ip_buf[..4].copy_from_slice(&v4.octets());
+                    &ip_buf[..4]
+                }
+                Some(IpAddr::V6(v6)) => {
+                    *ip_buf = v6.octets();
+                    &ip_buf[..]
+                }
+                None => b"",
+            },
+            HashKey::Path => req.uri.path().as_bytes(),
+            HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()).unwrap_or(b""),
+            HashKey::Cookie(name) => headers::cookie(&req.headers, name).unwrap_or(b""),
+            HashKey::Query(name) => req
+                .uri
+                .query()
+                .and_then(|q| headers::query_param(q, name))
+                .unwrap_or(b""),
+        }
+    }
+
+    async fn write_error(
+        &self,
+        session: &mut Session,
+        status: u16,
+        request_id: &http::HeaderValue,
+    ) -> Result<()> {
+        let body = errors::body(status, request_id.to_str().unwrap_or("-"));
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
+        if status == 503 {
+            resp.insert_header(header::RETRY_AFTER, "1")?;
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Tollgate {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            gateway: self.state.load_full(),
+            route: None,
+            request_id: http::HeaderValue::from_static("-"),
+            normalized_path: None,
+            tried: Vec::new(),
+            in_flight: None,
+            retries: 0,
+            body_bytes: 0,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.request_id =
+            headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
+        let gw = ctx.gateway.clone();
+        self.screen(session, &gw)?;
+        self.route_request(session, ctx)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(route_id) = ctx.route else {
+            return Err(status_error(404, "no route"));
+        };
+        let max = ctx.gateway.routes[route_id].max_body_size;
+        if let Some(max) = max {
+            let declared = session
+                .req_header()
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(status_error(413, "declared body over max_body_size"));
+            }
+        }
+        self.read_ahead(session, ctx, max).await?;
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(b), Some(route)) = (body.as_ref(), ctx.route) {
+            if let Some(max) = ctx.gateway.routes[route].max_body_size {
+                ctx.body_bytes += b.len() as u64;
+                if ctx.body_bytes > max {
+                    return Err(status_error(413, "request body over max_body_size"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route_id = ctx.route.ok_or_else(|| status_error(404, "no route"))?;
+        let pool = &ctx.gateway.pools[ctx.gateway.routes[route_id].upstream];
+        let mut ip_buf = [0u8; 16];
+        let key: &[u8] = match &pool.config.balance {
+            crate::config::Balance::ConsistentHash(k) => Self::hash_key(session, k, &mut ip_buf),
+            _ => b"",
+        };
+        // Release the previous attempt's in-flight slot before choosing again.
+        ctx.in_flight = None;
+        match pool.select(key, &ctx.tried) {
+            Some((peer, guard)) => {
+                ctx.tried.push(guard.peer().address);
+                ctx.in_flight = Some(guard);
+                Ok(Box::new(peer))
+            }
+            None if ctx.tried.is_empty() => Err(status_error(503, "no healthy peer")),
+            // Every other peer is down too: report the connection failure that brought us here.
+            None => Err(status_error(502, "no other peer to retry on")),
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(route) = ctx.route {
+            let pool = &ctx.gateway.pools[ctx.gateway.routes[route].upstream];
+            if let Some(addr) = peer._address.as_inet() {
+                pool.cool_down(addr);
+            }
+            if ctx.retries < pool.config.retries {
+                ctx.retries += 1;
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(route_id) = ctx.route else {
+            return Ok(());
+        };
+        let route = &ctx.gateway.routes[route_id];
+        headers::strip_request_hop_by_hop(upstream_request);
+
+        let path = ctx
+            .normalized_path
+            .as_deref()
+            .unwrap_or_else(|| session.req_header().uri.path());
+        let rewritten = router::rewrite_path(&route.rewrite, path);
+        if rewritten.is_some() || ctx.normalized_path.is_some() {
+            let new_path = rewritten.as_deref().unwrap_or(path);
+            let pq = match session.req_header().uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path.to_string(),
+            };
+            let uri = http::Uri::builder()
+                .path_and_query(pq)
+                .build()
+                .map_err(|_| status_error(400, "invalid rewritten path"))?;
+            upstream_request.set_uri(uri);
+        }
+
+        let host = session.req_header().headers.get(header::HOST).cloned();
+        headers::add_forwarded(upstream_request, client_ip(session), host.as_ref());
+        upstream_request.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        if !route.request_headers.is_empty() {
+            headers::apply_request(&route.request_headers, upstream_request);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::strip_response_hop_by_hop(upstream_response);
+        if let Some(route_id) = ctx.route {
+            let t = &ctx.gateway.routes[route_id].response_headers;
+            if !t.is_empty() {
+                headers::apply_response(t, upstream_response);
+            }
+        }
+        upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let status = errors::status_for(e);
+        if status == 0 || session.response_written().is_some() {
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        // Only an answer that left no unread body and no doubt about framing keeps the
+        // connection open.
+        let reusable =
+            matches!(status, 404 | 502 | 503 | 504) && session.as_downstream_mut().is_body_empty();
+        if !reusable {
+            session.set_keepalive(None);
+        }
+        if let Err(err) = self.write_error(session, status, &ctx.request_id).await {
+            log::debug!("could not write the error response: {err}");
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: reusable,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        matches!(error.etype(), ErrorType::HTTPStatus(code) if *code < 500)
+    }
+}

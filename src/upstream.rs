@@ -1,0 +1,438 @@
+//! Upstream pools: peers, weights, the balancing policy, active health checks (Pingora's
+//! `LoadBalancer` and `HealthCheck`s), passive protection (a peer that refuses a connection is
+//! kept out for a cool-down) and per-peer in-flight counts, which also drive `least_conn`.
+
+use crate::config::{Balance, HealthCheckKind, Upstream};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::health_check::{
+    HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck,
+};
+use pingora_load_balancing::selection::{
+    BackendIter, BackendSelection, Consistent, Random, RoundRobin,
+};
+use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Live counters of one peer, shared by every thread.
+#[derive(Debug)]
+pub struct PeerStats {
+    pub address: SocketAddr,
+    pub weight: usize,
+    /// Requests currently using this peer.
+    pub in_flight: AtomicUsize,
+    /// Milliseconds since the pool's epoch until which the peer is kept out (passive health).
+    cooldown_until_ms: AtomicU64,
+}
+
+/// Decrements a peer's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<PeerStats>);
+
+impl InFlight {
+    /// The peer this guard counts against.
+    pub fn peer(&self) -> &Arc<PeerStats> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Hash(LoadBalancer<Consistent>),
+    LeastConn(LoadBalancer<LeastConn>),
+}
+
+macro_rules! with_lb {
+    ($b:expr, $lb:ident => $e:expr) => {
+        match $b {
+            Balancer::RoundRobin($lb) => $e,
+            Balancer::Random($lb) => $e,
+            Balancer::Hash($lb) => $e,
+            Balancer::LeastConn($lb) => $e,
+        }
+    };
+}
+
+/// One upstream pool, built from its configuration.
+pub struct Pool {
+    pub config: Upstream,
+    balancer: Balancer,
+    peers: Vec<Arc<PeerStats>>,
+    epoch: Instant,
+    /// Set while a health-check round runs, so rounds never overlap.
+    checking: AtomicBool,
+    /// Milliseconds since the epoch when the next health-check round is due.
+    next_check_ms: AtomicU64,
+    /// How many candidates a selection may look at.
+    max_iterations: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+fn build_lb<S>(
+    backends: BTreeSet<Backend>,
+    hc: Option<Box<dyn HealthCheck + Send + Sync>>,
+) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let mut b = Backends::new(discovery::Static::new(backends));
+    if let Some(hc) = hc {
+        b.set_health_check(hc);
+    }
+    let lb = LoadBalancer::<S>::from_backends(b);
+    // Static discovery answers at once; the selector is built from it here.
+    if let Some(Err(e)) = futures::FutureExt::now_or_never(lb.update()) {
+        log::error!("building a load balancer failed: {e}");
+    }
+    lb
+}
+
+struct LogHealthChange {
+    pool: String,
+}
+
+#[async_trait]
+impl HealthObserve for LogHealthChange {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        if healthy {
+            log::info!(
+                "upstream {}: peer {} is healthy again",
+                self.pool,
+                target.addr
+            );
+        } else {
+            log::warn!(
+                "upstream {}: peer {} failed its health checks and leaves the pool",
+                self.pool,
+                target.addr
+            );
+        }
+    }
+}
+
+fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
+    let cfg = up.health_check.as_ref()?;
+    let observer = Box::new(LogHealthChange {
+        pool: up.name.clone(),
+    });
+    Some(match &cfg.kind {
+        HealthCheckKind::Tcp => {
+            let mut hc = TcpHealthCheck::new();
+            hc.consecutive_failure = cfg.unhealthy_after;
+            hc.consecutive_success = cfg.healthy_after;
+            hc.peer_template.options.connection_timeout = Some(cfg.timeout);
+            hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
+            hc.health_changed_callback = Some(observer);
+            hc
+        }
+        HealthCheckKind::Http { path, host } => {
+            let mut hc = HttpHealthCheck::new(host, false);
+            hc.consecutive_failure = cfg.unhealthy_after;
+            hc.consecutive_success = cfg.healthy_after;
+            hc.peer_template.options.connection_timeout = Some(cfg.timeout);
+            hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
+            hc.peer_template.options.read_timeout = Some(cfg.timeout);
+            hc.peer_template.options.write_timeout = Some(cfg.timeout);
+            match pingora_http::RequestHeader::build("GET", path.as_bytes(), None) {
+                Ok(mut req) => {
+                    if let Err(e) = req.insert_header(http::header::HOST, host.as_str()) {
+                        log::error!("upstream {}: health check host: {e}", up.name);
+                    }
+                    let _ = req.insert_header(http::header::USER_AGENT, "tollgate-health-check");
+                    hc.req = req;
+                }
+                Err(e) => log::error!("upstream {}: health check path: {e}", up.name),
+            }
+            hc.validator = Some(Box::new(|resp: &pingora_http::ResponseHeader| {
+                if resp.status.is_success() {
+                    Ok(())
+                } else {
+                    pingora_error::Error::e_explain(
+                        pingora_error::ErrorType::CustomCode(
+                            "unhealthy status",
+                            resp.status.as_u16(),
+                        ),
+                        format!("health check answered {}", resp.status),
+                    )
+                }
+            }));
+            hc.health_changed_callback = Some(observer);
+            Box::new(hc)
+        }
+    })
+}
+
+impl Pool {
+    /// Build a pool; health starts as healthy for every peer until a check says otherwise.
+    pub fn new(config: Upstream) -> Pool {
+        let peers: Vec<Arc<PeerStats>> = config
+            .peers
+            .iter()
+            .map(|p| {
+                Arc::new(PeerStats {
+                    address: p.address,
+                    weight: p.weight,
+                    in_flight: AtomicUsize::new(0),
+                    cooldown_until_ms: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let backends: BTreeSet<Backend> = peers
+            .iter()
+            .map(|s| {
+                let mut b = Backend {
+                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.address),
+                    weight: s.weight,
+                    ext: http::Extensions::new(),
+                };
+                b.ext.insert(s.clone());
+                b
+            })
+            .collect();
+        let hc = health_check(&config);
+        let balancer = match &config.balance {
+            Balance::RoundRobin => Balancer::RoundRobin(build_lb(backends, hc)),
+            Balance::Random => Balancer::Random(build_lb(backends, hc)),
+            Balance::ConsistentHash(_) => Balancer::Hash(build_lb(backends, hc)),
+            Balance::LeastConn => Balancer::LeastConn(build_lb(backends, hc)),
+        };
+        let total_weight: usize = config.peers.iter().map(|p| p.weight).sum();
+        Pool {
+            max_iterations: (total_weight * 2).max(16) + 256,
+            config,
+            balancer,
+            peers,
+            epoch: Instant::now(),
+            checking: AtomicBool::new(false),
+            next_check_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Choose a peer for `key`, skipping unhealthy peers, peers cooling down after a refused
+    /// connection, and peers in `exclude` (already tried by this request).
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<(HttpPeer, InFlight)> {
+        let now = self.now_ms();
+        let accept = |b: &Backend, healthy: bool| {
+            if !healthy {
+                return false;
+            }
+            let Some(stats) = b.ext.get::<Arc<PeerStats>>() else {
+                return false;
+            };
+            stats.cooldown_until_ms.load(Ordering::Relaxed) <= now
+                && !exclude.contains(&stats.address)
+        };
+        let backend =
+            with_lb!(&self.balancer, lb => lb.select_with(key, self.max_iterations, accept))?;
+        let stats = backend.ext.get::<Arc<PeerStats>>()?.clone();
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut peer = HttpPeer::new(stats.address, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.total_connection_timeout = Some(self.config.connect_timeout);
+        o.read_timeout = Some(self.config.read_timeout);
+        o.write_timeout = Some(self.config.write_timeout);
+        o.idle_timeout = Some(self.config.idle_timeout);
+        Some((peer, InFlight(stats)))
+    }
+
+    /// Keep `address` out of selection for the passive cool-down (after a refused connection).
+    pub fn cool_down(&self, address: &SocketAddr) {
+        if self.config.passive_cooldown.is_zero() {
+            return;
+        }
+        if let Some(stats) = self.peers.iter().find(|p| p.address == *address) {
+            let until = self.now_ms() + self.config.passive_cooldown.as_millis() as u64;
+            stats.cooldown_until_ms.store(until, Ordering::Relaxed);
+            log::warn!(
+                "upstream {}: peer {} refused a connection; kept out for {:?}",
+                self.config.name,
+                address,
+                self.config.passive_cooldown
+            );
+        }
+    }
+
+    /// The peers with their live counters.
+    pub fn peers(&self) -> &[Arc<PeerStats>] {
+        &self.peers
+    }
+
+    /// Whether active health checks currently consider `address` healthy.
+    pub fn is_healthy(&self, address: &SocketAddr) -> bool {
+        with_lb!(&self.balancer, lb => {
+            let all = lb.backends().get_backend();
+            all.iter()
+                .find(|b| b.addr.as_inet() == Some(address))
+                .is_some_and(|b| lb.backends().ready(b))
+        })
+    }
+
+    async fn run_health_check(&self) {
+        with_lb!(&self.balancer, lb => lb.backends().run_health_check(true).await)
+    }
+}
+
+/// Runs every pool's active health checks at its configured interval.
+pub struct HealthChecker {
+    pools: Arc<arc_swap::ArcSwap<crate::gateway::Gateway>>,
+}
+
+impl HealthChecker {
+    pub fn new(pools: Arc<arc_swap::ArcSwap<crate::gateway::Gateway>>) -> Self {
+        HealthChecker { pools }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let gateway = self.pools.load_full();
+            let mut wait = Duration::from_millis(500);
+            for pool in &gateway.pools {
+                let Some(hc) = &pool.config.health_check else {
+                    continue;
+                };
+                let now = pool.now_ms();
+                let due = pool.next_check_ms.load(Ordering::Relaxed);
+                if now >= due {
+                    if pool.checking.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    pool.next_check_ms
+                        .store(now + hc.interval.as_millis() as u64, Ordering::Relaxed);
+                    let p = pool.clone();
+                    tokio::spawn(async move {
+                        p.run_health_check().await;
+                        p.checking.store(false, Ordering::Release);
+                    });
+                    wait = wait.min(hc.interval);
+                } else {
+                    wait = wait.min(Duration::from_millis(due - now));
+                }
+            }
+            drop(gateway);
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Least-connections selection: the peer with the fewest in-flight requests relative to its
+/// weight. Small pools are scanned exactly; larger ones use the power of two random choices.
+pub struct LeastConn {
+    backends: Box<[(Backend, Arc<PeerStats>)]>,
+}
+
+const EXACT_SCAN_LIMIT: usize = 8;
+
+impl BackendSelection for LeastConn {
+    type Iter = LeastConnIter;
+    type Config = ();
+
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        let backends = backends
+            .iter()
+            .map(|b| {
+                let stats = b.ext.get::<Arc<PeerStats>>().cloned().unwrap_or_else(|| {
+                    Arc::new(PeerStats {
+                        address: b
+                            .addr
+                            .as_inet()
+                            .copied()
+                            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                        weight: b.weight,
+                        in_flight: AtomicUsize::new(0),
+                        cooldown_until_ms: AtomicU64::new(0),
+                    })
+                });
+                (b.clone(), stats)
+            })
+            .collect();
+        LeastConn { backends }
+    }
+
+    fn iter(self: &Arc<Self>, _key: &[u8]) -> LeastConnIter {
+        let n = self.backends.len();
+        let load = |i: usize| {
+            let (_, s) = &self.backends[i];
+            (s.in_flight.load(Ordering::Relaxed) as u128 * 1_000_000) / s.weight.max(1) as u128
+        };
+        let start = if n == 0 { 0 } else { fastrand::usize(..n) };
+        let first = if n == 0 {
+            0
+        } else if n <= EXACT_SCAN_LIMIT {
+            // Start the scan at a random peer so ties spread evenly.
+            (0..n)
+                .map(|k| (start + k) % n)
+                .min_by_key(|&i| load(i))
+                .unwrap_or(start)
+        } else {
+            let a = start;
+            let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+            if load(a) <= load(b) {
+                a
+            } else {
+                b
+            }
+        };
+        LeastConnIter {
+            sel: self.clone(),
+            first,
+            start,
+            step: 0,
+        }
+    }
+}
+
+/// Yields the least-loaded peer first, then every other peer once.
+pub struct LeastConnIter {
+    sel: Arc<LeastConn>,
+    first: usize,
+    start: usize,
+    step: usize,
+}
+
+impl BackendIter for LeastConnIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let n = self.sel.backends.len();
+        if n == 0 || self.step > n {
+            return None;
+        }
+        let i = if self.step == 0 {
+            self.first
+        } else {
+            (self.start + self.step - 1) % n
+        };
+        self.step += 1;
+        Some(&self.sel.backends[i].0)
+    }
+}
