@@ -372,6 +372,13 @@ impl ProxyHttp for Tollgate {
         if let Err(err) = self.write_error(session, status, &ctx.request_id).await {
             log::debug!("could not write the error response: {err}");
         }
+        if !reusable {
+            // Read what the client already sent (briefly) before closing, so the close does not
+            // turn into a reset that destroys the answer before the client reads it.
+            let downstream = session.as_downstream_mut();
+            downstream.set_total_drain_timeout(Some(std::time::Duration::from_secs(1)));
+            let _ = downstream.drain_request_body().await;
+        }
         FailToProxy {
             error_code: status,
             can_reuse_downstream: reusable,

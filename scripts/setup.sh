@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what building and testing Tollgate needs on a fresh Debian machine that has only the
+# Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it) and curl.
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

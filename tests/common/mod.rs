@@ -1,0 +1,412 @@
+//! Test harness: real upstream servers on loopback that record what they receive, the real
+//! `tollgate` binary started on a generated configuration, and a raw HTTP/1.1 client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub remote: Option<SocketAddr>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What an upstream answers.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// A real HTTP server on a loopback port that records every request it serves (health probes
+/// to `/health` are answered from `healthy` and counted apart).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    pub healthy: Arc<AtomicBool>,
+    pub probes: Arc<AtomicUsize>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Upstream {
+    /// An upstream that answers `200 <name>` to everything.
+    pub fn start(name: &str) -> Upstream {
+        let n = name.to_string();
+        Upstream::with_handler(name, move |_| Reply::ok(&n))
+    }
+
+    pub fn with_handler(
+        name: &str,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind upstream"));
+        let addr = server.server_addr().to_ip().expect("ip listener");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let probes = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        for _ in 0..16 {
+            let server = server.clone();
+            let seen = seen.clone();
+            let healthy = healthy.clone();
+            let probes = probes.clone();
+            let handler = handler.clone();
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                while let Ok(mut req) = server.recv() {
+                    if req.url() == "/health" {
+                        probes.fetch_add(1, Ordering::SeqCst);
+                        let status = if healthy.load(Ordering::SeqCst) {
+                            200
+                        } else {
+                            500
+                        };
+                        let _ = req.respond(
+                            tiny_http::Response::from_string("health").with_status_code(status),
+                        );
+                        continue;
+                    }
+                    let mut body = Vec::new();
+                    if req.as_reader().read_to_end(&mut body).is_err() {
+                        // An incomplete body is not a request the upstream received.
+                        continue;
+                    }
+                    let s = Seen {
+                        method: req.method().as_str().to_string(),
+                        url: req.url().to_string(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.field.as_str().as_str().to_string(),
+                                    h.value.as_str().to_string(),
+                                )
+                            })
+                            .collect(),
+                        body,
+                        remote: req.remote_addr().copied(),
+                    };
+                    seen.lock().unwrap().push(s.clone());
+                    let reply = handler(&s);
+                    if !reply.delay.is_zero() {
+                        std::thread::sleep(reply.delay);
+                    }
+                    let mut resp =
+                        tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+                    resp.add_header(
+                        tiny_http::Header::from_bytes("x-upstream", name.as_bytes()).unwrap(),
+                    );
+                    for (k, v) in reply.headers {
+                        resp.add_header(
+                            tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
+                        );
+                    }
+                    let _ = req.respond(resp);
+                }
+            });
+        }
+        Upstream {
+            addr,
+            name: name.to_string(),
+            seen,
+            healthy,
+            probes,
+            server,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
+    }
+
+    pub fn set_healthy(&self, h: bool) {
+        self.healthy.store(h, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// A loopback port nobody listens on (connections are refused).
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The path of the built gateway binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+/// The real gateway binary running on a generated configuration.
+pub struct Gateway {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Start the gateway with `body` (upstreams, routes, ...) under a generated process
+    /// section and one listener, and wait until it accepts connections.
+    pub fn start(body: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        // Retry on the rare race where another test takes the port between probe and bind.
+        for _ in 0..5 {
+            let port = closed_port().port();
+            let conf = format!(
+                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\n{body}",
+                d = dir.path().display()
+            );
+            let path = dir.path().join("tollgate.yaml");
+            std::fs::write(&path, &conf).unwrap();
+            let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+            let mut child = Command::new(bin())
+                .arg("-c")
+                .arg(&path)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start gateway");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log =
+                        std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+                    if log.contains("Address already in use") {
+                        break;
+                    }
+                    panic!("gateway exited with {status}:\n{log}");
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Gateway { port, child, dir };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("gateway did not start");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Send a GET for `path` with extra header lines.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        self.raw(req.as_bytes())
+    }
+
+    /// Send raw bytes on a new connection and read one response.
+    pub fn raw(&self, bytes: &[u8]) -> Response {
+        send_raw(self.port, bytes)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    /// Whether the server closed the connection after this response.
+    pub closed: bool,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Send `bytes` on a new connection to the gateway and read one response.
+pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gateway");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(bytes).expect("send");
+    read_response(&mut s)
+}
+
+/// Read one response from `s`; `closed` tells whether the server then closed the connection.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (status, headers, head_len) = loop {
+        let mut hdrs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hdrs);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
+            let headers: HashMap<String, String> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            break (resp.code.unwrap_or(0), headers, n);
+        }
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response; got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut rest = buf[head_len..].to_vec();
+    let body = if let Some(len) = headers.get("content-length") {
+        let len: usize = len.trim().parse().expect("content-length");
+        while rest.len() < len {
+            let n = s.read(&mut chunk).expect("read body");
+            assert!(n > 0, "connection closed mid-body");
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.truncate(len);
+        rest
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        let mut body = Vec::new();
+        loop {
+            while !rest.windows(2).any(|w| w == b"\r\n") {
+                let n = s.read(&mut chunk).expect("read chunk");
+                assert!(n > 0);
+                rest.extend_from_slice(&chunk[..n]);
+            }
+            let pos = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..pos]).unwrap().trim(), 16)
+                .unwrap();
+            rest.drain(..pos + 2);
+            while rest.len() < size + 2 {
+                let n = s.read(&mut chunk).expect("read chunk data");
+                assert!(n > 0);
+                rest.extend_from_slice(&chunk[..n]);
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest.drain(..size + 2);
+            if size == 0 {
+                break body;
+            }
+        }
+    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+        Vec::new()
+    } else {
+        let _ = s.read_to_end(&mut rest);
+        rest
+    };
+    // Did the server close? A closed socket reads 0 (or is reset); an open one times out.
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let closed = match s.read(&mut chunk) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    Response {
+        status,
+        headers,
+        body,
+        closed,
+    }
+}
+
+/// Poll `cond` until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
