@@ -15,6 +15,9 @@ use std::collections::HashMap;
 /// Index of a route in the configuration's route list.
 pub type RouteId = usize;
 
+/// Order of matches across buckets: priority, host rank, then earlier (more specific) visit.
+type Precedence = (i32, usize, std::cmp::Reverse<usize>);
+
 #[derive(Debug, Clone)]
 struct Candidate {
     route: RouteId,
@@ -55,7 +58,7 @@ impl PathTable {
 
     fn sort(&mut self) {
         for v in self.exact.values_mut().chain(self.prefix.values_mut()) {
-            v.sort_by(|a, b| b.rank.cmp(&a.rank));
+            v.sort_by_key(|c| std::cmp::Reverse(c.rank));
         }
     }
 
@@ -160,7 +163,7 @@ impl Router {
         let uniform = self.uniform_priority;
         // (priority, host rank, -visit order): visit order runs from the most to the least
         // specific path within a host level.
-        let mut best: Option<(RouteId, (i32, usize, std::cmp::Reverse<usize>))> = None;
+        let mut best: Option<(RouteId, Precedence)> = None;
         let mut seq = 0usize;
         let mut done = false;
 

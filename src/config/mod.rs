@@ -289,17 +289,25 @@ impl Validator {
         });
     }
 
-    /// Deserialize one item, reporting a failure at `base` plus the path inside the item.
-    fn item<T: DeserializeOwned>(&mut self, base: &str, value: Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let msg = e.inner().to_string();
-                self.error(join(base, &inner), msg);
-                None
+    /// Deserialize one item, reporting a failure at `base` plus the path inside the item. serde
+    /// stops at the first problem, so the offending entry is removed and the item tried again,
+    /// until it passes or no entry can be removed: every problem in the item is reported.
+    fn item<T: DeserializeOwned>(&mut self, base: &str, mut value: Value) -> Option<T> {
+        let mut failed = false;
+        for _ in 0..50 {
+            match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(t) => return if failed { None } else { Some(t) },
+                Err(e) => {
+                    failed = true;
+                    let inner = e.path().to_string();
+                    self.error(join(base, &inner), e.inner().to_string());
+                    if !remove_path(&mut value, e.path()) {
+                        return None;
+                    }
+                }
             }
         }
+        None
     }
 
     fn document(&mut self, doc: Value) -> Option<Config> {
@@ -948,6 +956,32 @@ impl Validator {
             }
         }
         out
+    }
+}
+
+/// Remove the entry at `path` from `value`; false when there is nothing to remove.
+fn remove_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parents {
+        let next = match (seg, cur) {
+            (Segment::Map { key }, Value::Mapping(m)) => m.get_mut(key.as_str()),
+            (Segment::Seq { index }, Value::Sequence(s)) => s.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return false,
+        }
+    }
+    match (last, cur) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        // Removing a list element would shift the places of the ones after it: stop here.
+        _ => false,
     }
 }
 

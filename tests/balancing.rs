@@ -1,0 +1,235 @@
+//! Balancing policies, active health checks, passive protection and retries, with real peers.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn by_upstream(
+    gw: &Gateway,
+    n: usize,
+    path: impl Fn(usize) -> String,
+    headers: &[(&str, &str)],
+) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for i in 0..n {
+        let r = gw.get(&path(i), headers);
+        assert_eq!(r.status, 200, "{}", r.text());
+        *out.entry(r.header("x-upstream").unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn weighted_round_robin_follows_weights() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{}\", {{address: \"{}\", weight: 2}}], balance: round_robin}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        a.addr, b.addr
+    ));
+    let counts = by_upstream(&gw, 300, |_| "/".into(), &[]);
+    assert_eq!(counts.get("a"), Some(&100), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&200), "{counts:?}");
+}
+
+#[test]
+fn random_spreads_over_all_peers() {
+    let ups: Vec<Upstream> = ["a", "b", "c"].iter().map(|n| Upstream::start(n)).collect();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{}\", \"{}\", \"{}\"], balance: random}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let counts = by_upstream(&gw, 300, |_| "/".into(), &[]);
+    for n in ["a", "b", "c"] {
+        let c = counts.get(n).copied().unwrap_or(0);
+        // Binomial(300, 1/3): mean 100, sd ~8.2; 50..150 is more than six sd either way.
+        assert!((50..150).contains(&c), "{counts:?}");
+    }
+}
+
+#[test]
+fn consistent_hash_keeps_a_key_on_one_peer() {
+    let ups: Vec<Upstream> = ["a", "b", "c"].iter().map(|n| Upstream::start(n)).collect();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{}\", \"{}\", \"{}\"], balance: consistent_hash, hash_key: \"header:x-user\"}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let mut owners = HashMap::new();
+    for user in 0..60 {
+        let id = format!("user-{user}");
+        let first = by_upstream(&gw, 5, |_| "/".into(), &[("x-user", &id)]);
+        assert_eq!(first.len(), 1, "key {id} moved between peers: {first:?}");
+        owners.insert(id, first.into_keys().next().unwrap());
+    }
+    let mut per_peer: HashMap<&str, usize> = HashMap::new();
+    for p in owners.values() {
+        *per_peer.entry(p.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_peer.len(),
+        3,
+        "60 keys should land on all three peers: {per_peer:?}"
+    );
+}
+
+#[test]
+fn consistent_hash_on_query_and_path() {
+    let ups: Vec<Upstream> = ["a", "b"].iter().map(|n| Upstream::start(n)).collect();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  q: {{peers: [\"{}\", \"{}\"], balance: consistent_hash, hash_key: \"query:id\"}}\n  p: {{peers: [\"{}\", \"{}\"], balance: consistent_hash, hash_key: path}}\nroutes:\n  - {{name: q, match: {{path_prefix: /q}}, upstream: q}}\n  - {{name: p, match: {{path_prefix: /p}}, upstream: p}}\n",
+        ups[0].addr, ups[1].addr, ups[0].addr, ups[1].addr
+    ));
+    for k in 0..10 {
+        let q = by_upstream(&gw, 4, |i| format!("/q?id={k}&n={i}"), &[]);
+        assert_eq!(q.len(), 1, "{q:?}");
+        let p = by_upstream(&gw, 4, |_| format!("/p/{k}"), &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+}
+
+#[test]
+fn least_conn_prefers_the_idle_peer() {
+    // "slow" holds each request for 400ms; "fast" answers at once. With requests in flight on
+    // the slow peer, least_conn sends new ones to the fast peer.
+    let slow = Upstream::with_handler("slow", |_| {
+        Reply::ok("slow").delay(Duration::from_millis(400))
+    });
+    let fast = Upstream::start("fast");
+    let gw = Arc::new(Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{}\", \"{}\"], balance: least_conn}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        slow.addr, fast.addr
+    )));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let gw = gw.clone();
+        let done = done.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut mine = HashMap::<String, usize>::new();
+            for _ in 0..15 {
+                let r = gw.get("/", &[]);
+                assert_eq!(r.status, 200);
+                *mine
+                    .entry(r.header("x-upstream").unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+            mine
+        }));
+    }
+    let mut total = HashMap::<String, usize>::new();
+    for h in handles {
+        for (k, v) in h.join().unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    let slow_n = total.get("slow").copied().unwrap_or(0);
+    let fast_n = total.get("fast").copied().unwrap_or(0);
+    assert_eq!(slow_n + fast_n, 60);
+    // Round robin would give 30/30. At most one request per client thread can be on the slow
+    // peer at a time, and each holds it 400ms, so the slow peer gets only a few.
+    assert!(
+        slow_n <= 12,
+        "least_conn sent {slow_n} of 60 to the busy peer: {total:?}"
+    );
+    assert!(slow_n >= 1, "the slow peer was never used: {total:?}");
+}
+
+#[test]
+fn health_checks_take_a_peer_out_and_bring_it_back() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let interval = Duration::from_millis(200);
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p:\n    peers: [\"{}\", \"{}\"]\n    health_check: {{kind: http, path: /health, interval: 200ms, timeout: 100ms, unhealthy_after: 1, healthy_after: 1}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        a.addr, b.addr
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || b.probes.load(Ordering::SeqCst)
+            > 0),
+        "no probes"
+    );
+    b.set_healthy(false);
+    let failed_at = Instant::now();
+    // Within two intervals (plus one probe timeout of slack for scheduling) b is out.
+    let out = wait_until(Duration::from_secs(5), || {
+        let before = b.count();
+        (0..4).all(|_| gw.get("/", &[]).status == 200) && b.count() == before
+    });
+    assert!(out, "peer b never left the pool");
+    let took = failed_at.elapsed();
+    assert!(
+        took <= interval * 2 + Duration::from_millis(300),
+        "took {took:?} to leave the pool"
+    );
+    // Only a serves now.
+    let counts = by_upstream(&gw, 10, |_| "/".into(), &[]);
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    // Healthy again: b comes back.
+    b.set_healthy(true);
+    let back = wait_until(Duration::from_secs(5), || {
+        let before = b.count();
+        let _ = by_upstream(&gw, 4, |_| "/".into(), &[]);
+        b.count() > before
+    });
+    assert!(back, "peer b never came back");
+}
+
+#[test]
+fn tcp_health_check_and_503_when_no_peer_is_healthy() {
+    let dead = closed_port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p:\n    peers: [\"{dead}\"]\n    health_check: {{kind: tcp, interval: 100ms, timeout: 50ms, unhealthy_after: 1, healthy_after: 1}}\n    passive_cooldown: 0s\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n"
+    ));
+    let got_503 = wait_until(Duration::from_secs(5), || gw.get("/", &[]).status == 503);
+    assert!(got_503, "never answered 503 with every peer down");
+    let r = gw.get("/", &[]);
+    assert_eq!(r.json()["status"], 503);
+    assert_eq!(r.json()["error"], "no healthy upstream peer");
+    assert!(!r.text().contains(&dead.port().to_string()));
+}
+
+#[test]
+fn connect_failures_are_retried_on_a_live_peer() {
+    let live = Upstream::start("live");
+    let dead = closed_port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{dead}\", \"{}\"], retries: 1, passive_cooldown: 0s}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        live.addr
+    ));
+    // Round robin alternates, so half the first attempts hit the dead peer; all must succeed.
+    for _ in 0..20 {
+        let r = gw.raw(
+            b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody",
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(live.count(), 20);
+    assert!(
+        live.seen().iter().all(|s| s.body == b"body"),
+        "retried request lost its body"
+    );
+}
+
+#[test]
+fn passive_cooldown_stops_sending_to_a_refusing_peer() {
+    let live = Upstream::start("live");
+    let dead = closed_port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{dead}\", \"{}\"], retries: 0, passive_cooldown: 30s}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        live.addr
+    ));
+    // Without retries, at most one request fails (the one that discovered the dead peer)
+    // before the cool-down keeps it out.
+    let statuses: Vec<u16> = (0..20).map(|_| gw.get("/", &[]).status).collect();
+    let failed = statuses.iter().filter(|s| **s == 502).count();
+    assert!(failed <= 2, "{statuses:?}");
+    assert!(
+        statuses[statuses.len() - 10..].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+}

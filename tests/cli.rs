@@ -1,0 +1,201 @@
+//! The command line and configuration errors: every class of mistake is reported with its
+//! place in the file, all at once, and nothing starts.
+
+mod common;
+use common::*;
+use std::process::{Command, Output};
+
+const GOOD_TAIL: &str = "upstreams:\n  users: {peers: [127.0.0.1:8001]}\n  products: {peers: [127.0.0.1:8003]}\nroutes:\n  - {name: users, match: {path_prefix: /api/users}, upstream: users}\n";
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out: Output = Command::new(bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fails_with(text: &str, expected: &[&str]) {
+    let (ok, _, err) = check(text);
+    assert!(!ok, "accepted:\n{text}");
+    for e in expected {
+        assert!(err.contains(e), "missing {e:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn shipped_configuration_is_ok() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tollgate.yaml");
+    let out = Command::new(bin())
+        .args(["-t", "-c", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configuration OK"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--conf", "--test", "--daemon", "--upgrade"] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn malformed_yaml_reports_line_and_column() {
+    fails_with(
+        "listeners:\n  - address: 127.0.0.1:8080\nroutes: [\n  {name: x\n",
+        &["invalid YAML", "line", "column"],
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    fails_with(
+        &format!("listeners: [{{address: 127.0.0.1:8080}}]\nthreds: 2\n{GOOD_TAIL}  - {{name: p, match: {{path_prefx: /p}}, upstream: products}}\n"),
+        &[
+            "threds: unknown key (did you mean \"threads\"?)",
+            "routes[1].match.path_prefx: unknown field `path_prefx`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_upstream_lists_the_known_ones() {
+    fails_with(
+        &format!("listeners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}  - {{name: p, match: {{path_prefix: /p}}, upstream: user}}\n"),
+        &["routes[1].upstream: unknown upstream \"user\" (known: users, products)"],
+    );
+}
+
+#[test]
+fn bad_durations_and_sizes() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams:\n  a: {peers: [127.0.0.1:1], connect_timeout: 10, read_timeout: 5 parsecs}\nroutes:\n  - {name: r, match: {}, upstream: a, max_body_size: 1MB}\n",
+        &[
+            "upstreams.a.connect_timeout: duration 10 needs a unit",
+            "upstreams.a.read_timeout: invalid duration unit",
+            "routes[0].max_body_size: invalid size unit \"MB\"",
+        ],
+    );
+}
+
+#[test]
+fn bad_addresses() {
+    fails_with(
+        "listeners: [{address: 'localhost'}]\nupstreams:\n  a: {peers: [127.0.0.1, {address: 127.0.0.1:2, weight: 0}]}\nroutes:\n  - {name: r, match: {}, upstream: a}\n",
+        &[
+            "listeners[0].address: \"localhost\" is not an IP address and port",
+            "upstreams.a.peers[0]: \"127.0.0.1\" needs a port",
+            "upstreams.a.peers[1].weight: must be at least 1",
+        ],
+    );
+}
+
+#[test]
+fn missing_sections() {
+    fails_with(
+        "threads: 1\n",
+        &[
+            "listeners: is required",
+            "upstreams: is required",
+            "routes: is required",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_and_shadowed_routes() {
+    fails_with(
+        &format!("listeners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}  - {{name: users, match: {{path_prefix: /other}}, upstream: users}}\n  - {{name: dup, match: {{path_prefix: /api/users}}, upstream: products}}\n"),
+        &[
+            "routes[1].name: route name \"users\" is already used by routes[0]",
+            "routes[2].match: matches exactly what routes[0] matches",
+        ],
+    );
+}
+
+#[test]
+fn bad_policy_values() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams:\n  a: {peers: [127.0.0.1:1], balance: fastest}\n  b: {peers: [127.0.0.1:2], balance: consistent_hash, hash_key: 'ip'}\n  c:\n    peers: [127.0.0.1:3]\n    health_check: {kind: tcp, path: /health, interval: 1s, timeout: 2s, unhealthy_after: 0}\nroutes:\n  - {name: r, match: {}, upstream: a}\n",
+        &[
+            "upstreams.a.balance: unknown variant `fastest`",
+            "upstreams.b.hash_key: \"ip\" is not a hash key",
+            "upstreams.c.health_check.path: applies only to `kind: http`",
+            "upstreams.c.health_check.timeout: must not be longer than the interval",
+            "upstreams.c.health_check.unhealthy_after: must be at least 1",
+        ],
+    );
+}
+
+#[test]
+fn bad_route_shapes() {
+    fails_with(
+        &format!("listeners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}  - {{name: a, match: {{path_prefix: /a, path_exact: /a/b}}, upstream: users}}\n  - {{name: b, match: {{path_prefix: /b}}, upstream: users, strip_prefix: /c}}\n  - name: c\n    match: {{path_prefix: /c, hosts: ['a:80'], methods: ['G T']}}\n    upstream: users\n    request_headers: {{set: {{'bad header': x, connection: close}}}}\n"),
+        &[
+            "routes[1].match: give either path_prefix or path_exact, not both",
+            "routes[2].strip_prefix: \"/c\" is not a leading part of the matched path \"/b\"",
+            "routes[3].match.hosts[0]: \"a:80\" is not a host name",
+            "routes[3].match.methods[0]: \"G T\" is not an HTTP method",
+            "routes[3].request_headers.set.bad header: is not a valid header name",
+            "routes[3].request_headers.set.connection: is a hop-by-hop",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_version_and_bad_process_settings() {
+    fails_with(
+        &format!("version: 2\nthreads: 0\nwork_stealing: maybe\nlisteners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}"),
+        &["work_stealing: invalid type"],
+    );
+    fails_with(
+        &format!("version: 2\nthreads: 0\nlisteners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}"),
+        &[
+            "version: unsupported configuration version 2",
+            "threads: must be at least 1",
+        ],
+    );
+}
+
+#[test]
+fn an_invalid_file_never_starts_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port().port();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(
+        &path,
+        format!("listeners: [{{address: 127.0.0.1:{port}}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: b}}]\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 problem found"), "{err}");
+    assert!(
+        err.contains("routes[0].upstream: unknown upstream \"b\" (known: a)"),
+        "{err}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
