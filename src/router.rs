@@ -425,6 +425,31 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_routes() {
+        let mut text = String::new();
+        for i in 0..10_000 {
+            text.push_str(&format!(
+                "  - {{name: r{i}, match: {{path_prefix: /svc{i}/api}}, upstream: u}}\n"
+            ));
+        }
+        text.push_str("  - {name: host, match: {hosts: [h9999.example.com], path_prefix: /svc9999}, upstream: u}\n");
+        let r = router(&text);
+        assert_eq!(
+            find(&r, "x", "GET", "/svc0/api/users/1", &[]).as_deref(),
+            Some("r0")
+        );
+        assert_eq!(
+            find(&r, "x", "GET", "/svc9999/api", &[]).as_deref(),
+            Some("r9999")
+        );
+        assert_eq!(
+            find(&r, "h9999.example.com", "GET", "/svc9999/api", &[]).as_deref(),
+            Some("host")
+        );
+        assert_eq!(find(&r, "x", "GET", "/svc10000/api", &[]), None);
+    }
+
+    #[test]
     fn rewrites() {
         assert_eq!(
             rewrite_path(&PathRewrite::Strip("/api".into()), "/api/users/7").as_deref(),

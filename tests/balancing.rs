@@ -233,3 +233,42 @@ fn passive_cooldown_stops_sending_to_a_refusing_peer() {
         "{statuses:?}"
     );
 }
+
+/// A peer that reads a request, counts it, and closes without answering.
+fn black_hole() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut buf = [0u8; 4096];
+            if matches!(std::io::Read::read(&mut s, &mut buf), Ok(n) if n > 0) {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, got)
+}
+
+#[test]
+fn a_sent_non_idempotent_request_is_not_replayed() {
+    let (a, got_a) = black_hole();
+    let (b, got_b) = black_hole();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p: {{peers: [\"{a}\", \"{b}\"], retries: 2}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n"
+    ));
+    let r = gw
+        .raw(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\n100");
+    assert_eq!(r.status, 502);
+    assert!(wait_until(Duration::from_secs(2), || got_a
+        .load(Ordering::SeqCst)
+        + got_b.load(Ordering::SeqCst)
+        >= 1));
+    // Give a wrongful replay every chance to show up before counting.
+    let settled = !wait_until(Duration::from_millis(500), || {
+        got_a.load(Ordering::SeqCst) + got_b.load(Ordering::SeqCst) > 1
+    });
+    assert!(settled, "the POST reached the upstreams more than once");
+}

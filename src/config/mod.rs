@@ -700,31 +700,32 @@ impl Validator {
     fn routes(&mut self, value: Option<Value>, upstreams: &[Upstream]) -> Vec<Route> {
         let items = self.sequence("routes", value, true);
         let mut out: Vec<Route> = Vec::new();
-        let mut seen: Vec<(String, usize, String)> = Vec::new();
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
+        let mut signatures: std::collections::HashMap<String, usize> = Default::default();
         for (i, item) in items.into_iter().enumerate() {
             let base = index_path("routes", i);
             let Some(raw) = self.item::<RawRoute>(&base, item) else {
                 continue;
             };
-            if let Some((_, j, _)) = seen.iter().find(|(n, _, _)| *n == raw.name) {
+            if let Some(j) = names.get(&raw.name) {
                 self.error(
                     format!("{base}.name"),
                     format!("route name \"{}\" is already used by routes[{j}]", raw.name),
                 );
+            } else {
+                names.insert(raw.name.clone(), i);
             }
-            seen.push((raw.name.clone(), i, String::new()));
             if let Some(route) = self.route(&base, raw, upstreams) {
                 let signature = route_signature(&route);
-                if let Some((_, j, _)) = seen.iter().find(|(_, _, s)| *s == signature) {
+                if let Some(j) = signatures.get(&signature) {
                     self.error(
                         format!("{base}.match"),
                         format!(
                             "matches exactly what routes[{j}] matches, with the same priority: it could never be chosen"
                         ),
                     );
-                }
-                if let Some(last) = seen.last_mut() {
-                    last.2 = signature;
+                } else {
+                    signatures.insert(signature, i);
                 }
                 out.push(route);
             }
