@@ -198,7 +198,7 @@ fn connect_failures_are_retried_on_a_live_peer() {
     let live = Upstream::start("live");
     let dead = closed_port();
     let gw = Gateway::start(&format!(
-        "upstreams:\n  p: {{peers: [\"{dead}\", \"{}\"], retries: 1, passive_cooldown: 0s}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        "upstreams:\n  p: {{peers: [\"{dead}\", \"{}\"], retries: 1, passive_cooldown: 0s}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p, max_body_size: 6}}\n",
         live.addr
     ));
     // Round robin alternates, so half the first attempts hit the dead peer; all must succeed.

@@ -44,7 +44,7 @@ pub struct Ctx {
     in_flight: Option<InFlight>,
     /// Connection retries used so far.
     retries: usize,
-    /// Request body bytes seen so far.
+    /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
 
@@ -132,8 +132,9 @@ impl Tollgate {
         session.as_downstream_mut().enable_retry_buffering();
         match session.as_downstream_mut().read_request_body().await {
             Ok(Some(chunk)) => {
-                ctx.body_bytes += chunk.len() as u64;
-                if max.is_some_and(|m| ctx.body_bytes > m) {
+                // Not added to `ctx.body_bytes`: the bytes are counted when they are replayed
+                // to the upstream through `request_body_filter`.
+                if max.is_some_and(|m| chunk.len() as u64 > m) {
                     return Err(status_error(413, "request body over max_body_size"));
                 }
                 Ok(())
@@ -266,6 +267,8 @@ impl ProxyHttp for Tollgate {
         };
         // Release the previous attempt's in-flight slot before choosing again.
         ctx.in_flight = None;
+        // Each attempt sends the body from its start (retries replay the buffered body).
+        ctx.body_bytes = 0;
         match pool.select(key, &ctx.tried) {
             Some((peer, guard)) => {
                 ctx.tried.push(guard.peer().address);
