@@ -117,12 +117,7 @@ impl Tollgate {
     /// chunk framing or an oversized body is refused while the upstream has seen nothing.
     /// Exactly one read: its bytes stay in Pingora's retry buffer (64 KiB), which the proxy
     /// replays to the upstream first, so nothing read here can be lost.
-    async fn read_ahead(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        max: Option<u64>,
-    ) -> Result<()> {
+    async fn read_ahead(&self, session: &mut Session, max: Option<u64>) -> Result<()> {
         let req = session.req_header();
         let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
         let expects_continue = req.headers.contains_key(header::EXPECT);
@@ -235,7 +230,7 @@ impl ProxyHttp for Tollgate {
                 return Err(status_error(413, "declared body over max_body_size"));
             }
         }
-        self.read_ahead(session, ctx, max).await?;
+        self.read_ahead(session, max).await?;
         Ok(false)
     }
 
