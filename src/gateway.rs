@@ -2,6 +2,7 @@
 //! and shared immutably. A request loads the snapshot once and uses it to the end.
 
 use crate::config::{Config, Route};
+use crate::policy::Policies;
 use crate::router::Router;
 use crate::upstream::Pool;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ pub struct Gateway {
     /// Pools, indexed like the configuration's upstreams.
     pub pools: Vec<Arc<Pool>>,
     pub max_request_header_size: usize,
+    /// Consumers and credentials.
+    pub policies: Policies,
 }
 
 impl Gateway {
@@ -28,6 +31,7 @@ impl Gateway {
                 .map(|u| Arc::new(Pool::new(u.clone())))
                 .collect(),
             max_request_header_size: config.max_request_header_size,
+            policies: Policies::new(config),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod policy;
 pub mod proxy;
 pub mod router;
 pub mod upstream;

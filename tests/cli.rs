@@ -199,3 +199,18 @@ fn an_invalid_file_never_starts_the_gateway() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn bad_policies() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nconsumers:\n  - {name: alice, api_keys: [short, 'sha256:abc']}\n  - {name: bob, api_keys: [shared-key-1]}\n  - {name: eve, api_keys: [shared-key-1]}\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes:\n  - {name: r, match: {}, upstream: a, allow_groups: [staff], ip_allow: [10.0.0.0/33]}\n  - {name: s, match: {path_prefix: /s}, upstream: a, auth: [api_key], allow_consumers: [mallory]}\n",
+        &[
+            "consumers[0].api_keys[0]: an API key must be at least 8 characters",
+            "consumers[0].api_keys[1]: a sha256: key must be 64 hexadecimal digits",
+            "consumers[2].api_keys[0]: this key is already given to consumer \"bob\"",
+            "routes[0].auth: allow_groups and allow_consumers need `auth`",
+            "routes[0].ip_allow[0]: \"10.0.0.0/33\" is not an address or CIDR range",
+            "routes[1].allow_consumers[0]: unknown consumer \"mallory\"",
+        ],
+    );
+}

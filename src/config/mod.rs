@@ -48,6 +48,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Requests whose header section is larger than this are refused with 431.
     pub max_request_header_size: usize,
+    /// Known callers, in file order.
+    pub consumers: Vec<Consumer>,
+    /// The header API keys are read from (besides `Authorization: Bearer`).
+    pub api_key_header: HeaderName,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
 }
@@ -137,6 +141,32 @@ pub struct Route {
     pub request_headers: HeaderTransform,
     pub response_headers: HeaderTransform,
     pub max_body_size: Option<u64>,
+    /// Accepted authentication methods; empty means a public route.
+    pub auth: Vec<AuthMethod>,
+    /// Consumers in one of these groups may call (empty: no group rule).
+    pub allow_groups: Vec<String>,
+    /// These consumers (indexes into [`Config::consumers`]) may call (empty: no consumer rule).
+    pub allow_consumers: Vec<usize>,
+    /// Client addresses allowed (empty: any).
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client addresses refused.
+    pub ip_deny: Vec<ipnet::IpNet>,
+}
+
+/// A way a caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A key in `X-API-Key` (or the configured header) or `Authorization: Bearer`.
+    ApiKey,
+}
+
+/// A known caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// SHA-256 digests of the consumer's API keys (keys given in clear are hashed at load).
+    pub api_key_digests: Vec<[u8; 32]>,
 }
 
 /// A host a route answers for.
@@ -192,6 +222,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "upstreams",
     "routes",
     "max_request_header_size",
+    "consumers",
+    "api_key_header",
 ];
 
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
@@ -328,6 +360,8 @@ impl Validator {
         let mut upstreams = None;
         let mut routes = None;
         let mut max_header = None;
+        let mut consumers = None;
+        let mut api_key_header = None;
         for (k, v) in map {
             let Some(key) = k.as_str().map(str::to_string) else {
                 self.error("", format!("top-level key {k:?} is not a string"));
@@ -338,6 +372,8 @@ impl Validator {
                 "upstreams" => upstreams = Some(v),
                 "routes" => routes = Some(v),
                 "max_request_header_size" => max_header = Some(v),
+                "consumers" => consumers = Some(v),
+                "api_key_header" => api_key_header = Some(v),
                 _ if server_keys.iter().any(|s| s == &key) => {
                     server_map.insert(Value::String(key), v);
                 }
@@ -358,7 +394,9 @@ impl Validator {
         let listeners = self.listeners(listeners);
         let upstreams = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
-        let routes = self.routes(routes, &upstreams);
+        let consumers = self.consumers(consumers);
+        let api_key_header = self.api_key_header(api_key_header);
+        let routes = self.routes(routes, &upstreams, &consumers);
 
         Some(Config {
             server: server?,
@@ -366,6 +404,8 @@ impl Validator {
             upstreams,
             routes,
             max_request_header_size,
+            consumers,
+            api_key_header,
             warnings: Vec::new(),
         })
     }
@@ -697,7 +737,104 @@ impl Validator {
         })
     }
 
-    fn routes(&mut self, value: Option<Value>, upstreams: &[Upstream]) -> Vec<Route> {
+    fn api_key_header(&mut self, value: Option<Value>) -> HeaderName {
+        let default = HeaderName::from_static("x-api-key");
+        let Some(v) = value else { return default };
+        let Some(text) = self.item::<String>("api_key_header", v) else {
+            return default;
+        };
+        match HeaderName::from_bytes(text.as_bytes()) {
+            Ok(h) if !crate::proxy::headers::is_framing_or_hop(&h) => h,
+            _ => {
+                self.error(
+                    "api_key_header",
+                    format!("\"{text}\" is not a usable header name"),
+                );
+                default
+            }
+        }
+    }
+
+    fn consumers(&mut self, value: Option<Value>) -> Vec<Consumer> {
+        let items = self.sequence("consumers", value, false);
+        let mut out: Vec<Consumer> = Vec::new();
+        let mut keys: std::collections::HashMap<[u8; 32], String> = Default::default();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("consumers", i);
+            let Some(raw) = self.item::<RawConsumer>(&base, item) else {
+                continue;
+            };
+            if !valid_name(&raw.name) {
+                self.error(
+                    format!("{base}.name"),
+                    "consumer names are non-empty and use letters, digits, '_', '-' and '.' only",
+                );
+            }
+            if out.iter().any(|c| c.name == raw.name) {
+                self.error(
+                    format!("{base}.name"),
+                    format!("consumer \"{}\" is defined twice", raw.name),
+                );
+            }
+            for (j, g) in raw.groups.iter().enumerate() {
+                if !valid_name(g) {
+                    self.error(
+                        format!("{base}.groups[{j}]"),
+                        "group names use letters, digits, '_', '-' and '.' only",
+                    );
+                }
+            }
+            let mut digests = Vec::new();
+            for (j, key) in raw.api_keys.iter().enumerate() {
+                let place = format!("{base}.api_keys[{j}]");
+                let digest = match key.strip_prefix("sha256:") {
+                    Some(h) => match hex::decode(h) {
+                        Ok(bytes) if bytes.len() == 32 => {
+                            let mut d = [0u8; 32];
+                            d.copy_from_slice(&bytes);
+                            Some(d)
+                        }
+                        _ => {
+                            self.error(
+                                place.clone(),
+                                "a sha256: key must be 64 hexadecimal digits",
+                            );
+                            None
+                        }
+                    },
+                    None if key.len() < 8 => {
+                        self.error(place.clone(), "an API key must be at least 8 characters");
+                        None
+                    }
+                    None => Some(crate::policy::key_digest(key.as_bytes())),
+                };
+                if let Some(d) = digest {
+                    if let Some(owner) = keys.get(&d) {
+                        self.error(
+                            place,
+                            format!("this key is already given to consumer \"{owner}\""),
+                        );
+                    } else {
+                        keys.insert(d, raw.name.clone());
+                        digests.push(d);
+                    }
+                }
+            }
+            out.push(Consumer {
+                name: raw.name,
+                groups: raw.groups,
+                api_key_digests: digests,
+            });
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        value: Option<Value>,
+        upstreams: &[Upstream],
+        consumers: &[Consumer],
+    ) -> Vec<Route> {
         let items = self.sequence("routes", value, true);
         let mut out: Vec<Route> = Vec::new();
         let mut names: std::collections::HashMap<String, usize> = Default::default();
@@ -715,7 +852,7 @@ impl Validator {
             } else {
                 names.insert(raw.name.clone(), i);
             }
-            if let Some(route) = self.route(&base, raw, upstreams) {
+            if let Some(route) = self.route(&base, raw, upstreams, consumers) {
                 let signature = route_signature(&route);
                 if let Some(j) = signatures.get(&signature) {
                     self.error(
@@ -733,7 +870,13 @@ impl Validator {
         out
     }
 
-    fn route(&mut self, base: &str, raw: RawRoute, upstreams: &[Upstream]) -> Option<Route> {
+    fn route(
+        &mut self,
+        base: &str,
+        raw: RawRoute,
+        upstreams: &[Upstream],
+        consumers: &[Consumer],
+    ) -> Option<Route> {
         let before = self.errors.len();
         if raw.name.is_empty() || !valid_name(&raw.name) {
             self.error(
@@ -899,10 +1042,59 @@ impl Validator {
             raw.response_headers.unwrap_or_default(),
         );
 
+        let mut auth = Vec::new();
+        for m in raw.auth.unwrap_or_default() {
+            let m = match m {
+                RawAuthMethod::ApiKey => AuthMethod::ApiKey,
+            };
+            if !auth.contains(&m) {
+                auth.push(m);
+            }
+        }
+        let allow_groups = raw.allow_groups.unwrap_or_default();
+        let known_groups: Vec<&str> = consumers
+            .iter()
+            .flat_map(|c| c.groups.iter().map(String::as_str))
+            .collect();
+        for (j, g) in allow_groups.iter().enumerate() {
+            if !known_groups.contains(&g.as_str()) {
+                self.warn(
+                    format!("{base}.allow_groups[{j}]"),
+                    format!("no consumer is in group \"{g}\""),
+                );
+            }
+        }
+        let mut allow_consumers = Vec::new();
+        for (j, name) in raw.allow_consumers.unwrap_or_default().iter().enumerate() {
+            match consumers.iter().position(|c| &c.name == name) {
+                Some(i) => allow_consumers.push(i),
+                None => self.error(
+                    format!("{base}.allow_consumers[{j}]"),
+                    format!("unknown consumer \"{name}\""),
+                ),
+            }
+        }
+        if auth.is_empty() && !(allow_groups.is_empty() && allow_consumers.is_empty()) {
+            self.error(
+                format!("{base}.auth"),
+                "allow_groups and allow_consumers need `auth` on the route: who the caller is must be known",
+            );
+        }
+        let ip_allow = self.cidrs(
+            &format!("{base}.ip_allow"),
+            raw.ip_allow.unwrap_or_default(),
+        );
+        let ip_deny = self.cidrs(&format!("{base}.ip_deny"), raw.ip_deny.unwrap_or_default());
+
         if self.errors.len() > before {
             return None;
         }
         Some(Route {
+            auth,
+            allow_groups,
+            allow_consumers,
+            ip_allow,
+            ip_deny,
             name: raw.name,
             hosts,
             path,
@@ -915,6 +1107,25 @@ impl Validator {
             response_headers,
             max_body_size: raw.max_body_size.map(|s| s.0),
         })
+    }
+
+    fn cidrs(&mut self, base: &str, list: Vec<String>) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (j, text) in list.into_iter().enumerate() {
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.error(
+                    format!("{base}[{j}]"),
+                    format!(
+                        "\"{text}\" is not an address or CIDR range such as 10.0.0.0/8 or ::1/128"
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn transform(&mut self, base: &str, raw: RawHeaderTransform) -> HeaderTransform {

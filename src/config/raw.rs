@@ -107,4 +107,27 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderTransform>,
     pub response_headers: Option<RawHeaderTransform>,
     pub max_body_size: Option<ConfSize>,
+    pub auth: Option<Vec<RawAuthMethod>>,
+    pub allow_groups: Option<Vec<String>>,
+    pub allow_consumers: Option<Vec<String>>,
+    pub ip_allow: Option<Vec<String>>,
+    pub ip_deny: Option<Vec<String>>,
+}
+
+/// One entry of `consumers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+/// The authentication methods a route may accept.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawAuthMethod {
+    ApiKey,
 }

@@ -35,6 +35,8 @@ pub fn status_for(e: &Error) -> u16 {
 pub fn message_for(status: u16) -> &'static str {
     match status {
         400 => "malformed request",
+        401 => "authentication required",
+        403 => "forbidden",
         404 => "no route matches this request",
         408 => "request timed out",
         413 => "request body too large",

@@ -6,6 +6,7 @@ pub mod headers;
 
 use crate::config::HashKey;
 use crate::gateway::Gateway;
+use crate::policy::{Decision, X_CONSUMER, X_CONSUMER_GROUPS};
 use crate::router::{self, RequestView, RouteId};
 use crate::upstream::InFlight;
 use arc_swap::ArcSwap;
@@ -44,6 +45,10 @@ pub struct Ctx {
     in_flight: Option<InFlight>,
     /// Connection retries used so far.
     retries: usize,
+    /// The authenticated consumer, if any.
+    consumer: Option<crate::policy::ConsumerId>,
+    /// The `WWW-Authenticate` challenge of a 401 answer.
+    challenge: Option<&'static str>,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -170,14 +175,13 @@ impl Tollgate {
         }
     }
 
-    async fn write_error(
-        &self,
-        session: &mut Session,
-        status: u16,
-        request_id: &http::HeaderValue,
-    ) -> Result<()> {
+    async fn write_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
+        let request_id = &ctx.request_id;
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
-        let mut resp = ResponseHeader::build(status, Some(4))?;
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        if let (401, Some(challenge)) = (status, ctx.challenge) {
+            resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+        }
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
@@ -202,6 +206,8 @@ impl ProxyHttp for Tollgate {
             tried: Vec::new(),
             in_flight: None,
             retries: 0,
+            consumer: None,
+            challenge: None,
             body_bytes: 0,
         }
     }
@@ -218,6 +224,19 @@ impl ProxyHttp for Tollgate {
         let Some(route_id) = ctx.route else {
             return Err(status_error(404, "no route"));
         };
+        let route = &ctx.gateway.routes[route_id];
+        match ctx
+            .gateway
+            .policies
+            .check(route, client_ip(session), &session.req_header().headers)
+        {
+            Decision::Allow(consumer) => ctx.consumer = consumer,
+            Decision::Unauthorized(challenge) => {
+                ctx.challenge = Some(challenge);
+                return Err(status_error(401, "authentication failed"));
+            }
+            Decision::Forbidden => return Err(status_error(403, "not allowed")),
+        }
         let max = ctx.gateway.routes[route_id].max_body_size;
         if let Some(max) = max {
             let declared = session
@@ -329,6 +348,16 @@ impl ProxyHttp for Tollgate {
         let host = session.req_header().headers.get(header::HOST).cloned();
         headers::add_forwarded(upstream_request, client_ip(session), host.as_ref());
         upstream_request.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        // Identity headers come from the gateway only, never from the client.
+        upstream_request.remove_header(&X_CONSUMER);
+        upstream_request.remove_header(&X_CONSUMER_GROUPS);
+        if let Some(id) = ctx.consumer {
+            let c = ctx.gateway.policies.consumer(id);
+            upstream_request.insert_header(X_CONSUMER.clone(), c.name_header.clone())?;
+            if let Some(g) = &c.groups_header {
+                upstream_request.insert_header(X_CONSUMER_GROUPS.clone(), g.clone())?;
+            }
+        }
         if !route.request_headers.is_empty() {
             headers::apply_request(&route.request_headers, upstream_request);
         }
@@ -367,7 +396,7 @@ impl ProxyHttp for Tollgate {
         if !reusable {
             session.set_keepalive(None);
         }
-        if let Err(err) = self.write_error(session, status, &ctx.request_id).await {
+        if let Err(err) = self.write_error(session, status, ctx).await {
             log::debug!("could not write the error response: {err}");
         }
         if !reusable {
