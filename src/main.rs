@@ -31,11 +31,51 @@ struct Cli {
     /// Take over the listening sockets of a running instance (zero-downtime upgrade).
     #[arg(short, long)]
     upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Read a password from standard input (one line) and print its bcrypt hash, for
+    /// `consumers[].basic_auth.password_hash`.
+    HashPassword {
+        /// bcrypt cost (4 to 31); each step doubles the work.
+        #[arg(long, default_value_t = 12)]
+        cost: u32,
+    },
+}
+
+fn hash_password(cost: u32) -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("the password is empty");
+        return ExitCode::from(2);
+    }
+    match bcrypt::hash(password, cost) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot hash: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(Command::HashPassword { cost }) = cli.command {
+        return hash_password(cost);
+    }
 
     let config = match config::load_file(&cli.conf) {
         Ok(c) => c,

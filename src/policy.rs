@@ -3,10 +3,13 @@
 //! returns a [`Decision`] and the proxy writes the answer.
 
 use crate::config::{AuthMethod, Config, Route};
+use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// `X-Consumer`: the authenticated consumer's name, sent upstream.
@@ -37,26 +40,105 @@ pub struct ConsumerInfo {
 pub enum Decision {
     /// Go on; the consumer when the caller authenticated.
     Allow(Option<ConsumerId>),
-    /// Missing or invalid credentials: 401 with this `WWW-Authenticate` challenge.
-    Unauthorized(&'static str),
+    /// Missing or invalid credentials: 401 with the route's `WWW-Authenticate` challenges.
+    Unauthorized,
     /// Known but not allowed (IP, group or consumer rule): 403.
     Forbidden,
 }
 
-/// The compiled consumers and keys.
+/// The compiled consumers and credentials.
 #[derive(Debug)]
 pub struct Policies {
     consumers: Vec<ConsumerInfo>,
     keys: HashMap<[u8; 32], ConsumerId>,
     api_key_header: HeaderName,
+    /// Basic-auth user name → (consumer, bcrypt hash).
+    users: HashMap<String, (ConsumerId, Arc<str>)>,
+    basic_cache: BasicCache,
+    /// Bounds how many bcrypt verifications run at once, so that a flood of wrong passwords
+    /// cannot take every CPU.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
-const API_KEY_CHALLENGE: &str = "ApiKey realm=\"tollgate\"";
+/// The `WWW-Authenticate` challenge for each method.
+pub fn challenge(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::ApiKey => "ApiKey realm=\"tollgate\"",
+        AuthMethod::Basic => "Basic realm=\"tollgate\", charset=\"UTF-8\"",
+    }
+}
+
+/// Results of recent basic-auth verifications, keyed by a digest of the credentials, so that
+/// bcrypt (deliberately slow) runs once per credential and not once per request. Sharded to
+/// keep threads from contending; each shard is bounded.
+#[derive(Debug)]
+struct BasicCache {
+    shards: Vec<Mutex<CacheShard>>,
+}
+
+/// Credential digest → (verdict, when it was reached).
+type CacheShard = HashMap<[u8; 32], (Option<ConsumerId>, Instant)>;
+
+const CACHE_SHARDS: usize = 16;
+const CACHE_SHARD_CAPACITY: usize = 1024;
+const CACHE_OK_TTL: Duration = Duration::from_secs(300);
+const CACHE_FAIL_TTL: Duration = Duration::from_secs(10);
+
+impl BasicCache {
+    fn new() -> Self {
+        BasicCache {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, d: &[u8; 32]) -> &Mutex<CacheShard> {
+        &self.shards[d[0] as usize % CACHE_SHARDS]
+    }
+
+    /// `Some(result)` when a fresh verdict is cached.
+    fn get(&self, d: &[u8; 32]) -> Option<Option<ConsumerId>> {
+        let shard = self.shard(d).lock().ok()?;
+        let (id, at) = shard.get(d)?;
+        let ttl = if id.is_some() {
+            CACHE_OK_TTL
+        } else {
+            CACHE_FAIL_TTL
+        };
+        (at.elapsed() < ttl).then_some(*id)
+    }
+
+    fn put(&self, d: [u8; 32], id: Option<ConsumerId>) {
+        if let Ok(mut shard) = self.shard(&d).lock() {
+            if shard.len() >= CACHE_SHARD_CAPACITY {
+                shard.retain(|_, (id, at)| {
+                    at.elapsed()
+                        < if id.is_some() {
+                            CACHE_OK_TTL
+                        } else {
+                            CACHE_FAIL_TTL
+                        }
+                });
+                if shard.len() >= CACHE_SHARD_CAPACITY {
+                    shard.clear();
+                }
+            }
+            shard.insert(d, (id, Instant::now()));
+        }
+    }
+}
 
 impl Policies {
     /// Compile from a validated configuration.
     pub fn new(config: &Config) -> Policies {
         let mut keys = HashMap::new();
+        let mut users = HashMap::new();
+        for (i, c) in config.consumers.iter().enumerate() {
+            if let Some((user, hash)) = &c.basic_auth {
+                users.insert(user.clone(), (i, Arc::from(hash.as_str())));
+            }
+        }
         let consumers = config
             .consumers
             .iter()
@@ -76,10 +158,16 @@ impl Policies {
                 }
             })
             .collect();
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         Policies {
             consumers,
             keys,
             api_key_header: config.api_key_header.clone(),
+            users,
+            basic_cache: BasicCache::new(),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cpus.max(2))),
         }
     }
 
@@ -89,7 +177,12 @@ impl Policies {
     }
 
     /// Run the route's rules in order: IP rules, authentication, authorization.
-    pub fn check(&self, route: &Route, client: Option<IpAddr>, headers: &HeaderMap) -> Decision {
+    pub async fn check(
+        &self,
+        route: &Route,
+        client: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Decision {
         if !route.ip_deny.is_empty() || !route.ip_allow.is_empty() {
             let Some(ip) = client else {
                 return Decision::Forbidden;
@@ -105,24 +198,28 @@ impl Policies {
         if route.auth.is_empty() {
             return Decision::Allow(None);
         }
+        // The first method whose credentials the request carries decides; presenting wrong
+        // credentials is a failure even if another method is also accepted.
         let mut consumer = None;
         for method in &route.auth {
-            match method {
-                AuthMethod::ApiKey => {
-                    if let Some(key) = self.presented_key(headers) {
-                        consumer = self.find_key(key);
-                        if consumer.is_none() {
-                            return Decision::Unauthorized(API_KEY_CHALLENGE);
-                        }
-                    }
+            let verdict = match method {
+                AuthMethod::ApiKey => self.presented_key(headers).map(|k| self.find_key(k)),
+                AuthMethod::Basic => match basic_credentials(headers) {
+                    Some((user, pass)) => Some(self.verify_basic(&user, &pass).await),
+                    None => None,
+                },
+            };
+            match verdict {
+                Some(Some(id)) => {
+                    consumer = Some(id);
+                    break;
                 }
-            }
-            if consumer.is_some() {
-                break;
+                Some(None) => return Decision::Unauthorized,
+                None => continue,
             }
         }
         let Some(id) = consumer else {
-            return Decision::Unauthorized(API_KEY_CHALLENGE);
+            return Decision::Unauthorized;
         };
         // With both rules, either one admits: a named consumer, or a member of a listed group.
         let unrestricted = route.allow_groups.is_empty() && route.allow_consumers.is_empty();
@@ -152,12 +249,56 @@ impl Policies {
         }
     }
 
+    /// Check a user name and password against the consumer's bcrypt hash, off the worker
+    /// thread, with recent verdicts cached.
+    async fn verify_basic(&self, user: &str, pass: &[u8]) -> Option<ConsumerId> {
+        let mut h = Sha256::new();
+        h.update(b"basic\0");
+        h.update(user.as_bytes());
+        h.update(b"\0");
+        h.update(pass);
+        let digest: [u8; 32] = h.finalize().into();
+        if let Some(verdict) = self.basic_cache.get(&digest) {
+            return verdict;
+        }
+        let verdict = match self.users.get(user) {
+            Some((id, hash)) => {
+                let _slot = self.bcrypt_slots.acquire().await.ok()?;
+                let hash = hash.clone();
+                let pass = pass.to_vec();
+                let ok = tokio::task::spawn_blocking(move || {
+                    bcrypt::verify(&pass, &hash).unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false);
+                ok.then_some(*id)
+            }
+            None => None,
+        };
+        self.basic_cache.put(digest, verdict);
+        verdict
+    }
+
     /// Look a key up by its digest, confirming the match in constant time.
     fn find_key(&self, key: &[u8]) -> Option<ConsumerId> {
         let digest = key_digest(key);
         let (stored, id) = self.keys.get_key_value(&digest)?;
         bool::from(stored.ct_eq(&digest)).then_some(*id)
     }
+}
+
+/// The user name and password of `Authorization: Basic`, if present and well formed.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
+    let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
+    if auth.len() <= 6 || !auth[..6].eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth[6..].trim_ascii())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 /// An IPv4-mapped IPv6 address compares as IPv4.
@@ -194,15 +335,24 @@ mod tests {
 
     const LOCAL: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
 
+    fn check(p: &Policies, r: &Route, ip: Option<IpAddr>, h: &HeaderMap) -> Decision {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(p.check(r, ip, h))
+    }
+
     #[test]
     fn api_keys_clear_and_hashed() {
         let (p, r) = setup(", auth: [api_key]");
         assert_eq!(
-            p.check(&r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
+            check(&p, &r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
             Decision::Allow(Some(0))
         );
         assert_eq!(
-            p.check(
+            check(
+                &p,
                 &r,
                 LOCAL,
                 &headers(&[("authorization", "Bearer carol-key-1")])
@@ -210,12 +360,12 @@ mod tests {
             Decision::Allow(Some(1))
         );
         assert!(matches!(
-            p.check(&r, LOCAL, &headers(&[("x-api-key", "wrong-key")])),
-            Decision::Unauthorized(_)
+            check(&p, &r, LOCAL, &headers(&[("x-api-key", "wrong-key")])),
+            Decision::Unauthorized
         ));
         assert!(matches!(
-            p.check(&r, LOCAL, &headers(&[])),
-            Decision::Unauthorized(_)
+            check(&p, &r, LOCAL, &headers(&[])),
+            Decision::Unauthorized
         ));
     }
 
@@ -223,30 +373,35 @@ mod tests {
     fn groups_consumers_and_ips() {
         let (p, r) = setup(", auth: [api_key], allow_groups: [staff]");
         assert_eq!(
-            p.check(&r, LOCAL, &headers(&[("x-api-key", "carol-key-1")])),
+            check(&p, &r, LOCAL, &headers(&[("x-api-key", "carol-key-1")])),
             Decision::Forbidden
         );
         let (p, r) = setup(", auth: [api_key], allow_consumers: [carol]");
         assert_eq!(
-            p.check(&r, LOCAL, &headers(&[("x-api-key", "carol-key-1")])),
+            check(&p, &r, LOCAL, &headers(&[("x-api-key", "carol-key-1")])),
             Decision::Allow(Some(1))
         );
         assert_eq!(
-            p.check(&r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
+            check(&p, &r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
             Decision::Forbidden
         );
         let (p, r) = setup(", ip_allow: [10.0.0.0/8], ip_deny: [10.1.0.0/16]");
-        assert_eq!(p.check(&r, LOCAL, &headers(&[])), Decision::Forbidden);
+        assert_eq!(check(&p, &r, LOCAL, &headers(&[])), Decision::Forbidden);
         assert_eq!(
-            p.check(&r, Some("10.2.3.4".parse().unwrap()), &headers(&[])),
+            check(&p, &r, Some("10.2.3.4".parse().unwrap()), &headers(&[])),
             Decision::Allow(None)
         );
         assert_eq!(
-            p.check(&r, Some("10.1.3.4".parse().unwrap()), &headers(&[])),
+            check(&p, &r, Some("10.1.3.4".parse().unwrap()), &headers(&[])),
             Decision::Forbidden
         );
         assert_eq!(
-            p.check(&r, Some("::ffff:10.2.3.4".parse().unwrap()), &headers(&[])),
+            check(
+                &p,
+                &r,
+                Some("::ffff:10.2.3.4".parse().unwrap()),
+                &headers(&[])
+            ),
             Decision::Allow(None)
         );
     }

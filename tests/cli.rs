@@ -214,3 +214,16 @@ fn bad_policies() {
         ],
     );
 }
+
+#[test]
+fn bad_basic_auth() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nconsumers:\n  - {name: a, basic_auth: {username: 'x:y', password_hash: plain}}\n  - {name: b, basic_auth: {username: bob, password_hash: '$2b$04$fNxqLUdHZy.QQuffhwIRPe6wM/WYsmue4ZCApHEozTsjWQe/QUmrS'}}\n  - {name: c, basic_auth: {username: bob, password_hash: '$2b$04$fNxqLUdHZy.QQuffhwIRPe6wM/WYsmue4ZCApHEozTsjWQe/QUmrS'}}\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes:\n  - {name: r, match: {}, upstream: a, auth: [basic, oauth]}\n",
+        &[
+            "consumers[0].basic_auth.username: must be non-empty and contain no ':'",
+            "consumers[0].basic_auth.password_hash: is not a bcrypt hash",
+            "consumers[2].basic_auth.username: user name \"bob\" is already used",
+            "routes[0].auth[1]: unknown variant `oauth`",
+        ],
+    );
+}

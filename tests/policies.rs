@@ -86,3 +86,85 @@ fn client_identity_headers_are_stripped_on_public_routes() {
     assert_eq!(seen.header("x-consumer"), None);
     assert_eq!(seen.header("x-consumer-groups"), None);
 }
+
+fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin())
+        .args(["hash-password", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+#[test]
+fn basic_auth_with_bcrypt_hashes() {
+    let up = Upstream::start("a");
+    let hash = hash_password("correct horse");
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    let gw = Gateway::start(&format!(
+        "consumers:\n  - name: bob\n    groups: [partners]\n    basic_auth: {{username: bob, password_hash: \"{hash}\"}}\n  - {{name: alice, api_keys: [alice-key-1]}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: both, match: {{path_prefix: /both}}, upstream: a, auth: [api_key, basic]}}\n  - {{name: basic, match: {{path_prefix: /basic}}, upstream: a, auth: [basic]}}\n",
+        up.addr
+    ));
+    // Right password, twice (the second from the verification cache).
+    for _ in 0..2 {
+        let r = gw.get(
+            "/basic",
+            &[("authorization", &basic("bob", "correct horse"))],
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(up.last().header("x-consumer"), Some("bob"));
+        assert_eq!(up.last().header("x-consumer-groups"), Some("partners"));
+    }
+    // Wrong password, unknown user, garbage: 401 with a Basic challenge.
+    for auth in [
+        basic("bob", "wrong"),
+        basic("mallory", "correct horse"),
+        "Basic !!!".to_string(),
+    ] {
+        let r = gw.get("/basic", &[("authorization", &auth)]);
+        assert_eq!(r.status, 401, "{auth}");
+        assert!(
+            r.header("www-authenticate")
+                .unwrap_or("")
+                .starts_with("Basic realm="),
+            "{:?}",
+            r.headers
+        );
+    }
+    assert_eq!(up.count(), 2);
+    // A route accepting both takes either, and challenges with both.
+    assert_eq!(gw.get("/both", &[("x-api-key", "alice-key-1")]).status, 200);
+    assert_eq!(
+        gw.get(
+            "/both",
+            &[("authorization", &basic("bob", "correct horse"))]
+        )
+        .status,
+        200
+    );
+    let r = gw.raw(b"GET /both HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 401);
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.write_all(b"GET /both HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.to_ascii_lowercase()
+    };
+    assert_eq!(raw.matches("www-authenticate:").count(), 2, "{raw}");
+}

@@ -158,6 +158,8 @@ pub struct Route {
 pub enum AuthMethod {
     /// A key in `X-API-Key` (or the configured header) or `Authorization: Bearer`.
     ApiKey,
+    /// `Authorization: Basic` checked against a bcrypt hash.
+    Basic,
 }
 
 /// A known caller.
@@ -167,6 +169,8 @@ pub struct Consumer {
     pub groups: Vec<String>,
     /// SHA-256 digests of the consumer's API keys (keys given in clear are hashed at load).
     pub api_key_digests: Vec<[u8; 32]>,
+    /// Basic-auth user name and bcrypt hash.
+    pub basic_auth: Option<(String, String)>,
 }
 
 /// A host a route answers for.
@@ -759,6 +763,7 @@ impl Validator {
         let items = self.sequence("consumers", value, false);
         let mut out: Vec<Consumer> = Vec::new();
         let mut keys: std::collections::HashMap<[u8; 32], String> = Default::default();
+        let mut users: Vec<String> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let base = index_path("consumers", i);
             let Some(raw) = self.item::<RawConsumer>(&base, item) else {
@@ -820,10 +825,40 @@ impl Validator {
                     }
                 }
             }
+            let basic_auth = raw.basic_auth.and_then(|b| {
+                let place = format!("{base}.basic_auth");
+                let mut ok = true;
+                if b.username.is_empty() || b.username.contains(':') {
+                    self.error(
+                        format!("{place}.username"),
+                        "must be non-empty and contain no ':'",
+                    );
+                    ok = false;
+                } else if users.contains(&b.username) {
+                    self.error(
+                        format!("{place}.username"),
+                        format!(
+                            "user name \"{}\" is already used by another consumer",
+                            b.username
+                        ),
+                    );
+                    ok = false;
+                }
+                if b.password_hash.parse::<bcrypt::HashParts>().is_err() {
+                    self.error(
+                        format!("{place}.password_hash"),
+                        "is not a bcrypt hash ($2b$12$...); `tollgate hash-password` prints one",
+                    );
+                    ok = false;
+                }
+                users.push(b.username.clone());
+                ok.then_some((b.username, b.password_hash))
+            });
             out.push(Consumer {
                 name: raw.name,
                 groups: raw.groups,
                 api_key_digests: digests,
+                basic_auth,
             });
         }
         out
@@ -1046,6 +1081,7 @@ impl Validator {
         for m in raw.auth.unwrap_or_default() {
             let m = match m {
                 RawAuthMethod::ApiKey => AuthMethod::ApiKey,
+                RawAuthMethod::Basic => AuthMethod::Basic,
             };
             if !auth.contains(&m) {
                 auth.push(m);

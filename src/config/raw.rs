@@ -123,6 +123,14 @@ pub struct RawConsumer {
     pub groups: Vec<String>,
     #[serde(default)]
     pub api_keys: Vec<String>,
+    pub basic_auth: Option<RawBasicAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username: String,
+    pub password_hash: String,
 }
 
 /// The authentication methods a route may accept.
@@ -130,4 +138,5 @@ pub struct RawConsumer {
 #[serde(rename_all = "snake_case")]
 pub enum RawAuthMethod {
     ApiKey,
+    Basic,
 }

@@ -47,8 +47,6 @@ pub struct Ctx {
     retries: usize,
     /// The authenticated consumer, if any.
     consumer: Option<crate::policy::ConsumerId>,
-    /// The `WWW-Authenticate` challenge of a 401 answer.
-    challenge: Option<&'static str>,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -178,9 +176,11 @@ impl Tollgate {
     async fn write_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
         let request_id = &ctx.request_id;
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
-        let mut resp = ResponseHeader::build(status, Some(5))?;
-        if let (401, Some(challenge)) = (status, ctx.challenge) {
-            resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+        let mut resp = ResponseHeader::build(status, Some(6))?;
+        if let (401, Some(route)) = (status, ctx.route) {
+            for method in &ctx.gateway.routes[route].auth {
+                resp.append_header(header::WWW_AUTHENTICATE, crate::policy::challenge(*method))?;
+            }
         }
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
@@ -207,7 +207,6 @@ impl ProxyHttp for Tollgate {
             in_flight: None,
             retries: 0,
             consumer: None,
-            challenge: None,
             body_bytes: 0,
         }
     }
@@ -224,17 +223,15 @@ impl ProxyHttp for Tollgate {
         let Some(route_id) = ctx.route else {
             return Err(status_error(404, "no route"));
         };
-        let route = &ctx.gateway.routes[route_id];
-        match ctx
-            .gateway
+        let gateway = ctx.gateway.clone();
+        let route = &gateway.routes[route_id];
+        let decision = gateway
             .policies
             .check(route, client_ip(session), &session.req_header().headers)
-        {
+            .await;
+        match decision {
             Decision::Allow(consumer) => ctx.consumer = consumer,
-            Decision::Unauthorized(challenge) => {
-                ctx.challenge = Some(challenge);
-                return Err(status_error(401, "authentication failed"));
-            }
+            Decision::Unauthorized => return Err(status_error(401, "authentication failed")),
             Decision::Forbidden => return Err(status_error(403, "not allowed")),
         }
         let max = ctx.gateway.routes[route_id].max_body_size;
