@@ -227,3 +227,22 @@ fn bad_basic_auth() {
         ],
     );
 }
+
+#[test]
+fn bad_jwt_issuers() {
+    let fix = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    fails_with(
+        &format!("listeners: [{{address: 127.0.0.1:8080}}]\njwt:\n  - {{issuer: a, algorithms: [none, RS256], public_key_file: {fix}/rsa-public.pem}}\n  - {{issuer: b, algorithms: [HS256], public_key_file: {fix}/rsa-public.pem}}\n  - {{issuer: c, algorithms: [HS256], secret_env: TOLLGATE_TEST_UNSET_VARIABLE}}\n  - {{issuer: d, algorithms: [RS256], public_key_file: /nonexistent/key.pem, jwks_file: x.json}}\n  - {{issuer: e, algorithms: [RS256], public_key_file: /nonexistent/key.pem}}\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a, auth: [jwt]}}\n"),
+        &[
+            "jwt[0].algorithms[0]: \"none\" is not a supported algorithm",
+            "jwt[1].algorithms: none of the algorithms fits an RSA key",
+            "jwt[2].secret_env: environment variable TOLLGATE_TEST_UNSET_VARIABLE is not set",
+            "jwt[3]: give exactly one of public_key_file, jwks_file or secret_env",
+            "jwt[4].public_key_file: cannot read /nonexistent/key.pem",
+        ],
+    );
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes:\n  - {name: r, match: {}, upstream: a, auth: [jwt]}\n",
+        &["routes[0].auth: jwt needs at least one issuer"],
+    );
+}

@@ -3,6 +3,7 @@
 //! as a [`ConfigError`] with its place in the file (`routes[0].upstream`), and nothing starts
 //! unless the list is empty.
 
+mod jwt;
 mod raw;
 pub mod units;
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub consumers: Vec<Consumer>,
     /// The header API keys are read from (besides `Authorization: Bearer`).
     pub api_key_header: HeaderName,
+    /// Trusted JWT issuers.
+    pub jwt: Vec<JwtIssuer>,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
 }
@@ -160,6 +163,42 @@ pub enum AuthMethod {
     ApiKey,
     /// `Authorization: Basic` checked against a bcrypt hash.
     Basic,
+    /// `Authorization: Bearer <JWT>` from a configured issuer.
+    Jwt,
+}
+
+/// A JWT issuer and the keys that verify its tokens.
+#[derive(Clone)]
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub keys: Vec<JwtKey>,
+    /// Accepted `aud` values; empty means `aud` is not checked.
+    pub audience: Vec<String>,
+    /// The claim naming the consumer (`sub` by default).
+    pub consumer_claim: String,
+    /// The claim listing groups, if any.
+    pub groups_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl fmt::Debug for JwtIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("JwtIssuer")
+            .field("issuer", &self.issuer)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// One verification key of an issuer.
+#[derive(Clone)]
+pub struct JwtKey {
+    /// The JWKS `kid`, when the key came from a JWKS document.
+    pub kid: Option<String>,
+    pub key: jsonwebtoken::DecodingKey,
+    /// The configured algorithms that fit this key's type.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
 }
 
 /// A known caller.
@@ -228,6 +267,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "max_request_header_size",
     "consumers",
     "api_key_header",
+    "jwt",
 ];
 
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
@@ -366,6 +406,7 @@ impl Validator {
         let mut max_header = None;
         let mut consumers = None;
         let mut api_key_header = None;
+        let mut jwt = None;
         for (k, v) in map {
             let Some(key) = k.as_str().map(str::to_string) else {
                 self.error("", format!("top-level key {k:?} is not a string"));
@@ -378,6 +419,7 @@ impl Validator {
                 "max_request_header_size" => max_header = Some(v),
                 "consumers" => consumers = Some(v),
                 "api_key_header" => api_key_header = Some(v),
+                "jwt" => jwt = Some(v),
                 _ if server_keys.iter().any(|s| s == &key) => {
                     server_map.insert(Value::String(key), v);
                 }
@@ -400,7 +442,8 @@ impl Validator {
         let max_request_header_size = self.max_header(max_header);
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);
-        let routes = self.routes(routes, &upstreams, &consumers);
+        let jwt = self.jwt(jwt);
+        let routes = self.routes(routes, &upstreams, &consumers, !jwt.is_empty());
 
         Some(Config {
             server: server?,
@@ -410,6 +453,7 @@ impl Validator {
             max_request_header_size,
             consumers,
             api_key_header,
+            jwt,
             warnings: Vec::new(),
         })
     }
@@ -864,11 +908,34 @@ impl Validator {
         out
     }
 
+    fn jwt(&mut self, value: Option<Value>) -> Vec<JwtIssuer> {
+        let items = self.sequence("jwt", value, false);
+        let mut out: Vec<JwtIssuer> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("jwt", i);
+            let Some(raw) = self.item::<RawJwt>(&base, item) else {
+                continue;
+            };
+            if let Some(iss) = jwt::issuer(&base, raw, &mut self.errors, &mut self.warnings) {
+                if out.iter().any(|o| o.issuer == iss.issuer) {
+                    self.error(
+                        format!("{base}.issuer"),
+                        format!("issuer \"{}\" is listed twice", iss.issuer),
+                    );
+                } else {
+                    out.push(iss);
+                }
+            }
+        }
+        out
+    }
+
     fn routes(
         &mut self,
         value: Option<Value>,
         upstreams: &[Upstream],
         consumers: &[Consumer],
+        have_jwt: bool,
     ) -> Vec<Route> {
         let items = self.sequence("routes", value, true);
         let mut out: Vec<Route> = Vec::new();
@@ -887,7 +954,7 @@ impl Validator {
             } else {
                 names.insert(raw.name.clone(), i);
             }
-            if let Some(route) = self.route(&base, raw, upstreams, consumers) {
+            if let Some(route) = self.route(&base, raw, upstreams, consumers, have_jwt) {
                 let signature = route_signature(&route);
                 if let Some(j) = signatures.get(&signature) {
                     self.error(
@@ -911,6 +978,7 @@ impl Validator {
         raw: RawRoute,
         upstreams: &[Upstream],
         consumers: &[Consumer],
+        have_jwt: bool,
     ) -> Option<Route> {
         let before = self.errors.len();
         if raw.name.is_empty() || !valid_name(&raw.name) {
@@ -1082,6 +1150,15 @@ impl Validator {
             let m = match m {
                 RawAuthMethod::ApiKey => AuthMethod::ApiKey,
                 RawAuthMethod::Basic => AuthMethod::Basic,
+                RawAuthMethod::Jwt => {
+                    if !have_jwt {
+                        self.error(
+                            format!("{base}.auth"),
+                            "jwt needs at least one issuer in the top-level `jwt` section",
+                        );
+                    }
+                    AuthMethod::Jwt
+                }
             };
             if !auth.contains(&m) {
                 auth.push(m);

@@ -139,4 +139,37 @@ pub struct RawBasicAuth {
 pub enum RawAuthMethod {
     ApiKey,
     Basic,
+    Jwt,
+}
+
+/// A single value or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// One entry of `jwt`: a token issuer and how its signatures are checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: String,
+    pub algorithms: Vec<String>,
+    pub public_key_file: Option<String>,
+    pub jwks_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub consumer_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub leeway: Option<ConfDuration>,
 }

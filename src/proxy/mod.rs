@@ -45,8 +45,8 @@ pub struct Ctx {
     in_flight: Option<InFlight>,
     /// Connection retries used so far.
     retries: usize,
-    /// The authenticated consumer, if any.
-    consumer: Option<crate::policy::ConsumerId>,
+    /// Who the caller is, once authenticated.
+    identity: Option<crate::policy::Identity>,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -206,7 +206,7 @@ impl ProxyHttp for Tollgate {
             tried: Vec::new(),
             in_flight: None,
             retries: 0,
-            consumer: None,
+            identity: None,
             body_bytes: 0,
         }
     }
@@ -230,7 +230,7 @@ impl ProxyHttp for Tollgate {
             .check(route, client_ip(session), &session.req_header().headers)
             .await;
         match decision {
-            Decision::Allow(consumer) => ctx.consumer = consumer,
+            Decision::Allow(identity) => ctx.identity = identity,
             Decision::Unauthorized => return Err(status_error(401, "authentication failed")),
             Decision::Forbidden => return Err(status_error(403, "not allowed")),
         }
@@ -348,10 +348,10 @@ impl ProxyHttp for Tollgate {
         // Identity headers come from the gateway only, never from the client.
         upstream_request.remove_header(&X_CONSUMER);
         upstream_request.remove_header(&X_CONSUMER_GROUPS);
-        if let Some(id) = ctx.consumer {
-            let c = ctx.gateway.policies.consumer(id);
-            upstream_request.insert_header(X_CONSUMER.clone(), c.name_header.clone())?;
-            if let Some(g) = &c.groups_header {
+        if let Some(identity) = &ctx.identity {
+            let (name, groups) = ctx.gateway.policies.identity_headers(identity);
+            upstream_request.insert_header(X_CONSUMER.clone(), name.clone())?;
+            if let Some(g) = groups {
                 upstream_request.insert_header(X_CONSUMER_GROUPS.clone(), g.clone())?;
             }
         }

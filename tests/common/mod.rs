@@ -208,6 +208,11 @@ impl Gateway {
     /// Start the gateway with `body` (upstreams, routes, ...) under a generated process
     /// section and one listener, and wait until it accepts connections.
     pub fn start(body: &str) -> Gateway {
+        Gateway::start_with_env(body, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the gateway process.
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         // Retry on the rare race where another test takes the port between probe and bind.
         for _ in 0..5 {
@@ -223,6 +228,7 @@ impl Gateway {
                 .arg("-c")
                 .arg(&path)
                 .env("RUST_LOG", "info")
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

@@ -1,15 +1,15 @@
-//! Who may call a route: IP rules, authentication (API keys so far) and authorization (groups,
-//! consumers). Compiled from the configuration into small lookup structures; [`Policies::check`]
-//! returns a [`Decision`] and the proxy writes the answer.
+//! Who may call a route: IP rules, authentication (API keys, basic auth, JWT) and authorization
+//! (groups, consumers). Compiled from the configuration into small lookup structures;
+//! [`Policies::check`] returns a [`Decision`] and the proxy writes the answer.
+
+mod basic;
+mod jwt;
 
 use crate::config::{AuthMethod, Config, Route};
-use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// `X-Consumer`: the authenticated consumer's name, sent upstream.
@@ -35,11 +35,31 @@ pub struct ConsumerInfo {
     pub groups_header: Option<HeaderValue>,
 }
 
+/// Who an authenticated caller is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// A consumer of the configuration (API key, basic auth).
+    Consumer(ConsumerId),
+    /// The subject of a verified token; it may or may not name a configured consumer.
+    Token(Box<TokenIdentity>),
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenIdentity {
+    /// The configured consumer the token names, if any.
+    pub consumer: Option<ConsumerId>,
+    pub name: HeaderValue,
+    /// The consumer's groups and the token's own.
+    pub groups: Vec<String>,
+    pub groups_header: Option<HeaderValue>,
+}
+
 /// The outcome of the policy checks for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Go on; the consumer when the caller authenticated.
-    Allow(Option<ConsumerId>),
+    /// Go on; who the caller is when it authenticated.
+    Allow(Option<Identity>),
     /// Missing or invalid credentials: 401 with the route's `WWW-Authenticate` challenges.
     Unauthorized,
     /// Known but not allowed (IP, group or consumer rule): 403.
@@ -52,12 +72,8 @@ pub struct Policies {
     consumers: Vec<ConsumerInfo>,
     keys: HashMap<[u8; 32], ConsumerId>,
     api_key_header: HeaderName,
-    /// Basic-auth user name → (consumer, bcrypt hash).
-    users: HashMap<String, (ConsumerId, Arc<str>)>,
-    basic_cache: BasicCache,
-    /// Bounds how many bcrypt verifications run at once, so that a flood of wrong passwords
-    /// cannot take every CPU.
-    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    basic: basic::BasicAuth,
+    jwt: jwt::JwtVerifier,
 }
 
 /// The `WWW-Authenticate` challenge for each method.
@@ -65,67 +81,7 @@ pub fn challenge(method: AuthMethod) -> &'static str {
     match method {
         AuthMethod::ApiKey => "ApiKey realm=\"tollgate\"",
         AuthMethod::Basic => "Basic realm=\"tollgate\", charset=\"UTF-8\"",
-    }
-}
-
-/// Results of recent basic-auth verifications, keyed by a digest of the credentials, so that
-/// bcrypt (deliberately slow) runs once per credential and not once per request. Sharded to
-/// keep threads from contending; each shard is bounded.
-#[derive(Debug)]
-struct BasicCache {
-    shards: Vec<Mutex<CacheShard>>,
-}
-
-/// Credential digest → (verdict, when it was reached).
-type CacheShard = HashMap<[u8; 32], (Option<ConsumerId>, Instant)>;
-
-const CACHE_SHARDS: usize = 16;
-const CACHE_SHARD_CAPACITY: usize = 1024;
-const CACHE_OK_TTL: Duration = Duration::from_secs(300);
-const CACHE_FAIL_TTL: Duration = Duration::from_secs(10);
-
-impl BasicCache {
-    fn new() -> Self {
-        BasicCache {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, d: &[u8; 32]) -> &Mutex<CacheShard> {
-        &self.shards[d[0] as usize % CACHE_SHARDS]
-    }
-
-    /// `Some(result)` when a fresh verdict is cached.
-    fn get(&self, d: &[u8; 32]) -> Option<Option<ConsumerId>> {
-        let shard = self.shard(d).lock().ok()?;
-        let (id, at) = shard.get(d)?;
-        let ttl = if id.is_some() {
-            CACHE_OK_TTL
-        } else {
-            CACHE_FAIL_TTL
-        };
-        (at.elapsed() < ttl).then_some(*id)
-    }
-
-    fn put(&self, d: [u8; 32], id: Option<ConsumerId>) {
-        if let Ok(mut shard) = self.shard(&d).lock() {
-            if shard.len() >= CACHE_SHARD_CAPACITY {
-                shard.retain(|_, (id, at)| {
-                    at.elapsed()
-                        < if id.is_some() {
-                            CACHE_OK_TTL
-                        } else {
-                            CACHE_FAIL_TTL
-                        }
-                });
-                if shard.len() >= CACHE_SHARD_CAPACITY {
-                    shard.clear();
-                }
-            }
-            shard.insert(d, (id, Instant::now()));
-        }
+        AuthMethod::Jwt => "Bearer realm=\"tollgate\"",
     }
 }
 
@@ -133,12 +89,12 @@ impl Policies {
     /// Compile from a validated configuration.
     pub fn new(config: &Config) -> Policies {
         let mut keys = HashMap::new();
-        let mut users = HashMap::new();
-        for (i, c) in config.consumers.iter().enumerate() {
-            if let Some((user, hash)) = &c.basic_auth {
-                users.insert(user.clone(), (i, Arc::from(hash.as_str())));
-            }
-        }
+        let users = config.consumers.iter().enumerate().filter_map(|(i, c)| {
+            c.basic_auth
+                .as_ref()
+                .map(|(user, hash)| (user.clone(), i, hash.clone()))
+        });
+        let basic = basic::BasicAuth::new(users);
         let consumers = config
             .consumers
             .iter()
@@ -158,16 +114,12 @@ impl Policies {
                 }
             })
             .collect();
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
         Policies {
             consumers,
             keys,
             api_key_header: config.api_key_header.clone(),
-            users,
-            basic_cache: BasicCache::new(),
-            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cpus.max(2))),
+            basic,
+            jwt: jwt::JwtVerifier::new(&config.jwt),
         }
     }
 
@@ -200,83 +152,101 @@ impl Policies {
         }
         // The first method whose credentials the request carries decides; presenting wrong
         // credentials is a failure even if another method is also accepted.
-        let mut consumer = None;
+        let accepts_jwt = route.auth.contains(&AuthMethod::Jwt);
+        let mut identity = None;
         for method in &route.auth {
             let verdict = match method {
-                AuthMethod::ApiKey => self.presented_key(headers).map(|k| self.find_key(k)),
-                AuthMethod::Basic => match basic_credentials(headers) {
-                    Some((user, pass)) => Some(self.verify_basic(&user, &pass).await),
+                AuthMethod::ApiKey => self
+                    .presented_key(headers, accepts_jwt)
+                    .map(|k| self.find_key(k).map(Identity::Consumer)),
+                AuthMethod::Basic => match basic::credentials(headers) {
+                    Some((user, pass)) => Some(
+                        self.basic
+                            .verify(&user, &pass)
+                            .await
+                            .map(Identity::Consumer),
+                    ),
                     None => None,
                 },
+                AuthMethod::Jwt => bearer(headers).map(|token| {
+                    self.jwt
+                        .verify(token)
+                        .map(|claimed| Identity::Token(Box::new(self.token_identity(claimed))))
+                }),
             };
             match verdict {
                 Some(Some(id)) => {
-                    consumer = Some(id);
+                    identity = Some(id);
                     break;
                 }
                 Some(None) => return Decision::Unauthorized,
                 None => continue,
             }
         }
-        let Some(id) = consumer else {
+        let Some(identity) = identity else {
             return Decision::Unauthorized;
         };
         // With both rules, either one admits: a named consumer, or a member of a listed group.
         let unrestricted = route.allow_groups.is_empty() && route.allow_consumers.is_empty();
-        let named = route.allow_consumers.contains(&id);
-        let in_group = self.consumers[id]
-            .groups
-            .iter()
-            .any(|g| route.allow_groups.contains(g));
-        let allowed = unrestricted || named || in_group;
-        if allowed {
-            Decision::Allow(Some(id))
+        let (consumer, groups) = match &identity {
+            Identity::Consumer(id) => (Some(*id), &self.consumers[*id].groups),
+            Identity::Token(t) => (t.consumer, &t.groups),
+        };
+        let named = consumer.is_some_and(|id| route.allow_consumers.contains(&id));
+        let in_group = groups.iter().any(|g| route.allow_groups.contains(g));
+        if unrestricted || named || in_group {
+            Decision::Allow(Some(identity))
         } else {
             Decision::Forbidden
         }
     }
 
-    /// The API key the request presents: the key header, else `Authorization: Bearer`.
-    fn presented_key<'a>(&self, headers: &'a HeaderMap) -> Option<&'a [u8]> {
-        if let Some(v) = headers.get(&self.api_key_header) {
-            return Some(v.as_bytes());
-        }
-        let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
-        if auth.len() > 7 && auth[..7].eq_ignore_ascii_case(b"bearer ") {
-            Some(auth[7..].trim_ascii())
-        } else {
-            None
+    /// The `X-Consumer` and `X-Consumer-Groups` values for an identity.
+    pub fn identity_headers<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> (&'a HeaderValue, Option<&'a HeaderValue>) {
+        match identity {
+            Identity::Consumer(id) => {
+                let c = &self.consumers[*id];
+                (&c.name_header, c.groups_header.as_ref())
+            }
+            Identity::Token(t) => (&t.name, t.groups_header.as_ref()),
         }
     }
 
-    /// Check a user name and password against the consumer's bcrypt hash, off the worker
-    /// thread, with recent verdicts cached.
-    async fn verify_basic(&self, user: &str, pass: &[u8]) -> Option<ConsumerId> {
-        let mut h = Sha256::new();
-        h.update(b"basic\0");
-        h.update(user.as_bytes());
-        h.update(b"\0");
-        h.update(pass);
-        let digest: [u8; 32] = h.finalize().into();
-        if let Some(verdict) = self.basic_cache.get(&digest) {
-            return verdict;
-        }
-        let verdict = match self.users.get(user) {
-            Some((id, hash)) => {
-                let _slot = self.bcrypt_slots.acquire().await.ok()?;
-                let hash = hash.clone();
-                let pass = pass.to_vec();
-                let ok = tokio::task::spawn_blocking(move || {
-                    bcrypt::verify(&pass, &hash).unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false);
-                ok.then_some(*id)
+    fn token_identity(&self, claimed: jwt::Claimed) -> TokenIdentity {
+        let consumer = self.consumers.iter().position(|c| c.name == claimed.name);
+        let mut groups = consumer
+            .map(|id| self.consumers[id].groups.clone())
+            .unwrap_or_default();
+        for g in claimed.groups {
+            if !groups.contains(&g) {
+                groups.push(g);
             }
-            None => None,
-        };
-        self.basic_cache.put(digest, verdict);
-        verdict
+        }
+        let groups_header = (!groups.is_empty())
+            .then(|| HeaderValue::from_str(&groups.join(",")).ok())
+            .flatten();
+        TokenIdentity {
+            consumer,
+            name: HeaderValue::from_str(&claimed.name)
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            groups,
+            groups_header,
+        }
+    }
+
+    /// The API key the request presents: the key header, else `Authorization: Bearer` when the
+    /// route does not also take JWTs (then a bearer token is a JWT).
+    fn presented_key<'a>(&self, headers: &'a HeaderMap, accepts_jwt: bool) -> Option<&'a [u8]> {
+        if let Some(v) = headers.get(&self.api_key_header) {
+            return Some(v.as_bytes());
+        }
+        if accepts_jwt {
+            return None;
+        }
+        bearer(headers).map(str::as_bytes)
     }
 
     /// Look a key up by its digest, confirming the match in constant time.
@@ -287,18 +257,11 @@ impl Policies {
     }
 }
 
-/// The user name and password of `Authorization: Basic`, if present and well formed.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
-    let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
-    if auth.len() <= 6 || !auth[..6].eq_ignore_ascii_case(b"basic ") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(auth[6..].trim_ascii())
-        .ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
-    Some((user, decoded[colon + 1..].to_vec()))
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case("bearer ").then(|| rest.trim())
 }
 
 /// An IPv4-mapped IPv6 address compares as IPv4.
@@ -348,7 +311,7 @@ mod tests {
         let (p, r) = setup(", auth: [api_key]");
         assert_eq!(
             check(&p, &r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
-            Decision::Allow(Some(0))
+            Decision::Allow(Some(Identity::Consumer(0)))
         );
         assert_eq!(
             check(
@@ -357,7 +320,7 @@ mod tests {
                 LOCAL,
                 &headers(&[("authorization", "Bearer carol-key-1")])
             ),
-            Decision::Allow(Some(1))
+            Decision::Allow(Some(Identity::Consumer(1)))
         );
         assert!(matches!(
             check(&p, &r, LOCAL, &headers(&[("x-api-key", "wrong-key")])),
@@ -379,7 +342,7 @@ mod tests {
         let (p, r) = setup(", auth: [api_key], allow_consumers: [carol]");
         assert_eq!(
             check(&p, &r, LOCAL, &headers(&[("x-api-key", "carol-key-1")])),
-            Decision::Allow(Some(1))
+            Decision::Allow(Some(Identity::Consumer(1)))
         );
         assert_eq!(
             check(&p, &r, LOCAL, &headers(&[("x-api-key", "alice-key-1")])),
