@@ -2,6 +2,7 @@
 //! and shared immutably. A request loads the snapshot once and uses it to the end.
 
 use crate::config::{Config, Route};
+use crate::policy::limits::{LimitStore, RouteLimits};
 use crate::policy::Policies;
 use crate::router::Router;
 use crate::upstream::Pool;
@@ -17,12 +18,22 @@ pub struct Gateway {
     pub max_request_header_size: usize,
     /// Consumers and credentials.
     pub policies: Policies,
+    /// Each route's limits, indexed like `routes`.
+    pub route_limits: Vec<RouteLimits>,
+    /// Limit counters, which outlive this snapshot.
+    pub limits: Arc<LimitStore>,
 }
 
 impl Gateway {
-    /// Build the snapshot from a validated configuration.
-    pub fn new(config: &Config) -> Gateway {
+    /// Build the snapshot from a validated configuration; limit counters come from `limits`.
+    pub fn new(config: &Config, limits: Arc<LimitStore>) -> Gateway {
         Gateway {
+            route_limits: config
+                .routes
+                .iter()
+                .map(|r| limits.compile(r, config.redis.as_ref()))
+                .collect(),
+            limits,
             router: Router::new(&config.routes),
             routes: config.routes.clone(),
             pools: config

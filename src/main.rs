@@ -100,7 +100,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config)));
+    let limits = Arc::new(tollgate::policy::limits::LimitStore::default());
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, limits)));
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,

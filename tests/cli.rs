@@ -246,3 +246,26 @@ fn bad_jwt_issuers() {
         &["routes[0].auth: jwt needs at least one issuer"],
     );
 }
+
+#[test]
+fn bad_limits() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes:\n  - name: r\n    match: {}\n    upstream: a\n    rate_limit:\n      - {requests: 10, per: 1s, key: consumer}\n      - {requests: 0, per: 500ms, key: client_ip}\n      - {requests: 5, per: 1m, key: route, scope: global}\n      - {requests: 5, per: 1m, key: user}\n    concurrency_limit: {max: 0, key: route}\n",
+        &[
+            "routes[0].rate_limit[0].key: `key: consumer` needs `auth` on the route",
+            "routes[0].rate_limit[1].requests: must be at least 1",
+            "routes[0].rate_limit[1].per: must be between 1s and 24h",
+            "routes[0].rate_limit[2].scope: global limits are counted in Redis",
+            "routes[0].rate_limit[3].key: \"user\" is not a limit key",
+            "routes[0].concurrency_limit.max: must be at least 1",
+        ],
+    );
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nredis: {url: 'http://nope', timeout: 0s}\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes: [{name: r, match: {}, upstream: a}]\n",
+        &["redis.url: \"http://nope\" is not a Redis URL"],
+    );
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\nredis: {url: 'redis://127.0.0.1:6379', timeout: 0s}\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes: [{name: r, match: {}, upstream: a}]\n",
+        &["redis.timeout: must be greater than zero and at most 5s"],
+    );
+}

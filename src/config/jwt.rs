@@ -172,6 +172,14 @@ pub(super) fn issuer(
             message: "no key of the JWKS fits any of the algorithms".into(),
         });
     }
+    for (i, alg) in algorithms.iter().enumerate() {
+        if !keys.is_empty() && !keys.iter().any(|k| k.algorithms.contains(alg)) {
+            warnings.push(ConfigError {
+                path: format!("{base}.algorithms[{i}]"),
+                message: format!("no key of this issuer can verify {alg:?} tokens"),
+            });
+        }
+    }
     let audience = raw.audience.map(|a| a.into_vec()).unwrap_or_default();
     if audience.is_empty() {
         warnings.push(ConfigError {

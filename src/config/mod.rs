@@ -55,6 +55,8 @@ pub struct Config {
     pub api_key_header: HeaderName,
     /// Trusted JWT issuers.
     pub jwt: Vec<JwtIssuer>,
+    /// Shared state for global limits.
+    pub redis: Option<RedisConfig>,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
 }
@@ -154,6 +156,58 @@ pub struct Route {
     pub ip_allow: Vec<ipnet::IpNet>,
     /// Client addresses refused.
     pub ip_deny: Vec<ipnet::IpNet>,
+    /// Request-rate limits, all of which must admit a request.
+    pub rate_limits: Vec<RateLimit>,
+    /// A bound on in-flight requests per key.
+    pub concurrency_limit: Option<ConcurrencyLimit>,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The authenticated caller's name.
+    Consumer,
+    ClientIp,
+    /// Everyone together.
+    Route,
+    /// The value of a request header (absent counts as empty).
+    Header(HeaderName),
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LimitKey::Consumer => f.write_str("consumer"),
+            LimitKey::ClientIp => f.write_str("client_ip"),
+            LimitKey::Route => f.write_str("route"),
+            LimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
+/// At most `requests` per `per`, per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Duration,
+    pub key: LimitKey,
+    /// Counted in Redis, shared by every gateway using it.
+    pub global: bool,
+}
+
+/// At most `max` requests in flight per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max: u64,
+    pub key: LimitKey,
+}
+
+/// The Redis server that holds global limit counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// The longest a request waits for a decision before falling back to the local limit.
+    pub timeout: Duration,
 }
 
 /// A way a caller proves who it is.
@@ -268,6 +322,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "consumers",
     "api_key_header",
     "jwt",
+    "redis",
 ];
 
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
@@ -301,6 +356,14 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
         _ => Err(v.errors),
     }
+}
+
+/// What route validation needs from the rest of the file.
+struct RouteContext<'a> {
+    upstreams: &'a [Upstream],
+    consumers: &'a [Consumer],
+    have_jwt: bool,
+    have_redis: bool,
 }
 
 #[derive(Default)]
@@ -407,6 +470,7 @@ impl Validator {
         let mut consumers = None;
         let mut api_key_header = None;
         let mut jwt = None;
+        let mut redis = None;
         for (k, v) in map {
             let Some(key) = k.as_str().map(str::to_string) else {
                 self.error("", format!("top-level key {k:?} is not a string"));
@@ -420,6 +484,7 @@ impl Validator {
                 "consumers" => consumers = Some(v),
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
+                "redis" => redis = Some(v),
                 _ if server_keys.iter().any(|s| s == &key) => {
                     server_map.insert(Value::String(key), v);
                 }
@@ -443,7 +508,14 @@ impl Validator {
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
-        let routes = self.routes(routes, &upstreams, &consumers, !jwt.is_empty());
+        let redis = redis.and_then(|v| self.redis(v));
+        let ctx = RouteContext {
+            upstreams: &upstreams,
+            consumers: &consumers,
+            have_jwt: !jwt.is_empty(),
+            have_redis: redis.is_some(),
+        };
+        let routes = self.routes(routes, &ctx);
 
         Some(Config {
             server: server?,
@@ -454,6 +526,7 @@ impl Validator {
             consumers,
             api_key_header,
             jwt,
+            redis,
             warnings: Vec::new(),
         })
     }
@@ -930,13 +1003,58 @@ impl Validator {
         out
     }
 
-    fn routes(
-        &mut self,
-        value: Option<Value>,
-        upstreams: &[Upstream],
-        consumers: &[Consumer],
-        have_jwt: bool,
-    ) -> Vec<Route> {
+    fn redis(&mut self, value: Value) -> Option<RedisConfig> {
+        let raw = self.item::<RawRedis>("redis", value)?;
+        if let Err(e) = redis::Client::open(raw.url.as_str()) {
+            self.error(
+                "redis.url",
+                format!("\"{}\" is not a Redis URL: {e}", raw.url),
+            );
+            return None;
+        }
+        let timeout = raw
+            .timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(50));
+        if timeout.is_zero() || timeout > Duration::from_secs(5) {
+            self.error("redis.timeout", "must be greater than zero and at most 5s");
+        }
+        Some(RedisConfig {
+            url: raw.url,
+            timeout,
+        })
+    }
+
+    fn limit_key(&mut self, place: String, text: &str, has_auth: bool) -> Option<LimitKey> {
+        let key = match text {
+            "consumer" => LimitKey::Consumer,
+            "client_ip" => LimitKey::ClientIp,
+            "route" => LimitKey::Route,
+            _ => match text
+                .strip_prefix("header:")
+                .map(|n| HeaderName::from_bytes(n.as_bytes()))
+            {
+                Some(Ok(h)) => LimitKey::Header(h),
+                _ => {
+                    self.error(
+                        place,
+                        format!("\"{text}\" is not a limit key: use consumer, client_ip, route or header:NAME"),
+                    );
+                    return None;
+                }
+            },
+        };
+        if key == LimitKey::Consumer && !has_auth {
+            self.error(
+                place,
+                "`key: consumer` needs `auth` on the route: who the caller is must be known",
+            );
+            return None;
+        }
+        Some(key)
+    }
+
+    fn routes(&mut self, value: Option<Value>, rc: &RouteContext) -> Vec<Route> {
         let items = self.sequence("routes", value, true);
         let mut out: Vec<Route> = Vec::new();
         let mut names: std::collections::HashMap<String, usize> = Default::default();
@@ -954,7 +1072,7 @@ impl Validator {
             } else {
                 names.insert(raw.name.clone(), i);
             }
-            if let Some(route) = self.route(&base, raw, upstreams, consumers, have_jwt) {
+            if let Some(route) = self.route(&base, raw, rc) {
                 let signature = route_signature(&route);
                 if let Some(j) = signatures.get(&signature) {
                     self.error(
@@ -972,14 +1090,8 @@ impl Validator {
         out
     }
 
-    fn route(
-        &mut self,
-        base: &str,
-        raw: RawRoute,
-        upstreams: &[Upstream],
-        consumers: &[Consumer],
-        have_jwt: bool,
-    ) -> Option<Route> {
+    fn route(&mut self, base: &str, raw: RawRoute, rc: &RouteContext) -> Option<Route> {
+        let (upstreams, consumers, have_jwt) = (rc.upstreams, rc.consumers, rc.have_jwt);
         let before = self.errors.len();
         if raw.name.is_empty() || !valid_name(&raw.name) {
             self.error(
@@ -1193,6 +1305,45 @@ impl Validator {
                 "allow_groups and allow_consumers need `auth` on the route: who the caller is must be known",
             );
         }
+        let mut rate_limits = Vec::new();
+        for (j, rl) in raw.rate_limit.unwrap_or_default().into_iter().enumerate() {
+            let place = format!("{base}.rate_limit[{j}]");
+            let key = self.limit_key(format!("{place}.key"), &rl.key, !auth.is_empty());
+            if rl.requests == 0 {
+                self.error(format!("{place}.requests"), "must be at least 1");
+            }
+            if rl.per.0 < Duration::from_secs(1) || rl.per.0 > Duration::from_secs(86400) {
+                self.error(format!("{place}.per"), "must be between 1s and 24h");
+            }
+            let global = rl.scope == Some(RawScope::Global);
+            if global && !rc.have_redis {
+                self.error(
+                    format!("{place}.scope"),
+                    "global limits are counted in Redis: add a top-level `redis` section",
+                );
+            }
+            if let Some(key) = key {
+                let limit = RateLimit {
+                    requests: rl.requests,
+                    per: rl.per.0,
+                    key,
+                    global,
+                };
+                if rate_limits.contains(&limit) {
+                    self.error(place, "is the same as an earlier limit of this route");
+                } else {
+                    rate_limits.push(limit);
+                }
+            }
+        }
+        let concurrency_limit = raw.concurrency_limit.and_then(|cl| {
+            let place = format!("{base}.concurrency_limit");
+            let key = self.limit_key(format!("{place}.key"), &cl.key, !auth.is_empty());
+            if cl.max == 0 {
+                self.error(format!("{place}.max"), "must be at least 1");
+            }
+            key.map(|key| ConcurrencyLimit { max: cl.max, key })
+        });
         let ip_allow = self.cidrs(
             &format!("{base}.ip_allow"),
             raw.ip_allow.unwrap_or_default(),
@@ -1208,6 +1359,8 @@ impl Validator {
             allow_consumers,
             ip_allow,
             ip_deny,
+            rate_limits,
+            concurrency_limit,
             name: raw.name,
             hosts,
             path,

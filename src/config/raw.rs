@@ -112,6 +112,39 @@ pub struct RawRoute {
     pub allow_consumers: Option<Vec<String>>,
     pub ip_allow: Option<Vec<String>>,
     pub ip_deny: Option<Vec<String>>,
+    pub rate_limit: Option<Vec<RawRateLimit>>,
+    pub concurrency_limit: Option<RawConcurrencyLimit>,
+}
+
+/// Where a rate limit is counted.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawScope {
+    Local,
+    Global,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests: u64,
+    pub per: ConfDuration,
+    pub key: String,
+    pub scope: Option<RawScope>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrencyLimit {
+    pub max: u64,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: String,
+    pub timeout: Option<ConfDuration>,
 }
 
 /// One entry of `consumers`.

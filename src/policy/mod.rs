@@ -4,6 +4,7 @@
 
 mod basic;
 mod jwt;
+pub mod limits;
 
 use crate::config::{AuthMethod, Config, Route};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -40,6 +40,7 @@ pub fn message_for(status: u16) -> &'static str {
         404 => "no route matches this request",
         408 => "request timed out",
         413 => "request body too large",
+        429 => "too many requests",
         431 => "request header fields too large",
         500 => "internal gateway error",
         502 => "upstream connection failed",

@@ -6,6 +6,7 @@ pub mod headers;
 
 use crate::config::HashKey;
 use crate::gateway::Gateway;
+use crate::policy::limits::{KeyInput, Outcome, RateState};
 use crate::policy::{Decision, X_CONSUMER, X_CONSUMER_GROUPS};
 use crate::router::{self, RequestView, RouteId};
 use crate::upstream::InFlight;
@@ -47,6 +48,10 @@ pub struct Ctx {
     retries: usize,
     /// Who the caller is, once authenticated.
     identity: Option<crate::policy::Identity>,
+    /// The tightest rate limit's state, for the `RateLimit-*` headers.
+    rate: Option<RateState>,
+    /// Holds this request's concurrency slot until the request ends.
+    concurrency: Option<pingora_limits::inflight::Guard>,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -188,6 +193,17 @@ impl Tollgate {
         if status == 503 {
             resp.insert_header(header::RETRY_AFTER, "1")?;
         }
+        if status == 429 {
+            match &ctx.rate {
+                Some(rate) => {
+                    resp.insert_header(header::RETRY_AFTER, rate.reset)?;
+                    for (name, value) in rate.header_values() {
+                        resp.insert_header(name, value)?;
+                    }
+                }
+                None => resp.insert_header(header::RETRY_AFTER, "1")?,
+            }
+        }
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
     }
@@ -207,6 +223,8 @@ impl ProxyHttp for Tollgate {
             in_flight: None,
             retries: 0,
             identity: None,
+            rate: None,
+            concurrency: None,
             body_bytes: 0,
         }
     }
@@ -233,6 +251,28 @@ impl ProxyHttp for Tollgate {
             Decision::Allow(identity) => ctx.identity = identity,
             Decision::Unauthorized => return Err(status_error(401, "authentication failed")),
             Decision::Forbidden => return Err(status_error(403, "not allowed")),
+        }
+        let limits = &gateway.route_limits[route_id];
+        if !limits.is_empty() {
+            let input = KeyInput {
+                consumer: ctx
+                    .identity
+                    .as_ref()
+                    .map(|i| gateway.policies.identity_headers(i).0.as_bytes()),
+                client_ip: client_ip(session),
+                headers: &session.req_header().headers,
+            };
+            match limits.check(&gateway.limits, &input).await {
+                Outcome::Allowed(rate, guard) => {
+                    ctx.rate = rate;
+                    ctx.concurrency = guard;
+                }
+                Outcome::RateLimited(state) => {
+                    ctx.rate = Some(state);
+                    return Err(status_error(429, "rate limit"));
+                }
+                Outcome::TooManyInFlight => return Err(status_error(429, "concurrency limit")),
+            }
         }
         let max = ctx.gateway.routes[route_id].max_body_size;
         if let Some(max) = max {
@@ -375,6 +415,11 @@ impl ProxyHttp for Tollgate {
             }
         }
         upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in rate.header_values() {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,224 @@
+//! Rate and concurrency limits end to end: local limits, the RateLimit headers, global limits
+//! shared by two gateways through a real Redis, and the fallback when Redis stops or stalls.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn local_limit_answers_429_with_headers_and_spares_the_upstream() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 5, per: 1m, key: client_ip}}]}}\n",
+        up.addr
+    ));
+    for i in 0..5u64 {
+        let r = gw.get("/", &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-limit"), Some("5"));
+        assert_eq!(
+            r.header("ratelimit-remaining"),
+            Some((4 - i).to_string().as_str())
+        );
+        let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "{reset}");
+    }
+    for _ in 0..3 {
+        let r = gw.get("/", &[]);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.json()["status"], 429);
+        assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
+    assert_eq!(up.count(), 5);
+}
+
+#[test]
+fn consumer_limits_are_per_consumer() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        "consumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\n  - {{name: bob, api_keys: [bob-key-11]}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, auth: [api_key], rate_limit: [{{requests: 3, per: 1m, key: consumer}}]}}\n",
+        up.addr
+    ));
+    let statuses = |key: &str| -> Vec<u16> {
+        (0..4)
+            .map(|_| gw.get("/", &[("x-api-key", key)]).status)
+            .collect()
+    };
+    assert_eq!(statuses("alice-key-1"), vec![200, 200, 200, 429]);
+    assert_eq!(statuses("bob-key-11"), vec![200, 200, 200, 429]);
+    assert_eq!(up.count(), 6);
+}
+
+#[test]
+fn concurrency_limit_refuses_the_excess_at_once() {
+    let up = Upstream::with_handler("a", |_| Reply::ok("slow").delay(Duration::from_millis(800)));
+    let gw = Arc::new(Gateway::start(&format!(
+        "upstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, concurrency_limit: {{max: 2, key: route}}}}\n",
+        up.addr
+    )));
+    let handles: Vec<_> = (0..5)
+        .map(|_| {
+            let gw = gw.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (gw.get("/", &[]).status, t.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(ok, 2, "{results:?}");
+    assert_eq!(refused.len(), 3, "{results:?}");
+    assert!(
+        refused.iter().all(|(_, d)| *d < Duration::from_millis(700)),
+        "refusals waited: {results:?}"
+    );
+    assert_eq!(up.count(), 2);
+    // The slots are released when the requests end.
+    assert_eq!(gw.get("/", &[]).status, 200);
+}
+
+fn global_gateway(up: &Upstream, redis_url: &str, limit: &str) -> Gateway {
+    Gateway::start(&format!(
+        "redis: {{url: \"{redis_url}\", timeout: 50ms}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{limit}]}}\n",
+        up.addr
+    ))
+}
+
+#[test]
+fn two_gateways_share_one_global_limit() {
+    let redis = Redis::start();
+    let up = Upstream::start("a");
+    let limit = "{requests: 20, per: 1m, key: route, scope: global}";
+    let g1 = global_gateway(&up, &redis.url(), limit);
+    let g2 = global_gateway(&up, &redis.url(), limit);
+    let mut admitted = 0;
+    for _ in 0..20 {
+        for g in [&g1, &g2] {
+            if g.get("/", &[]).status == 200 {
+                admitted += 1;
+            }
+        }
+    }
+    assert_eq!(
+        admitted, 20,
+        "two gateways admitted {admitted} against a shared limit of 20"
+    );
+    assert_eq!(up.count(), 20);
+}
+
+#[test]
+fn global_limit_accuracy_at_five_times_the_load() {
+    let redis = Redis::start();
+    let up = Upstream::start("a");
+    let limit = "{requests: 10, per: 1s, key: route, scope: global}";
+    let gws = [
+        Arc::new(global_gateway(&up, &redis.url(), limit)),
+        Arc::new(global_gateway(&up, &redis.url(), limit)),
+    ];
+    // 25 requests per second to each gateway: 50/s in all, five times the limit, for 10 s.
+    let start = Instant::now();
+    let handles: Vec<_> = gws
+        .iter()
+        .cloned()
+        .map(|g| {
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                let mut ok = 0u64;
+                while start.elapsed() < Duration::from_secs(10) {
+                    let due = (start.elapsed().as_secs_f64() * 25.0) as u64;
+                    while sent < due {
+                        sent += 1;
+                        if g.get("/", &[]).status == 200 {
+                            ok += 1;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (sent, ok)
+            })
+        })
+        .collect();
+    let (mut sent, mut ok) = (0, 0);
+    for h in handles {
+        let (s, o) = h.join().unwrap();
+        sent += s;
+        ok += o;
+    }
+    assert!(sent >= 475, "the load was not offered: {sent}");
+    // Ten 1-second windows of 10, with up to one window boundary not yet reached: 100 ± 5.
+    assert!(
+        (95..=105).contains(&ok),
+        "admitted {ok} of {sent} against 10/s for 10s"
+    );
+    assert_eq!(up.count() as u64, ok);
+}
+
+#[test]
+fn redis_stopped_mid_test_falls_back_to_the_local_limit() {
+    let mut redis = Redis::start();
+    let up = Upstream::start("a");
+    let gw = global_gateway(
+        &up,
+        &redis.url(),
+        "{requests: 5, per: 1m, key: route, scope: global}",
+    );
+    for _ in 0..3 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    redis.stop();
+    // Now counted locally, from zero: five more, then refusals; no request waits long.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let t = Instant::now();
+        statuses.push(gw.get("/", &[]).status);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a decision took {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429, 429]);
+    assert!(
+        wait_until(Duration::from_secs(2), || gw
+            .log()
+            .contains("global rate limits fall back to local counting")),
+        "no log line about the fallback:\n{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn a_stalled_redis_costs_at_most_the_timeout() {
+    // A server that accepts connections and never answers.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    let up = Upstream::start("a");
+    let gw = global_gateway(
+        &up,
+        &format!("redis://{addr}"),
+        "{requests: 3, per: 1m, key: route, scope: global}",
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        statuses.push(gw.get("/", &[]).status);
+        assert!(
+            t.elapsed() < Duration::from_millis(600),
+            "a decision took {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+}
