@@ -1,6 +1,7 @@
 //! The runtime snapshot: everything a request needs, built once from a validated configuration
 //! and shared immutably. A request loads the snapshot once and uses it to the end.
 
+use crate::cache::{Cache, RouteCacheRules};
 use crate::config::{Config, Route};
 use crate::policy::limits::{LimitStore, RouteLimits};
 use crate::policy::Policies;
@@ -22,12 +23,27 @@ pub struct Gateway {
     pub route_limits: Vec<RouteLimits>,
     /// Limit counters, which outlive this snapshot.
     pub limits: Arc<LimitStore>,
+    /// Each route's cache rules, indexed like `routes`.
+    pub route_cache: Vec<Option<RouteCacheRules>>,
+    /// The response cache, which outlives this snapshot.
+    pub cache: Arc<Cache>,
 }
 
 impl Gateway {
-    /// Build the snapshot from a validated configuration; limit counters come from `limits`.
-    pub fn new(config: &Config, limits: Arc<LimitStore>) -> Gateway {
+    /// Build the snapshot from a validated configuration; limit counters and the cache are
+    /// long-lived and passed in.
+    pub fn new(config: &Config, limits: Arc<LimitStore>, cache: Arc<Cache>) -> Gateway {
         Gateway {
+            route_cache: config
+                .routes
+                .iter()
+                .map(|r| {
+                    r.cache
+                        .as_ref()
+                        .map(|c| RouteCacheRules::new(&cache, &r.name, c))
+                })
+                .collect(),
+            cache,
             route_limits: config
                 .routes
                 .iter()

@@ -5,6 +5,8 @@
 //! the modules that own each step. The configuration ([`config`]) is validated into a checked
 //! model before anything listens; [`gateway::Gateway`] is the immutable runtime snapshot.
 
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod gateway;
 pub mod policy;

@@ -101,7 +101,8 @@ fn main() -> ExitCode {
     }
 
     let limits = Arc::new(tollgate::policy::limits::LimitStore::default());
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, limits)));
+    let cache = Arc::new(tollgate::cache::Cache::new(&config.cache));
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, limits, cache)));
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -120,9 +121,12 @@ fn main() -> ExitCode {
     for listener in &config.listeners {
         proxy.add_tcp(&listener.address.to_string());
     }
-    let health = background_service("health checks", HealthChecker::new(gateway));
+    let health = background_service("health checks", HealthChecker::new(gateway.clone()));
     server.add_service(proxy);
     server.add_service(health);
+    if let Some(admin) = &config.admin {
+        server.add_service(tollgate::admin::service(admin, gateway));
+    }
     log::info!(
         "tollgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),

@@ -57,6 +57,10 @@ pub struct Config {
     pub jwt: Vec<JwtIssuer>,
     /// Shared state for global limits.
     pub redis: Option<RedisConfig>,
+    /// The response cache (defaults apply when absent).
+    pub cache: CacheConfig,
+    /// The admin listener, when configured.
+    pub admin: Option<AdminConfig>,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
 }
@@ -160,6 +164,53 @@ pub struct Route {
     pub rate_limits: Vec<RateLimit>,
     /// A bound on in-flight requests per key.
     pub concurrency_limit: Option<ConcurrencyLimit>,
+    /// Response caching for this route.
+    pub cache: Option<RouteCache>,
+}
+
+/// A part of a route's cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheKeyPart {
+    Host,
+    Path,
+    Query,
+    Header(HeaderName),
+    Consumer,
+}
+
+/// Caching on one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Freshness when the upstream gives none.
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub key: Vec<CacheKeyPart>,
+    pub methods: Vec<Method>,
+}
+
+impl RouteCache {
+    /// Whether responses are kept apart per consumer.
+    pub fn per_consumer(&self) -> bool {
+        self.key.contains(&CacheKeyPart::Consumer)
+    }
+}
+
+/// The shared response cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Memory for all cached bodies and headers together.
+    pub max_size: u64,
+    /// Larger responses pass through uncached.
+    pub max_object_size: u64,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// The bearer token every call but `/healthz` must carry, when set.
+    pub token: Option<String>,
 }
 
 /// What a limit counts by.
@@ -323,6 +374,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "api_key_header",
     "jwt",
     "redis",
+    "cache",
+    "admin",
 ];
 
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
@@ -471,6 +524,8 @@ impl Validator {
         let mut api_key_header = None;
         let mut jwt = None;
         let mut redis = None;
+        let mut cache = None;
+        let mut admin = None;
         for (k, v) in map {
             let Some(key) = k.as_str().map(str::to_string) else {
                 self.error("", format!("top-level key {k:?} is not a string"));
@@ -485,6 +540,8 @@ impl Validator {
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
                 "redis" => redis = Some(v),
+                "cache" => cache = Some(v),
+                "admin" => admin = Some(v),
                 _ if server_keys.iter().any(|s| s == &key) => {
                     server_map.insert(Value::String(key), v);
                 }
@@ -509,6 +566,8 @@ impl Validator {
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
         let redis = redis.and_then(|v| self.redis(v));
+        let cache = self.cache(cache);
+        let admin = admin.and_then(|v| self.admin(v, &listeners));
         let ctx = RouteContext {
             upstreams: &upstreams,
             consumers: &consumers,
@@ -527,6 +586,8 @@ impl Validator {
             api_key_header,
             jwt,
             redis,
+            cache,
+            admin,
             warnings: Vec::new(),
         })
     }
@@ -1025,6 +1086,180 @@ impl Validator {
         })
     }
 
+    fn cache(&mut self, value: Option<Value>) -> CacheConfig {
+        let mut out = CacheConfig {
+            max_size: 256 << 20,
+            max_object_size: 8 << 20,
+        };
+        let Some(raw) = value.and_then(|v| self.item::<RawCache>("cache", v)) else {
+            return out;
+        };
+        if let Some(s) = raw.max_size {
+            out.max_size = s.0;
+        }
+        if let Some(s) = raw.max_object_size {
+            out.max_object_size = s.0;
+        }
+        if out.max_size < 1 << 20 {
+            self.error("cache.max_size", "must be at least 1MiB");
+        }
+        if out.max_object_size == 0 || out.max_object_size > 16 << 20 {
+            self.error("cache.max_object_size", "must be between 1 byte and 16MiB");
+        } else if out.max_object_size > out.max_size / 4 {
+            self.error(
+                "cache.max_object_size",
+                "must be at most a quarter of max_size, or one object could evict most of the cache",
+            );
+        }
+        out
+    }
+
+    fn admin(&mut self, value: Value, listeners: &[Listener]) -> Option<AdminConfig> {
+        let raw = self.item::<RawAdmin>("admin", value)?;
+        let text = raw.address.unwrap_or_else(|| "127.0.0.1:9901".to_string());
+        let Ok(address) = text.parse::<SocketAddr>() else {
+            self.error(
+                "admin.address",
+                format!("\"{text}\" is not an IP address and port such as 127.0.0.1:9901"),
+            );
+            return None;
+        };
+        if listeners.iter().any(|l| {
+            l.address.port() == address.port()
+                && (l.address.ip() == address.ip()
+                    || l.address.ip().is_unspecified()
+                    || address.ip().is_unspecified())
+        }) {
+            self.error(
+                "admin.address",
+                "must not share a port with a traffic listener",
+            );
+        }
+        let token = match raw.token_env {
+            None => None,
+            Some(var) => match std::env::var(&var) {
+                Ok(t) if t.len() >= 16 => Some(t),
+                Ok(_) => {
+                    self.error(
+                        "admin.token_env",
+                        format!("the token in {var} must be at least 16 characters"),
+                    );
+                    None
+                }
+                Err(_) => {
+                    self.error(
+                        "admin.token_env",
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            },
+        };
+        if token.is_none() && !address.ip().is_loopback() {
+            self.warn(
+                "admin.address",
+                "the admin listener is reachable from other hosts and has no token",
+            );
+        }
+        Some(AdminConfig { address, token })
+    }
+
+    fn route_cache(
+        &mut self,
+        place: &str,
+        raw: RawRouteCache,
+        has_auth: bool,
+    ) -> Option<RouteCache> {
+        let before = self.errors.len();
+        let mut key = Vec::new();
+        for (j, part) in raw
+            .key
+            .unwrap_or_else(|| vec!["host".into(), "path".into(), "query".into()])
+            .iter()
+            .enumerate()
+        {
+            let p = match part.as_str() {
+                "host" => Some(CacheKeyPart::Host),
+                "path" => Some(CacheKeyPart::Path),
+                "query" => Some(CacheKeyPart::Query),
+                "consumer" => {
+                    if !has_auth {
+                        self.error(
+                            format!("{place}.key[{j}]"),
+                            "`consumer` needs `auth` on the route: who the caller is must be known",
+                        );
+                    }
+                    Some(CacheKeyPart::Consumer)
+                }
+                other => match other
+                    .strip_prefix("header:")
+                    .map(|n| HeaderName::from_bytes(n.as_bytes()))
+                {
+                    Some(Ok(h)) => Some(CacheKeyPart::Header(h)),
+                    _ => {
+                        self.error(
+                            format!("{place}.key[{j}]"),
+                            format!("\"{other}\" is not a cache key part: use host, path, query, header:NAME or consumer"),
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(p) = p {
+                if !key.contains(&p) {
+                    key.push(p);
+                }
+            }
+        }
+        if !key.contains(&CacheKeyPart::Path) {
+            self.warn(
+                format!("{place}.key"),
+                "does not include `path`: every path of the route shares one cached response",
+            );
+        }
+        let mut methods = Vec::new();
+        for (j, m) in raw
+            .methods
+            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into()])
+            .iter()
+            .enumerate()
+        {
+            match m.to_ascii_uppercase().as_str() {
+                "GET" => methods.push(Method::GET),
+                "HEAD" => methods.push(Method::HEAD),
+                _ => self.error(
+                    format!("{place}.methods[{j}]"),
+                    format!("\"{m}\" cannot be cached: only GET and HEAD"),
+                ),
+            }
+        }
+        let ttl = raw.ttl.map(|d| d.0).unwrap_or(Duration::ZERO);
+        let swr = raw
+            .stale_while_revalidate
+            .map(|d| d.0)
+            .unwrap_or(Duration::ZERO);
+        let sie = raw.stale_if_error.map(|d| d.0).unwrap_or(Duration::ZERO);
+        for (name, d) in [
+            ("ttl", ttl),
+            ("stale_while_revalidate", swr),
+            ("stale_if_error", sie),
+        ] {
+            if d > Duration::from_secs(365 * 86400) {
+                self.error(format!("{place}.{name}"), "must be at most a year");
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(RouteCache {
+            ttl,
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
+            key,
+            methods,
+        })
+    }
+
     fn limit_key(&mut self, place: String, text: &str, has_auth: bool) -> Option<LimitKey> {
         let key = match text {
             "consumer" => LimitKey::Consumer,
@@ -1336,6 +1571,9 @@ impl Validator {
                 }
             }
         }
+        let cache = raw
+            .cache
+            .and_then(|c| self.route_cache(&format!("{base}.cache"), c, !auth.is_empty()));
         let concurrency_limit = raw.concurrency_limit.and_then(|cl| {
             let place = format!("{base}.concurrency_limit");
             let key = self.limit_key(format!("{place}.key"), &cl.key, !auth.is_empty());
@@ -1361,6 +1599,7 @@ impl Validator {
             ip_deny,
             rate_limits,
             concurrency_limit,
+            cache,
             name: raw.name,
             hosts,
             path,

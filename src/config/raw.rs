@@ -114,6 +114,31 @@ pub struct RawRoute {
     pub ip_deny: Option<Vec<String>>,
     pub rate_limit: Option<Vec<RawRateLimit>>,
     pub concurrency_limit: Option<RawConcurrencyLimit>,
+    pub cache: Option<RawRouteCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub ttl: Option<ConfDuration>,
+    pub stale_while_revalidate: Option<ConfDuration>,
+    pub stale_if_error: Option<ConfDuration>,
+    pub key: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_size: Option<ConfSize>,
+    pub max_object_size: Option<ConfSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<String>,
+    pub token_env: Option<String>,
 }
 
 /// Where a rate limit is counted.

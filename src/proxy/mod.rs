@@ -14,12 +14,17 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// `X-Cache-Status`, on every response of a route with caching.
+static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
 
 /// The gateway's proxy: holds the current snapshot, swapped atomically on reload.
 pub struct Tollgate {
@@ -253,7 +258,9 @@ impl ProxyHttp for Tollgate {
             Decision::Forbidden => return Err(status_error(403, "not allowed")),
         }
         let limits = &gateway.route_limits[route_id];
-        if !limits.is_empty() {
+        // Background revalidations of the cache are not client requests: they count against
+        // no limit.
+        if !limits.is_empty() && !session.as_downstream().is_subrequest() {
             let input = KeyInput {
                 consumer: ctx
                     .identity
@@ -403,7 +410,7 @@ impl ProxyHttp for Tollgate {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -415,6 +422,13 @@ impl ProxyHttp for Tollgate {
             }
         }
         upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        if ctx
+            .route
+            .is_some_and(|r| ctx.gateway.route_cache[r].is_some())
+        {
+            let label = crate::cache::status_label(&session.cache.phase());
+            upstream_response.insert_header(X_CACHE_STATUS.clone(), label)?;
+        }
         if let Some(rate) = &ctx.rate {
             for (name, value) in rate.header_values() {
                 upstream_response.insert_header(name, value)?;
@@ -451,6 +465,95 @@ impl ProxyHttp for Tollgate {
         FailToProxy {
             error_code: status,
             can_reuse_downstream: reusable,
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let Some(route) = ctx.route else {
+            return Ok(());
+        };
+        let gateway = ctx.gateway.clone();
+        let Some(rules) = &gateway.route_cache[route] else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        if rules.request_cacheable(&req.method, &req.headers, ctx.identity.is_some()) {
+            let cache = &gateway.cache;
+            session
+                .cache
+                .enable(cache.store, None, None, Some(cache.lock), None);
+            session.cache.set_max_file_size_bytes(cache.max_object_size);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let rules = ctx
+            .route
+            .and_then(|r| ctx.gateway.route_cache[r].as_ref())
+            .ok_or_else(|| status_error(500, "cache without rules"))?;
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let host = router::normalize_host(host);
+        let consumer = ctx
+            .identity
+            .as_ref()
+            .map(|i| ctx.gateway.policies.identity_headers(i).0.as_bytes())
+            .unwrap_or(b"");
+        let input = crate::cache::KeyInput {
+            host: host.as_bytes(),
+            path: ctx
+                .normalized_path
+                .as_deref()
+                .unwrap_or_else(|| req.uri.path())
+                .as_bytes(),
+            query: req.uri.query().unwrap_or("").as_bytes(),
+            headers: &req.headers,
+            consumer,
+        };
+        Ok(rules.key(&input))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        match ctx.route.and_then(|r| ctx.gateway.route_cache[r].as_ref()) {
+            Some(rules) => Ok(rules.response_cacheable(resp)),
+            None => Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled)),
+        }
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        crate::cache::RouteCacheRules::variance(meta, &req.headers)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // stale-while-revalidate: the stored response's window decides.
+            None => true,
+            // stale-if-error: when the upstream failed, timed out or answered 5xx.
+            Some(e) => match e.etype() {
+                ErrorType::HTTPStatus(code) => *code >= 500,
+                _ => e.esource() == &pingora_error::ErrorSource::Upstream,
+            },
         }
     }
 

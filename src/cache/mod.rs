@@ -1,0 +1,256 @@
+//! Response caching: the byte-bounded store ([`storage::MemoryStore`]), cache keys, and the rules
+//! for what may be stored. The proxy's cache phases call into [`Cache`] and [`RouteCacheRules`].
+//!
+//! What is stored: responses to `GET`/`HEAD` (a `HEAD` miss fetches the full `GET`) on routes with
+//! `cache`, when the upstream's `Cache-Control`/`Expires` allow it or, absent any, for the route's
+//! `ttl` on statuses that are cacheable by default. Never: `no-store`, `private`, `Vary: *`, a
+//! response with `Set-Cookie`, or the answer to a request with credentials, unless the route's key
+//! includes `consumer` (so one consumer can never receive another's response).
+
+pub mod storage;
+
+use crate::config::{CacheConfig, CacheKeyPart, RouteCache};
+use http::{header, HeaderMap, Method, StatusCode};
+use pingora_cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora_cache::filters::{calculate_fresh_until, calculate_serve_stale_durations};
+use pingora_cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+};
+use pingora_http::ResponseHeader;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use storage::MemoryStore;
+
+/// How long a request waits on the cache lock for another request's fill before it goes to the
+/// upstream itself.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The process-wide cache: storage, the lock that collapses concurrent misses, and per-route
+/// generations (bumped to purge a whole route). Outlives configuration snapshots.
+pub struct Cache {
+    pub store: &'static MemoryStore,
+    pub lock: &'static CacheKeyLockImpl,
+    pub max_object_size: usize,
+    generations: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("budget", &self.store.budget())
+            .field("held", &self.store.held_bytes())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Create the cache. The store and lock live for the whole process (Pingora's cache API
+    /// takes `'static` references).
+    pub fn new(config: &CacheConfig) -> Cache {
+        let store: &'static MemoryStore =
+            Box::leak(Box::new(MemoryStore::new(config.max_size as usize)));
+        let lock: &'static CacheKeyLockImpl = Box::leak(Box::new(CacheLock::new(LOCK_TIMEOUT)));
+        Cache {
+            store,
+            lock,
+            max_object_size: config.max_object_size as usize,
+            generations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The generation counter of a route (shared by every snapshot).
+    pub fn generation(&self, route: &str) -> Arc<AtomicU64> {
+        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(route.to_string()).or_default().clone()
+    }
+
+    /// Drop every cached response of a route: its keys change, so old entries are never found
+    /// again (their memory is reclaimed by eviction).
+    pub fn purge_route(&self, route: &str) -> u64 {
+        self.generation(route).fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+/// One route's cache rules, compiled for the request path.
+pub struct RouteCacheRules {
+    pub config: RouteCache,
+    route: String,
+    generation: Arc<AtomicU64>,
+    defaults: CacheMetaDefaults,
+}
+
+impl std::fmt::Debug for RouteCacheRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteCacheRules")
+            .field("route", &self.route)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// What the key parts are read from.
+pub struct KeyInput<'a> {
+    pub host: &'a [u8],
+    pub path: &'a [u8],
+    pub query: &'a [u8],
+    pub headers: &'a HeaderMap,
+    pub consumer: &'a [u8],
+}
+
+fn no_default_freshness(_: StatusCode) -> Option<Duration> {
+    None
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 section 15.1), given the
+/// route's `ttl`.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+fn push_part(primary: &mut Vec<u8>, bytes: &[u8]) {
+    primary.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    primary.extend_from_slice(bytes);
+}
+
+impl RouteCacheRules {
+    /// Compile a route's cache rules.
+    pub fn new(cache: &Cache, route: &str, config: &RouteCache) -> RouteCacheRules {
+        let clamp = |d: Duration| d.as_secs().min(u32::MAX as u64) as u32;
+        RouteCacheRules {
+            defaults: CacheMetaDefaults::new(
+                no_default_freshness,
+                clamp(config.stale_while_revalidate),
+                clamp(config.stale_if_error),
+            ),
+            config: config.clone(),
+            route: route.to_string(),
+            generation: cache.generation(route),
+        }
+    }
+
+    /// Whether this request may use the cache at all.
+    pub fn request_cacheable(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        authenticated: bool,
+    ) -> bool {
+        if !self.config.methods.contains(method) {
+            return false;
+        }
+        let credentials = authenticated || headers.contains_key(header::AUTHORIZATION);
+        !credentials || self.config.per_consumer()
+    }
+
+    /// The cache key: the route, its generation and the configured parts, each length-prefixed.
+    pub fn key(&self, input: &KeyInput) -> CacheKey {
+        let mut primary = Vec::with_capacity(64 + input.path.len() + input.query.len());
+        push_part(&mut primary, self.route.as_bytes());
+        push_part(
+            &mut primary,
+            &self.generation.load(Ordering::Acquire).to_be_bytes(),
+        );
+        for part in &self.config.key {
+            match part {
+                CacheKeyPart::Host => push_part(&mut primary, input.host),
+                CacheKeyPart::Path => push_part(&mut primary, input.path),
+                CacheKeyPart::Query => push_part(&mut primary, input.query),
+                CacheKeyPart::Consumer => push_part(&mut primary, input.consumer),
+                CacheKeyPart::Header(h) => {
+                    push_part(&mut primary, h.as_str().as_bytes());
+                    let v = input.headers.get(h).map(|v| v.as_bytes()).unwrap_or(b"");
+                    push_part(&mut primary, v);
+                }
+            }
+        }
+        CacheKey::new(primary, "")
+    }
+
+    /// The primary hash of a key, for purging one object.
+    pub fn primary_of(&self, input: &KeyInput) -> HashBinary {
+        self.key(input).primary_bin()
+    }
+
+    /// Decide whether a response may be stored, and for how long.
+    pub fn response_cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        let per_consumer = self.config.per_consumer();
+        if resp.headers.contains_key(header::SET_COOKIE) && !per_consumer {
+            return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+        }
+        if resp.headers.get_all(header::VARY).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii() == b"*")
+        }) {
+            return RespCacheable::Uncacheable(NoCacheReason::Custom("vary-star"));
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        if let Some(cc) = &cc {
+            if cc.is_cacheable() == Cacheable::No || cc.private() {
+                return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+            }
+        }
+        let now = SystemTime::now();
+        let fresh_until = calculate_fresh_until(now, cc.as_ref(), resp, false, &self.defaults)
+            .or_else(|| {
+                (heuristically_cacheable(resp.status) && !self.config.ttl.is_zero())
+                    .then(|| now.checked_add(self.config.ttl))
+                    .flatten()
+            });
+        let Some(fresh_until) = fresh_until else {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        };
+        let (swr, sie) = calculate_serve_stale_durations(cc.as_ref(), &self.defaults);
+        let mut header = resp.clone();
+        if let Some(cc) = &cc {
+            cc.strip_private_headers(&mut header);
+        }
+        RespCacheable::Cacheable(CacheMeta::new(fresh_until, now, swr, sie, header))
+    }
+
+    /// The variance of a stored response: the values of the request headers its `Vary` names.
+    pub fn variance(meta: &CacheMeta, req: &HeaderMap) -> Option<HashBinary> {
+        let mut vb = VarianceBuilder::new();
+        let mut names: Vec<String> = Vec::new();
+        for v in meta.headers().get_all(header::VARY) {
+            if let Ok(s) = v.to_str() {
+                for name in s.split(',') {
+                    let n = name.trim().to_ascii_lowercase();
+                    if !n.is_empty() && !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            return None;
+        }
+        for n in names {
+            let value = req
+                .get(n.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            vb.add_owned_name_value(n, value);
+        }
+        vb.finalize()
+    }
+}
+
+/// The `X-Cache-Status` value for where a response came from.
+pub fn status_label(phase: &CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        _ => "BYPASS",
+    }
+}

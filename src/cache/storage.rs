@@ -1,0 +1,333 @@
+//! The response store: a `pingora_cache::Storage` on top of Pingora's TinyUFO (TinyLFU admission,
+//! S3-FIFO eviction), weighted by each object's size, so the cache never holds more than its byte
+//! budget and frequently used objects survive a churn of one-off ones.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::{CacheHashKey, CacheKey, CompactCacheKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheMeta, PurgeType};
+use pingora_error::{Error, ErrorType, Result};
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tinyufo::TinyUfo;
+
+/// TinyUFO weighs entries in 16 bits: one unit is this many bytes (so objects up to 16 MiB).
+const WEIGHT_UNIT: usize = 256;
+/// What an entry costs beyond its body and header bytes (map slots, queues, the meta box).
+const ENTRY_OVERHEAD: usize = 512;
+
+struct Entry {
+    /// The serialized `CacheMeta` (internal part, header part).
+    meta: (Vec<u8>, Vec<u8>),
+    body: Bytes,
+    primary: HashBinary,
+    combined: HashBinary,
+    /// Bytes counted against the budget.
+    size: usize,
+}
+
+/// The in-memory response store.
+pub struct MemoryStore {
+    objects: TinyUfo<HashBinary, Arc<Entry>>,
+    /// Primary key → the stored variants, so purging a key removes every variant.
+    variants: Vec<Mutex<HashMap<HashBinary, HashSet<HashBinary>>>>,
+    /// Bytes currently held (approximate: what the budget counts).
+    held: AtomicU64,
+    entries: AtomicU64,
+    budget: usize,
+}
+
+const SHARDS: usize = 16;
+
+fn weight_of(size: usize) -> u16 {
+    size.div_ceil(WEIGHT_UNIT).clamp(1, u16::MAX as usize) as u16
+}
+
+fn meta_bytes(meta: &(Vec<u8>, Vec<u8>)) -> usize {
+    meta.0.len() + meta.1.len()
+}
+
+impl MemoryStore {
+    /// A store holding at most `budget` bytes of cached responses.
+    pub fn new(budget: usize) -> MemoryStore {
+        // TinyUFO sizes its frequency estimator by the expected number of objects.
+        let estimated_objects = (budget / 8192).clamp(1024, 1 << 20);
+        MemoryStore {
+            objects: TinyUfo::new(budget / WEIGHT_UNIT, estimated_objects),
+            variants: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            held: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            budget,
+        }
+    }
+
+    /// Bytes currently held, as the budget counts them.
+    pub fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Number of stored responses.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    fn shard(&self, primary: &HashBinary) -> &Mutex<HashMap<HashBinary, HashSet<HashBinary>>> {
+        &self.variants[primary[0] as usize % SHARDS]
+    }
+
+    fn forget(&self, e: &Entry) {
+        self.held.fetch_sub(e.size as u64, Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        let mut shard = self
+            .shard(&e.primary)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = shard.get_mut(&e.primary) {
+            set.remove(&e.combined);
+            if set.is_empty() {
+                shard.remove(&e.primary);
+            }
+        }
+    }
+
+    fn insert(&self, e: Entry) {
+        let weight = weight_of(e.size);
+        let e = Arc::new(e);
+        {
+            let mut shard = self
+                .shard(&e.primary)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            shard.entry(e.primary).or_default().insert(e.combined);
+        }
+        self.held.fetch_add(e.size as u64, Ordering::Relaxed);
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        // A replaced entry is not reported as evicted: account for it first.
+        if let Some(old) = self.objects.remove(&e.combined) {
+            self.forget(&old);
+            let mut shard = self
+                .shard(&e.primary)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            shard.entry(e.primary).or_default().insert(e.combined);
+        }
+        // force_put: requests waiting on the cache lock for this object must find it.
+        for evicted in self.objects.force_put(e.combined, e.clone(), weight) {
+            self.forget(&evicted.data);
+        }
+    }
+
+    /// Remove one object and all its variants; returns how many were removed.
+    pub fn remove_primary(&self, primary: &HashBinary) -> usize {
+        let combined: Vec<HashBinary> = {
+            let shard = self
+                .shard(primary)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            shard
+                .get(primary)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        let mut n = 0;
+        for c in combined {
+            if let Some(e) = self.objects.remove(&c) {
+                self.forget(&e);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn lookup_bin(&self, combined: &HashBinary) -> Option<Arc<Entry>> {
+        self.objects.get(combined)
+    }
+}
+
+struct Hit {
+    entry: Arc<Entry>,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for Hit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.entry.body.slice(self.start..self.end)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.entry.body.len();
+        if start >= len && len > 0 {
+            return Error::e_explain(ErrorType::InternalError, "seek past the end of the body");
+        }
+        self.start = start;
+        self.end = end.map_or(len, |e| e.min(len));
+        self.done = false;
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.entry.size
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+struct Miss {
+    store: &'static MemoryStore,
+    meta: (Vec<u8>, Vec<u8>),
+    body: BytesMut,
+    primary: HashBinary,
+    combined: HashBinary,
+}
+
+#[async_trait]
+impl HandleMiss for Miss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let size = self.body.len() + meta_bytes(&self.meta) + ENTRY_OVERHEAD;
+        self.store.insert(Entry {
+            meta: self.meta,
+            body: self.body.freeze(),
+            primary: self.primary,
+            combined: self.combined,
+            size,
+        });
+        Ok(MissFinishType::Created(size))
+    }
+}
+
+fn target_key(target: PurgeTarget<'_>) -> Option<&CompactCacheKey> {
+    match target {
+        PurgeTarget::Exact(CacheEntryKey::Identified { .. }) => None,
+        other => Some(other.key()),
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(entry) = self.lookup_bin(&key.combined_bin()) else {
+            return Ok(None);
+        };
+        let len = entry.body.len();
+        let meta = CacheMeta::deserialize(&entry.meta.0, &entry.meta.1)?;
+        Ok(Some((
+            meta,
+            Box::new(Hit {
+                entry,
+                start: 0,
+                end: len,
+                done: false,
+            }),
+        )))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(Miss {
+            store: self,
+            meta: meta.serialize()?,
+            body: BytesMut::new(),
+            primary: key.primary_bin(),
+            combined: key.combined_bin(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let Some(key) = target_key(target) else {
+            return Ok(PurgeOutcome::NotFound);
+        };
+        match self.objects.remove(&key.combined_bin()) {
+            Some(e) => {
+                self.forget(&e);
+                Ok(PurgeOutcome::Purged(None))
+            }
+            None => Ok(PurgeOutcome::NotFound),
+        }
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let Some(old) = self.lookup_bin(&key.combined_bin()) else {
+            return Ok(false);
+        };
+        let meta = meta.serialize()?;
+        let size = old.body.len() + meta_bytes(&meta) + ENTRY_OVERHEAD;
+        self.insert(Entry {
+            meta,
+            body: old.body.clone(),
+            primary: old.primary,
+            combined: old.combined,
+            size,
+        });
+        Ok(true)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
