@@ -1,5 +1,6 @@
 //! The admin listener: a separate Pingora service on its own address (loopback by default),
-//! optionally protected by a bearer token. Endpoints: `GET /healthz` and `POST /cache/purge`.
+//! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /cache` (fill) and
+//! `POST /cache/purge`.
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
@@ -159,6 +160,17 @@ impl ServeHttp for Admin {
         }
         match (method.as_str(), path.as_str()) {
             ("POST", "/cache/purge") => self.purge(&body),
+            ("GET", "/cache") => {
+                let cache = &self.state.load().cache;
+                json(
+                    200,
+                    serde_json::json!({
+                        "max_size": cache.store.budget(),
+                        "held_bytes": cache.store.held_bytes(),
+                        "entries": cache.store.entries(),
+                    }),
+                )
+            }
             (_, "/cache/purge") => error(405, "use POST"),
             _ => error(404, "no such admin endpoint"),
         }

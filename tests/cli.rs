@@ -269,3 +269,20 @@ fn bad_limits() {
         &["redis.timeout: must be greater than zero and at most 5s"],
     );
 }
+
+#[test]
+fn bad_cache_and_admin() {
+    fails_with(
+        "listeners: [{address: 127.0.0.1:8080}]\ncache: {max_size: 512KiB, max_object_size: 32MiB}\nadmin: {address: 127.0.0.1:8080, token_env: TOLLGATE_TEST_UNSET_TOKEN}\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes:\n  - {name: r, match: {}, upstream: a, cache: {ttl: 10s, key: [path, cookie], methods: [POST]}}\n  - {name: s, match: {path_prefix: /s}, upstream: a, cache: {key: [consumer]}}\n  - {name: t, match: {path_prefix: /t}, upstream: a, cache: {ttl: 10}}\n",
+        &[
+            "cache.max_size: must be at least 1MiB",
+            "cache.max_object_size: must be between 1 byte and 16MiB",
+            "admin.address: must not share a port with a traffic listener",
+            "admin.token_env: environment variable TOLLGATE_TEST_UNSET_TOKEN is not set",
+            "routes[2].cache.ttl: duration 10 needs a unit",
+            "routes[0].cache.key[1]: \"cookie\" is not a cache key part",
+            "routes[0].cache.methods[0]: \"POST\" cannot be cached",
+            "routes[1].cache.key[0]: `consumer` needs `auth` on the route",
+        ],
+    );
+}

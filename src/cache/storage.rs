@@ -228,9 +228,15 @@ impl HandleMiss for Miss {
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let size = self.body.len() + meta_bytes(&self.meta) + ENTRY_OVERHEAD;
+        // A buffer grown by doubling may hold up to twice its length: keep an exact copy then.
+        let body = if self.body.capacity() > self.body.len() + self.body.len() / 8 {
+            Bytes::copy_from_slice(&self.body)
+        } else {
+            self.body.freeze()
+        };
         self.store.insert(Entry {
             meta: self.meta,
-            body: self.body.freeze(),
+            body,
             primary: self.primary,
             combined: self.combined,
             size,
@@ -275,10 +281,18 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
+        // Size the buffer from Content-Length when known, so the stored body has no slack.
+        let expected = meta
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(16 << 20);
         Ok(Box::new(Miss {
             store: self,
             meta: meta.serialize()?,
-            body: BytesMut::new(),
+            body: BytesMut::with_capacity(expected),
             primary: key.primary_bin(),
             combined: key.combined_bin(),
         }))
@@ -329,5 +343,36 @@ impl Storage for MemoryStore {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u32, size: usize) -> Entry {
+        let mut primary = [0u8; 16];
+        primary[..4].copy_from_slice(&i.to_be_bytes());
+        Entry {
+            meta: (vec![0; 100], vec![0; 200]),
+            body: Bytes::from(vec![7u8; size]),
+            primary,
+            combined: primary,
+            size: size + 300 + ENTRY_OVERHEAD,
+        }
+    }
+
+    #[test]
+    fn never_holds_more_than_the_budget() {
+        let store = MemoryStore::new(4 << 20);
+        for i in 0..400 {
+            store.insert(entry(i, 100 * 1024));
+            assert!(
+                store.held_bytes() <= 4 << 20,
+                "held {} after {i} inserts",
+                store.held_bytes()
+            );
+        }
+        assert!(store.entries() >= 30, "{} entries", store.entries());
     }
 }

@@ -254,6 +254,11 @@ impl Gateway {
         panic!("gateway did not start");
     }
 
+    /// The gateway process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
@@ -306,16 +311,21 @@ impl Response {
     }
 }
 
-/// Send `bytes` on a new connection to the gateway and read one response.
+/// Send `bytes` on a new connection to the gateway and read one response (no body is read
+/// when the request is a HEAD).
 pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gateway");
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     s.write_all(bytes).expect("send");
-    read_response(&mut s)
+    read_response_to(&mut s, bytes.starts_with(b"HEAD "))
 }
 
 /// Read one response from `s`; `closed` tells whether the server then closed the connection.
 pub fn read_response(s: &mut TcpStream) -> Response {
+    read_response_to(s, false)
+}
+
+fn read_response_to(s: &mut TcpStream, head: bool) -> Response {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (status, headers, head_len) = loop {
@@ -343,7 +353,9 @@ pub fn read_response(s: &mut TcpStream) -> Response {
         buf.extend_from_slice(&chunk[..n]);
     };
     let mut rest = buf[head_len..].to_vec();
-    let body = if let Some(len) = headers.get("content-length") {
+    let body = if head {
+        Vec::new()
+    } else if let Some(len) = headers.get("content-length") {
         let len: usize = len.trim().parse().expect("content-length");
         while rest.len() < len {
             let n = s.read(&mut chunk).expect("read body");
