@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what building and testing Tollgate needs on a fresh Debian machine that has only the
-# Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl, and
-# redis-server (the tests start their own Redis servers for global rate limits).
+# Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl,
+# redis-server (the tests start their own Redis servers for global rate limits) and chromium
+# (the status page is tested in a real headless browser).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

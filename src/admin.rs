@@ -1,39 +1,126 @@
 //! The admin listener: a separate Pingora service on its own address (loopback by default),
-//! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /cache` (fill) and
+//! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /cache` and
 //! `POST /cache/purge`.
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
 use crate::gateway::Gateway;
+use crate::observe::metrics::Metrics;
 use crate::router;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
 use pingora_core::services::listening::Service;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+
+/// The status page: one self-contained HTML file (no external assets).
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The admin HTTP application.
 pub struct Admin {
     state: Arc<ArcSwap<Gateway>>,
     token: Option<String>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    checksum: String,
+}
+
+/// Process readiness, shared with the [`Readiness`] background service.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set once every traffic listener accepts connections.
+    pub ready: AtomicBool,
+    /// Set when a shutdown or upgrade starts draining.
+    pub draining: AtomicBool,
+    started: OnceLock<Instant>,
+}
+
+impl Health {
+    fn uptime(&self) -> f64 {
+        self.started
+            .get_or_init(Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    }
 }
 
 /// Build the admin service for the server.
-pub fn service(config: &AdminConfig, state: Arc<ArcSwap<Gateway>>) -> Service<Admin> {
+pub fn service(
+    config: &AdminConfig,
+    state: Arc<ArcSwap<Gateway>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    checksum: String,
+) -> Service<Admin> {
+    health.started.get_or_init(Instant::now);
     let mut s = Service::new(
         "tollgate admin".to_string(),
         Admin {
             state,
             token: config.token.clone(),
+            metrics,
+            health,
+            checksum,
         },
     );
     s.add_tcp(&config.address.to_string());
     s
+}
+
+/// Marks the process ready once its listeners accept connections, and draining as soon as a
+/// shutdown begins.
+pub struct Readiness {
+    pub health: Arc<Health>,
+    pub listeners: Vec<std::net::SocketAddr>,
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let probes: Vec<std::net::SocketAddr> = self
+            .listeners
+            .iter()
+            .map(|a| {
+                let mut a = *a;
+                if a.ip().is_unspecified() {
+                    a.set_ip(if a.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    });
+                }
+                a
+            })
+            .collect();
+        loop {
+            let mut all = true;
+            for a in &probes {
+                if tokio::net::TcpStream::connect(a).await.is_err() {
+                    all = false;
+                }
+            }
+            if all {
+                self.health.ready.store(true, Ordering::Release);
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let _ = shutdown.changed().await;
+        self.health.draining.store(true, Ordering::Release);
+    }
 }
 
 /// Body of `POST /cache/purge`.
@@ -81,6 +168,63 @@ impl Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let gw = self.state.load();
+        let routes: Vec<serde_json::Value> = gw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                serde_json::json!({
+                    "name": r.name,
+                    "upstream": gw.pools[r.upstream].config.name,
+                    "hosts": r.hosts.iter().map(|h| match h {
+                        crate::config::HostPattern::Exact(n) => n.clone(),
+                        crate::config::HostPattern::Suffix(s) => format!("*{s}"),
+                    }).collect::<Vec<_>>(),
+                    "path": match &r.path {
+                        crate::config::PathMatch::Any => "/".to_string(),
+                        crate::config::PathMatch::Prefix(p) => format!("{p}*"),
+                        crate::config::PathMatch::Exact(p) => p.clone(),
+                    },
+                    "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "auth": !r.auth.is_empty(),
+                    "rate_limited": !r.rate_limits.is_empty(),
+                    "cached": gw.route_cache[i].is_some(),
+                })
+            })
+            .collect();
+        let upstreams: Vec<serde_json::Value> = gw
+            .pools
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.config.name,
+                    "peers": p.peers().iter().map(|peer| serde_json::json!({
+                        "address": peer.address.to_string(),
+                        "weight": peer.weight,
+                        "healthy": p.is_available(&peer.address),
+                        "in_flight": peer.in_flight.load(Ordering::Relaxed),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.health.uptime(),
+            "config_checksum": self.checksum,
+            "ready": self.health.ready.load(Ordering::Acquire),
+            "draining": self.health.draining.load(Ordering::Acquire),
+            "routes": routes,
+            "upstreams": upstreams,
+            "cache": {
+                "max_size": gw.cache.store.budget(),
+                "held_bytes": gw.cache.store.held_bytes(),
+                "entries": gw.cache.store.entries(),
+            },
+        })
     }
 
     fn purge(&self, body: &[u8]) -> Response<Vec<u8>> {
@@ -150,6 +294,20 @@ impl ServeHttp for Admin {
         if path == "/healthz" {
             return json(200, serde_json::json!({ "status": "ok" }));
         }
+        if path == "/" && method == http::Method::GET {
+            // The page holds no data; it asks for the token (if any) and sends it with its calls.
+            let body = STATUS_PAGE.as_bytes().to_vec();
+            return Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(header::CONTENT_LENGTH, body.len())
+                .header(
+                    "content-security-policy",
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                )
+                .body(body)
+                .unwrap_or_else(|_| Response::new(Vec::new()));
+        }
         if !self.authorized(&req.headers) {
             let mut r = error(401, "admin token required");
             r.headers_mut().insert(
@@ -159,6 +317,25 @@ impl ServeHttp for Admin {
             return r;
         }
         match (method.as_str(), path.as_str()) {
+            ("GET", "/readyz") => {
+                let ready = self.health.ready.load(Ordering::Acquire);
+                let draining = self.health.draining.load(Ordering::Acquire);
+                match (ready, draining) {
+                    (_, true) => json(503, serde_json::json!({ "status": "draining" })),
+                    (false, _) => json(503, serde_json::json!({ "status": "starting" })),
+                    (true, false) => json(200, serde_json::json!({ "status": "ready" })),
+                }
+            }
+            ("GET", "/metrics") => {
+                let body = self.metrics.render(&self.state.load()).into_bytes();
+                Response::builder()
+                    .status(200)
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .header(header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .unwrap_or_else(|_| Response::new(Vec::new()))
+            }
+            ("GET", "/status") => json(200, self.status()),
             ("POST", "/cache/purge") => self.purge(&body),
             ("GET", "/cache") => {
                 let cache = &self.state.load().cache;

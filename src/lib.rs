@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod gateway;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod router;

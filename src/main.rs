@@ -82,6 +82,10 @@ fn main() -> ExitCode {
         return hash_password(cost);
     }
 
+    let checksum = match std::fs::read(&cli.conf) {
+        Ok(bytes) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        Err(_) => String::new(),
+    };
     let config = match config::load_file(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -118,9 +122,24 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, config.server);
     server.bootstrap();
 
+    let metrics = tollgate::observe::metrics::Metrics::new();
+    metrics.declare(&gateway.load());
+    let access_log = match &config.access_log {
+        Some(path) => match tollgate::observe::access_log::AccessLog::open(
+            path,
+            metrics.access_log_dropped.clone(),
+        ) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("cannot open the access log {path}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Tollgate::new(gateway.clone()),
+        Tollgate::new(gateway.clone(), metrics.clone(), access_log),
         "tollgate proxy",
     );
     for listener in &config.listeners {
@@ -130,7 +149,21 @@ fn main() -> ExitCode {
     server.add_service(proxy);
     server.add_service(health);
     if let Some(admin) = &config.admin {
-        server.add_service(tollgate::admin::service(admin, gateway));
+        let health = Arc::new(tollgate::admin::Health::default());
+        server.add_service(tollgate::admin::service(
+            admin,
+            gateway,
+            metrics,
+            health.clone(),
+            checksum,
+        ));
+        server.add_service(background_service(
+            "readiness",
+            tollgate::admin::Readiness {
+                health,
+                listeners: config.listeners.iter().map(|l| l.address).collect(),
+            },
+        ));
     }
     log::info!(
         "tollgate {} serving {} route(s) on {}",

@@ -283,6 +283,17 @@ impl Pool {
         &self.peers
     }
 
+    /// Whether `address` can be chosen now: healthy and not cooling down.
+    pub fn is_available(&self, address: &SocketAddr) -> bool {
+        let now = self.now_ms();
+        self.is_healthy(address)
+            && self
+                .peers
+                .iter()
+                .find(|p| p.address == *address)
+                .is_some_and(|p| p.cooldown_until_ms.load(Ordering::Relaxed) <= now)
+    }
+
     /// Whether active health checks currently consider `address` healthy.
     pub fn is_healthy(&self, address: &SocketAddr) -> bool {
         with_lb!(&self.balancer, lb => {

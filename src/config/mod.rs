@@ -61,6 +61,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The admin listener, when configured.
     pub admin: Option<AdminConfig>,
+    /// Where access log lines go (a file path or `stdout`), when enabled.
+    pub access_log: Option<String>,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
 }
@@ -376,6 +378,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "redis",
     "cache",
     "admin",
+    "access_log",
 ];
 
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
@@ -526,6 +529,7 @@ impl Validator {
         let mut redis = None;
         let mut cache = None;
         let mut admin = None;
+        let mut access_log = None;
         for (k, v) in map {
             let Some(key) = k.as_str().map(str::to_string) else {
                 self.error("", format!("top-level key {k:?} is not a string"));
@@ -542,6 +546,7 @@ impl Validator {
                 "redis" => redis = Some(v),
                 "cache" => cache = Some(v),
                 "admin" => admin = Some(v),
+                "access_log" => access_log = Some(v),
                 _ if server_keys.iter().any(|s| s == &key) => {
                     server_map.insert(Value::String(key), v);
                 }
@@ -568,6 +573,7 @@ impl Validator {
         let redis = redis.and_then(|v| self.redis(v));
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
+        let access_log = access_log.and_then(|v| self.access_log(v));
         let ctx = RouteContext {
             upstreams: &upstreams,
             consumers: &consumers,
@@ -588,6 +594,7 @@ impl Validator {
             redis,
             cache,
             admin,
+            access_log,
             warnings: Vec::new(),
         })
     }
@@ -1112,6 +1119,37 @@ impl Validator {
             );
         }
         out
+    }
+
+    fn access_log(&mut self, value: Value) -> Option<String> {
+        let raw = self.item::<RawAccessLog>("access_log", value)?;
+        // JSON is the one format there is; the key exists so that others can be added.
+        match raw.format.unwrap_or(RawLogFormat::Json) {
+            RawLogFormat::Json => {}
+        }
+        if raw.path.is_empty() {
+            self.error("access_log.path", "must be a file path or \"stdout\"");
+            return None;
+        }
+        if raw.path != "stdout" {
+            let path = Path::new(&raw.path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    self.error(
+                        "access_log.path",
+                        format!("directory {} does not exist", dir.display()),
+                    );
+                    return None;
+                }
+            }
+            if path.is_relative() {
+                // Pingora changes directory when it daemonizes: pin relative paths now.
+                if let Ok(cwd) = std::env::current_dir() {
+                    return Some(cwd.join(path).to_string_lossy().into_owned());
+                }
+            }
+        }
+        Some(raw.path)
     }
 
     fn admin(&mut self, value: Value, listeners: &[Listener]) -> Option<AdminConfig> {

@@ -231,3 +231,17 @@ pub struct RawJwt {
     pub groups_claim: Option<String>,
     pub leeway: Option<ConfDuration>,
 }
+
+/// The access log's line format.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLogFormat {
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: String,
+    pub format: Option<RawLogFormat>,
+}

@@ -6,6 +6,8 @@ pub mod headers;
 
 use crate::config::HashKey;
 use crate::gateway::Gateway;
+use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::metrics::{method_label, Metrics};
 use crate::policy::limits::{KeyInput, Outcome, RateState};
 use crate::policy::{Decision, X_CONSUMER, X_CONSUMER_GROUPS};
 use crate::router::{self, RequestView, RouteId};
@@ -22,18 +24,39 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `X-Cache-Status`, on every response of a route with caching.
 static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
 
-/// The gateway's proxy: holds the current snapshot, swapped atomically on reload.
+/// The gateway's proxy: holds the current snapshot, swapped atomically on reload, and the
+/// long-lived reporting handles.
 pub struct Tollgate {
     state: Arc<ArcSwap<Gateway>>,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Tollgate {
-    pub fn new(state: Arc<ArcSwap<Gateway>>) -> Self {
-        Tollgate { state }
+    pub fn new(
+        state: Arc<ArcSwap<Gateway>>,
+        metrics: Arc<Metrics>,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Self {
+        Tollgate {
+            state,
+            metrics,
+            access_log,
+        }
+    }
+}
+
+/// Counts an open client connection; the count drops when the last holder does.
+struct ConnectionGuard(prometheus::IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -57,6 +80,16 @@ pub struct Ctx {
     rate: Option<RateState>,
     /// Holds this request's concurrency slot until the request ends.
     concurrency: Option<pingora_limits::inflight::Guard>,
+    /// When the request started.
+    start: Instant,
+    /// When the current upstream attempt chose its peer.
+    upstream_start: Option<Instant>,
+    /// The upstream's response status.
+    upstream_status: Option<u16>,
+    /// The status of an answer the gateway wrote itself (errors).
+    error_status: Option<u16>,
+    /// Keeps the client connection counted while it lives.
+    connection: Option<Arc<ConnectionGuard>>,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -183,6 +216,102 @@ impl Tollgate {
         }
     }
 
+    /// Metrics and the access log line for a finished request.
+    fn report(&self, session: &Session, e: Option<&Error>, ctx: &Ctx) {
+        if session.as_downstream().is_subrequest() {
+            return;
+        }
+        let gw = &ctx.gateway;
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.error_status)
+            .unwrap_or(0);
+        let route = ctx.route.map(|r| &gw.routes[r]);
+        let route_name = route.map(|r| r.name.as_str()).unwrap_or("none");
+        let status_label = http::StatusCode::from_u16(status)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "0".to_string());
+        self.metrics
+            .requests
+            .with_label_values(&[route_name, method_label(&req.method), &status_label])
+            .inc();
+        let elapsed = ctx.start.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route_name])
+            .observe(elapsed.as_secs_f64());
+        let upstream = route.map(|r| gw.pools[r.upstream].config.name.as_str());
+        let cache_status = ctx
+            .route
+            .and_then(|r| gw.route_cache[r].as_ref())
+            .map(|_| crate::cache::status_label(&session.cache.phase()));
+        if let Some(label) = cache_status {
+            self.metrics
+                .cache_requests
+                .with_label_values(&[route_name, label])
+                .inc();
+        }
+        if let (Some(e), Some(upstream)) = (e, upstream) {
+            if e.esource() == &pingora_error::ErrorSource::Upstream {
+                let kind = match e.etype() {
+                    ErrorType::ConnectRefused
+                    | ErrorType::ConnectTimedout
+                    | ErrorType::ConnectError
+                    | ErrorType::ConnectNoRoute => None,
+                    ErrorType::ReadTimedout => Some("read_timeout"),
+                    ErrorType::WriteTimedout => Some("write_timeout"),
+                    ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+                        Some("reset")
+                    }
+                    ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
+                        Some("protocol")
+                    }
+                    _ => Some("other"),
+                };
+                if let Some(kind) = kind {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[upstream, kind])
+                        .inc();
+                }
+            }
+        }
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        log.write(Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
+            client_ip: client_ip(session).map(|ip| ip.to_string()),
+            method: req.method.as_str().to_string(),
+            host: req
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string),
+            path: req.uri.path().to_string(),
+            status,
+            bytes_sent: session.body_bytes_sent() as u64,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            route: route.map(|r| r.name.clone()),
+            upstream: upstream.map(str::to_string),
+            peer: ctx.tried.last().map(|p| p.to_string()),
+            upstream_status: ctx.upstream_status,
+            consumer: ctx.identity.as_ref().and_then(|i| {
+                gw.policies
+                    .identity_headers(i)
+                    .0
+                    .to_str()
+                    .ok()
+                    .map(str::to_string)
+            }),
+            cache_status,
+            error: e.map(|e| e.etype().as_str().to_string()),
+        });
+    }
+
     async fn write_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
         let request_id = &ctx.request_id;
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
@@ -230,11 +359,20 @@ impl ProxyHttp for Tollgate {
             identity: None,
             rate: None,
             concurrency: None,
+            start: Instant::now(),
+            upstream_start: None,
+            upstream_status: None,
+            error_status: None,
+            connection: None,
             body_bytes: 0,
         }
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if ctx.connection.is_none() && !session.as_downstream().is_subrequest() {
+            self.metrics.connections.inc();
+            ctx.connection = Some(Arc::new(ConnectionGuard(self.metrics.connections.clone())));
+        }
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
         let gw = ctx.gateway.clone();
@@ -254,8 +392,20 @@ impl ProxyHttp for Tollgate {
             .await;
         match decision {
             Decision::Allow(identity) => ctx.identity = identity,
-            Decision::Unauthorized => return Err(status_error(401, "authentication failed")),
-            Decision::Forbidden => return Err(status_error(403, "not allowed")),
+            Decision::Unauthorized => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[&route.name, "unauthenticated"])
+                    .inc();
+                return Err(status_error(401, "authentication failed"));
+            }
+            Decision::Forbidden => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[&route.name, "forbidden"])
+                    .inc();
+                return Err(status_error(403, "not allowed"));
+            }
         }
         let limits = &gateway.route_limits[route_id];
         // Background revalidations of the cache are not client requests: they count against
@@ -276,9 +426,19 @@ impl ProxyHttp for Tollgate {
                 }
                 Outcome::RateLimited(state) => {
                     ctx.rate = Some(state);
+                    self.metrics
+                        .ratelimit_rejected
+                        .with_label_values(&[&route.name])
+                        .inc();
                     return Err(status_error(429, "rate limit"));
                 }
-                Outcome::TooManyInFlight => return Err(status_error(429, "concurrency limit")),
+                Outcome::TooManyInFlight => {
+                    self.metrics
+                        .ratelimit_rejected
+                        .with_label_values(&[&route.name])
+                        .inc();
+                    return Err(status_error(429, "concurrency limit"));
+                }
             }
         }
         let max = ctx.gateway.routes[route_id].max_body_size;
@@ -329,6 +489,7 @@ impl ProxyHttp for Tollgate {
         ctx.body_bytes = 0;
         match pool.select(key, &ctx.tried) {
             Some((peer, guard)) => {
+                ctx.upstream_start = Some(Instant::now());
                 ctx.tried.push(guard.peer().address);
                 ctx.in_flight = Some(guard);
                 Ok(Box::new(peer))
@@ -351,6 +512,15 @@ impl ProxyHttp for Tollgate {
             if let Some(addr) = peer._address.as_inet() {
                 pool.cool_down(addr);
             }
+            let kind = match e.etype() {
+                ErrorType::ConnectRefused => "connect_refused",
+                ErrorType::ConnectTimedout => "connect_timeout",
+                _ => "connect_error",
+            };
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&pool.config.name, kind])
+                .inc();
             if ctx.retries < pool.config.retries {
                 ctx.retries += 1;
                 e.set_retry(true);
@@ -462,10 +632,53 @@ impl ProxyHttp for Tollgate {
             downstream.set_total_drain_timeout(Some(std::time::Duration::from_secs(1)));
             let _ = downstream.drain_request_body().await;
         }
+        ctx.error_status = Some(status);
         FailToProxy {
             error_code: status,
             can_reuse_downstream: reusable,
         }
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let (Some(start), Some(route)) = (ctx.upstream_start, ctx.route) {
+            let pool = &ctx.gateway.pools[ctx.gateway.routes[route].upstream];
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[&pool.config.name])
+                .observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.connection
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn std::any::Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(c) = prev.downcast::<Arc<ConnectionGuard>>() {
+            ctx.connection = Some(*c);
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.report(session, e, ctx);
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {

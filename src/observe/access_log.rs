@@ -1,0 +1,116 @@
+//! The JSON access log: one line per request, handed over a bounded channel to a writer thread
+//! (so a slow disk never stalls a worker thread). When the writer falls behind by more than the
+//! channel holds, lines are dropped and counted (`tollgate_access_log_dropped_total`), never
+//! waited for. The file is opened in append mode, so `logrotate`'s `copytruncate` works.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One access log line.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub time: String,
+    pub request_id: String,
+    pub client_ip: Option<String>,
+    pub method: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    pub route: Option<String>,
+    pub upstream: Option<String>,
+    pub peer: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub consumer: Option<String>,
+    pub cache_status: Option<&'static str>,
+    pub error: Option<String>,
+}
+
+/// Where lines go.
+pub struct AccessLog {
+    /// The destination, until the writer thread takes it.
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    /// The writer thread's queue, started on first use: a thread started before Pingora
+    /// daemonizes would not survive the fork.
+    tx: OnceLock<Option<SyncSender<Entry>>>,
+    dropped: prometheus::IntCounter,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessLog")
+    }
+}
+
+const QUEUE: usize = 65_536;
+
+impl AccessLog {
+    /// Open `path` (or `stdout`); the writer thread starts with the first line.
+    pub fn open(path: &str, dropped: prometheus::IntCounter) -> std::io::Result<Arc<AccessLog>> {
+        let out: Box<dyn Write + Send> = if path == "stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        Ok(Arc::new(AccessLog {
+            out: Mutex::new(Some(out)),
+            tx: OnceLock::new(),
+            dropped,
+        }))
+    }
+
+    fn start(&self) -> Option<SyncSender<Entry>> {
+        let mut out = self.out.lock().ok()?.take()?;
+        let (tx, rx) = sync_channel::<Entry>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while let Ok(first) = rx.recv() {
+                    // Write what is queued in one go.
+                    let mut next = Some(first);
+                    while let Some(e) = next {
+                        if serde_json::to_writer(&mut buf, &e).is_ok() {
+                            buf.push(b'\n');
+                        }
+                        next = if buf.len() < 60 * 1024 {
+                            rx.try_recv().ok()
+                        } else {
+                            None
+                        };
+                    }
+                    if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
+                        log::error!("access log: write failed: {e}");
+                    }
+                    buf.clear();
+                }
+            });
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                log::error!("access log: cannot start the writer thread: {e}");
+                None
+            }
+        }
+    }
+
+    /// Queue a line; never blocks.
+    pub fn write(&self, e: Entry) {
+        let Some(tx) = self.tx.get_or_init(|| self.start()) else {
+            self.dropped.inc();
+            return;
+        };
+        match tx.try_send(e) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Metrics, the access log, the admin API and the status page (in a real headless Chromium).
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::time::Duration;
+
+const TOKEN: &str = "observe-token-0123456789";
+
+struct Setup {
+    gw: Gateway,
+    admin: u16,
+    up: Upstream,
+    logs: tempfile::TempDir,
+}
+
+fn setup(extra_peer: Option<std::net::SocketAddr>, token: bool) -> Setup {
+    let up = Upstream::start("a");
+    let admin = closed_port().port();
+    let peers = match extra_peer {
+        Some(p) => format!("[\"{}\", \"{p}\"]", up.addr),
+        None => format!("[\"{}\"]", up.addr),
+    };
+    let token_line = if token {
+        ", token_env: OBSERVE_TOKEN"
+    } else {
+        ""
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin: {{address: 127.0.0.1:{admin}{token_line}}}\naccess_log: {{path: ACCESS_LOG, format: json}}\nconsumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\nupstreams:\n  a:\n    peers: {peers}\n    health_check: {{kind: http, path: /health, interval: 100ms, timeout: 50ms, unhealthy_after: 1, healthy_after: 1}}\n    passive_cooldown: 0s\nroutes:\n  - {{name: open, match: {{path_prefix: /open}}, upstream: a}}\n  - {{name: keyed, match: {{path_prefix: /keyed}}, upstream: a, auth: [api_key]}}\n  - {{name: limited, match: {{path_prefix: /limited}}, upstream: a, rate_limit: [{{requests: 1, per: 1m, key: route}}]}}\n  - {{name: cached, match: {{path_prefix: /cached}}, upstream: a, cache: {{ttl: 60s}}}}\n"
+        )
+        .replace("ACCESS_LOG", &logs.path().join("access.log").display().to_string()),
+        &[("OBSERVE_TOKEN", TOKEN)],
+    );
+    Setup {
+        gw,
+        admin,
+        up,
+        logs,
+    }
+}
+
+fn admin_get(port: u16, path: &str, token: Option<&str>) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    send_raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn metrics_count_exactly_what_happened() {
+    let s = setup(None, false);
+    let gw = &s.gw;
+    for _ in 0..3 {
+        assert_eq!(gw.get("/open/x", &[]).status, 200);
+    }
+    assert_eq!(gw.get("/nowhere", &[]).status, 404);
+    assert_eq!(gw.get("/keyed", &[]).status, 401);
+    assert_eq!(
+        gw.get("/keyed", &[("x-api-key", "wrong-key-123")]).status,
+        401
+    );
+    assert_eq!(
+        gw.get("/keyed", &[("x-api-key", "alice-key-1")]).status,
+        200
+    );
+    assert_eq!(gw.get("/limited", &[]).status, 200);
+    assert_eq!(gw.get("/limited", &[]).status, 429);
+    gw.get("/cached/1", &[]);
+    gw.get("/cached/1", &[]);
+    let r = admin_get(s.admin, "/metrics", None);
+    assert_eq!(r.status, 200);
+    let m = r.text();
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_requests_total{method="GET",route="open",status="200"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_requests_total{method="GET",route="none",status="404"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_requests_total{method="GET",route="keyed",status="401"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_requests_total{method="GET",route="limited",status="429"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_request_duration_seconds_count{route="open"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_request_duration_seconds_bucket{route="open",le="+Inf"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_request_duration_seconds_bucket{route="open",le="10"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_upstream_duration_seconds_count{upstream="a"}"#
+        ),
+        6.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_auth_failures_total{reason="unauthenticated",route="keyed"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, r#"tollgate_ratelimit_rejected_total{route="limited"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_cache_requests_total{route="cached",status="MISS"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_cache_requests_total{route="cached",status="HIT"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "tollgate_upstream_peer_healthy{{peer=\"{}\",upstream=\"a\"}}",
+                s.up.addr
+            )
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, r#"tollgate_config_reloads_total{result="failure"}"#),
+        0.0
+    );
+    assert_eq!(metric(&m, "tollgate_ratelimit_redis_fallbacks_total"), 0.0);
+    assert!(metric(&m, "process_resident_memory_bytes") > 0.0);
+    // Labels come from the configuration, never from request paths.
+    assert!(!m.contains("/open/x") && !m.contains("nowhere"));
+}
+
+#[test]
+fn the_connections_gauge_follows_open_connections() {
+    let s = setup(None, false);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.gw.port)).unwrap();
+    c.write_all(b"GET /open HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 200);
+    let m = admin_get(s.admin, "/metrics", None).text();
+    assert_eq!(metric(&m, "tollgate_connections"), 1.0);
+    drop(c);
+    assert!(wait_until(Duration::from_secs(5), || {
+        metric(
+            &admin_get(s.admin, "/metrics", None).text(),
+            "tollgate_connections",
+        ) == 0.0
+    }));
+}
+
+#[test]
+fn status_reflects_a_peer_going_down() {
+    let dead = closed_port();
+    let s = setup(Some(dead), false);
+    let down = wait_until(Duration::from_secs(5), || {
+        let st = admin_get(s.admin, "/status", None).json();
+        let peers = st["upstreams"][0]["peers"].as_array().unwrap().clone();
+        peers
+            .iter()
+            .any(|p| p["address"] == dead.to_string() && p["healthy"] == false)
+            && peers
+                .iter()
+                .any(|p| p["address"] == s.up.addr.to_string() && p["healthy"] == true)
+    });
+    assert!(down, "{}", admin_get(s.admin, "/status", None).text());
+    let st = admin_get(s.admin, "/status", None).json();
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(st["config_checksum"].as_str().unwrap().len(), 64);
+    assert!(st["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    let names: Vec<&str> = st["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["open", "keyed", "limited", "cached"]);
+    assert!(st["cache"]["max_size"].as_u64().unwrap() > 0);
+    let m = admin_get(s.admin, "/metrics", None).text();
+    assert_eq!(
+        metric(
+            &m,
+            &format!("tollgate_upstream_peer_healthy{{peer=\"{dead}\",upstream=\"a\"}}")
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn access_log_lines_are_json_with_every_field() {
+    let s = setup(None, false);
+    assert_eq!(
+        s.gw.get(
+            "/keyed/a?q=1",
+            &[("x-api-key", "alice-key-1"), ("x-request-id", "log-1")]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        s.gw.get("/nowhere", &[("x-request-id", "log-2")]).status,
+        404
+    );
+    let path = s.logs.path().join("access.log");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.lines().count() >= 2)
+            .unwrap_or(false)
+    }));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ok = lines.iter().find(|l| l["request_id"] == "log-1").unwrap();
+    for field in [
+        "time",
+        "request_id",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "status",
+        "bytes_sent",
+        "duration_ms",
+        "route",
+        "upstream",
+        "peer",
+        "upstream_status",
+        "consumer",
+        "cache_status",
+        "error",
+    ] {
+        assert!(ok.get(field).is_some(), "missing {field} in {ok}");
+    }
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/keyed/a");
+    assert_eq!(ok["route"], "keyed");
+    assert_eq!(ok["upstream"], "a");
+    assert_eq!(ok["peer"], s.up.addr.to_string());
+    assert_eq!(ok["upstream_status"], 200);
+    assert_eq!(ok["consumer"], "alice");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert!(ok["bytes_sent"].as_u64().unwrap() > 0);
+    assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    let missing = lines.iter().find(|l| l["request_id"] == "log-2").unwrap();
+    assert_eq!(missing["status"], 404);
+    assert!(missing["route"].is_null());
+}
+
+#[test]
+fn admin_health_readiness_and_token() {
+    let s = setup(None, true);
+    assert_eq!(admin_get(s.admin, "/healthz", None).status, 200);
+    assert!(wait_until(Duration::from_secs(5), || admin_get(
+        s.admin,
+        "/readyz",
+        Some(TOKEN)
+    )
+    .status
+        == 200));
+    for path in ["/readyz", "/metrics", "/status", "/cache"] {
+        let r = admin_get(s.admin, path, None);
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(
+            admin_get(s.admin, path, Some("wrong-token-0123456789")).status,
+            401,
+            "{path}"
+        );
+        assert_eq!(admin_get(s.admin, path, Some(TOKEN)).status, 200, "{path}");
+    }
+    assert_eq!(admin_get(s.admin, "/nope", Some(TOKEN)).status, 404);
+}
+
+/// Debian's Chromium, headless, as the machine's probe runs it.
+fn chromium(args: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .output()
+        .expect("chromium must be installed (scripts/setup.sh installs it)")
+}
+
+#[test]
+fn status_page_renders_in_a_real_browser() {
+    let dead = closed_port();
+    let s = setup(Some(dead), false);
+    // Let the health check mark the dead peer, and make some traffic.
+    assert!(wait_until(Duration::from_secs(5), || {
+        admin_get(s.admin, "/status", None)
+            .text()
+            .contains("\"healthy\":false")
+    }));
+    for _ in 0..5 {
+        s.gw.get("/open", &[]);
+    }
+    let url = format!("http://127.0.0.1:{}/", s.admin);
+    let out = chromium(&["--dump-dom", &url]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for route in ["open", "keyed", "limited", "cached"] {
+        assert!(
+            dom.contains(&format!("data-route=\"{route}\"")),
+            "route {route} not rendered:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains(&format!("class=\"badge peer down\" data-peer=\"{dead}\"")),
+        "the down peer is not shown as down:\n{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "class=\"badge peer up\" data-peer=\"{}\"",
+            s.up.addr
+        )),
+        "the live peer is not shown as up:\n{dom}"
+    );
+    assert!(dom.contains("ready"), "{dom}");
+    // A screenshot for the README, when asked for.
+    if let Ok(path) = std::env::var("TOLLGATE_SCREENSHOT") {
+        let out = chromium(&[
+            "--window-size=1100,760",
+            &format!("--screenshot={path}"),
+            &url,
+        ]);
+        assert!(out.status.success());
+    }
+}
