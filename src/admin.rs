@@ -15,7 +15,6 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_core::services::listening::Service;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,39 +53,136 @@ impl Health {
     }
 }
 
-/// Build the admin service for the server.
-pub fn service(
-    config: &AdminConfig,
-    state: Arc<ArcSwap<Gateway>>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    checksum: String,
-) -> Service<Admin> {
-    health.started.get_or_init(Instant::now);
-    let mut s = Service::new(
-        "tollgate admin".to_string(),
-        Admin {
-            state,
-            token: config.token.clone(),
-            metrics,
+/// The admin listener. It is bound when the configuration is loaded (so a taken port stops the
+/// start with a clear error) and served from a thread of its own, outside Pingora's services:
+/// it keeps answering, `/readyz` with 503, while a shutdown drains the traffic listeners.
+pub struct AdminServer {
+    app: Arc<Admin>,
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    /// The traffic listeners whose readiness `/readyz` reports.
+    listeners: Vec<std::net::SocketAddr>,
+}
+
+impl AdminServer {
+    /// Bind the admin address.
+    pub fn bind(
+        config: &AdminConfig,
+        state: Arc<ArcSwap<Gateway>>,
+        metrics: Arc<Metrics>,
+        checksum: String,
+        listeners: Vec<std::net::SocketAddr>,
+    ) -> std::io::Result<AdminServer> {
+        // SO_REUSEPORT: during an upgrade the new process binds while the old one still listens.
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(config.address),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&config.address.into())?;
+        socket.listen(128)?;
+        socket.set_nonblocking(true)?;
+        let listener: std::net::TcpListener = socket.into();
+        let health = Arc::new(Health::default());
+        health.started.get_or_init(Instant::now);
+        Ok(AdminServer {
+            app: Arc::new(Admin {
+                state,
+                token: config.token.clone(),
+                metrics,
+                health,
+                checksum,
+            }),
+            listener: std::sync::Mutex::new(Some(listener)),
+            listeners,
+        })
+    }
+}
+
+async fn serve_connection(app: Arc<Admin>, tcp: tokio::net::TcpStream) {
+    let stream: pingora_core::protocols::l4::stream::Stream = tcp.into();
+    let mut http = ServerSession::new_http1(Box::new(stream));
+    if !matches!(http.read_request().await, Ok(true)) {
+        return;
+    }
+    http.set_keepalive(None);
+    let (parts, body) = app.response(&mut http).await.into_parts();
+    let header: pingora_http::ResponseHeader = parts.into();
+    if http.write_response_header(Box::new(header)).await.is_err() {
+        return;
+    }
+    if !body.is_empty() {
+        let _ = http.write_response_body(body.into(), true).await;
+    }
+    let _ = http.finish().await;
+}
+
+#[async_trait]
+impl BackgroundService for AdminServer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Started here, after Pingora has daemonized: a thread started before would not
+        // survive the fork.
+        let listener = self.listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(listener) = listener {
+            let app = self.app.clone();
+            let spawned = std::thread::Builder::new()
+                .name("admin".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            log::error!("admin: cannot start its runtime: {e}");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                log::error!("admin: cannot use its listener: {e}");
+                                return;
+                            }
+                        };
+                        loop {
+                            match listener.accept().await {
+                                Ok((tcp, _)) => {
+                                    tokio::spawn(serve_connection(app.clone(), tcp));
+                                }
+                                Err(e) => {
+                                    log::warn!("admin: accept failed: {e}");
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            }
+                        }
+                    });
+                });
+            if let Err(e) = spawned {
+                log::error!("admin: cannot start its thread: {e}");
+            }
+        }
+        let health = self.app.health.clone();
+        Readiness {
             health,
-            checksum,
-        },
-    );
-    s.add_tcp(&config.address.to_string());
-    s
+            listeners: self.listeners.clone(),
+        }
+        .run(&mut shutdown)
+        .await;
+    }
 }
 
 /// Marks the process ready once its listeners accept connections, and draining as soon as a
 /// shutdown begins.
-pub struct Readiness {
-    pub health: Arc<Health>,
-    pub listeners: Vec<std::net::SocketAddr>,
+struct Readiness {
+    health: Arc<Health>,
+    listeners: Vec<std::net::SocketAddr>,
 }
 
-#[async_trait]
-impl BackgroundService for Readiness {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Readiness {
+    async fn run(&self, shutdown: &mut ShutdownWatch) {
         let probes: Vec<std::net::SocketAddr> = self
             .listeners
             .iter()

@@ -149,21 +149,21 @@ fn main() -> ExitCode {
     server.add_service(proxy);
     server.add_service(health);
     if let Some(admin) = &config.admin {
-        let health = Arc::new(tollgate::admin::Health::default());
-        server.add_service(tollgate::admin::service(
+        match tollgate::admin::AdminServer::bind(
             admin,
             gateway,
             metrics,
-            health.clone(),
             checksum,
-        ));
-        server.add_service(background_service(
-            "readiness",
-            tollgate::admin::Readiness {
-                health,
-                listeners: config.listeners.iter().map(|l| l.address).collect(),
-            },
-        ));
+            config.listeners.iter().map(|l| l.address).collect(),
+        ) {
+            Ok(a) => {
+                server.add_service(background_service("admin", a));
+            }
+            Err(e) => {
+                eprintln!("cannot listen on the admin address {}: {e}", admin.address);
+                return ExitCode::from(2);
+            }
+        }
     }
     log::info!(
         "tollgate {} serving {} route(s) on {}",

@@ -286,3 +286,26 @@ fn bad_cache_and_admin() {
         ],
     );
 }
+
+#[test]
+fn a_taken_admin_port_stops_the_start_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    let traffic = closed_port().port();
+    std::fs::write(
+        &path,
+        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nlisteners: [{{address: 127.0.0.1:{traffic}}}]\nadmin: {{address: 127.0.0.1:{port}}}\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on the admin address 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+}

@@ -403,3 +403,36 @@ fn status_page_renders_in_a_real_browser() {
         assert!(out.status.success());
     }
 }
+
+#[test]
+fn readyz_turns_503_as_soon_as_draining_starts() {
+    let up = Upstream::start("a");
+    let admin = closed_port().port();
+    let mut gw = Gateway::start_full(
+        "grace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\n",
+        &format!(
+            "admin: {{address: 127.0.0.1:{admin}}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a}}\n",
+            up.addr
+        ),
+        &[],
+    );
+    assert!(wait_until(Duration::from_secs(5), || admin_get(
+        admin, "/readyz", None
+    )
+    .status
+        == 200));
+    gw.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(1), || {
+            let r = admin_get(admin, "/readyz", None);
+            r.status == 503 && r.json()["status"] == "draining"
+        }),
+        "/readyz did not turn 503 while draining"
+    );
+    // /healthz still answers while the process drains, and the process then exits cleanly.
+    assert_eq!(admin_get(admin, "/healthz", None).status, 200);
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("the gateway did not exit");
+    assert!(status.success(), "{status}");
+}

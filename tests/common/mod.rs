@@ -213,12 +213,21 @@ impl Gateway {
 
     /// [`Gateway::start`] with extra environment variables for the gateway process.
     pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_full(
+            "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+            body,
+            env,
+        )
+    }
+
+    /// Start with explicit shutdown settings (`process`), the body and environment.
+    pub fn start_full(process: &str, body: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         // Retry on the rare race where another test takes the port between probe and bind.
         for _ in 0..5 {
             let port = closed_port().port();
             let conf = format!(
-                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{port}\n{body}",
+                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\n{process}listeners:\n  - address: 127.0.0.1:{port}\n{body}",
                 d = dir.path().display()
             );
             let path = dir.path().join("tollgate.yaml");
@@ -257,6 +266,27 @@ impl Gateway {
     /// The gateway process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Send a signal to the gateway process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Wait for the process to exit, up to `limit`; its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {
