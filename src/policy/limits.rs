@@ -33,9 +33,14 @@ use std::time::{Duration, Instant};
 const SKETCH_HASHES: usize = 4;
 const SKETCH_SLOTS: usize = 65_536;
 
+/// The count estimator of one window length and its companion holding fresh keys' phase.
+type RatePair = (Arc<Rate>, Arc<Rate>);
+
 /// Long-lived limit state, shared by every configuration snapshot.
 pub struct LimitStore {
-    rates: Mutex<HashMap<Duration, Arc<Rate>>>,
+    /// Per window length: the request counts and, alongside, when in its window each key was
+    /// first admitted (see [`decide_local`]).
+    rates: Mutex<HashMap<Duration, RatePair>>,
     inflight: Inflight,
     redis: Mutex<HashMap<String, Arc<RedisCounter>>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
@@ -66,18 +71,16 @@ impl Default for LimitStore {
 }
 
 impl LimitStore {
-    fn rate(&self, per: Duration) -> Arc<Rate> {
+    fn rate(&self, per: Duration) -> RatePair {
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates
-            .entry(per)
-            .or_insert_with(|| {
-                Arc::new(Rate::new_with_estimator_config(
-                    per,
-                    SKETCH_HASHES,
-                    SKETCH_SLOTS,
-                ))
-            })
-            .clone()
+        let make = || {
+            Arc::new(Rate::new_with_estimator_config(
+                per,
+                SKETCH_HASHES,
+                SKETCH_SLOTS,
+            ))
+        };
+        rates.entry(per).or_insert_with(|| (make(), make())).clone()
     }
 
     fn redis(&self, cfg: &RedisConfig) -> Option<Arc<RedisCounter>> {
@@ -115,12 +118,14 @@ impl LimitStore {
                     l.key,
                     l.global
                 ));
+                let (local, phase) = self.rate(l.per);
                 CompiledRate {
                     id,
                     limit: l.requests,
                     per: l.per,
                     key: l.key.clone(),
-                    local: self.rate(l.per),
+                    local,
+                    phase,
                     global: if l.global {
                         redis.and_then(|r| self.redis(r))
                     } else {
@@ -166,6 +171,8 @@ struct CompiledRate {
     per: Duration,
     key: LimitKey,
     local: Arc<Rate>,
+    /// Per key, where in the window (in thousandths) a fresh key's first request came.
+    phase: Arc<Rate>,
     global: Option<Arc<RedisCounter>>,
 }
 
@@ -327,19 +334,46 @@ fn counter_key(limit_id: u64, key: &[u8]) -> u64 {
 
 /// The local sliding-window decision: count the request, and take the count back if the
 /// estimate then exceeds the limit.
+///
+/// With a previous window, the estimate of the trailing window is
+/// `previous × (1 − f) + current` (`f`: how far into the current window we are). Without one
+/// (a new key, or one idle for a window), the key is held to `limit × (1 − f₀)` in this window,
+/// `f₀` being where in the window its first request came: a key that starts in the middle of a
+/// window gets the share of the limit that a window starting with it would leave, not a whole
+/// window's allowance on top of the next one.
 fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
-    let parts = limit.local.rate_with(&k, |c| c);
+    let mut parts = limit.local.rate_with(&k, |c| c);
+    if parts.curr_samples == 0 {
+        // The call that rotates the windows reports the fraction from before the rotation;
+        // read again for the new window's.
+        parts = limit.local.rate_with(&k, |c| c);
+    }
+    let f = parts.current_interval_fraction;
     let current = limit.local.observe(&k, 1);
-    let previous = parts.prev_samples.max(0) as f64 * (1.0 - parts.current_interval_fraction);
-    let estimate = previous + current as f64;
-    let reset = ((1.0 - parts.current_interval_fraction) * limit.per.as_secs_f64()).ceil() as u64;
+    let (estimate, cap) = if parts.prev_samples > 0 {
+        (
+            parts.prev_samples as f64 * (1.0 - f) + current as f64,
+            limit.limit as f64,
+        )
+    } else {
+        let first = limit.phase.rate_with(&k, |c| c.curr_samples);
+        let f0 = if first > 0 { first as f64 / 1000.0 } else { f };
+        // At least one request: a key that first calls at the very end of a window is not
+        // turned away.
+        let cap = (limit.limit as f64 * (1.0 - f0)).round().max(1.0);
+        (current as f64, cap)
+    };
+    let reset = ((1.0 - f) * limit.per.as_secs_f64()).ceil() as u64;
     // The estimate blends a fraction of the previous window: compare it rounded, or a small
     // limit would lose one request per window to the fraction.
-    let allowed = estimate.round() <= limit.limit as f64;
+    let allowed = estimate.round() <= cap;
     if !allowed {
         limit.local.observe(&k, -1);
+    } else if parts.prev_samples <= 0 && current == 1 {
+        // The first request of a fresh window: remember where in the window it came.
+        limit.phase.observe(&k, ((f * 1000.0) as isize).max(1));
     }
-    let remaining = (limit.limit as f64 - estimate).round().max(0.0) as u64;
+    let remaining = (cap - estimate).round().max(0.0) as u64;
     (
         allowed,
         RateState {
@@ -350,19 +384,29 @@ fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
     )
 }
 
-/// The sliding-window decision in Redis, atomic and on Redis's clock. KEYS[1]: the counter's
-/// base name; ARGV: limit, window in milliseconds. Returns {admitted, remaining, reset_ms}.
+/// The sliding-window decision in Redis, atomic and on Redis's clock. Windows are phased per
+/// key from its first request (kept while the key stays active), so a key that starts in the
+/// middle of a clock-aligned window does not get that window's full allowance on top of the
+/// next one. KEYS[1]: the counter's base name; ARGV: limit, window in milliseconds. Returns
+/// {admitted, remaining, reset_ms}.
 const SLIDING_WINDOW_LUA: &str = r#"
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local start = now - (now % window)
-local cur_key = KEYS[1] .. ':' .. string.format('%d', start)
-local prev_key = KEYS[1] .. ':' .. string.format('%d', start - window)
-local prev = tonumber(redis.call('GET', prev_key) or '0')
+local epoch_key = KEYS[1] .. ':epoch'
+local epoch = tonumber(redis.call('GET', epoch_key))
+if epoch == nil then
+  epoch = now
+  redis.call('SET', epoch_key, string.format('%d', epoch), 'PX', window * 3)
+else
+  redis.call('PEXPIRE', epoch_key, window * 3)
+end
+local index = math.floor((now - epoch) / window)
+local elapsed = now - epoch - index * window
+local cur_key = KEYS[1] .. ':' .. string.format('%d', index)
+local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. string.format('%d', index - 1)) or '0')
 local cur = tonumber(redis.call('GET', cur_key) or '0')
-local elapsed = now - start
 local weight = (window - elapsed) / window
 local reset = window - elapsed
 if math.floor(prev * weight + cur + 1 + 0.5) > limit then
