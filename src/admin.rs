@@ -1,7 +1,7 @@
 //! The admin listener: a separate Pingora service on its own address (loopback by default),
 //! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /readyz`,
-//! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /cache` and
-//! `POST /cache/purge`.
+//! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /cache`, `POST /cache/purge`
+//! and `POST /reload`.
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
@@ -31,7 +31,7 @@ pub struct Admin {
     token: Option<String>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    checksum: String,
+    reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Process readiness, shared with the [`Readiness`] background service.
@@ -69,7 +69,7 @@ impl AdminServer {
         config: &AdminConfig,
         state: Arc<ArcSwap<Gateway>>,
         metrics: Arc<Metrics>,
-        checksum: String,
+        reloader: Arc<crate::reload::Reloader>,
         listeners: Vec<std::net::SocketAddr>,
     ) -> std::io::Result<AdminServer> {
         // SO_REUSEPORT: during an upgrade the new process binds while the old one still listens.
@@ -92,7 +92,7 @@ impl AdminServer {
                 token: config.token.clone(),
                 metrics,
                 health,
-                checksum,
+                reloader,
             }),
             listener: std::sync::Mutex::new(Some(listener)),
             listeners,
@@ -310,7 +310,7 @@ impl Admin {
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.health.uptime(),
-            "config_checksum": self.checksum,
+            "config_checksum": gw.checksum,
             "ready": self.health.ready.load(Ordering::Acquire),
             "draining": self.health.draining.load(Ordering::Acquire),
             "routes": routes,
@@ -432,6 +432,19 @@ impl ServeHttp for Admin {
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
             ("GET", "/status") => json(200, self.status()),
+            ("POST", "/reload") => match self.reloader.reload() {
+                crate::reload::Outcome::Applied { needs_upgrade } => json(
+                    200,
+                    serde_json::json!({ "result": "applied", "needs_upgrade": needs_upgrade }),
+                ),
+                crate::reload::Outcome::Refused(errors) => json(
+                    422,
+                    serde_json::json!({
+                        "result": "refused",
+                        "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    }),
+                ),
+            },
             ("POST", "/cache/purge") => self.purge(&body),
             ("GET", "/cache") => {
                 let cache = &self.state.load().cache;

@@ -27,13 +27,22 @@ pub struct Gateway {
     pub route_cache: Vec<Option<RouteCacheRules>>,
     /// The response cache, which outlives this snapshot.
     pub cache: Arc<Cache>,
+    /// SHA-256 of the configuration file this snapshot was built from.
+    pub checksum: String,
 }
 
 impl Gateway {
     /// Build the snapshot from a validated configuration; limit counters and the cache are
-    /// long-lived and passed in.
-    pub fn new(config: &Config, limits: Arc<LimitStore>, cache: Arc<Cache>) -> Gateway {
+    /// long-lived and passed in. Pools whose configuration is unchanged from `previous` are
+    /// carried over with their health state and in-flight counts.
+    pub fn new(
+        config: &Config,
+        limits: Arc<LimitStore>,
+        cache: Arc<Cache>,
+        previous: Option<&Gateway>,
+    ) -> Gateway {
         Gateway {
+            checksum: config.checksum.clone(),
             route_cache: config
                 .routes
                 .iter()
@@ -55,7 +64,12 @@ impl Gateway {
             pools: config
                 .upstreams
                 .iter()
-                .map(|u| Arc::new(Pool::new(u.clone())))
+                .map(|u| {
+                    previous
+                        .and_then(|p| p.pools.iter().find(|pool| pool.config == *u))
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Pool::new(u.clone())))
+                })
                 .collect(),
             max_request_header_size: config.max_request_header_size,
             policies: Policies::new(config),

@@ -12,5 +12,6 @@ pub mod gateway;
 pub mod observe;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod upstream;

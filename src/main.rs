@@ -82,11 +82,10 @@ fn main() -> ExitCode {
         return hash_password(cost);
     }
 
-    let checksum = match std::fs::read(&cli.conf) {
-        Ok(bytes) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-        Err(_) => String::new(),
-    };
-    let config = match config::load_file(&cli.conf) {
+    // Relative paths (the file itself, and paths in it) stay relative to where the process
+    // started, also for reloads after Pingora has daemonized and changed directory.
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let config = match config::load_file_in(&cli.conf, &base) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!(
@@ -111,7 +110,20 @@ fn main() -> ExitCode {
 
     let limits = Arc::new(tollgate::policy::limits::LimitStore::default());
     let cache = Arc::new(tollgate::cache::Cache::new(&config.cache));
-    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(&config, limits, cache)));
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
+        &config,
+        limits.clone(),
+        cache.clone(),
+        None,
+    )));
+    // Pingora takes its settings by value; the reloader keeps the original to compare with.
+    let server_conf = match serde_yaml::to_value(&config.server).and_then(serde_yaml::from_value) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot prepare the process settings: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -119,7 +131,7 @@ fn main() -> ExitCode {
         test: false,
         conf: None,
     };
-    let mut server = Server::new_with_opt_and_conf(opt, config.server);
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
     let metrics = tollgate::observe::metrics::Metrics::new();
@@ -148,13 +160,29 @@ fn main() -> ExitCode {
     let health = background_service("health checks", HealthChecker::new(gateway.clone()));
     server.add_service(proxy);
     server.add_service(health);
-    if let Some(admin) = &config.admin {
+    let route_count = config.routes.len();
+    let listeners: Vec<std::net::SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+    let admin_config = config.admin.clone();
+    let reloader = Arc::new(tollgate::reload::Reloader::new(
+        cli.conf.clone(),
+        base,
+        config,
+        gateway.clone(),
+        limits,
+        cache,
+        metrics.clone(),
+    ));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        tollgate::reload::ReloadOnHangup(reloader.clone()),
+    ));
+    if let Some(admin) = &admin_config {
         match tollgate::admin::AdminServer::bind(
             admin,
             gateway,
             metrics,
-            checksum,
-            config.listeners.iter().map(|l| l.address).collect(),
+            reloader,
+            listeners.clone(),
         ) {
             Ok(a) => {
                 server.add_service(background_service("admin", a));
@@ -168,11 +196,10 @@ fn main() -> ExitCode {
     log::info!(
         "tollgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),
-        config.routes.len(),
-        config
-            .listeners
+        route_count,
+        listeners
             .iter()
-            .map(|l| l.address.to_string())
+            .map(|l| l.to_string())
             .collect::<Vec<_>>()
             .join(", ")
     );

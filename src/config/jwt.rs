@@ -29,6 +29,7 @@ fn pem_key(bytes: &[u8]) -> Option<DecodingKey> {
 pub(super) fn issuer(
     base: &str,
     raw: RawJwt,
+    dir: &std::path::Path,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Option<JwtIssuer> {
@@ -65,7 +66,7 @@ pub(super) fn issuer(
             "give exactly one of public_key_file, jwks_file or secret_env".into(),
         );
     } else if let Some(path) = &raw.public_key_file {
-        match std::fs::read(path) {
+        match std::fs::read(dir.join(path)) {
             Ok(bytes) => match pem_key(&bytes) {
                 Some(k) => candidates.push((None, k, None)),
                 None => err(
@@ -79,7 +80,7 @@ pub(super) fn issuer(
             ),
         }
     } else if let Some(path) = &raw.jwks_file {
-        let parsed = std::fs::read(path)
+        let parsed = std::fs::read(dir.join(path))
             .map_err(|e| format!("cannot read {path}: {e}"))
             .and_then(|b| {
                 serde_json::from_slice::<JwkSet>(&b)

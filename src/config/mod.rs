@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One problem in a configuration file: where it is and what is wrong.
@@ -65,6 +65,8 @@ pub struct Config {
     pub access_log: Option<String>,
     /// Settings that are valid but probably not what was meant.
     pub warnings: Vec<ConfigError>,
+    /// SHA-256 of the file's text, in hex.
+    pub checksum: String,
 }
 
 /// A traffic listener.
@@ -384,30 +386,49 @@ const GATEWAY_KEYS: &[&str] = &[
 /// Pingora refuses header sections at or over this size itself (with a bare 400).
 const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
 
-/// Read and validate a configuration file.
+/// Read and validate a configuration file; relative paths in it are relative to the current
+/// directory.
 pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    load_file_in(path, &base)
+}
+
+/// Read and validate a configuration file; relative paths in it are relative to `base` (a
+/// reload uses the directory the process started in, whatever its current directory is now).
+pub fn load_file_in(path: &Path, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let path = base.join(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
         vec![ConfigError {
             path: String::new(),
             message: format!("cannot read {}: {e}", path.display()),
         }]
     })?;
-    parse(&text)
+    parse_in(&text, base)
 }
 
-/// Validate configuration text.
+/// Validate configuration text, relative paths being relative to the current directory.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    parse_in(text, &base)
+}
+
+/// Validate configuration text, relative paths being relative to `base`.
+pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
     let doc: Value = serde_yaml::from_str(text).map_err(|e| {
         vec![ConfigError {
             path: String::new(),
             message: format!("invalid YAML: {e}"),
         }]
     })?;
-    let mut v = Validator::default();
+    let mut v = Validator {
+        base: base.to_path_buf(),
+        ..Validator::default()
+    };
     let config = v.document(doc);
     match config {
         Some(mut c) if v.errors.is_empty() => {
             c.warnings = v.warnings;
+            c.checksum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
             Ok(c)
         }
         _ => Err(v.errors),
@@ -426,6 +447,8 @@ struct RouteContext<'a> {
 struct Validator {
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// What relative paths are relative to.
+    base: PathBuf,
 }
 
 fn index_path(section: &str, i: usize) -> String {
@@ -596,6 +619,7 @@ impl Validator {
             admin,
             access_log,
             warnings: Vec::new(),
+            checksum: String::new(),
         })
     }
 
@@ -637,12 +661,11 @@ impl Validator {
                 self.error(key, "must not be empty");
             } else if Path::new(value.as_str()).is_relative() {
                 // Pingora changes directory when it daemonizes: pin relative paths now.
-                match std::env::current_dir() {
-                    Ok(dir) => *value = dir.join(value.as_str()).to_string_lossy().into_owned(),
-                    Err(e) => {
-                        self.error(key, format!("relative path and no current directory: {e}"))
-                    }
-                }
+                *value = self
+                    .base
+                    .join(value.as_str())
+                    .to_string_lossy()
+                    .into_owned();
             }
         }
         Some(conf)
@@ -1057,7 +1080,9 @@ impl Validator {
             let Some(raw) = self.item::<RawJwt>(&base, item) else {
                 continue;
             };
-            if let Some(iss) = jwt::issuer(&base, raw, &mut self.errors, &mut self.warnings) {
+            if let Some(iss) =
+                jwt::issuer(&base, raw, &self.base, &mut self.errors, &mut self.warnings)
+            {
                 if out.iter().any(|o| o.issuer == iss.issuer) {
                     self.error(
                         format!("{base}.issuer"),
@@ -1132,7 +1157,8 @@ impl Validator {
             return None;
         }
         if raw.path != "stdout" {
-            let path = Path::new(&raw.path);
+            let joined = self.base.join(&raw.path);
+            let path = joined.as_path();
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 if !dir.is_dir() {
                     self.error(
@@ -1142,12 +1168,8 @@ impl Validator {
                     return None;
                 }
             }
-            if path.is_relative() {
-                // Pingora changes directory when it daemonizes: pin relative paths now.
-                if let Ok(cwd) = std::env::current_dir() {
-                    return Some(cwd.join(path).to_string_lossy().into_owned());
-                }
-            }
+            // Pingora changes directory when it daemonizes: the path is pinned now.
+            return Some(path.to_string_lossy().into_owned());
         }
         Some(raw.path)
     }

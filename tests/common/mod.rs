@@ -202,6 +202,8 @@ pub struct Gateway {
     pub port: u16,
     child: Child,
     pub dir: tempfile::TempDir,
+    /// The configuration's first part (process settings and the listener), kept for rewrites.
+    head: String,
 }
 
 impl Gateway {
@@ -226,10 +228,11 @@ impl Gateway {
         // Retry on the rare race where another test takes the port between probe and bind.
         for _ in 0..5 {
             let port = closed_port().port();
-            let conf = format!(
-                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\n{process}listeners:\n  - address: 127.0.0.1:{port}\n{body}",
+            let head = format!(
+                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\n{process}listeners:\n  - address: 127.0.0.1:{port}\n",
                 d = dir.path().display()
             );
+            let conf = format!("{head}{body}");
             let path = dir.path().join("tollgate.yaml");
             std::fs::write(&path, &conf).unwrap();
             let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
@@ -253,7 +256,12 @@ impl Gateway {
                     panic!("gateway exited with {status}:\n{log}");
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Gateway { port, child, dir };
+                    return Gateway {
+                        port,
+                        child,
+                        dir,
+                        head,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -261,6 +269,26 @@ impl Gateway {
             let _ = child.wait();
         }
         panic!("gateway did not start");
+    }
+
+    /// Replace the configuration file's body (everything after the listener), keeping the
+    /// process settings and listener; the gateway is not told.
+    pub fn rewrite(&self, body: &str) {
+        std::fs::write(
+            self.dir.path().join("tollgate.yaml"),
+            format!("{}{body}", self.head),
+        )
+        .unwrap();
+    }
+
+    /// Write a whole configuration file as given.
+    pub fn rewrite_raw(&self, text: &str) {
+        std::fs::write(self.dir.path().join("tollgate.yaml"), text).unwrap();
+    }
+
+    /// The configuration's process settings and listener, as written.
+    pub fn head(&self) -> &str {
+        &self.head
     }
 
     /// The gateway process id.
@@ -355,7 +383,17 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     read_response_to(s, false)
 }
 
+/// Read one response from a kept-alive connection, without waiting to see whether it closes
+/// (`closed` reports only a `Connection: close` answer).
+pub fn read_keepalive_response(s: &mut TcpStream) -> Response {
+    read_response_inner(s, false, false)
+}
+
 fn read_response_to(s: &mut TcpStream, head: bool) -> Response {
+    read_response_inner(s, head, true)
+}
+
+fn read_response_inner(s: &mut TcpStream, head: bool, check_closed: bool) -> Response {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (status, headers, head_len) = loop {
@@ -426,6 +464,17 @@ fn read_response_to(s: &mut TcpStream, head: bool) -> Response {
         let _ = s.read_to_end(&mut rest);
         rest
     };
+    if !check_closed {
+        let closed = headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        return Response {
+            status,
+            headers,
+            body,
+            closed,
+        };
+    }
     // Did the server close? A closed socket reads 0 (or is reset); an open one times out.
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
