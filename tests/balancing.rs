@@ -93,50 +93,51 @@ fn consistent_hash_on_query_and_path() {
 
 #[test]
 fn least_conn_prefers_the_idle_peer() {
-    // "slow" holds each request for 400ms; "fast" answers at once. With requests in flight on
-    // the slow peer, least_conn sends new ones to the fast peer.
-    let slow = Upstream::with_handler("slow", |_| {
-        Reply::ok("slow").delay(Duration::from_millis(400))
+    // "slow" holds every request until released; "fast" answers at once.
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r = release.clone();
+    let slow = Upstream::with_handler("slow", move |_| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !r.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Reply::ok("slow")
     });
     let fast = Upstream::start("fast");
     let gw = Arc::new(Gateway::start(&format!(
         "upstreams:\n  p: {{peers: [\"{}\", \"{}\"], balance: least_conn}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
         slow.addr, fast.addr
     )));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    for _ in 0..4 {
+    // Send requests one after another until one is held by the slow peer.
+    let sender = {
         let gw = gw.clone();
-        let done = done.clone();
-        handles.push(std::thread::spawn(move || {
-            let mut mine = HashMap::<String, usize>::new();
-            for _ in 0..15 {
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            loop {
                 let r = gw.get("/", &[]);
-                assert_eq!(r.status, 200);
-                *mine
-                    .entry(r.header("x-upstream").unwrap_or("?").to_string())
-                    .or_default() += 1;
+                if r.header("x-upstream") == Some("slow") {
+                    return answered;
+                }
+                answered += 1;
+                assert!(answered < 50, "nothing ever went to the slow peer");
             }
-            done.fetch_add(1, Ordering::SeqCst);
-            mine
-        }));
-    }
-    let mut total = HashMap::<String, usize>::new();
-    for h in handles {
-        for (k, v) in h.join().unwrap() {
-            *total.entry(k).or_default() += v;
-        }
-    }
-    let slow_n = total.get("slow").copied().unwrap_or(0);
-    let fast_n = total.get("fast").copied().unwrap_or(0);
-    assert_eq!(slow_n + fast_n, 60);
-    // Round robin would give 30/30. At most one request per client thread can be on the slow
-    // peer at a time, and each holds it 400ms, so the slow peer gets only a few.
+        })
+    };
     assert!(
-        slow_n <= 12,
-        "least_conn sent {slow_n} of 60 to the busy peer: {total:?}"
+        wait_until(Duration::from_secs(10), || slow.count() == 1),
+        "no request reached the slow peer"
     );
-    assert!(slow_n >= 1, "the slow peer was never used: {total:?}");
+    // With one request in flight on the slow peer and none on the fast one, every new request
+    // goes to the fast peer (round robin would send every other one to the slow peer).
+    let before = fast.count();
+    for _ in 0..20 {
+        let r = gw.get("/", &[]);
+        assert_eq!(r.header("x-upstream"), Some("fast"));
+    }
+    assert_eq!(fast.count(), before + 20);
+    assert_eq!(slow.count(), 1);
+    release.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
 }
 
 #[test]
