@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Install what building and testing Tollgate needs on a fresh Debian machine that has only the
 # Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl,
-# redis-server (the tests start their own Redis servers for global rate limits) and chromium
-# (the status page is tested in a real headless browser).
+# redis-server (the tests start their own Redis servers for global rate limits), chromium
+# (the status page is tested in a real headless browser) and systemd (for
+# `systemd-analyze verify` of the unit).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

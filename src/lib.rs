@@ -14,4 +14,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod router;
+pub mod upgrade;
 pub mod upstream;

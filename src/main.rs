@@ -9,6 +9,7 @@ use pingora_core::services::background::background_service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tollgate::config;
 use tollgate::gateway::Gateway;
 use tollgate::proxy::Tollgate;
@@ -24,7 +25,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "tollgate", version, about, long_about = None)]
 struct Cli {
     /// The configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = "conf/tollgate.yaml")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "conf/tollgate.yaml",
+        global = true
+    )]
     conf: PathBuf,
     /// Check the configuration and exit: prints `configuration OK`, or every problem and
     /// exits non-zero.
@@ -48,6 +55,13 @@ enum Command {
         /// bcrypt cost (4 to 31); each step doubles the work.
         #[arg(long, default_value_t = 12)]
         cost: u32,
+    },
+    /// Replace the running daemon without dropping requests: check the configuration (`-c`),
+    /// start a new daemon that takes over the listening sockets, and tell the old one to drain.
+    Upgrade {
+        /// The running process (default: the one in `pid_file`).
+        #[arg(long)]
+        pid: Option<i32>,
     },
 }
 
@@ -78,8 +92,10 @@ fn hash_password(cost: u32) -> ExitCode {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    if let Some(Command::HashPassword { cost }) = cli.command {
-        return hash_password(cost);
+    match cli.command {
+        Some(Command::HashPassword { cost }) => return hash_password(cost),
+        Some(Command::Upgrade { pid }) => return tollgate::upgrade::run(&cli.conf, pid),
+        None => {}
     }
 
     // Relative paths (the file itself, and paths in it) stay relative to where the process
@@ -117,13 +133,24 @@ fn main() -> ExitCode {
         None,
     )));
     // Pingora takes its settings by value; the reloader keeps the original to compare with.
-    let server_conf = match serde_yaml::to_value(&config.server).and_then(serde_yaml::from_value) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cannot prepare the process settings: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let mut server_conf: pingora_core::server::configuration::ServerConf =
+        match serde_yaml::to_value(&config.server).and_then(serde_yaml::from_value) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cannot prepare the process settings: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    // Tollgate ends a drain itself (see proxy::drain): Pingora's own grace period is set past
+    // it, so Pingora never cuts requests short first.
+    let grace = Duration::from_secs(config.server.grace_period_seconds.unwrap_or(5));
+    let timeout = Duration::from_secs(
+        config
+            .server
+            .graceful_shutdown_timeout_seconds
+            .unwrap_or(10),
+    );
+    server_conf.grace_period_seconds = Some(grace.as_secs() + timeout.as_secs() + 5);
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -149,10 +176,27 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let in_flight = Arc::new(tollgate::proxy::drain::InFlight::default());
+    let plan = tollgate::proxy::drain::DrainPlan {
+        grace,
+        timeout,
+        in_flight: in_flight.clone(),
+        access_log: access_log.clone(),
+    };
+    let app = pingora_proxy::http_proxy(
         &server.configuration,
-        Tollgate::new(gateway.clone(), metrics.clone(), access_log),
-        "tollgate proxy",
+        Tollgate::new(
+            gateway.clone(),
+            metrics.clone(),
+            access_log,
+            draining.clone(),
+            in_flight,
+        ),
+    );
+    let mut proxy = pingora_core::services::listening::Service::new(
+        "tollgate proxy".to_string(),
+        tollgate::proxy::drain::Draining::new(app, draining, plan),
     );
     for listener in &config.listeners {
         proxy.add_tcp(&listener.address.to_string());

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -37,6 +38,8 @@ pub struct AccessLog {
     /// daemonizes would not survive the fork.
     tx: OnceLock<Option<SyncSender<Entry>>>,
     dropped: prometheus::IntCounter,
+    /// Lines queued and not yet written.
+    pending: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -64,12 +67,14 @@ impl AccessLog {
             out: Mutex::new(Some(out)),
             tx: OnceLock::new(),
             dropped,
+            pending: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
     fn start(&self) -> Option<SyncSender<Entry>> {
         let mut out = self.out.lock().ok()?.take()?;
         let (tx, rx) = sync_channel::<Entry>(QUEUE);
+        let pending = self.pending.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -77,7 +82,9 @@ impl AccessLog {
                 while let Ok(first) = rx.recv() {
                     // Write what is queued in one go.
                     let mut next = Some(first);
+                    let mut lines = 0;
                     while let Some(e) = next {
+                        lines += 1;
                         if serde_json::to_writer(&mut buf, &e).is_ok() {
                             buf.push(b'\n');
                         }
@@ -91,6 +98,7 @@ impl AccessLog {
                         log::error!("access log: write failed: {e}");
                     }
                     buf.clear();
+                    pending.fetch_sub(lines, Ordering::AcqRel);
                 }
             });
         match spawned {
@@ -108,9 +116,21 @@ impl AccessLog {
             self.dropped.inc();
             return;
         };
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match tx.try_send(e) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.dropped.inc();
+            }
+        }
+    }
+
+    /// Wait (at most `limit`) until every queued line is written.
+    pub fn flush(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation: each Pingora phase calls into the module that owns the work.
 //! Per-request state lives in [`Ctx`].
 
+pub mod drain;
 pub mod errors;
 pub mod headers;
 
@@ -35,6 +36,10 @@ pub struct Tollgate {
     state: Arc<ArcSwap<Gateway>>,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
+    /// Set when a shutdown or upgrade starts: answers then close their connection.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests in flight, for the drain.
+    in_flight: Arc<drain::InFlight>,
 }
 
 impl Tollgate {
@@ -42,11 +47,15 @@ impl Tollgate {
         state: Arc<ArcSwap<Gateway>>,
         metrics: Arc<Metrics>,
         access_log: Option<Arc<AccessLog>>,
+        draining: Arc<std::sync::atomic::AtomicBool>,
+        in_flight: Arc<drain::InFlight>,
     ) -> Self {
         Tollgate {
             state,
             metrics,
             access_log,
+            draining,
+            in_flight,
         }
     }
 }
@@ -90,6 +99,8 @@ pub struct Ctx {
     error_status: Option<u16>,
     /// Keeps the client connection counted while it lives.
     connection: Option<Arc<ConnectionGuard>>,
+    /// Counts this request as in flight while it lives.
+    _in_flight: drain::RequestGuard,
     /// Request body bytes sent towards the current upstream attempt.
     body_bytes: u64,
 }
@@ -364,11 +375,16 @@ impl ProxyHttp for Tollgate {
             upstream_status: None,
             error_status: None,
             connection: None,
+            _in_flight: self.in_flight.enter(),
             body_bytes: 0,
         }
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            // Answer, then close: the client reconnects (to the new process after an upgrade).
+            session.set_keepalive(None);
+        }
         if ctx.connection.is_none() && !session.as_downstream().is_subrequest() {
             self.metrics.connections.inc();
             ctx.connection = Some(Arc::new(ConnectionGuard(self.metrics.connections.clone())));
@@ -585,6 +601,10 @@ impl ProxyHttp for Tollgate {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            // A response that started before the drain still closes its connection.
+            session.set_keepalive(None);
+        }
         if let Some(route_id) = ctx.route {
             let t = &ctx.gateway.routes[route_id].response_headers;
             if !t.is_empty() {
