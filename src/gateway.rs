@@ -29,6 +29,8 @@ pub struct Gateway {
     pub cache: Arc<Cache>,
     /// SHA-256 of the configuration file this snapshot was built from.
     pub checksum: String,
+    /// Listener port → the HTTPS port its requests are redirected to.
+    pub redirects: Vec<(u16, u16)>,
 }
 
 impl Gateway {
@@ -42,6 +44,11 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Gateway {
         Gateway {
+            redirects: config
+                .listeners
+                .iter()
+                .filter_map(|l| l.redirect_https.map(|p| (l.address.port(), p)))
+                .collect(),
             checksum: config.checksum.clone(),
             route_cache: config
                 .routes

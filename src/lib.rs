@@ -14,5 +14,6 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod router;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;

@@ -199,7 +199,19 @@ fn main() -> ExitCode {
         tollgate::proxy::drain::Draining::new(app, draining, plan),
     );
     for listener in &config.listeners {
-        proxy.add_tcp(&listener.address.to_string());
+        if listener.tls.is_empty() {
+            proxy.add_tcp(&listener.address.to_string());
+        } else {
+            match tollgate::tls::settings(listener) {
+                Ok(settings) => {
+                    proxy.add_tls_with_settings(&listener.address.to_string(), None, settings)
+                }
+                Err(e) => {
+                    eprintln!("listener {}: {e}", listener.address);
+                    return ExitCode::from(2);
+                }
+            }
+        }
     }
     let health = background_service("health checks", HealthChecker::new(gateway.clone()));
     server.add_service(proxy);

@@ -73,6 +73,21 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// Terminate TLS with these certificates (chosen by SNI).
+    pub tls: Vec<Certificate>,
+    /// Offer HTTP/2 through ALPN (TLS listeners).
+    pub http2: bool,
+    /// Answer every request with a redirect to HTTPS on this port.
+    pub redirect_https: Option<u16>,
+}
+
+/// A certificate chain and its key, with the DNS names it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub cert: String,
+    pub key: String,
+    /// From the certificate's subject alternative names (`*.example.org` included).
+    pub names: Vec<String>,
 }
 
 /// An upstream pool.
@@ -713,6 +728,41 @@ impl Validator {
             let Some(raw) = self.item::<RawListener>(&base, item) else {
                 continue;
             };
+            let mut tls = Vec::new();
+            if let Some(t) = raw.tls {
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                match (t.cert, t.key) {
+                    (Some(c), Some(k)) => pairs.push((c, k)),
+                    (None, None) => {}
+                    _ => self.error(format!("{base}.tls"), "give both cert and key"),
+                }
+                for p in t.certificates.unwrap_or_default() {
+                    pairs.push((p.cert, p.key));
+                }
+                if pairs.is_empty() {
+                    self.error(format!("{base}.tls"), "needs cert and key, or certificates");
+                }
+                for (j, (cert, key)) in pairs.into_iter().enumerate() {
+                    let cert = self.base.join(&cert).to_string_lossy().into_owned();
+                    let key = self.base.join(&key).to_string_lossy().into_owned();
+                    match tls_names(&cert, &key) {
+                        Ok(names) => tls.push(Certificate { cert, key, names }),
+                        Err(m) => self.error(format!("{base}.tls.certificates[{j}]"), m),
+                    }
+                }
+            }
+            if raw.redirect_https.is_some() && !tls.is_empty() {
+                self.error(
+                    format!("{base}.redirect_https"),
+                    "a TLS listener cannot redirect to HTTPS",
+                );
+            }
+            if raw.http2.is_some() && tls.is_empty() {
+                self.error(
+                    format!("{base}.http2"),
+                    "HTTP/2 is offered through TLS (ALPN): add tls to this listener",
+                );
+            }
             match raw.address.parse::<SocketAddr>() {
                 Ok(address) => {
                     if out.iter().any(|l| l.address == address) {
@@ -721,7 +771,12 @@ impl Validator {
                             format!("{address} is listed twice"),
                         );
                     }
-                    out.push(Listener { address });
+                    out.push(Listener {
+                        address,
+                        http2: raw.http2.unwrap_or(true) && !tls.is_empty(),
+                        tls,
+                        redirect_https: raw.redirect_https,
+                    });
                 }
                 Err(_) => self.error(
                     format!("{base}.address"),
@@ -1760,6 +1815,34 @@ fn remove_path(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
         // Removing a list element would shift the places of the ones after it: stop here.
         _ => false,
     }
+}
+
+/// Check a certificate and key pair and return the DNS names the certificate is for.
+fn tls_names(cert: &str, key: &str) -> Result<Vec<String>, String> {
+    let (certs, _key) = match pingora_rustls::load_certs_and_key_files(cert, key) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return Err(format!("no certificate in {cert} or no key in {key}")),
+        Err(e) => return Err(format!("cannot read {cert} or {key}: {e}")),
+    };
+    let Some(leaf) = certs.first() else {
+        return Err(format!("{cert} holds no certificate"));
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("{cert} is not a valid X.509 certificate: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(format!(
+            "{cert} names no DNS host (subject alternative names)"
+        ));
+    }
+    Ok(names)
 }
 
 fn valid_name(name: &str) -> bool {

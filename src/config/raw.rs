@@ -10,6 +10,25 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: String,
+    pub tls: Option<RawTls>,
+    pub http2: Option<bool>,
+    pub redirect_https: Option<u16>,
+}
+
+/// `tls: { cert, key }`, or `tls: { certificates: [{ cert, key }, ...] }` for several.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub certificates: Option<Vec<RawCertPair>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: String,
+    pub key: String,
 }
 
 /// A peer written either as `"127.0.0.1:8001"` or `{ address: ..., weight: 2 }`.

@@ -13,6 +13,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras): never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -124,6 +125,7 @@ pub fn add_forwarded(
     req: &mut RequestHeader,
     client_ip: Option<std::net::IpAddr>,
     host: Option<&HeaderValue>,
+    tls: bool,
 ) {
     if let Some(ip) = client_ip {
         let value = match req
@@ -138,7 +140,8 @@ pub fn add_forwarded(
             let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
         }
     }
-    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), HTTP.clone());
+    let proto = if tls { &HTTPS } else { &HTTP };
+    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), proto.clone());
     match host {
         Some(h) => {
             let _ = req.insert_header(X_FORWARDED_HOST.clone(), h.clone());

@@ -323,6 +323,28 @@ impl Tollgate {
         });
     }
 
+    /// Answer `308` to the same host and path over HTTPS.
+    async fn redirect_to_https(&self, session: &mut Session, port: u16, ctx: &Ctx) -> Result<()> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| router::normalize_host(h).into_owned())
+            .unwrap_or_else(|| "localhost".to_string());
+        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let location = if port == 443 {
+            format!("https://{host}{pq}")
+        } else {
+            format!("https://{host}:{port}{pq}")
+        };
+        let mut resp = ResponseHeader::build(308, Some(4))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        session.write_response_header(Box::new(resp), true).await
+    }
+
     async fn write_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
         let request_id = &ctx.request_id;
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
@@ -397,6 +419,16 @@ impl ProxyHttp for Tollgate {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !ctx.gateway.redirects.is_empty() {
+            let port = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port());
+            if let Some((_, https)) = ctx.gateway.redirects.iter().find(|(p, _)| Some(*p) == port) {
+                self.redirect_to_https(session, *https, ctx).await?;
+                return Ok(true);
+            }
+        }
         let Some(route_id) = ctx.route else {
             return Err(status_error(404, "no route"));
         };
@@ -576,7 +608,8 @@ impl ProxyHttp for Tollgate {
         }
 
         let host = session.req_header().headers.get(header::HOST).cloned();
-        headers::add_forwarded(upstream_request, client_ip(session), host.as_ref());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        headers::add_forwarded(upstream_request, client_ip(session), host.as_ref(), tls);
         upstream_request.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         // Identity headers come from the gateway only, never from the client.
         upstream_request.remove_header(&X_CONSUMER);

@@ -1,0 +1,84 @@
+//! TLS termination on listeners (Pingora's rustls backend): certificates chosen by SNI, with the
+//! first certificate as the default for clients that send no (or an unknown) name.
+
+use crate::config::Listener;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_rustls::sign::CertifiedKey;
+use pingora_rustls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Chooses a certificate by the client's SNI name: exact names, then `*.` wildcards, then the
+/// first certificate.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.org` stored as `example.org`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(c) = self.exact.get(&name) {
+            return Some(c.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(c) = self.wildcard.get(parent) {
+                return Some(c.clone());
+            }
+        }
+        Some(self.default.clone())
+    }
+}
+
+/// Load a listener's certificates into a resolver.
+pub fn resolver(listener: &Listener) -> Result<SniResolver, String> {
+    pingora_rustls::install_default_crypto_provider();
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    let mut default = None;
+    for c in &listener.tls {
+        let (certs, key) = pingora_rustls::load_certs_and_key_files(&c.cert, &c.key)
+            .map_err(|e| format!("{}: {e}", c.cert))?
+            .ok_or_else(|| format!("no certificate in {} or no key in {}", c.cert, c.key))?;
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| format!("{}: unusable private key: {e}", c.key))?;
+        let ck = Arc::new(CertifiedKey::new(certs, signing));
+        for n in &c.names {
+            match n.strip_prefix("*.") {
+                Some(parent) => {
+                    wildcard
+                        .entry(parent.to_string())
+                        .or_insert_with(|| ck.clone());
+                }
+                None => {
+                    exact.entry(n.clone()).or_insert_with(|| ck.clone());
+                }
+            }
+        }
+        default.get_or_insert(ck);
+    }
+    Ok(SniResolver {
+        exact,
+        wildcard,
+        default: default.ok_or("no certificate")?,
+    })
+}
+
+/// Pingora TLS settings for a listener: SNI certificates, and HTTP/2 through ALPN when enabled.
+pub fn settings(listener: &Listener) -> Result<TlsSettings, String> {
+    let mut s = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+    s.set_cert_resolver(Arc::new(resolver(listener)?));
+    if listener.http2 {
+        s.enable_h2();
+    }
+    Ok(s)
+}

@@ -1,0 +1,165 @@
+//! TLS termination: two certificates chosen by SNI (generated here), HTTP/2 through ALPN, the
+//! upstream told the request came over HTTPS, and a plain listener redirecting to HTTPS. The
+//! client is curl.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn cert(dir: &Path, name: &str, hosts: &[&str]) -> (String, String) {
+    let c =
+        rcgen::generate_simple_self_signed(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn sni_http2_forwarded_proto_and_redirect() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = cert(dir.path(), "a", &["a.test"]);
+    let (b_cert, b_key) = cert(dir.path(), "b", &["b.test", "*.b.test"]);
+    let tls_port = closed_port().port();
+    let plain_port = closed_port().port();
+    let conf = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - {{cert: {a_cert}, key: {a_key}}}\n        - {{cert: {b_cert}, key: {b_key}}}\n  - address: 127.0.0.1:{plain_port}\n    redirect_https: {tls_port}\nupstreams:\n  u: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            up.addr,
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _gw = Running(
+        Command::new(bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    }));
+    let resolve_a = format!("a.test:{tls_port}:127.0.0.1");
+    let resolve_b = format!("x.b.test:{tls_port}:127.0.0.1");
+    let url_a = format!("https://a.test:{tls_port}/hello?q=1");
+    let url_b = format!("https://x.b.test:{tls_port}/hello");
+    // Each name gets its own certificate: verification against that certificate alone passes.
+    let (ok, out) = curl(&[
+        "--cacert",
+        &a_cert,
+        "--resolve",
+        &resolve_a,
+        "-w",
+        " %{http_code} %{http_version}",
+        &url_a,
+    ]);
+    assert!(ok, "a.test: {out}");
+    assert!(out.ends_with(" 200 2"), "HTTP/2 over ALPN expected: {out}");
+    let (ok, out) = curl(&[
+        "--cacert",
+        &b_cert,
+        "--resolve",
+        &resolve_b,
+        "-w",
+        " %{http_code}",
+        &url_b,
+    ]);
+    assert!(ok && out.ends_with(" 200"), "x.b.test (wildcard): {out}");
+    // The wrong certificate for the name does not verify: the choice is real.
+    let (ok, _) = curl(&["--cacert", &b_cert, "--resolve", &resolve_a, &url_a]);
+    assert!(!ok, "a.test was served b's certificate");
+    // HTTP/1.1 still works.
+    let (ok, out) = curl(&[
+        "--http1.1",
+        "--cacert",
+        &a_cert,
+        "--resolve",
+        &resolve_a,
+        "-w",
+        " %{http_version}",
+        &url_a,
+    ]);
+    assert!(ok && out.ends_with(" 1.1"), "{out}");
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+    assert_eq!(up.last().url, "/hello?q=1");
+    // The plain listener redirects, keeping host, path and query.
+    let before = up.count();
+    let (_, out) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: a.test",
+        &format!("http://127.0.0.1:{plain_port}/p/q?x=1"),
+    ]);
+    assert_eq!(out, format!("308 https://a.test:{tls_port}/p/q?x=1"));
+    assert_eq!(
+        up.count(),
+        before,
+        "a redirected request reached the upstream"
+    );
+}
+
+#[test]
+fn bad_tls_settings_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("t.yaml");
+    std::fs::write(&dir.path().join("junk.pem"), "not a certificate").unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:1\n    tls: {{cert: {d}/junk.pem, key: {d}/junk.pem}}\n  - address: 127.0.0.1:2\n    http2: true\n  - address: 127.0.0.1:3\n    tls: {{cert: {d}/missing.pem}}\nupstreams: {{u: {{peers: [127.0.0.1:9]}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listeners[0].tls.certificates[0]:"), "{err}");
+    assert!(
+        err.contains("listeners[1].http2: HTTP/2 is offered through TLS"),
+        "{err}"
+    );
+    assert!(
+        err.contains("listeners[2].tls: give both cert and key"),
+        "{err}"
+    );
+}
