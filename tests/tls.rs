@@ -136,7 +136,7 @@ fn sni_http2_forwarded_proto_and_redirect() {
 fn bad_tls_settings_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("t.yaml");
-    std::fs::write(&dir.path().join("junk.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
     std::fs::write(
         &conf,
         format!(
