@@ -13,7 +13,9 @@ fn websocket_echo_through_the_gateway() {
     std::thread::spawn(move || {
         for stream in l.incoming().flatten() {
             std::thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(stream) else { return };
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
                 while let Ok(msg) = ws.read() {
                     if msg.is_close() {
                         break;
@@ -29,14 +31,16 @@ fn websocket_echo_through_the_gateway() {
         "upstreams:\n  ws: {{peers: [\"{addr}\"]}}\nroutes:\n  - {{name: ws, match: {{path_prefix: /ws}}, upstream: ws}}\n"
     ));
     let tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    let (mut ws, resp) = tungstenite::client(format!("ws://127.0.0.1:{}/ws/echo", gw.port), tcp).expect("handshake through the gateway");
+    let (mut ws, resp) = tungstenite::client(format!("ws://127.0.0.1:{}/ws/echo", gw.port), tcp)
+        .expect("handshake through the gateway");
     assert_eq!(resp.status(), 101);
     for text in ["hello", "through", "tollgate"] {
         ws.send(tungstenite::Message::text(text)).unwrap();
         let back = ws.read().unwrap();
         assert_eq!(back.to_text().unwrap(), text);
     }
-    ws.send(tungstenite::Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    ws.send(tungstenite::Message::binary(vec![0u8, 1, 2, 255]))
+        .unwrap();
     assert_eq!(ws.read().unwrap().into_data(), vec![0u8, 1, 2, 255]);
     ws.close(None).unwrap();
 }
