@@ -78,6 +78,10 @@ pub struct Pool {
     next_check_ms: AtomicU64,
     /// How many candidates a selection may look at.
     max_iterations: usize,
+    /// The CA certificates trusted for this pool's TLS peers, when configured.
+    ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// Keeps this pool's upstream connections apart from other pools'.
+    group_key: u64,
 }
 
 impl std::fmt::Debug for Pool {
@@ -131,14 +135,40 @@ impl HealthObserve for LogHealthChange {
     }
 }
 
+fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
+    let ders = up.tls.as_ref()?.ca.as_ref()?;
+    let certs: Vec<pingora_core::utils::tls::WrappedX509> = ders
+        .iter()
+        .map(|d| {
+            pingora_core::utils::tls::WrappedX509::new(
+                d.clone(),
+                pingora_core::utils::tls::parse_x509,
+            )
+        })
+        .collect();
+    Some(Arc::from(certs.into_boxed_slice()))
+}
+
 fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let cfg = up.health_check.as_ref()?;
+    let tls = up.tls.as_ref();
+    let apply_tls = |o: &mut pingora_core::upstreams::peer::PeerOptions| {
+        if let Some(t) = tls {
+            o.verify_cert = t.verify;
+            o.verify_hostname = t.verify;
+            o.ca = ca_of(up);
+        }
+    };
     let observer = Box::new(LogHealthChange {
         pool: up.name.clone(),
     });
     Some(match &cfg.kind {
         HealthCheckKind::Tcp => {
-            let mut hc = TcpHealthCheck::new();
+            let mut hc = match tls {
+                Some(t) => TcpHealthCheck::new_tls(&t.sni),
+                None => TcpHealthCheck::new(),
+            };
+            apply_tls(&mut hc.peer_template.options);
             hc.consecutive_failure = cfg.unhealthy_after;
             hc.consecutive_success = cfg.healthy_after;
             hc.peer_template.options.connection_timeout = Some(cfg.timeout);
@@ -147,7 +177,11 @@ fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
             hc
         }
         HealthCheckKind::Http { path, host } => {
-            let mut hc = HttpHealthCheck::new(host, false);
+            let mut hc = HttpHealthCheck::new(host, tls.is_some());
+            if let Some(t) = tls {
+                hc.peer_template.sni = t.sni.clone();
+            }
+            apply_tls(&mut hc.peer_template.options);
             hc.consecutive_failure = cfg.unhealthy_after;
             hc.consecutive_success = cfg.healthy_after;
             hc.peer_template.options.connection_timeout = Some(cfg.timeout);
@@ -218,7 +252,17 @@ impl Pool {
             Balance::LeastConn => Balancer::LeastConn(build_lb(backends, hc)),
         };
         let total_weight: usize = config.peers.iter().map(|p| p.weight).sum();
+        let ca = ca_of(&config);
+        let group_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            config.name.hash(&mut h);
+            format!("{:?}", config.tls).hash(&mut h);
+            h.finish()
+        };
         Pool {
+            ca,
+            group_key,
             max_iterations: (total_weight * 2).max(16) + 256,
             config,
             balancer,
@@ -251,7 +295,14 @@ impl Pool {
             with_lb!(&self.balancer, lb => lb.select_with(key, self.max_iterations, accept))?;
         let stats = backend.ext.get::<Arc<PeerStats>>()?.clone();
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut peer = HttpPeer::new(stats.address, false, String::new());
+        let mut peer = match &self.config.tls {
+            Some(t) => HttpPeer::new(stats.address, true, t.sni.clone()),
+            None => HttpPeer::new(stats.address, false, String::new()),
+        };
+        self.apply_tls(&mut peer.options);
+        // Pooled connections belong to this pool: Pingora's reuse key does not cover the CA a
+        // TLS connection was verified against, so two pools must never share connections.
+        peer.group_key = self.group_key;
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
         o.total_connection_timeout = Some(self.config.connect_timeout);
@@ -259,6 +310,14 @@ impl Pool {
         o.write_timeout = Some(self.config.write_timeout);
         o.idle_timeout = Some(self.config.idle_timeout);
         Some((peer, InFlight(stats)))
+    }
+
+    fn apply_tls(&self, o: &mut pingora_core::upstreams::peer::PeerOptions) {
+        if let Some(t) = &self.config.tls {
+            o.verify_cert = t.verify;
+            o.verify_hostname = t.verify;
+            o.ca = self.ca.clone();
+        }
     }
 
     /// Keep `address` out of selection for the passive cool-down (after a refused connection).

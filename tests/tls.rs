@@ -140,7 +140,7 @@ fn bad_tls_settings_are_reported() {
     std::fs::write(
         &conf,
         format!(
-            "listeners:\n  - address: 127.0.0.1:1\n    tls: {{cert: {d}/junk.pem, key: {d}/junk.pem}}\n  - address: 127.0.0.1:2\n    http2: true\n  - address: 127.0.0.1:3\n    tls: {{cert: {d}/missing.pem}}\nupstreams: {{u: {{peers: [127.0.0.1:9]}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n",
+            "listeners:\n  - address: 127.0.0.1:1\n    tls: {{cert: {d}/junk.pem, key: {d}/junk.pem}}\n  - address: 127.0.0.1:2\n    http2: true\n  - address: 127.0.0.1:3\n    tls: {{cert: {d}/missing.pem}}\nupstreams: {{u: {{peers: [127.0.0.1:9]}}, s: {{peers: [127.0.0.1:9], tls: {{sni: 'bad name', ca_file: {d}/missing-ca.pem}}}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n",
             d = dir.path().display()
         ),
     )
@@ -162,4 +162,51 @@ fn bad_tls_settings_are_reported() {
         err.contains("listeners[2].tls: give both cert and key"),
         "{err}"
     );
+}
+
+#[test]
+fn upstreams_over_tls_are_verified_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = cert(dir.path(), "backend", &["backend.test"]);
+    let server = tiny_http::Server::https(
+        "127.0.0.1:0",
+        tiny_http::SslConfig {
+            certificate: std::fs::read(&cert_path).unwrap(),
+            private_key: std::fs::read(&key_path).unwrap(),
+        },
+    )
+    .unwrap();
+    let addr = server.server_addr().to_ip().unwrap();
+    let server = std::sync::Arc::new(server);
+    for _ in 0..4 {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(req) = server.recv() {
+                let _ = req.respond(tiny_http::Response::from_string("secure"));
+            }
+        });
+    }
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  good: {{peers: [\"{addr}\"], tls: {{sni: backend.test, ca_file: {cert_path}}}}}\n  wrong_name: {{peers: [\"{addr}\"], tls: {{sni: other.test, ca_file: {cert_path}}}, retries: 0}}\n  untrusted: {{peers: [\"{addr}\"], tls: {{sni: backend.test}}, retries: 0}}\n  unverified: {{peers: [\"{addr}\"], tls: {{sni: other.test, verify: false}}}}\nroutes:\n  - {{name: good, match: {{path_prefix: /good}}, upstream: good}}\n  - {{name: wrong, match: {{path_prefix: /wrong}}, upstream: wrong_name}}\n  - {{name: untrusted, match: {{path_prefix: /untrusted}}, upstream: untrusted}}\n  - {{name: unverified, match: {{path_prefix: /unverified}}, upstream: unverified}}\n"
+    ));
+    let r = gw.get("/good", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "secure"));
+    // A certificate for another name, or from an untrusted issuer, is refused, also while a
+    // verified connection to the same address is pooled.
+    let w = gw.get("/wrong", &[]);
+    assert_eq!(
+        w.status,
+        502,
+        "wrong name accepted: {}\n{}",
+        w.text(),
+        gw.log()
+    );
+    assert_eq!(
+        gw.get("/untrusted", &[]).status,
+        502,
+        "untrusted issuer accepted"
+    );
+    // Unless verification is turned off (with a warning at load).
+    assert_eq!(gw.get("/unverified", &[]).status, 200);
+    assert!(gw.log().contains("peer certificates are not verified"));
 }

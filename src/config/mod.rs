@@ -105,6 +105,19 @@ pub struct Upstream {
     pub retries: usize,
     /// How long a peer that refused a connection is kept out; zero disables passive health.
     pub passive_cooldown: Duration,
+    /// Reach the peers over TLS.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS towards a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent in SNI and checked against the peer's certificate.
+    pub sni: String,
+    /// Verify the peer's certificate chain and name (default on).
+    pub verify: bool,
+    /// Trust these CA certificates (DER) instead of the system's.
+    pub ca: Option<Vec<Vec<u8>>>,
 }
 
 /// One peer of a pool.
@@ -924,6 +937,56 @@ impl Validator {
             .passive_cooldown
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(10));
+        let tls = raw.tls.map(|t| {
+            let place = format!("{base}.tls");
+            if t.sni.is_empty() || parse_host(&t.sni).is_err() {
+                self.error(
+                    format!("{place}.sni"),
+                    format!("\"{}\" is not a host name", t.sni),
+                );
+            }
+            let ca = match t.ca_file {
+                None => None,
+                Some(path) => {
+                    let path = self.base.join(path);
+                    match std::fs::read(&path) {
+                        Ok(bytes) => {
+                            let mut reader = std::io::BufReader::new(bytes.as_slice());
+                            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut reader)
+                                .filter_map(|c| c.ok())
+                                .map(|c| c.as_ref().to_vec())
+                                .collect();
+                            if certs.is_empty() {
+                                self.error(
+                                    format!("{place}.ca_file"),
+                                    format!("{} holds no PEM certificate", path.display()),
+                                );
+                            }
+                            Some(certs)
+                        }
+                        Err(e) => {
+                            self.error(
+                                format!("{place}.ca_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let verify = t.verify.unwrap_or(true);
+            if !verify {
+                self.warn(
+                    format!("{place}.verify"),
+                    "peer certificates are not verified: anyone on the path can impersonate them",
+                );
+            }
+            UpstreamTls {
+                sni: t.sni.to_ascii_lowercase(),
+                verify,
+                ca,
+            }
+        });
 
         if self.errors.len() > before {
             return None;
@@ -939,6 +1002,7 @@ impl Validator {
             idle_timeout,
             retries,
             passive_cooldown,
+            tls,
         })
     }
 

@@ -90,6 +90,16 @@ pub struct RawUpstream {
     pub idle_timeout: Option<ConfDuration>,
     pub retries: Option<u64>,
     pub passive_cooldown: Option<ConfDuration>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// `upstreams.NAME.tls`: reach the peers over TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub sni: String,
+    pub verify: Option<bool>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
