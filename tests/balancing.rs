@@ -127,8 +127,9 @@ fn least_conn_prefers_the_idle_peer() {
         wait_until(Duration::from_secs(10), || slow.count() == 1),
         "no request reached the slow peer"
     );
-    // With one request in flight on the slow peer and none on the fast one, every new request
-    // goes to the fast peer (round robin would send every other one to the slow peer).
+    // With one request in flight on the slow peer and none on the fast one (a request stops
+    // counting when its peer has answered, before the client sees the answer), every new
+    // request goes to the fast peer (round robin would send every other one to the slow peer).
     let before = fast.count();
     for _ in 0..20 {
         let r = gw.get("/", &[]);

@@ -709,6 +709,21 @@ impl ProxyHttp for Tollgate {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if end_of_stream {
+            // The peer is done with this request: it stops counting for least_conn before the
+            // client can have the answer and send its next request.
+            ctx.in_flight = None;
+        }
+        Ok(None)
+    }
+
     fn persist_connection_context(
         &self,
         _session: &Session,
