@@ -178,6 +178,12 @@ fn main() -> ExitCode {
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let in_flight = Arc::new(tollgate::proxy::drain::InFlight::default());
+    server.add_service(background_service(
+        "exit on SIGINT",
+        tollgate::proxy::drain::ExitOnInterrupt {
+            access_log: access_log.clone(),
+        },
+    ));
     let plan = tollgate::proxy::drain::DrainPlan {
         grace,
         timeout,

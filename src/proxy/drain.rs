@@ -131,3 +131,32 @@ where
         }
     }
 }
+
+/// Exits at once on SIGINT (Ctrl-C in a terminal), after flushing the access log: no drain.
+pub struct ExitOnInterrupt {
+    pub access_log: Option<Arc<crate::observe::access_log::AccessLog>>,
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for ExitOnInterrupt {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut int = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGINT: {e}");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = int.recv() => {
+                log::info!("SIGINT: exiting now");
+                if let Some(log) = &self.access_log {
+                    log.flush(Duration::from_millis(200));
+                }
+                std::process::exit(0);
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+}
