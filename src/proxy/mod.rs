@@ -438,22 +438,20 @@ impl ProxyHttp for Tollgate {
             .policies
             .check(route, client_ip(session), &session.req_header().headers)
             .await;
-        match decision {
-            Decision::Allow(identity) => ctx.identity = identity,
-            Decision::Unauthorized => {
-                self.metrics
-                    .auth_failures
-                    .with_label_values(&[&route.name, "unauthenticated"])
-                    .inc();
-                return Err(status_error(401, "authentication failed"));
+        let (status, reason) = match decision {
+            Decision::Allow(identity) => {
+                ctx.identity = identity;
+                (0, "")
             }
-            Decision::Forbidden => {
-                self.metrics
-                    .auth_failures
-                    .with_label_values(&[&route.name, "forbidden"])
-                    .inc();
-                return Err(status_error(403, "not allowed"));
-            }
+            Decision::Unauthorized => (401, "unauthenticated"),
+            Decision::Forbidden => (403, "forbidden"),
+        };
+        if status != 0 {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[&route.name, reason])
+                .inc();
+            return Err(status_error(status, "refused by the route's policies"));
         }
         let limits = &gateway.route_limits[route_id];
         // Background revalidations of the cache are not client requests: they count against
@@ -472,20 +470,15 @@ impl ProxyHttp for Tollgate {
                     ctx.rate = rate;
                     ctx.concurrency = guard;
                 }
-                Outcome::RateLimited(state) => {
-                    ctx.rate = Some(state);
+                refused => {
+                    if let Outcome::RateLimited(state) = refused {
+                        ctx.rate = Some(state);
+                    }
                     self.metrics
                         .ratelimit_rejected
                         .with_label_values(&[&route.name])
                         .inc();
-                    return Err(status_error(429, "rate limit"));
-                }
-                Outcome::TooManyInFlight => {
-                    self.metrics
-                        .ratelimit_rejected
-                        .with_label_values(&[&route.name])
-                        .inc();
-                    return Err(status_error(429, "concurrency limit"));
+                    return Err(status_error(429, "over a rate or concurrency limit"));
                 }
             }
         }
