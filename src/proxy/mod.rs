@@ -116,6 +116,15 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// The host a request is for: its `Host` header, else the authority of an absolute-form target.
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 /// True when a raw request header section (one header per line) carries `Content-Length`.
 fn raw_has_content_length(raw: &[u8]) -> bool {
     raw.split(|b| *b == b'\n')
@@ -154,12 +163,7 @@ impl Tollgate {
             Ok(p) => p,
             Err(_) => return Err(status_error(400, "invalid request path")),
         };
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = request_host(req);
         let view = RequestView {
             host,
             path: ctx.normalized_path.as_deref().unwrap_or(raw_path),
@@ -767,12 +771,7 @@ impl ProxyHttp for Tollgate {
             .and_then(|r| ctx.gateway.route_cache[r].as_ref())
             .ok_or_else(|| status_error(500, "cache without rules"))?;
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = request_host(req);
         let host = router::normalize_host(host);
         let consumer = ctx
             .identity
