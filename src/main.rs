@@ -190,23 +190,47 @@ fn main() -> ExitCode {
         in_flight: in_flight.clone(),
         access_log: access_log.clone(),
     };
-    let app = pingora_proxy::http_proxy(
-        &server.configuration,
-        Tollgate::new(
-            gateway.clone(),
-            metrics.clone(),
-            access_log,
-            draining.clone(),
-            in_flight,
-        ),
-    );
-    let mut proxy = pingora_core::services::listening::Service::new(
-        "tollgate proxy".to_string(),
-        tollgate::proxy::drain::Draining::new(app, draining, plan),
-    );
+    // One proxy service serves every listener, unless plain listeners disagree on cleartext
+    // HTTP/2: Pingora sets h2c per service, so the h2c ones then get a second service (with its
+    // own worker threads). TLS listeners ignore h2c (ALPN decides) and join the first service.
+    let plain = |h2c: bool| {
+        config
+            .listeners
+            .iter()
+            .any(|l| l.tls.is_empty() && l.http2 == h2c)
+    };
+    let split = plain(true) && plain(false);
+    let first_h2c = plain(true) && !split;
+    let plan = Arc::new(std::sync::Mutex::new(Some(plan)));
+    let make_service = |name: &str, h2c: bool| {
+        let mut app = pingora_proxy::http_proxy(
+            &server.configuration,
+            Tollgate::new(
+                gateway.clone(),
+                metrics.clone(),
+                access_log.clone(),
+                draining.clone(),
+                in_flight.clone(),
+            ),
+        );
+        if h2c {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+        pingora_core::services::listening::Service::new(
+            name.to_string(),
+            tollgate::proxy::drain::Draining::new(app, draining.clone(), plan.clone()),
+        )
+    };
+    let mut proxy = make_service("tollgate proxy", first_h2c);
+    let mut h2c_proxy = split.then(|| make_service("tollgate proxy (h2c)", true));
     for listener in &config.listeners {
         if listener.tls.is_empty() {
-            proxy.add_tcp(&listener.address.to_string());
+            match &mut h2c_proxy {
+                Some(h2c) if listener.http2 => h2c.add_tcp(&listener.address.to_string()),
+                _ => proxy.add_tcp(&listener.address.to_string()),
+            }
         } else {
             match tollgate::tls::settings(listener) {
                 Ok(settings) => {
@@ -221,6 +245,9 @@ fn main() -> ExitCode {
     }
     let health = background_service("health checks", HealthChecker::new(gateway.clone()));
     server.add_service(proxy);
+    if let Some(h2c) = h2c_proxy {
+        server.add_service(h2c);
+    }
     server.add_service(health);
     let route_count = config.routes.len();
     let listeners: Vec<std::net::SocketAddr> = config.listeners.iter().map(|l| l.address).collect();

@@ -2,7 +2,7 @@
 //! `LoadBalancer` and `HealthCheck`s), passive protection (a peer that refuses a connection is
 //! kept out for a cool-down) and per-peer in-flight counts, which also drive `least_conn`.
 
-use crate::config::{Balance, HealthCheckKind, Upstream};
+use crate::config::{Balance, HealthCheckKind, Protocol, Upstream};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -149,10 +149,26 @@ fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
     Some(Arc::from(certs.into_boxed_slice()))
 }
 
+/// Concurrent requests one HTTP/2 connection to a peer carries before another is opened.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// Set the HTTP version(s) a pool speaks on a peer's options.
+fn apply_protocol(protocol: Protocol, o: &mut pingora_core::upstreams::peer::PeerOptions) {
+    match protocol {
+        Protocol::Http1 => o.set_http_version(1, 1),
+        Protocol::H2 => o.set_http_version(2, 2),
+        Protocol::Auto => o.set_http_version(2, 1),
+    }
+    if protocol != Protocol::Http1 {
+        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
+}
+
 fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let cfg = up.health_check.as_ref()?;
     let tls = up.tls.as_ref();
     let apply_tls = |o: &mut pingora_core::upstreams::peer::PeerOptions| {
+        apply_protocol(up.protocol, o);
         if let Some(t) = tls {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;
@@ -313,6 +329,7 @@ impl Pool {
     }
 
     fn apply_tls(&self, o: &mut pingora_core::upstreams::peer::PeerOptions) {
+        apply_protocol(self.config.protocol, o);
         if let Some(t) = &self.config.tls {
             o.verify_cert = t.verify;
             o.verify_hostname = t.verify;

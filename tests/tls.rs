@@ -140,7 +140,7 @@ fn bad_tls_settings_are_reported() {
     std::fs::write(
         &conf,
         format!(
-            "listeners:\n  - address: 127.0.0.1:1\n    tls: {{cert: {d}/junk.pem, key: {d}/junk.pem}}\n  - address: 127.0.0.1:2\n    http2: true\n  - address: 127.0.0.1:3\n    tls: {{cert: {d}/missing.pem}}\nupstreams: {{u: {{peers: [127.0.0.1:9]}}, s: {{peers: [127.0.0.1:9], tls: {{sni: 'bad name', ca_file: {d}/missing-ca.pem}}}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n",
+            "listeners:\n  - address: 127.0.0.1:1\n    tls: {{cert: {d}/junk.pem, key: {d}/junk.pem}}\n  - address: 127.0.0.1:2\n    http2: true\n  - address: 127.0.0.1:3\n    tls: {{cert: {d}/missing.pem}}\nupstreams: {{u: {{peers: [127.0.0.1:9]}}, s: {{peers: [127.0.0.1:9], protocol: h2c, tls: {{sni: 'bad name', ca_file: {d}/missing-ca.pem}}}}, v: {{peers: [127.0.0.1:9], protocol: h2}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n",
             d = dir.path().display()
         ),
     )
@@ -155,8 +155,16 @@ fn bad_tls_settings_are_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listeners[0].tls.certificates[0]:"), "{err}");
     assert!(
-        err.contains("listeners[1].http2: HTTP/2 is offered through TLS"),
+        err.contains("upstreams.s.protocol: h2c is cleartext HTTP/2"),
         "{err}"
+    );
+    assert!(
+        err.contains("upstreams.v.protocol: h2 is HTTP/2 over TLS"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("listeners[1]"),
+        "h2c on a plain listener is valid: {err}"
     );
     assert!(
         err.contains("listeners[2].tls: give both cert and key"),

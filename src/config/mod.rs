@@ -107,6 +107,19 @@ pub struct Upstream {
     pub passive_cooldown: Duration,
     /// Reach the peers over TLS.
     pub tls: Option<UpstreamTls>,
+    /// The HTTP version spoken to the peers.
+    pub protocol: Protocol,
+}
+
+/// The HTTP version a pool speaks to its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 only (the default).
+    Http1,
+    /// HTTP/2 only: over TLS (ALPN `h2`), or cleartext with prior knowledge (h2c).
+    H2,
+    /// Over TLS, whichever of HTTP/2 and HTTP/1.1 the peer picks through ALPN.
+    Auto,
 }
 
 /// TLS towards a pool's peers.
@@ -770,12 +783,6 @@ impl Validator {
                     "a TLS listener cannot redirect to HTTPS",
                 );
             }
-            if raw.http2.is_some() && tls.is_empty() {
-                self.error(
-                    format!("{base}.http2"),
-                    "HTTP/2 is offered through TLS (ALPN): add tls to this listener",
-                );
-            }
             match raw.address.parse::<SocketAddr>() {
                 Ok(address) => {
                     if out.iter().any(|l| l.address == address) {
@@ -786,7 +793,9 @@ impl Validator {
                     }
                     out.push(Listener {
                         address,
-                        http2: raw.http2.unwrap_or(true) && !tls.is_empty(),
+                        // TLS listeners offer HTTP/2 through ALPN unless told not to; plain
+                        // ones accept cleartext HTTP/2 (h2c, prior knowledge) only when asked.
+                        http2: raw.http2.unwrap_or(!tls.is_empty()),
                         tls,
                         redirect_https: raw.redirect_https,
                     });
@@ -988,6 +997,35 @@ impl Validator {
             }
         });
 
+        let protocol = match (raw.protocol, &tls) {
+            (None | Some(RawProtocol::Http1), _) => Protocol::Http1,
+            (Some(RawProtocol::H2), Some(_)) | (Some(RawProtocol::H2c), None) => Protocol::H2,
+            (Some(RawProtocol::H2), None) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "h2 is HTTP/2 over TLS and this upstream has no tls: \
+                     use h2c for cleartext HTTP/2, or add tls",
+                );
+                Protocol::H2
+            }
+            (Some(RawProtocol::H2c), Some(_)) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "h2c is cleartext HTTP/2 and this upstream has tls: use h2",
+                );
+                Protocol::H2
+            }
+            (Some(RawProtocol::Auto), Some(_)) => Protocol::Auto,
+            (Some(RawProtocol::Auto), None) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "auto lets TLS (ALPN) pick the HTTP version and this upstream has no tls: \
+                     use http1 or h2c",
+                );
+                Protocol::Http1
+            }
+        };
+
         if self.errors.len() > before {
             return None;
         }
@@ -1003,6 +1041,7 @@ impl Validator {
             retries,
             passive_cooldown,
             tls,
+            protocol,
         })
     }
 

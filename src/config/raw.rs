@@ -57,6 +57,16 @@ pub enum RawBalance {
     ConsistentHash,
 }
 
+/// The protocol names of `upstreams.NAME.protocol`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawProtocol {
+    Http1,
+    H2,
+    H2c,
+    Auto,
+}
+
 /// The probe kinds of `upstreams.NAME.health_check.kind`.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -91,6 +101,7 @@ pub struct RawUpstream {
     pub retries: Option<u64>,
     pub passive_cooldown: Option<ConfDuration>,
     pub tls: Option<RawUpstreamTls>,
+    pub protocol: Option<RawProtocol>,
 }
 
 /// `upstreams.NAME.tls`: reach the peers over TLS.

@@ -87,16 +87,19 @@ impl DrainPlan {
 pub struct Draining<A> {
     inner: Arc<A>,
     draining: Arc<AtomicBool>,
-    plan: std::sync::Mutex<Option<DrainPlan>>,
+    plan: SharedPlan,
 }
+
+/// The drain plan of the process, shared by its proxy services: the first to stop runs it.
+pub type SharedPlan = Arc<std::sync::Mutex<Option<DrainPlan>>>;
 
 impl<A> Draining<A> {
     /// Wrap `inner`; `draining` is set when the shutdown starts, and `plan` then runs.
-    pub fn new(inner: A, draining: Arc<AtomicBool>, plan: DrainPlan) -> Self {
+    pub fn new(inner: A, draining: Arc<AtomicBool>, plan: SharedPlan) -> Self {
         Draining {
             inner: Arc::new(inner),
             draining,
-            plan: std::sync::Mutex::new(Some(plan)),
+            plan,
         }
     }
 }

@@ -50,6 +50,33 @@ pub fn message_for(status: u16) -> &'static str {
     }
 }
 
+/// The gRPC status code a gRPC client gets for a gateway answer with HTTP `status`: the gRPC
+/// project's HTTP-to-gRPC mapping, except that the gateway's own size and rate refusals say
+/// `RESOURCE_EXHAUSTED` and a client that stalled says `DEADLINE_EXCEEDED`.
+pub fn grpc_code(status: u16) -> u8 {
+    match status {
+        400 | 500 => 13,      // INTERNAL
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
+        404 => 12,            // UNIMPLEMENTED
+        408 => 4,             // DEADLINE_EXCEEDED
+        413 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
+        502..=504 => 14,      // UNAVAILABLE
+        _ => 2,               // UNKNOWN
+    }
+}
+
+/// True for a gRPC request (`application/grpc`, `application/grpc+proto`, gRPC-Web, ...): its
+/// errors are answered the gRPC way, as status and message in a trailers-only response.
+pub fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
+    content_type.is_some_and(|v| {
+        let b = v.as_bytes();
+        b.len() >= 16
+            && b[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(b.get(16), None | Some(b'+' | b';' | b'-'))
+    })
+}
+
 /// The JSON error body.
 pub fn body(status: u16, request_id: &str) -> Bytes {
     let v = serde_json::json!({
@@ -77,6 +104,25 @@ mod tests {
         let mut e = Error::new(ErrorType::ConnectionClosed);
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 0);
+    }
+
+    #[test]
+    fn grpc() {
+        assert_eq!(grpc_code(401), 16);
+        assert_eq!(grpc_code(429), 8);
+        assert_eq!(grpc_code(503), 14);
+        assert_eq!(grpc_code(404), 12);
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/gRPC-web",
+        ] {
+            assert!(is_grpc(Some(&http::HeaderValue::from_static(yes))), "{yes}");
+        }
+        for no in ["application/json", "application/grpcx", "text/grpc"] {
+            assert!(!is_grpc(Some(&http::HeaderValue::from_static(no))), "{no}");
+        }
+        assert!(!is_grpc(None));
     }
 
     #[test]

@@ -70,6 +70,19 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether the client said it accepts trailers (`TE: trailers`).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+    })
+}
+
 /// Remove hop-by-hop headers from a request about to go upstream.
 pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
     if !(req.headers.contains_key(header::CONNECTION)
@@ -84,11 +97,17 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
     }
     let upgrade = is_upgrade(&req.headers);
     let upgrade_value = req.headers.get(header::UPGRADE).cloned();
+    let trailers = accepts_trailers(&req.headers);
     for name in connection_listed(&req.headers) {
         req.remove_header(&name);
     }
     for name in HOP_BY_HOP {
         req.remove_header(*name);
+    }
+    if trailers {
+        // `TE: trailers` is the one TE value passed on (as HTTP/2 allows): gRPC servers
+        // require it to know that trailers, where the call's status travels, get through.
+        let _ = req.insert_header(header::TE, HeaderValue::from_static("trailers"));
     }
     if let (true, Some(v)) = (upgrade, upgrade_value) {
         let _ = req.insert_header(header::UPGRADE, v);
@@ -227,13 +246,23 @@ mod tests {
             .unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("x-secret", "1").unwrap();
-        req.insert_header("te", "trailers").unwrap();
+        req.insert_header("te", "gzip").unwrap();
         req.insert_header("x-kept", "1").unwrap();
         strip_request_hop_by_hop(&mut req);
         for gone in ["connection", "keep-alive", "x-secret", "te"] {
             assert!(req.headers.get(gone).is_none(), "{gone}");
         }
         assert!(req.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn te_trailers_alone_is_passed_on() {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("connection", "te").unwrap();
+        req.insert_header("te", "gzip, Trailers;q=1").unwrap();
+        strip_request_hop_by_hop(&mut req);
+        assert_eq!(req.headers.get("te").unwrap(), "trailers");
+        assert!(req.headers.get("connection").is_none());
     }
 
     #[test]

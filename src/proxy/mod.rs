@@ -29,6 +29,8 @@ use std::time::Instant;
 
 /// `X-Cache-Status`, on every response of a route with caching.
 static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
 /// The gateway's proxy: holds the current snapshot, swapped atomically on reload, and the
 /// long-lived reporting handles.
@@ -238,10 +240,11 @@ impl Tollgate {
         }
         let gw = &ctx.gateway;
         let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .or(ctx.error_status)
+        // The gateway's own refusal counts with its HTTP status even when a gRPC client got it
+        // as a gRPC status in an HTTP 200.
+        let status = ctx
+            .error_status
+            .or_else(|| session.response_written().map(|r| r.status.as_u16()))
             .unwrap_or(0);
         let route = ctx.route.map(|r| &gw.routes[r]);
         let route_name = route.map(|r| r.name.as_str()).unwrap_or("none");
@@ -349,8 +352,42 @@ impl Tollgate {
         session.write_response_header(Box::new(resp), true).await
     }
 
+    /// A gRPC client is answered in gRPC terms: HTTP 200 carrying only headers, with
+    /// `grpc-status` and `grpc-message` ("trailers-only"), so it sees e.g. `UNAUTHENTICATED`
+    /// rather than a transport error about an unexpected content type.
+    async fn write_grpc_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
+        let mut resp = ResponseHeader::build(200, Some(6))?;
+        resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+        resp.insert_header(&GRPC_STATUS, errors::grpc_code(status) as u32)?;
+        resp.insert_header(&GRPC_MESSAGE, errors::message_for(status))?;
+        resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        if status == 401 {
+            if let Some(route) = ctx.route {
+                for method in &ctx.gateway.routes[route].auth {
+                    resp.append_header(
+                        header::WWW_AUTHENTICATE,
+                        crate::policy::challenge(*method),
+                    )?;
+                }
+            }
+        }
+        if let (429, Some(rate)) = (status, &ctx.rate) {
+            resp.insert_header(header::RETRY_AFTER, rate.reset)?;
+            for (name, value) in rate.header_values() {
+                resp.insert_header(name, value)?;
+            }
+        }
+        if session.req_header().version != http::Version::HTTP_2 {
+            resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        }
+        session.write_response_header(Box::new(resp), true).await
+    }
+
     async fn write_error(&self, session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
         let request_id = &ctx.request_id;
+        if errors::is_grpc(session.req_header().headers.get(header::CONTENT_TYPE)) {
+            return self.write_grpc_error(session, status, ctx).await;
+        }
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
         let mut resp = ResponseHeader::build(status, Some(6))?;
         if let (401, Some(route)) = (status, ctx.route) {
@@ -597,9 +634,19 @@ impl ProxyHttp for Tollgate {
                 Some(q) => format!("{new_path}?{q}"),
                 None => new_path.to_string(),
             };
-            let uri = http::Uri::builder()
-                .path_and_query(pq)
-                .build()
+            // Towards an HTTP/2 upstream keep the scheme and authority (a downstream HTTP/2
+            // request's `:authority`, which the upstream `:authority` is built from); towards
+            // HTTP/1 send origin-form.
+            let mut parts = if upstream_request.version == http::Version::HTTP_2 {
+                session.req_header().uri.clone().into_parts()
+            } else {
+                http::uri::Parts::default()
+            };
+            parts.path_and_query = Some(
+                http::uri::PathAndQuery::try_from(pq)
+                    .map_err(|_| status_error(400, "invalid rewritten path"))?,
+            );
+            let uri = http::Uri::from_parts(parts)
                 .map_err(|_| status_error(400, "invalid rewritten path"))?;
             upstream_request.set_uri(uri);
         }
@@ -675,9 +722,10 @@ impl ProxyHttp for Tollgate {
         if let Err(err) = self.write_error(session, status, ctx).await {
             log::debug!("could not write the error response: {err}");
         }
-        if !reusable {
+        if !reusable && session.as_downstream().as_http1().is_some() {
             // Read what the client already sent (briefly) before closing, so the close does not
-            // turn into a reset that destroys the answer before the client reads it.
+            // turn into a reset that destroys the answer before the client reads it. (An HTTP/2
+            // stream ends on its own; the connection carries on.)
             let downstream = session.as_downstream_mut();
             downstream.set_total_drain_timeout(Some(std::time::Duration::from_secs(1)));
             let _ = downstream.drain_request_body().await;
