@@ -2,8 +2,9 @@
 # Install what building and testing Tollgate needs on a fresh Debian machine that has only the
 # Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl,
 # redis-server (the tests start their own Redis servers for global rate limits), chromium
-# (the status page is tested in a real headless browser) and systemd (for
-# `systemd-analyze verify` of the unit).
+# (the status page is tested in a real headless browser), systemd (for
+# `systemd-analyze verify` of the unit) and nginx-light (the load bench's baseline, which the
+# bench smoke test runs too).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -11,6 +12,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -31,7 +31,11 @@ pub struct Gateway {
     pub checksum: String,
     /// Listener port → the HTTPS port its requests are redirected to.
     pub redirects: Vec<(u16, u16)>,
+    /// Unique per snapshot in this process (what per-thread caches are keyed on).
+    pub generation: u64,
 }
+
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Gateway {
     /// Build the snapshot from a validated configuration; limit counters and the cache are
@@ -44,6 +48,7 @@ impl Gateway {
         previous: Option<&Gateway>,
     ) -> Gateway {
         Gateway {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             redirects: config
                 .listeners
                 .iter()

@@ -225,17 +225,22 @@ fn main() -> ExitCode {
     };
     let mut proxy = make_service("tollgate proxy", first_h2c);
     let mut h2c_proxy = split.then(|| make_service("tollgate proxy (h2c)", true));
+    // No read buffer under the HTTP parser: Pingora's default is 64 KiB per client connection,
+    // held for the connection's life (also while idle), and the parser reads into its own
+    // buffer anyway. The small write buffer that coalesces header and body writes stays.
+    let endpoint = |addr: std::net::SocketAddr| {
+        pingora_core::listeners::ListenerConfig::tcp(addr.to_string())
+            .l4_buffer(pingora_core::listeners::L4BufferSettings::default().read(0))
+    };
     for listener in &config.listeners {
         if listener.tls.is_empty() {
             match &mut h2c_proxy {
-                Some(h2c) if listener.http2 => h2c.add_tcp(&listener.address.to_string()),
-                _ => proxy.add_tcp(&listener.address.to_string()),
+                Some(h2c) if listener.http2 => h2c.add_listener(endpoint(listener.address)),
+                _ => proxy.add_listener(endpoint(listener.address)),
             }
         } else {
             match tollgate::tls::settings(listener) {
-                Ok(settings) => {
-                    proxy.add_tls_with_settings(&listener.address.to_string(), None, settings)
-                }
+                Ok(settings) => proxy.add_listener(endpoint(listener.address).tls(settings)),
                 Err(e) => {
                     eprintln!("listener {}: {e}", listener.address);
                     return ExitCode::from(2);

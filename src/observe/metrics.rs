@@ -4,10 +4,43 @@
 
 use crate::gateway::Gateway;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::cell::RefCell;
 use std::sync::Arc;
+
+/// One route's (or upstream's) series as resolved by one thread.
+#[derive(Default)]
+struct Handles {
+    duration: Option<Histogram>,
+    /// `tollgate_requests_total` children by method and status.
+    requests: Vec<(&'static str, u16, IntCounter)>,
+}
+
+/// The series one thread resolved for one registry and one configuration snapshot, by route and
+/// by upstream index.
+#[derive(Default)]
+struct ThreadHandles {
+    registry: usize,
+    generation: u64,
+    routes: Vec<Handles>,
+    upstreams: Vec<Handles>,
+}
+
+thread_local! {
+    /// Resolving a child through `with_label_values` hashes the labels and takes the vector's
+    /// lock; the request path does it once per thread, snapshot and label set instead, and then
+    /// finds the child by index. Series are never removed, so a kept child stays registered.
+    static HANDLES: RefCell<ThreadHandles> = RefCell::new(ThreadHandles::default());
+}
+
+fn slot(v: &mut Vec<Handles>, i: usize) -> &mut Handles {
+    if v.len() <= i {
+        v.resize_with(i + 1, Handles::default);
+    }
+    &mut v[i]
+}
 
 /// The gateway's metrics registry and handles.
 pub struct Metrics {
@@ -118,6 +151,71 @@ impl Metrics {
             m.config_reloads.with_label_values(&[result]);
         }
         Arc::new(m)
+    }
+
+    /// Run `f` on this thread's cached handles for `gateway`'s snapshot.
+    fn with_handles<R>(&self, gateway: &Gateway, f: impl FnOnce(&mut ThreadHandles) -> R) -> R {
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            let registry = self as *const Metrics as usize;
+            if h.registry != registry || h.generation != gateway.generation {
+                *h = ThreadHandles {
+                    registry,
+                    generation: gateway.generation,
+                    ..ThreadHandles::default()
+                };
+            }
+            f(&mut h)
+        })
+    }
+
+    /// Count one answered request and its duration; `route` indexes `gateway.routes` (`None`:
+    /// no route matched).
+    pub fn record_request(
+        &self,
+        gateway: &Gateway,
+        route: Option<usize>,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
+        let name = route
+            .map(|r| gateway.routes[r].name.as_str())
+            .unwrap_or("none");
+        // Requests without a route share the slot after the last route.
+        let index = route.unwrap_or(gateway.routes.len());
+        self.with_handles(gateway, |h| {
+            let handles = slot(&mut h.routes, index);
+            handles
+                .duration
+                .get_or_insert_with(|| self.request_duration.with_label_values(&[name]))
+                .observe(seconds);
+            match handles
+                .requests
+                .iter()
+                .find(|(m, s, _)| *s == status && *m == method)
+            {
+                Some((_, _, c)) => c.inc(),
+                None => {
+                    let code = http::StatusCode::from_u16(status).ok();
+                    let label = code.as_ref().map(|c| c.as_str()).unwrap_or("0");
+                    let c = self.requests.with_label_values(&[name, method, label]);
+                    c.inc();
+                    handles.requests.push((method, status, c));
+                }
+            }
+        });
+    }
+
+    /// Observe an upstream's time to response header; `upstream` indexes `gateway.pools`.
+    pub fn record_upstream(&self, gateway: &Gateway, upstream: usize, seconds: f64) {
+        let name = gateway.pools[upstream].config.name.as_str();
+        self.with_handles(gateway, |h| {
+            slot(&mut h.upstreams, upstream)
+                .duration
+                .get_or_insert_with(|| self.upstream_duration.with_label_values(&[name]))
+                .observe(seconds);
+        });
     }
 
     /// Make sure every configured route and upstream has its series, so dashboards see zeros.

@@ -357,7 +357,14 @@ fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
         )
     } else {
         let first = limit.phase.rate_with(&k, |c| c.curr_samples);
-        let f0 = if first > 0 { first as f64 / 1000.0 } else { f };
+        // The phase sketch sums the phases of keys that share its slots: an estimate later than
+        // now can only be such a collision, and then the key counts as starting now (the most a
+        // fresh key could claim), never as starting after the window's end.
+        let f0 = if first > 0 {
+            (first as f64 / 1000.0).min(f)
+        } else {
+            f
+        };
         // At least one request: a key that first calls at the very end of a window is not
         // turned away.
         let cap = (limit.limit as f64 * (1.0 - f0)).round().max(1.0);
@@ -502,6 +509,42 @@ impl RedisCounter {
             )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 200,000 fresh keys in one window, far more than the sketches have slots: shared slots must
+    /// not cap a key below its allowance (a summed phase once read as "started after the end of
+    /// the window" and held keys to one request).
+    #[test]
+    fn many_fresh_keys_keep_their_allowance() {
+        let config = crate::config::parse(
+            "listeners: [{address: 127.0.0.1:1}]\nupstreams: {u: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: r, match: {}, upstream: u, rate_limit: [{requests: 1000000, per: 1s, key: client_ip}]}\n",
+        )
+        .expect("test configuration");
+        let store = LimitStore::default();
+        let limits = store.compile(&config.routes[0], None);
+        let headers = HeaderMap::new();
+        // The keys start in the middle of a window (windows count from the limit's creation), so
+        // each one's phase is about 500/1000 and two of them in one slot sum past the window.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        for round in 0..2 {
+            for i in 0..200_000u32 {
+                let input = KeyInput {
+                    consumer: None,
+                    client_ip: Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
+                    headers: &headers,
+                };
+                let outcome = futures::executor::block_on(limits.check(&store, &input));
+                assert!(
+                    matches!(outcome, Outcome::Allowed(..)),
+                    "key {i} refused in round {round}"
+                );
+            }
         }
     }
 }

@@ -85,14 +85,17 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// Remove hop-by-hop headers from a request about to go upstream.
 pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
-    if !(req.headers.contains_key(header::CONNECTION)
-        || req.headers.contains_key(&KEEP_ALIVE)
-        || req.headers.contains_key(&PROXY_CONNECTION)
-        || req.headers.contains_key(header::TE)
-        || req.headers.contains_key(header::TRAILER)
-        || req.headers.contains_key(header::UPGRADE)
-        || req.headers.contains_key(header::PROXY_AUTHORIZATION))
-    {
+    // One pass over the (few) names instead of a hash lookup per hop-by-hop header.
+    let hop = |k: &HeaderName| {
+        k == header::CONNECTION
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+            || k == header::TE
+            || k == header::TRAILER
+            || k == header::UPGRADE
+            || k == header::PROXY_AUTHORIZATION
+    };
+    if !req.headers.keys().any(hop) {
         return;
     }
     let upgrade = is_upgrade(&req.headers);
@@ -120,13 +123,15 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    if !(resp.headers.contains_key(header::CONNECTION)
-        || resp.headers.contains_key(&KEEP_ALIVE)
-        || resp.headers.contains_key(&PROXY_CONNECTION)
-        || resp.headers.contains_key(header::TRAILER)
-        || resp.headers.contains_key(header::UPGRADE)
-        || resp.headers.contains_key(header::PROXY_AUTHENTICATE))
-    {
+    let hop = |k: &HeaderName| {
+        k == header::CONNECTION
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+            || k == header::TRAILER
+            || k == header::UPGRADE
+            || k == header::PROXY_AUTHENTICATE
+    };
+    if !resp.headers.keys().any(hop) {
         return;
     }
     for name in connection_listed(&resp.headers) {
@@ -147,15 +152,25 @@ pub fn add_forwarded(
     tls: bool,
 ) {
     if let Some(ip) = client_ip {
-        let value = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+        use std::io::Write;
+        // Written into a stack buffer: no string formatting allocation per request.
+        let mut buf = [0u8; 48];
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{ip}");
+        let ip_len = 48 - w.len();
+        let ip_bytes = &buf[..ip_len];
+        let value = match req.headers.get(&X_FORWARDED_FOR) {
+            Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
+                let prev = prev.as_bytes();
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip_len);
+                v.extend_from_slice(prev);
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip_bytes);
+                HeaderValue::from_bytes(&v)
+            }
+            _ => HeaderValue::from_bytes(ip_bytes),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = value {
             let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
         }
     }

@@ -248,18 +248,14 @@ impl Tollgate {
             .unwrap_or(0);
         let route = ctx.route.map(|r| &gw.routes[r]);
         let route_name = route.map(|r| r.name.as_str()).unwrap_or("none");
-        let status_label = http::StatusCode::from_u16(status)
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_else(|_| "0".to_string());
-        self.metrics
-            .requests
-            .with_label_values(&[route_name, method_label(&req.method), &status_label])
-            .inc();
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route_name])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.record_request(
+            gw,
+            ctx.route,
+            method_label(&req.method),
+            status,
+            elapsed.as_secs_f64(),
+        );
         let upstream = route.map(|r| gw.pools[r.upstream].config.name.as_str());
         let cache_status = ctx
             .route
@@ -420,6 +416,10 @@ impl Tollgate {
 #[async_trait]
 impl ProxyHttp for Tollgate {
     type CTX = Ctx;
+
+    /// No downstream modules: Pingora adds a (disabled) response compression module by default,
+    /// which still runs on every response header and body chunk; Tollgate does not compress.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -656,8 +656,12 @@ impl ProxyHttp for Tollgate {
         headers::add_forwarded(upstream_request, client_ip(session), host.as_ref(), tls);
         upstream_request.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
         // Identity headers come from the gateway only, never from the client.
-        upstream_request.remove_header(&X_CONSUMER);
-        upstream_request.remove_header(&X_CONSUMER_GROUPS);
+        if upstream_request.headers.contains_key(&X_CONSUMER) {
+            upstream_request.remove_header(&X_CONSUMER);
+        }
+        if upstream_request.headers.contains_key(&X_CONSUMER_GROUPS) {
+            upstream_request.remove_header(&X_CONSUMER_GROUPS);
+        }
         if let Some(identity) = &ctx.identity {
             let (name, groups) = ctx.gateway.policies.identity_headers(identity);
             upstream_request.insert_header(X_CONSUMER.clone(), name.clone())?;
@@ -745,11 +749,11 @@ impl ProxyHttp for Tollgate {
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let (Some(start), Some(route)) = (ctx.upstream_start, ctx.route) {
-            let pool = &ctx.gateway.pools[ctx.gateway.routes[route].upstream];
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[&pool.config.name])
-                .observe(start.elapsed().as_secs_f64());
+            self.metrics.record_upstream(
+                &ctx.gateway,
+                ctx.gateway.routes[route].upstream,
+                start.elapsed().as_secs_f64(),
+            );
         }
         Ok(())
     }

@@ -197,6 +197,41 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
+/// Whether process `pid` holds a socket listening on TCP `port` (from `/proc/net/tcp{,6}` and
+/// the process's file descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let local_port = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.to_string_lossy() == *i))
+            .unwrap_or(false)
+    })
+}
+
 /// The real gateway binary running on a generated configuration.
 pub struct Gateway {
     pub port: u16,
@@ -255,7 +290,9 @@ impl Gateway {
                     }
                     panic!("gateway exited with {status}:\n{log}");
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // The socket must be this child's: a port free when probed can be taken by
+                // another test's server meanwhile, which would answer a plain connect.
+                if listens(child.id(), port) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Gateway {
                         port,
                         child,

@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Tollgate's end-to-end load bench (standard library only).
+
+Brings up the bundled upstream (`tollgate-bench upstream`, a fixed 1 KiB response), the gateway
+with a bench configuration, and a load generator (`wrk` when installed, otherwise the bundled
+`tollgate-bench load`), with keep-alive on both sides, and runs:
+
+  direct      load generator -> upstream, no proxy (the ceiling)
+  proxy       one route, no policies
+  policies    1,000 routes, API-key auth (1,000 consumers) and a rate limit that is never hit
+  cache-hit   a cached route, every request a hit
+  pingora-bare
+              bare Pingora (examples/bare_proxy.rs: one fixed peer, nothing else), when built
+              (scripts/bench.sh builds it): the framework's own cost
+  nginx-proxy, nginx-cache-hit
+              the same through nginx (one worker per gateway thread, upstream keep-alive,
+              proxy_cache), when nginx is installed
+
+For each: requests/s, p50/p99/p99.9 latency, the proxy's own CPU time per request (utime+stime
+of all its processes and threads from /proc/<pid>/stat, sampled when measuring starts and ends),
+and peak RSS. The proxy is pinned to one CPU, the load generator and upstream to another.
+`--idle` adds the memory cost of 10,000 idle keep-alive client connections.
+
+Writes <out>/<name>.json and <out>/<name>.md and prints the table.
+Usage: scripts/bench.sh [--duration S] [--idle] [--smoke] ...   (see --help)
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def descendants(pid):
+    """pid and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pid):
+    """utime + stime of pid and its descendants (all threads), in seconds."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def memory_kib(pid, key):
+    """Sum of a /proc/<pid>/status field (VmRSS, VmHWM) over pid and its descendants."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def pinned(cmd, cpu):
+    if cpu is None or not shutil.which("taskset"):
+        return cmd
+    return ["taskset", "-c", str(cpu)] + cmd
+
+
+class Procs:
+    """Started processes, stopped on exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, **kw):
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.procs = []
+
+
+# ------------------------------------------------------------------------------------------------
+# configurations
+
+
+def tollgate_config(d, scenario, port, upstream_port, threads):
+    head = (
+        f"threads: {threads}\npid_file: {d}/tollgate.pid\nupgrade_sock: {d}/tollgate.sock\n"
+        f"grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
+        f"listeners:\n  - address: 127.0.0.1:{port}\n"
+        f"upstreams:\n  app: {{peers: [\"127.0.0.1:{upstream_port}\"], idle_timeout: 300s}}\n"
+    )
+    if scenario == "proxy":
+        return head + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app}\n"
+    if scenario == "cache-hit":
+        return (
+            head
+            + "cache: {max_size: 64MiB}\n"
+            + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app, cache: {ttl: 60s}}\n"
+        )
+    if scenario == "policies":
+        lines = [head, "consumers:\n"]
+        for i in range(1000):
+            lines.append(f"  - {{name: c{i}, api_keys: [bench-key-{i:04}]}}\n")
+        lines.append("routes:\n")
+        for i in range(1000):
+            lines.append(
+                f"  - {{name: r{i}, match: {{hosts: [api{i % 10}.bench], path_prefix: /svc{i}/}},"
+                f" upstream: app, auth: [api_key],"
+                f" rate_limit: [{{requests: 1000000000, per: 1s, key: consumer}}]}}\n"
+            )
+        return "".join(lines)
+    raise ValueError(scenario)
+
+
+SCENARIO_REQUEST = {
+    # path, headers, Host override
+    "direct": ("/items/1", [], None),
+    "proxy": ("/items/1", [], None),
+    "cache-hit": ("/items/1", [], None),
+    "policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
+    "pingora-bare": ("/items/1", [], None),
+    "nginx-proxy": ("/items/1", [], None),
+    "nginx-cache-hit": ("/items/1", [], None),
+}
+
+
+def nginx_config(d, scenario, port, upstream_port, workers, conns):
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    cache = (
+        "proxy_cache c; proxy_cache_valid 200 60s; add_header X-Cache-Status $upstream_cache_status;"
+        if scenario == "nginx-cache-hit"
+        else ""
+    )
+    return f"""{user}worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+worker_rlimit_nofile {conns * 2 + 1000};
+events {{ worker_connections {conns + 1000}; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000; keepalive_timeout 300s;
+  proxy_cache_path {d}/cache levels=1:2 keys_zone=c:16m max_size=64m inactive=10m use_temp_path=off;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Request-Id $request_id;
+      {cache}
+    }}
+  }}
+}}
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# load generation
+
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "errors": %d, "non_2xx": %d, "seconds": %f, ' ..
+    '"latency_us": {"p50": %d, "p99": %d, "p999": %d, "max": %d}}\\n',
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout, summary.errors.status, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def run_load(args, bench_bin, port, scenario, proxy_pid, d):
+    """Run the load generator against port; returns (load summary, proxy cpu seconds)."""
+    path, headers, host = SCENARIO_REQUEST[scenario]
+    target = f"127.0.0.1:{port}"
+    use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
+    if use_wrk:
+        # wrk has no warm-up phase: run it once for the warm-up, then measure a second run.
+        script = os.path.join(d, "report.lua")
+        with open(script, "w") as f:
+            f.write(WRK_LUA)
+        base = ["wrk", "-t", str(args.load_threads), "-c", str(args.connections), "-s", script]
+        for h in headers + ([f"Host: {host}"] if host else []):
+            base += ["-H", h]
+        url = f"http://{target}{path}"
+        if args.warmup > 0:
+            subprocess.run(
+                pinned(base + ["-d", f"{max(1, round(args.warmup))}s", url], args.load_cpu),
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
+        cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        out = subprocess.run(
+            pinned(base + ["-d", f"{max(1, round(args.duration))}s", url], args.load_cpu),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        cpu1 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
+        summary = json.loads(line)
+        summary["rps"] = summary["requests"] / summary["seconds"]
+        summary["generator"] = "wrk"
+        return summary, cpu1 - cpu0
+
+    cmd = [
+        bench_bin, "load", "--target", target, "--path", path,
+        "--connections", str(args.connections), "--threads", str(args.load_threads),
+        "--warmup", str(args.warmup), "--duration", str(args.duration),
+    ]
+    for h in headers + ([f"Host: {host}"] if host else []):
+        cmd += ["--header", h]
+    p = subprocess.Popen(pinned(cmd, args.load_cpu), stdout=subprocess.PIPE, text=True)
+    cpu0 = cpu1 = 0.0
+    summary = None
+    for line in p.stdout:
+        line = line.strip()
+        if line == "measuring":
+            cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        elif line == "done":
+            cpu1 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        elif line.startswith("{"):
+            summary = json.loads(line)
+    if p.wait() != 0 or summary is None:
+        raise RuntimeError(f"the load generator failed ({p.returncode})")
+    summary["generator"] = "tollgate-bench load"
+    return summary, cpu1 - cpu0
+
+
+
+
+def start_proxy(args, procs, d, scenario, upstream_port):
+    """Start tollgate or nginx for scenario; returns (port, pid of the process tree root)."""
+    port = free_port()
+    if scenario.startswith("nginx"):
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx_config(d, scenario, port, upstream_port, args.threads,
+                                 max(args.connections, args.idle_connections)))
+        for sub in ("body", "proxy", "fcgi", "uwsgi", "scgi", "cache"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        p = procs.start(pinned([args.nginx, "-c", conf, "-p", d], args.proxy_cpu))
+    elif scenario == "pingora-bare":
+        p = procs.start(pinned([args.bare, f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}",
+                                str(args.threads)], args.proxy_cpu))
+    else:
+        conf = os.path.join(d, "tollgate.yaml")
+        with open(conf, "w") as f:
+            f.write(tollgate_config(d, scenario, port, upstream_port, args.threads))
+        env = dict(os.environ, RUST_LOG="warn")
+        p = procs.start(pinned([args.tollgate, "-c", conf], args.proxy_cpu), env=env,
+                        stderr=open(os.path.join(d, "tollgate.log"), "w"))
+    wait_port(port, p)
+    return port, p.pid
+
+
+def warm_cache(port, scenario):
+    """One request first, so that every measured cache-hit request is a hit."""
+    path, headers, host = SCENARIO_REQUEST[scenario]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        req = f"GET {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\nConnection: close\r\n"
+        req += "".join(h + "\r\n" for h in headers) + "\r\n"
+        s.sendall(req.encode())
+        while s.recv(65536):
+            pass
+
+
+def run_scenario(args, scenario, bench_bin, upstream_port):
+    procs = Procs()
+    d = tempfile.mkdtemp(prefix=f"tollgate-bench-{scenario}-")
+    try:
+        if scenario == "direct":
+            port, pid = upstream_port, None
+        else:
+            port, pid = start_proxy(args, procs, d, scenario, upstream_port)
+            if "cache" in scenario:
+                warm_cache(port, scenario)
+        summary, cpu = run_load(args, bench_bin, port, scenario, pid, d)
+        result = {
+            "scenario": scenario,
+            "rps": round(summary["rps"], 1),
+            "requests": summary["requests"],
+            "errors": summary["errors"],
+            "non_2xx": summary["non_2xx"],
+            "latency_us": summary["latency_us"],
+            "generator": summary["generator"],
+        }
+        if pid:
+            result["proxy_cpu_seconds"] = round(cpu, 3)
+            result["cpu_us_per_request"] = (
+                round(cpu / summary["requests"] * 1e6, 2) if summary["requests"] else None
+            )
+            result["peak_rss_kib"] = memory_kib(pid, "VmHWM")
+        return result
+    finally:
+        procs.stop_all()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_idle(args, system, bench_bin, upstream_port):
+    """RSS per idle keep-alive connection: RSS with N idle connections minus RSS before."""
+    procs = Procs()
+    d = tempfile.mkdtemp(prefix="tollgate-bench-idle-")
+    scenario = "nginx-proxy" if system == "nginx" else "proxy"
+    try:
+        port, pid = start_proxy(args, procs, d, scenario, upstream_port)
+        warm_cache(port, scenario)
+        before = memory_kib(pid, "VmRSS")
+        n = args.idle_connections
+        holder = procs.start(
+            pinned([bench_bin, "idle", "--target", f"127.0.0.1:{port}", "--path", "/items/1",
+                    "--connections", str(n)], args.load_cpu),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = holder.stdout.readline().strip()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"idle connections not established: {line!r}")
+        time.sleep(0.5)
+        after = memory_kib(pid, "VmRSS")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        return {
+            "system": system,
+            "connections": n,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "bytes_per_connection": round((after - before) * 1024 / n, 1),
+        }
+    finally:
+        procs.stop_all()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 2**30, 1),
+    }
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = [
+        f"Load bench, {report['time']}: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}.",
+        f"Proxy pinned to CPU {report['pinning']['proxy']}, load generator and upstream to CPU "
+        f"{report['pinning']['load']}; proxy threads/workers: {report['threads']}; "
+        f"{report['connections']} keep-alive connections; {report['body_bytes']} B responses; "
+        f"{report['duration_s']} s measured after {report['warmup_s']} s warm-up; "
+        f"generator: {report['generator']}.",
+        f"{report['versions']['tollgate']}; {report['versions'].get('nginx') or 'nginx not installed'}.",
+        "",
+        "| scenario | requests/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | peak RSS MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["scenarios"]:
+        lat = r["latency_us"]
+        cpu = r.get("cpu_us_per_request")
+        rss = r.get("peak_rss_kib")
+        lines.append(
+            f"| {r['scenario']} | {r['rps']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
+            f"{'-' if cpu is None else f'{cpu:.2f}'} | "
+            f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {r['errors'] + r['non_2xx']} |"
+        )
+    if report.get("ratios"):
+        lines += ["", "| ratio (CPU per request) | value | target |", "|---|---:|---:|"]
+        for name, (value, target) in report["ratios"].items():
+            lines.append(f"| {name} | {value:.2f} | ≤ {target} |")
+    if report.get("idle"):
+        lines += ["", "| idle keep-alive connections | connections | RSS before MiB | RSS after MiB | bytes per connection |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in report["idle"]:
+            lines.append(
+                f"| {r['system']} | {r['connections']} | {r['rss_before_kib'] / 1024:.1f} | "
+                f"{r['rss_after_kib'] / 1024:.1f} | {r['bytes_per_connection']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),
+                    help="where tollgate and tollgate-bench are (default target/release)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per scenario")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="gateway threads = nginx workers")
+    ap.add_argument("--load-threads", type=int, default=1)
+    ap.add_argument("--generator", choices=["auto", "wrk", "bundled"], default="auto")
+    ap.add_argument("--scenarios",
+                    default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,nginx-cache-hit")
+    ap.add_argument("--idle", action="store_true", help="also measure idle keep-alive connections")
+    ap.add_argument("--idle-connections", type=int, default=10_000)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a short run that checks every part works (numbers mean nothing)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"))
+    ap.add_argument("--name", default=None, help="file name of the results (default: a timestamp)")
+    args = ap.parse_args()
+    if args.smoke:
+        args.duration, args.warmup, args.connections = 1.0, 0.3, 8
+        args.idle, args.idle_connections = True, 200
+
+    args.tollgate = os.path.join(args.bin_dir, "tollgate")
+    bench_bin = os.path.join(args.bin_dir, "tollgate-bench")
+    for b in (args.tollgate, bench_bin):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b} not found: build first (scripts/bench.sh does: cargo build --release)")
+    args.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        args.proxy_cpu, args.load_cpu = cpus[0], cpus[1]
+    else:
+        args.proxy_cpu = args.load_cpu = None
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.idle and args.idle_connections + 1000 > hard:
+        args.idle_connections = max(100, hard - 1000)
+        print(f"open-file limit {hard}: idle mode uses {args.idle_connections} connections")
+
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for s in scenarios:
+        if s not in SCENARIO_REQUEST:
+            sys.exit(f"unknown scenario {s!r}; known: {', '.join(SCENARIO_REQUEST)}")
+    args.bare = os.path.join(args.bin_dir, "examples", "bare_proxy")
+    if "pingora-bare" in scenarios and not os.access(args.bare, os.X_OK):
+        scenarios.remove("pingora-bare")
+        print(f"{args.bare} not built: skipping pingora-bare (cargo build --release --examples)")
+    if not args.nginx:
+        skipped = [s for s in scenarios if s.startswith("nginx")]
+        scenarios = [s for s in scenarios if not s.startswith("nginx")]
+        if skipped:
+            print(f"nginx is not installed: skipping {', '.join(skipped)} (apt-get install nginx-light)")
+
+    procs = Procs()
+    upstream_port = free_port()
+    up = procs.start(pinned([bench_bin, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
+                             "--size", "1024"], args.load_cpu))
+    try:
+        wait_port(upstream_port, up)
+        results = []
+        for s in scenarios:
+            print(f"running {s} ...", flush=True)
+            r = run_scenario(args, s, bench_bin, upstream_port)
+            results.append(r)
+            print(f"  {r['rps']:.0f} req/s, p99 {r['latency_us']['p99']} µs, "
+                  f"CPU/request {r.get('cpu_us_per_request', '-')} µs, errors {r['errors'] + r['non_2xx']}",
+                  flush=True)
+        idle = []
+        if args.idle:
+            systems = ["tollgate"] + (["nginx"] if args.nginx else [])
+            for system in systems:
+                print(f"idle connections: {system} ...", flush=True)
+                idle.append(run_idle(args, system, bench_bin, upstream_port))
+    finally:
+        procs.stop_all()
+
+    by = {r["scenario"]: r for r in results}
+
+    def ratio(a, b):
+        ca, cb = by.get(a, {}).get("cpu_us_per_request"), by.get(b, {}).get("cpu_us_per_request")
+        return ca / cb if ca and cb else None
+
+    ratios = {}
+    for name, a, b, target in [
+        ("proxy / nginx-proxy", "proxy", "nginx-proxy", 1.0),
+        ("pingora-bare / nginx-proxy", "pingora-bare", "nginx-proxy", "-"),
+        ("policies / nginx-proxy", "policies", "nginx-proxy", 1.15),
+        ("cache-hit / nginx-cache-hit", "cache-hit", "nginx-cache-hit", 0.8),
+    ]:
+        v = ratio(a, b)
+        if v is not None:
+            ratios[name] = (round(v, 3), target)
+    if len(idle) == 2 and idle[1]["bytes_per_connection"] > 0:
+        ratios["idle bytes per connection: tollgate / nginx"] = (
+            round(idle[0]["bytes_per_connection"] / idle[1]["bytes_per_connection"], 3), 1.0)
+
+    report = {
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "versions": {"tollgate": version([args.tollgate, "--version"]),
+                     "nginx": version([args.nginx, "-v"]) if args.nginx else None},
+        "pinning": {"proxy": args.proxy_cpu, "load": args.load_cpu},
+        "threads": args.threads,
+        "connections": args.connections,
+        "body_bytes": 1024,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "generator": results[0]["generator"] if results else None,
+        "smoke": args.smoke,
+        "scenarios": results,
+        "ratios": ratios,
+        "idle": idle,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    name = args.name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    md = markdown(report)
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+        f.write(md)
+    print()
+    print(md)
+    print(f"written: {os.path.join(args.out, name)}.json and .md")
+    failed = [r["scenario"] for r in results if r["errors"] or r["non_2xx"] or not r["requests"]]
+    if failed:
+        sys.exit(f"errors or no requests in: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

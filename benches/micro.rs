@@ -1,0 +1,199 @@
+//! Micro-benchmarks of the request path's decisions, each on a snapshot built from YAML the way
+//! the gateway builds it: route lookup with 1, 100 and 10,000 routes; the local rate-limit
+//! decision with 1 and 100,000 distinct keys; API-key and JWT verification; the cache key.
+//! `cargo bench --bench micro`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use http::{HeaderMap, HeaderValue, Method};
+use pingora_cache::key::CacheHashKey;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use tollgate::cache::Cache;
+use tollgate::gateway::Gateway;
+use tollgate::policy::limits::{KeyInput, LimitStore, Outcome};
+use tollgate::policy::Decision;
+use tollgate::router::RequestView;
+
+fn gateway(yaml: &str) -> Gateway {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = match tollgate::config::parse_in(yaml, base) {
+        Ok(c) => c,
+        Err(errors) => panic!("bench configuration: {errors:?}"),
+    };
+    let cache = Arc::new(Cache::new(&config.cache));
+    Gateway::new(&config, Arc::new(LimitStore::default()), cache, None)
+}
+
+const HEAD: &str = "listeners: [{address: 127.0.0.1:1}]\nupstreams: {u: {peers: [127.0.0.1:2]}}\n";
+
+/// `n` routes: each its own service path under one of 10 hosts, plus method and header rules
+/// on some, as a real gateway's table looks.
+fn routes_yaml(n: usize) -> String {
+    let mut y = format!("{HEAD}routes:\n");
+    for i in 0..n {
+        let host = format!("api{}.example.com", i % 10);
+        let extra = match i % 4 {
+            0 => ", methods: [GET, POST]",
+            1 => ", headers: {x-tenant: t1}",
+            _ => "",
+        };
+        y.push_str(&format!(
+            "  - {{name: r{i}, match: {{hosts: [{host}], path_prefix: /svc{i}/v1{extra}}}, upstream: u}}\n"
+        ));
+    }
+    y
+}
+
+fn route_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_lookup");
+    g.throughput(Throughput::Elements(1));
+    for n in [1usize, 100, 10_000] {
+        let gw = gateway(&routes_yaml(n));
+        // The request matches the last route added, which is no easier to find than any other.
+        let last = n - 1;
+        let host = format!("api{}.example.com", last % 10);
+        let path = format!("/svc{last}/v1/orders/42");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("t1"));
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let view = RequestView {
+            host: &host,
+            path: &path,
+            method: &Method::GET,
+            headers: &headers,
+        };
+        assert_eq!(
+            gw.router.lookup(&view),
+            Some(last),
+            "bench request must match"
+        );
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| gw.router.lookup(black_box(&view)))
+        });
+    }
+    g.finish();
+}
+
+fn rate_limit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rate_limit_decision");
+    g.throughput(Throughput::Elements(1));
+    let gw = gateway(&format!(
+        "{HEAD}routes:\n  - {{name: r, match: {{}}, upstream: u, rate_limit: [{{requests: 1000000000, per: 1s, key: client_ip}}]}}\n"
+    ));
+    let limits = &gw.route_limits[0];
+    let headers = HeaderMap::new();
+    for keys in [1u32, 100_000] {
+        let mut i = 0u32;
+        g.bench_function(BenchmarkId::new("keys", keys), |b| {
+            b.iter(|| {
+                i = (i + 1) % keys;
+                let input = KeyInput {
+                    consumer: None,
+                    client_ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
+                    headers: &headers,
+                };
+                match futures::executor::block_on(limits.check(&gw.limits, &input)) {
+                    Outcome::Allowed(state, _) => state,
+                    _ => panic!("the bench limit is never reached"),
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn authentication(c: &mut Criterion) {
+    let mut g = c.benchmark_group("authentication");
+    g.throughput(Throughput::Elements(1));
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let mut consumers = String::from("consumers:\n");
+    for i in 0..1000 {
+        consumers.push_str(&format!(
+            "  - {{name: c{i}, api_keys: [key-{i:04}-secret]}}\n"
+        ));
+    }
+    let gw = gateway(&format!(
+        "{HEAD}{consumers}jwt:\n  - {{issuer: https://issuer.example.com, algorithms: [RS256], public_key_file: \"{fixtures}/rsa-public.pem\", audience: tollgate}}\n  - {{issuer: https://ec.example.com, algorithms: [ES256], public_key_file: \"{fixtures}/ec-public.pem\"}}\nroutes:\n  - {{name: key, match: {{path_prefix: /key}}, upstream: u, auth: [api_key]}}\n  - {{name: jwt, match: {{path_prefix: /jwt}}, upstream: u, auth: [jwt]}}\n"
+    ));
+    let ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let check = |route: usize, headers: &HeaderMap| {
+        let d = futures::executor::block_on(gw.policies.check(&gw.routes[route], ip, headers));
+        assert!(matches!(d, Decision::Allow(Some(_))), "bench credentials");
+        d
+    };
+
+    let mut headers = HeaderMap::new();
+    headers.insert("x-api-key", HeaderValue::from_static("key-0777-secret"));
+    check(0, &headers);
+    g.bench_function("api_key_1000_consumers", |b| {
+        b.iter(|| check(0, black_box(&headers)))
+    });
+
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(u64::MAX / 2);
+    for (name, alg, issuer, key) in [
+        (
+            "jwt_rs256",
+            jsonwebtoken::Algorithm::RS256,
+            "https://issuer.example.com",
+            jsonwebtoken::EncodingKey::from_rsa_pem(
+                &std::fs::read(format!("{fixtures}/rsa-private.pem")).expect("fixture"),
+            )
+            .expect("RSA key"),
+        ),
+        (
+            "jwt_es256",
+            jsonwebtoken::Algorithm::ES256,
+            "https://ec.example.com",
+            jsonwebtoken::EncodingKey::from_ec_pem(
+                &std::fs::read(format!("{fixtures}/ec-private.pem")).expect("fixture"),
+            )
+            .expect("EC key"),
+        ),
+    ] {
+        let claims = serde_json::json!({
+            "iss": issuer, "sub": "alice", "aud": "tollgate", "exp": exp,
+        });
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key)
+            .expect("sign the bench token");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        check(1, &headers);
+        g.bench_function(name, |b| b.iter(|| check(1, black_box(&headers))));
+    }
+    g.finish();
+}
+
+fn cache_key(c: &mut Criterion) {
+    let gw = gateway(&format!(
+        "{HEAD}cache: {{max_size: 64MiB}}\nconsumers: [{{name: alice, api_keys: [alice-key]}}]\nroutes:\n  - {{name: catalog, match: {{}}, upstream: u, cache: {{ttl: 60s}}}}\n  - {{name: mine, match: {{path_prefix: /mine}}, upstream: u, auth: [api_key], cache: {{ttl: 60s, key: [host, path, query, consumer, header:accept-language]}}}}\n"
+    ));
+    let mut headers = HeaderMap::new();
+    headers.insert("accept-language", HeaderValue::from_static("en-GB"));
+    let input = tollgate::cache::KeyInput {
+        host: b"shop.example.com",
+        path: b"/catalog/items/1234",
+        query: b"page=2&sort=price",
+        headers: &headers,
+        consumer: b"alice",
+    };
+    let mut g = c.benchmark_group("cache_key");
+    g.throughput(Throughput::Elements(1));
+    for (name, route) in [("default_key", 0), ("five_parts", 1)] {
+        let rules = gw.route_cache[route].as_ref().expect("cached route");
+        g.bench_function(name, |b| {
+            b.iter(|| rules.key(black_box(&input)).primary_bin())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, route_lookup, rate_limit, authentication, cache_key);
+criterion_main!(benches);

@@ -1,0 +1,459 @@
+//! The load bench's moving parts (`benches/load.py` drives them):
+//!
+//! - `upstream`: a fast HTTP/1.1 server answering every request with the same fixed response
+//!   (1 KiB by default, cacheable), keep-alive, on one thread;
+//! - `load`: a closed-loop HTTP/1.1 load generator: N keep-alive connections, each sending its
+//!   next request as soon as the previous answer is read; after a warm-up it prints `measuring`,
+//!   at the end `done`, then a JSON summary (requests, errors, requests/s, latency percentiles);
+//! - `idle`: opens N keep-alive connections, sends one request on each, prints `ready` and holds
+//!   them open until its standard input closes.
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate-bench",
+    version,
+    about = "Upstream and load generator of the load bench"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a fixed response on every request.
+    Upstream {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Response body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Closed-loop load: keep-alive connections, one request in flight on each.
+    Load {
+        /// Target `HOST:PORT`.
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Extra request header `Name: value`; repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// OS threads driving the connections.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Seconds of warm-up, not measured.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Hold idle keep-alive connections.
+    Idle {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    raise_nofile();
+    let result = match cli.command {
+        Command::Upstream { listen, size } => upstream(listen, size),
+        Command::Load {
+            target,
+            path,
+            headers,
+            connections,
+            threads,
+            warmup,
+            duration,
+        } => load(LoadPlan {
+            target,
+            request: request_bytes(target, &path, &headers),
+            connections: connections.max(1),
+            threads: threads.max(1),
+            warmup: Duration::from_secs_f64(warmup.max(0.0)),
+            duration: Duration::from_secs_f64(duration.max(0.1)),
+        }),
+        Command::Idle {
+            target,
+            path,
+            connections,
+        } => idle(target, request_bytes(target, &path, &[]), connections),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Allow as many open files as the hard limit permits (10,000 idle connections need them).
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a valid, owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn request_bytes(target: SocketAddr, path: &str, headers: &[String]) -> Arc<[u8]> {
+    let mut r = format!("GET {path} HTTP/1.1\r\nUser-Agent: tollgate-bench\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        r.push_str(&format!("Host: {target}\r\n"));
+    }
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    Arc::from(r.into_bytes().into_boxed_slice())
+}
+
+/// The `Content-Length` of a parsed message, if it has a valid one.
+fn content_length(headers: &[httparse::Header]) -> Option<usize> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+// ---------------------------------------------------------------------------------------------
+// upstream
+
+fn upstream(listen: SocketAddr, size: usize) -> Result<(), String> {
+    let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\nCache-Control: public, max-age=3600\r\n\r\n"
+    )
+    .into_bytes();
+    resp.extend_from_slice(&body);
+    let resp: Arc<[u8]> = Arc::from(resp.into_boxed_slice());
+    let rt = runtime().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        println!("listening on {listen}");
+        let _ = std::io::stdout().flush();
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve(stream, resp.clone()));
+        }
+    })
+}
+
+/// Answer each complete request on the connection (bodies by `Content-Length` are skipped).
+async fn serve(mut stream: TcpStream, resp: Arc<[u8]>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut filled = 0usize;
+    loop {
+        // Parse every complete request in the buffer; answer them in one write.
+        let mut answers = 0usize;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(head)) => {
+                    let body = content_length(req.headers).unwrap_or(0);
+                    let total = head + body;
+                    if filled < total {
+                        break;
+                    }
+                    buf.copy_within(total..filled, 0);
+                    filled -= total;
+                    answers += 1;
+                }
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return,
+            }
+        }
+        for _ in 0..answers {
+            if stream.write_all(&resp).await.is_err() {
+                return;
+            }
+        }
+        if filled == buf.len() {
+            return;
+        }
+        match stream.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// load
+
+struct LoadPlan {
+    target: SocketAddr,
+    request: Arc<[u8]>,
+    connections: usize,
+    threads: usize,
+    warmup: Duration,
+    duration: Duration,
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    non_2xx: u64,
+}
+
+/// Read one response (status line, headers, `Content-Length` body); returns the status.
+async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    filled: &mut usize,
+) -> Result<u16, String> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf[..*filled]) {
+            Ok(httparse::Status::Complete(head)) => {
+                let status = resp.code.unwrap_or(0);
+                let len = content_length(resp.headers).ok_or("response without Content-Length")?;
+                let total = head + len;
+                if buf.len() < total {
+                    buf.resize(total, 0);
+                }
+                while *filled < total {
+                    let n = stream
+                        .read(&mut buf[*filled..])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("connection closed mid-response".into());
+                    }
+                    *filled += n;
+                }
+                buf.copy_within(total..*filled, 0);
+                *filled -= total;
+                return Ok(status);
+            }
+            Ok(httparse::Status::Partial) => {
+                if *filled == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+                let n = stream
+                    .read(&mut buf[*filled..])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("connection closed".into());
+                }
+                *filled += n;
+            }
+            Err(e) => return Err(format!("bad response: {e}")),
+        }
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, three significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
+}
+
+async fn connection(
+    plan: Arc<LoadPlan>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> (Tally, Histogram<u64>) {
+    let mut tally = Tally::default();
+    let mut hist = new_histogram();
+    let mut buf = vec![0u8; 4096];
+    'reconnect: while !stop.load(Ordering::Relaxed) {
+        let mut stream = match TcpStream::connect(plan.target).await {
+            Ok(s) => s,
+            Err(_) => {
+                if measuring.load(Ordering::Relaxed) {
+                    tally.errors += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut filled = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            let result = match stream.write_all(&plan.request).await {
+                Ok(()) => read_response(&mut stream, &mut buf, &mut filled).await,
+                Err(e) => Err(e.to_string()),
+            };
+            let counted = measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed);
+            match result {
+                Ok(status) => {
+                    if counted {
+                        tally.requests += 1;
+                        if !(200..300).contains(&status) {
+                            tally.non_2xx += 1;
+                        }
+                        let us = start.elapsed().as_micros().max(1) as u64;
+                        let _ = hist.record(us.min(60_000_000));
+                    }
+                }
+                Err(_) => {
+                    if counted {
+                        tally.errors += 1;
+                    }
+                    continue 'reconnect;
+                }
+            }
+        }
+    }
+    (tally, hist)
+}
+
+fn load(plan: LoadPlan) -> Result<(), String> {
+    let plan = Arc::new(plan);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for t in 0..plan.threads {
+        let conns = (plan.connections + plan.threads - 1 - t) / plan.threads;
+        let (plan, measuring, stop) = (plan.clone(), measuring.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let rt = runtime().map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let tasks: Vec<_> = (0..conns)
+                    .map(|_| {
+                        tokio::spawn(connection(plan.clone(), measuring.clone(), stop.clone()))
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.map_err(|e| e.to_string())?);
+                }
+                Ok::<_, String>(out)
+            })
+        }));
+    }
+    std::thread::sleep(plan.warmup);
+    measuring.store(true, Ordering::Relaxed);
+    println!("measuring");
+    let _ = std::io::stdout().flush();
+    let started = Instant::now();
+    std::thread::sleep(plan.duration);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    println!("done");
+    let _ = std::io::stdout().flush();
+
+    let mut total = Tally::default();
+    let mut hist = new_histogram();
+    for w in workers {
+        let results = w
+            .join()
+            .map_err(|_| "a load thread panicked".to_string())??;
+        for (t, h) in results {
+            total.requests += t.requests;
+            total.errors += t.errors;
+            total.non_2xx += t.non_2xx;
+            let _ = hist.add(&h);
+        }
+    }
+    let secs = elapsed.as_secs_f64();
+    let summary = serde_json::json!({
+        "requests": total.requests,
+        "errors": total.errors,
+        "non_2xx": total.non_2xx,
+        "seconds": secs,
+        "rps": total.requests as f64 / secs,
+        "latency_us": {
+            "p50": hist.value_at_quantile(0.50),
+            "p99": hist.value_at_quantile(0.99),
+            "p999": hist.value_at_quantile(0.999),
+            "max": hist.max(),
+        },
+        "connections": plan.connections,
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// idle
+
+fn idle(target: SocketAddr, request: Arc<[u8]>, connections: usize) -> Result<(), String> {
+    let rt = runtime().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut held = Vec::with_capacity(connections);
+        let mut buf = vec![0u8; 4096];
+        for i in 0..connections {
+            let mut stream = TcpStream::connect(target)
+                .await
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            stream
+                .write_all(&request)
+                .await
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            let mut filled = 0;
+            let status = read_response(&mut stream, &mut buf, &mut filled)
+                .await
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            if status != 200 {
+                return Err(format!("connection {i}: status {status}"));
+            }
+            held.push(stream);
+        }
+        println!("ready {}", held.len());
+        let _ = std::io::stdout().flush();
+        // Hold until told to stop (standard input closes).
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+        drop(held);
+        Ok(())
+    })
+}

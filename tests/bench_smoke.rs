@@ -1,0 +1,58 @@
+//! The load bench (`benches/load.py`) completes a short smoke run with the binaries under test:
+//! every scenario serves requests without an error, nginx included when it is installed, and the
+//! idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn load_bench_smoke_run() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tollgate"))
+        .parent()
+        .expect("binary directory");
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load.py"))
+        .arg("--smoke")
+        .arg("--generator")
+        .arg("bundled")
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--name")
+        .arg("smoke")
+        .output()
+        .expect("python3 runs the bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("smoke.json")).unwrap()).unwrap();
+    let nginx = report["versions"]["nginx"].is_string();
+    let mut expected = vec!["direct", "proxy", "policies", "cache-hit"];
+    if nginx {
+        expected.extend(["nginx-proxy", "nginx-cache-hit"]);
+    }
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, expected);
+    for s in scenarios {
+        assert!(s["requests"].as_u64().unwrap() > 0, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        assert_eq!(s["non_2xx"], 0, "{s}");
+        if s["scenario"] != "direct" {
+            assert!(s["cpu_us_per_request"].as_f64().unwrap() > 0.0, "{s}");
+            assert!(s["peak_rss_kib"].as_u64().unwrap() > 0, "{s}");
+        }
+    }
+    let idle = report["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), if nginx { 2 } else { 1 });
+    assert!(idle.iter().all(|i| i["connections"] == 200));
+    let md = std::fs::read_to_string(out.path().join("smoke.md")).unwrap();
+    assert!(md.contains("| proxy |"), "{md}");
+    assert!(md.contains("Proxy pinned to CPU"), "{md}");
+}
