@@ -246,6 +246,24 @@ struct Tally {
     non_2xx: u64,
 }
 
+/// Read what arrives into `buf` after its first `filled` bytes; `closed` is the error at EOF.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    filled: &mut usize,
+    closed: &str,
+) -> Result<(), String> {
+    let n = stream
+        .read(&mut buf[*filled..])
+        .await
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err(closed.to_string());
+    }
+    *filled += n;
+    Ok(())
+}
+
 /// Read one response (status line, headers, `Content-Length` body); returns the status.
 async fn read_response(
     stream: &mut TcpStream,
@@ -264,14 +282,7 @@ async fn read_response(
                     buf.resize(total, 0);
                 }
                 while *filled < total {
-                    let n = stream
-                        .read(&mut buf[*filled..])
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        return Err("connection closed mid-response".into());
-                    }
-                    *filled += n;
+                    read_more(stream, buf, filled, "connection closed mid-response").await?;
                 }
                 buf.copy_within(total..*filled, 0);
                 *filled -= total;
@@ -281,14 +292,7 @@ async fn read_response(
                 if *filled == buf.len() {
                     buf.resize(buf.len() * 2, 0);
                 }
-                let n = stream
-                    .read(&mut buf[*filled..])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("connection closed".into());
-                }
-                *filled += n;
+                read_more(stream, buf, filled, "connection closed").await?;
             }
             Err(e) => return Err(format!("bad response: {e}")),
         }

@@ -10,8 +10,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
@@ -70,6 +68,12 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether any header is hop-by-hop: one pass over the (few) names, so that the common message
+/// without any skips the removal work.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()))
+}
+
 /// Whether the client said it accepts trailers (`TE: trailers`).
 fn accepts_trailers(headers: &HeaderMap) -> bool {
     headers.get_all(header::TE).iter().any(|v| {
@@ -85,17 +89,7 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// Remove hop-by-hop headers from a request about to go upstream.
 pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
-    // One pass over the (few) names instead of a hash lookup per hop-by-hop header.
-    let hop = |k: &HeaderName| {
-        k == header::CONNECTION
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-            || k == header::TE
-            || k == header::TRAILER
-            || k == header::UPGRADE
-            || k == header::PROXY_AUTHORIZATION
-    };
-    if !req.headers.keys().any(hop) {
+    if !has_hop_by_hop(&req.headers) {
         return;
     }
     let upgrade = is_upgrade(&req.headers);
@@ -123,15 +117,7 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let hop = |k: &HeaderName| {
-        k == header::CONNECTION
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-            || k == header::TRAILER
-            || k == header::UPGRADE
-            || k == header::PROXY_AUTHENTICATE
-    };
-    if !resp.headers.keys().any(hop) {
+    if !has_hop_by_hop(&resp.headers) {
         return;
     }
     for name in connection_listed(&resp.headers) {

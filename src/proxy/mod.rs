@@ -348,6 +348,23 @@ impl Tollgate {
         session.write_response_header(Box::new(resp), true).await
     }
 
+    /// The headers that explain a refusal, in JSON and gRPC answers alike: the route's
+    /// authentication challenges on a 401, the rate-limit state on a 429.
+    fn refusal_headers(resp: &mut ResponseHeader, status: u16, ctx: &Ctx) -> Result<()> {
+        if let (401, Some(route)) = (status, ctx.route) {
+            for method in &ctx.gateway.routes[route].auth {
+                resp.append_header(header::WWW_AUTHENTICATE, crate::policy::challenge(*method))?;
+            }
+        }
+        if let (429, Some(rate)) = (status, &ctx.rate) {
+            resp.insert_header(header::RETRY_AFTER, rate.reset)?;
+            for (name, value) in rate.header_values() {
+                resp.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A gRPC client is answered in gRPC terms: HTTP 200 carrying only headers, with
     /// `grpc-status` and `grpc-message` ("trailers-only"), so it sees e.g. `UNAUTHENTICATED`
     /// rather than a transport error about an unexpected content type.
@@ -357,22 +374,7 @@ impl Tollgate {
         resp.insert_header(&GRPC_STATUS, errors::grpc_code(status) as u32)?;
         resp.insert_header(&GRPC_MESSAGE, errors::message_for(status))?;
         resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
-        if status == 401 {
-            if let Some(route) = ctx.route {
-                for method in &ctx.gateway.routes[route].auth {
-                    resp.append_header(
-                        header::WWW_AUTHENTICATE,
-                        crate::policy::challenge(*method),
-                    )?;
-                }
-            }
-        }
-        if let (429, Some(rate)) = (status, &ctx.rate) {
-            resp.insert_header(header::RETRY_AFTER, rate.reset)?;
-            for (name, value) in rate.header_values() {
-                resp.insert_header(name, value)?;
-            }
-        }
+        Self::refusal_headers(&mut resp, status, ctx)?;
         if session.req_header().version != http::Version::HTTP_2 {
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
         }
@@ -386,27 +388,12 @@ impl Tollgate {
         }
         let body = errors::body(status, request_id.to_str().unwrap_or("-"));
         let mut resp = ResponseHeader::build(status, Some(6))?;
-        if let (401, Some(route)) = (status, ctx.route) {
-            for method in &ctx.gateway.routes[route].auth {
-                resp.append_header(header::WWW_AUTHENTICATE, crate::policy::challenge(*method))?;
-            }
-        }
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
         resp.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
-        if status == 503 {
+        Self::refusal_headers(&mut resp, status, ctx)?;
+        if status == 503 || (status == 429 && ctx.rate.is_none()) {
             resp.insert_header(header::RETRY_AFTER, "1")?;
-        }
-        if status == 429 {
-            match &ctx.rate {
-                Some(rate) => {
-                    resp.insert_header(header::RETRY_AFTER, rate.reset)?;
-                    for (name, value) in rate.header_values() {
-                        resp.insert_header(name, value)?;
-                    }
-                }
-                None => resp.insert_header(header::RETRY_AFTER, "1")?,
-            }
         }
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
