@@ -17,8 +17,8 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
               proxy_cache), when nginx is installed
 
 For each: requests/s, p50/p99/p99.9 latency, the proxy's own CPU time per request (utime+stime
-of all its processes and threads from /proc/<pid>/stat, sampled when measuring starts and ends),
-and peak RSS. The proxy is pinned to one CPU, the load generator and upstream to another.
+of all its processes and threads from /proc/<pid>/stat, sampled when measuring starts and ends;
+also split into user space and kernel), and peak RSS. The proxy is pinned to one CPU, the load generator and upstream to another.
 `--idle` adds the memory cost of 10,000 idle keep-alive client connections.
 
 Writes <out>/<name>.json and <out>/<name>.md and prints the table.
@@ -79,16 +79,22 @@ def descendants(pid):
 
 
 def cpu_seconds(pid):
-    """utime + stime of pid and its descendants (all threads), in seconds."""
-    total = 0
+    """(utime, stime) of pid and its descendants (all threads), in seconds."""
+    user = system = 0
     for p in descendants(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])
+            system += int(fields[12])
         except (OSError, IndexError, ValueError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_delta(before, after):
+    """(user, system) seconds spent between two cpu_seconds() samples."""
+    return after[0] - before[0], after[1] - before[1]
 
 
 def memory_kib(pid, key):
@@ -254,19 +260,19 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
                 stdout=subprocess.DEVNULL,
                 check=True,
             )
-        cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        cpu0 = cpu_seconds(proxy_pid) if proxy_pid else (0.0, 0.0)
         out = subprocess.run(
             pinned(base + ["-d", f"{max(1, round(args.duration))}s", url], args.load_cpu),
             capture_output=True,
             text=True,
             check=True,
         )
-        cpu1 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+        cpu1 = cpu_seconds(proxy_pid) if proxy_pid else (0.0, 0.0)
         line = [x for x in out.stdout.splitlines() if x.startswith("{")][-1]
         summary = json.loads(line)
         summary["rps"] = summary["requests"] / summary["seconds"]
         summary["generator"] = "wrk"
-        return summary, cpu1 - cpu0
+        return summary, cpu_delta(cpu0, cpu1)
 
     cmd = [
         bench_bin, "load", "--target", target, "--path", path,
@@ -276,20 +282,20 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
     for h in headers + ([f"Host: {host}"] if host else []):
         cmd += ["--header", h]
     p = subprocess.Popen(pinned(cmd, args.load_cpu), stdout=subprocess.PIPE, text=True)
-    cpu0 = cpu1 = 0.0
+    cpu0 = cpu1 = (0.0, 0.0)
     summary = None
     for line in p.stdout:
         line = line.strip()
         if line == "measuring":
-            cpu0 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+            cpu0 = cpu_seconds(proxy_pid) if proxy_pid else (0.0, 0.0)
         elif line == "done":
-            cpu1 = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+            cpu1 = cpu_seconds(proxy_pid) if proxy_pid else (0.0, 0.0)
         elif line.startswith("{"):
             summary = json.loads(line)
     if p.wait() != 0 or summary is None:
         raise RuntimeError(f"the load generator failed ({p.returncode})")
     summary["generator"] = "tollgate-bench load"
-    return summary, cpu1 - cpu0
+    return summary, cpu_delta(cpu0, cpu1)
 
 
 
@@ -351,10 +357,12 @@ def run_scenario(args, scenario, bench_bin, upstream_port):
             "generator": summary["generator"],
         }
         if pid:
-            result["proxy_cpu_seconds"] = round(cpu, 3)
-            result["cpu_us_per_request"] = (
-                round(cpu / summary["requests"] * 1e6, 2) if summary["requests"] else None
-            )
+            n = summary["requests"]
+            result["proxy_cpu_seconds"] = round(cpu[0] + cpu[1], 3)
+            result["cpu_us_per_request"] = round((cpu[0] + cpu[1]) / n * 1e6, 2) if n else None
+            # User space (the proxy's own code) and kernel (sockets, wake-ups) separately.
+            result["user_us_per_request"] = round(cpu[0] / n * 1e6, 2) if n else None
+            result["kernel_us_per_request"] = round(cpu[1] / n * 1e6, 2) if n else None
             result["peak_rss_kib"] = memory_kib(pid, "VmHWM")
         return result
     finally:
@@ -436,16 +444,18 @@ def markdown(report):
         f"generator: {report['generator']}.",
         f"{report['versions']['tollgate']}; {report['versions'].get('nginx') or 'nginx not installed'}.",
         "",
-        "| scenario | requests/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | peak RSS MiB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | requests/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | user + kernel | peak RSS MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["scenarios"]:
         lat = r["latency_us"]
         cpu = r.get("cpu_us_per_request")
+        user, kernel = r.get("user_us_per_request"), r.get("kernel_us_per_request")
+        split = "-" if user is None or kernel is None else f"{user:.1f} + {kernel:.1f}"
         rss = r.get("peak_rss_kib")
         lines.append(
             f"| {r['scenario']} | {r['rps']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
-            f"{'-' if cpu is None else f'{cpu:.2f}'} | "
+            f"{'-' if cpu is None else f'{cpu:.2f}'} | {split} | "
             f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {r['errors'] + r['non_2xx']} |"
         )
     if report.get("ratios"):

@@ -220,7 +220,12 @@ fn main() -> ExitCode {
         }
         pingora_core::services::listening::Service::new(
             name.to_string(),
-            tollgate::proxy::drain::Draining::new(app, draining.clone(), plan.clone()),
+            tollgate::proxy::drain::Draining::new(
+                app,
+                draining.clone(),
+                plan.clone(),
+                config.client_keepalive_timeout,
+            ),
         )
     };
     let mut proxy = make_service("tollgate proxy", first_h2c);

@@ -34,6 +34,7 @@ struct Fixed {
     cache: crate::config::CacheConfig,
     access_log: Option<String>,
     server: pingora_core::server::configuration::ServerConf,
+    client_keepalive_timeout: std::time::Duration,
 }
 
 /// Reloads the configuration on request (SIGHUP, `POST /reload`).
@@ -83,6 +84,7 @@ impl Reloader {
                 cache: config.cache,
                 access_log: config.access_log,
                 server: config.server,
+                client_keepalive_timeout: config.client_keepalive_timeout,
             },
             busy: Mutex::new(()),
         }
@@ -122,6 +124,9 @@ impl Reloader {
         }
         if config.server != self.fixed.server {
             needs_upgrade.push("process settings".to_string());
+        }
+        if config.client_keepalive_timeout != self.fixed.client_keepalive_timeout {
+            needs_upgrade.push("client_keepalive_timeout".to_string());
         }
         let previous = self.state.load_full();
         let next = Gateway::new(

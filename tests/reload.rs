@@ -103,6 +103,19 @@ fn changes_that_need_an_upgrade_are_reported() {
     // Still serving on the old listener.
     assert_eq!(gw.get("/r", &[]).status, 200);
     assert!(gw.log().contains("take effect only with an upgrade"));
+
+    // Back to the first listener, with another client keep-alive time.
+    gw.rewrite_raw(&format!(
+        "{}client_keepalive_timeout: 5s\n{}",
+        gw.head(),
+        body(admin, &a, "")
+    ));
+    let r = admin_call(admin, "POST", "/reload");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["needs_upgrade"],
+        serde_json::json!(["client_keepalive_timeout"])
+    );
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Requests whose header section is larger than this are refused with 431.
     pub max_request_header_size: usize,
+    /// How long a kept-alive client connection may wait for its next request (whole seconds).
+    pub client_keepalive_timeout: std::time::Duration,
     /// Known callers, in file order.
     pub consumers: Vec<Consumer>,
     /// The header API keys are read from (besides `Authorization: Bearer`).
@@ -415,6 +417,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "upstreams",
     "routes",
     "max_request_header_size",
+    "client_keepalive_timeout",
     "consumers",
     "api_key_header",
     "jwt",
@@ -587,6 +590,7 @@ impl Validator {
         let mut upstreams = None;
         let mut routes = None;
         let mut max_header = None;
+        let mut keepalive = None;
         let mut consumers = None;
         let mut api_key_header = None;
         let mut jwt = None;
@@ -604,6 +608,7 @@ impl Validator {
                 "upstreams" => upstreams = Some(v),
                 "routes" => routes = Some(v),
                 "max_request_header_size" => max_header = Some(v),
+                "client_keepalive_timeout" => keepalive = Some(v),
                 "consumers" => consumers = Some(v),
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
@@ -631,6 +636,7 @@ impl Validator {
         let listeners = self.listeners(listeners);
         let upstreams = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
+        let client_keepalive_timeout = self.client_keepalive(keepalive);
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
@@ -652,6 +658,7 @@ impl Validator {
             upstreams,
             routes,
             max_request_header_size,
+            client_keepalive_timeout,
             consumers,
             api_key_header,
             jwt,
@@ -710,6 +717,24 @@ impl Validator {
             }
         }
         Some(conf)
+    }
+
+    fn client_keepalive(&mut self, value: Option<Value>) -> std::time::Duration {
+        const DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
+        const KEY: &str = "client_keepalive_timeout";
+        let Some(v) = value else { return DEFAULT };
+        let Some(units::ConfDuration(d)) = self.item::<units::ConfDuration>(KEY, v) else {
+            return DEFAULT;
+        };
+        // Pingora counts keep-alive time in whole seconds, and reads 0 as "forever".
+        if d < std::time::Duration::from_secs(1) {
+            self.error(KEY, "must be at least 1s");
+        } else if d.subsec_nanos() != 0 {
+            self.error(KEY, "must be a whole number of seconds");
+        } else if d > std::time::Duration::from_secs(3600) {
+            self.error(KEY, "must be at most 1h");
+        }
+        d
     }
 
     fn max_header(&mut self, value: Option<Value>) -> usize {
@@ -2095,6 +2120,38 @@ mod tests {
         assert!(c.server.threads >= 1);
         assert_eq!(c.server.grace_period_seconds, Some(5));
         assert_eq!(c.server.graceful_shutdown_timeout_seconds, Some(10));
+    }
+
+    #[test]
+    fn client_keepalive_timeout() {
+        let base = "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes: [{name: r, match: {}, upstream: a}]\n";
+        let c = parse(base).expect("valid");
+        assert_eq!(
+            c.client_keepalive_timeout,
+            std::time::Duration::from_secs(60)
+        );
+        let c = parse(&format!("{base}client_keepalive_timeout: 2m\n")).expect("valid");
+        assert_eq!(
+            c.client_keepalive_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        for (value, message) in [
+            ("0s", "must be at least 1s"),
+            ("1500ms", "must be a whole number of seconds"),
+            ("2h", "must be at most 1h"),
+        ] {
+            let e = errors(&format!("{base}client_keepalive_timeout: {value}\n"));
+            assert_eq!(
+                e,
+                vec![format!("client_keepalive_timeout: {message}")],
+                "{value}"
+            );
+        }
+        let e = errors(&format!("{base}client_keepalive_timeout: soon\n"));
+        assert!(
+            e.len() == 1 && e[0].starts_with("client_keepalive_timeout:"),
+            "{e:?}"
+        );
     }
 
     #[test]

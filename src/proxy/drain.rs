@@ -6,16 +6,24 @@
 //! exits as soon as nothing is in flight: after `grace_period_seconds` (time for clients on
 //! kept-alive connections to come back and be told to close), and no later than
 //! `graceful_shutdown_timeout_seconds` after that.
+//!
+//! The same wrapper runs each HTTP/1 client connection's request loop (HTTP/2 and custom
+//! protocols go to Pingora's): between requests it waits for the client holding only the socket,
+//! where Pingora's loop would hold the next request's whole state.
 
 use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as TcpStream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Counts requests in flight; each request holds a guard while it runs.
 #[derive(Debug, Default)]
@@ -85,11 +93,14 @@ impl DrainPlan {
     }
 }
 
-/// An HTTP application that drains by closing connections after their next answer.
+/// The proxy service's connection handler: runs HTTP/1 connections' request loops, and drains
+/// by closing connections after their next answer.
 pub struct Draining<A> {
     inner: Arc<A>,
     draining: Arc<AtomicBool>,
     plan: SharedPlan,
+    /// How long a kept-alive client connection may wait for its next request.
+    keepalive: Duration,
 }
 
 /// The drain plan of the process, shared by its proxy services: the first to stop runs it.
@@ -97,45 +108,61 @@ pub type SharedPlan = Arc<std::sync::Mutex<Option<DrainPlan>>>;
 
 impl<A> Draining<A> {
     /// Wrap `inner`; `draining` is set when the shutdown starts, and `plan` then runs.
-    pub fn new(inner: A, draining: Arc<AtomicBool>, plan: SharedPlan) -> Self {
+    /// `keepalive` (whole seconds, at least one) bounds the wait for a kept-alive connection's
+    /// next request.
+    pub fn new(inner: A, draining: Arc<AtomicBool>, plan: SharedPlan, keepalive: Duration) -> Self {
         Draining {
             inner: Arc::new(inner),
             draining,
             plan,
+            keepalive,
         }
     }
 }
 
 #[async_trait]
-impl<A> HttpServerApp for Draining<A>
+impl<A> ServerApp for Draining<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    // Written out rather than `async fn`: it hands back the proxy's own future. An async
-    // wrapper would box a second future and move the session (several KiB) into it on every
-    // request; callgrind counted about 14,000 instructions per request of copying for it.
-    fn process_new_http<'life0, 'life1, 'async_trait>(
-        self: &'life0 Arc<Self>,
-        session: ServerSession,
-        shutdown: &'life1 ShutdownWatch,
-    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.process_new_http(session, shutdown)
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !self.is_http1(&mut stream).await? {
+            // HTTP/2 (ALPN or cleartext prior knowledge) and custom protocols: Pingora's own
+            // handling, which multiplexes streams on the connection.
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
+        while let Some((stream, settings)) = next {
+            let stream = next_request_arrives(stream, self.keepalive).await?;
+            let mut session = ServerSession::new_http1(stream);
+            match settings {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    // The connection's first request. Pingora reads 0 as "no limit": the
+                    // configuration allows whole seconds from 1.
+                    let keepalive = self.keepalive.as_secs().max(1);
+                    session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
+                    session.set_keepalive_reuses_remaining(
+                        self.inner
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            next = self
+                .inner
+                .process_new_http(session, shutdown)
+                .await
+                .map(ReusedHttpStream::consume);
+        }
+        None
     }
 
-    fn h2_options(&self) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
-        self.inner.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.inner.server_options()
-    }
-
-    async fn http_cleanup(&self) {
+    async fn cleanup(&self) {
         if !self.draining.swap(true, Ordering::AcqRel) {
             log::info!("draining: each kept-alive connection is closed after its next answer");
             if let Some(plan) = self.plan.lock().ok().and_then(|mut p| p.take()) {
@@ -144,6 +171,92 @@ where
         }
     }
 }
+
+impl<A: HttpServerApp> Draining<A> {
+    /// Whether the connection speaks HTTP/1 (decided as Pingora decides it: TLS by ALPN, a
+    /// cleartext listener with h2c by the HTTP/2 preface). `None`: the client went away, or
+    /// sent less than a preface's length within the keep-alive time.
+    async fn is_http1(&self, stream: &mut Stream) -> Option<bool> {
+        let options = self.inner.server_options();
+        if options.is_some_and(|o| o.force_custom) {
+            return Some(false);
+        }
+        if stream.get_ssl_digest().is_some() {
+            return Some(matches!(
+                stream.selected_alpn_proto(),
+                None | Some(ALPN::H1)
+            ));
+        }
+        if options.is_some_and(|o| o.h2c) {
+            let mut preface = [0u8; H2_PREFACE.len()];
+            // The bytes are put back: whoever reads the connection next sees them again. A
+            // client that sends fewer within the keep-alive time is let go (Pingora would wait
+            // for them forever).
+            let peek = stream.try_peek(&mut preface);
+            let peeked = tokio::time::timeout(self.keepalive, peek)
+                .await
+                .ok()?
+                .ok()?;
+            // A stream that cannot peek stays with Pingora, which then assumes HTTP/2.
+            return Some(peeked && preface != *H2_PREFACE);
+        }
+        Some(true)
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, holding only the socket, until the client sends a request (the first on a new
+/// connection, or the next on a kept-alive one); `None` when the client closes, the connection
+/// fails or `keepalive` runs out.
+///
+/// Pingora's own loop calls the proxy at once, and the proxy builds the request's state (its
+/// future, several KiB, and a 4 KiB header buffer) before it reads, so an idle connection held
+/// all of it. Here a plain TCP connection's first bytes are read into a buffer on the stack and
+/// put back for the parser with the stream's `rewind` (no extra system call: the parser then
+/// finds them without reading the socket). Other streams (TLS) are waited on with a read of
+/// zero bytes, which returns when decrypted data is ready and takes none of it.
+///
+/// No bytes can be pending from an earlier request: Tollgate does not enable HTTP/1.1
+/// pipelining, so Pingora does not reuse a connection that has read past the end of a request.
+async fn next_request_arrives(stream: Stream, keepalive: Duration) -> Option<Stream> {
+    if stream.as_any().is::<TcpStream>() {
+        let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
+            return None;
+        };
+        let first_bytes = std::future::poll_fn(|cx| {
+            // Not zeroed: the read only writes into it, and is polled more than once.
+            let mut buf = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut buf);
+            match Pin::new(&mut *tcp).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    tcp.rewind(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        return match tokio::time::timeout(keepalive, first_bytes).await {
+            Ok(Ok(n)) if n > 0 => Some(tcp),
+            _ => None,
+        };
+    }
+    let mut stream = stream;
+    let readable = std::future::poll_fn(|cx| {
+        let mut nothing = ReadBuf::new(&mut []);
+        Pin::new(&mut *stream).poll_read(cx, &mut nothing)
+    });
+    match tokio::time::timeout(keepalive, readable).await {
+        Ok(Ok(())) => Some(stream),
+        _ => None,
+    }
+}
+
+/// The most read from a plain connection before the parser takes over (Pingora's parser starts
+/// with a buffer of this size).
+const FIRST_READ: usize = 4096;
 
 /// Exits at once on SIGINT (Ctrl-C in a terminal), after flushing the access log: no drain.
 pub struct ExitOnInterrupt {

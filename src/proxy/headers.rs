@@ -8,8 +8,19 @@ use pingora_http::{RequestHeader, ResponseHeader};
 /// `X-Request-Id`, the name the gateway reads and writes.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The names the gateway adds, as written on the wire. Pingora keeps each added header's
+/// written case beside the header map; from a `&'static str` it takes that case as is, where a
+/// `HeaderName` costs a search among the standard names and a copy of the name per request.
+pub mod wire {
+    pub const X_REQUEST_ID: &str = "X-Request-Id";
+    pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+    pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+    pub const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+    pub const X_CONSUMER: &str = "X-Consumer";
+    pub const X_CONSUMER_GROUPS: &str = "X-Consumer-Groups";
+    pub const X_CACHE_STATUS: &str = "X-Cache-Status";
+}
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
@@ -138,12 +149,8 @@ pub fn add_forwarded(
     tls: bool,
 ) {
     if let Some(ip) = client_ip {
-        use std::io::Write;
-        // Written into a stack buffer: no string formatting allocation per request.
         let mut buf = [0u8; 48];
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{ip}");
-        let ip_len = 48 - w.len();
+        let ip_len = write_ip(ip, &mut buf);
         let ip_bytes = &buf[..ip_len];
         let value = match req.headers.get(&X_FORWARDED_FOR) {
             Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
@@ -157,17 +164,50 @@ pub fn add_forwarded(
             _ => HeaderValue::from_bytes(ip_bytes),
         };
         if let Ok(v) = value {
-            let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
+            let _ = req.insert_header(wire::X_FORWARDED_FOR, v);
         }
     }
     let proto = if tls { &HTTPS } else { &HTTP };
-    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), proto.clone());
+    let _ = req.insert_header(wire::X_FORWARDED_PROTO, proto.clone());
     match host {
         Some(h) => {
-            let _ = req.insert_header(X_FORWARDED_HOST.clone(), h.clone());
+            let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
         }
         None => {
             req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// Writes `ip` in its usual text form into `buf` (no formatting machinery for IPv4, the common
+/// case); returns the length written.
+fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            48 - w.len()
         }
     }
 }
@@ -239,6 +279,30 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_addresses_as_display_does() {
+        let mut addrs: Vec<std::net::IpAddr> = [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.100.255.9",
+            "255.255.255.255",
+            "99.100.101.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:192.0.2.128",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        addrs.extend((0..=255u8).map(|o| std::net::IpAddr::from([o, 255 - o, o / 3, 7])));
+        for ip in addrs {
+            let mut buf = [0u8; 48];
+            let n = write_ip(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), ip.to_string());
+        }
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_listed() {

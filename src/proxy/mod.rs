@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// `X-Cache-Status`, on every response of a route with caching.
-static X_CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("x-cache-status");
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
@@ -344,7 +343,7 @@ impl Tollgate {
         let mut resp = ResponseHeader::build(308, Some(4))?;
         resp.insert_header(header::LOCATION, location)?;
         resp.insert_header(header::CONTENT_LENGTH, 0)?;
-        resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        resp.insert_header(headers::wire::X_REQUEST_ID, ctx.request_id.clone())?;
         session.write_response_header(Box::new(resp), true).await
     }
 
@@ -373,7 +372,7 @@ impl Tollgate {
         resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
         resp.insert_header(&GRPC_STATUS, errors::grpc_code(status) as u32)?;
         resp.insert_header(&GRPC_MESSAGE, errors::message_for(status))?;
-        resp.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        resp.insert_header(headers::wire::X_REQUEST_ID, ctx.request_id.clone())?;
         Self::refusal_headers(&mut resp, status, ctx)?;
         if session.req_header().version != http::Version::HTTP_2 {
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
@@ -390,7 +389,7 @@ impl Tollgate {
         let mut resp = ResponseHeader::build(status, Some(6))?;
         resp.insert_header(header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header(headers::X_REQUEST_ID.clone(), request_id.clone())?;
+        resp.insert_header(headers::wire::X_REQUEST_ID, request_id.clone())?;
         Self::refusal_headers(&mut resp, status, ctx)?;
         if status == 503 || (status == 429 && ctx.rate.is_none()) {
             resp.insert_header(header::RETRY_AFTER, "1")?;
@@ -641,7 +640,7 @@ impl ProxyHttp for Tollgate {
         let host = session.req_header().headers.get(header::HOST).cloned();
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::add_forwarded(upstream_request, client_ip(session), host.as_ref(), tls);
-        upstream_request.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_request.insert_header(headers::wire::X_REQUEST_ID, ctx.request_id.clone())?;
         // Identity headers come from the gateway only, never from the client.
         if upstream_request.headers.contains_key(&X_CONSUMER) {
             upstream_request.remove_header(&X_CONSUMER);
@@ -651,9 +650,9 @@ impl ProxyHttp for Tollgate {
         }
         if let Some(identity) = &ctx.identity {
             let (name, groups) = ctx.gateway.policies.identity_headers(identity);
-            upstream_request.insert_header(X_CONSUMER.clone(), name.clone())?;
+            upstream_request.insert_header(headers::wire::X_CONSUMER, name.clone())?;
             if let Some(g) = groups {
-                upstream_request.insert_header(X_CONSUMER_GROUPS.clone(), g.clone())?;
+                upstream_request.insert_header(headers::wire::X_CONSUMER_GROUPS, g.clone())?;
             }
         }
         if !route.request_headers.is_empty() {
@@ -679,13 +678,13 @@ impl ProxyHttp for Tollgate {
                 headers::apply_response(t, upstream_response);
             }
         }
-        upstream_response.insert_header(headers::X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_response.insert_header(headers::wire::X_REQUEST_ID, ctx.request_id.clone())?;
         if ctx
             .route
             .is_some_and(|r| ctx.gateway.route_cache[r].is_some())
         {
             let label = crate::cache::status_label(&session.cache.phase());
-            upstream_response.insert_header(X_CACHE_STATUS.clone(), label)?;
+            upstream_response.insert_header(headers::wire::X_CACHE_STATUS, label)?;
         }
         if let Some(rate) = &ctx.rate {
             for (name, value) in rate.header_values() {

@@ -259,12 +259,23 @@ impl Gateway {
 
     /// Start with explicit shutdown settings (`process`), the body and environment.
     pub fn start_full(process: &str, body: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_listener(process, "", body, env)
+    }
+
+    /// [`Gateway::start_full`] with more settings for the listener (`listener`: YAML lines
+    /// indented by four spaces, each ending in a newline).
+    pub fn start_listener(
+        process: &str,
+        listener: &str,
+        body: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         // Retry on the rare race where another test takes the port between probe and bind.
         for _ in 0..5 {
             let port = closed_port().port();
             let head = format!(
-                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\n{process}listeners:\n  - address: 127.0.0.1:{port}\n",
+                "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\n{process}listeners:\n  - address: 127.0.0.1:{port}\n{listener}",
                 d = dir.path().display()
             );
             let conf = format!("{head}{body}");
