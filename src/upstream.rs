@@ -152,6 +152,21 @@ fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
 /// Concurrent requests one HTTP/2 connection to a peer carries before another is opened.
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
+/// Set what a pool's peers speak on a peer's options: the HTTP version(s) and, over TLS,
+/// verification against the pool's CA (the same for requests and health checks).
+fn apply_peer_options(
+    up: &Upstream,
+    ca: &Option<Arc<pingora_core::protocols::tls::CaType>>,
+    o: &mut pingora_core::upstreams::peer::PeerOptions,
+) {
+    apply_protocol(up.protocol, o);
+    if let Some(t) = &up.tls {
+        o.verify_cert = t.verify;
+        o.verify_hostname = t.verify;
+        o.ca = ca.clone();
+    }
+}
+
 /// Set the HTTP version(s) a pool speaks on a peer's options.
 fn apply_protocol(protocol: Protocol, o: &mut pingora_core::upstreams::peer::PeerOptions) {
     match protocol {
@@ -167,14 +182,9 @@ fn apply_protocol(protocol: Protocol, o: &mut pingora_core::upstreams::peer::Pee
 fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let cfg = up.health_check.as_ref()?;
     let tls = up.tls.as_ref();
-    let apply_tls = |o: &mut pingora_core::upstreams::peer::PeerOptions| {
-        apply_protocol(up.protocol, o);
-        if let Some(t) = tls {
-            o.verify_cert = t.verify;
-            o.verify_hostname = t.verify;
-            o.ca = ca_of(up);
-        }
-    };
+    let ca = ca_of(up);
+    let apply_tls =
+        |o: &mut pingora_core::upstreams::peer::PeerOptions| apply_peer_options(up, &ca, o);
     let observer = Box::new(LogHealthChange {
         pool: up.name.clone(),
     });
@@ -315,7 +325,7 @@ impl Pool {
             Some(t) => HttpPeer::new(stats.address, true, t.sni.clone()),
             None => HttpPeer::new(stats.address, false, String::new()),
         };
-        self.apply_tls(&mut peer.options);
+        apply_peer_options(&self.config, &self.ca, &mut peer.options);
         // Pooled connections belong to this pool: Pingora's reuse key does not cover the CA a
         // TLS connection was verified against, so two pools must never share connections.
         peer.group_key = self.group_key;
@@ -326,15 +336,6 @@ impl Pool {
         o.write_timeout = Some(self.config.write_timeout);
         o.idle_timeout = Some(self.config.idle_timeout);
         Some((peer, InFlight(stats)))
-    }
-
-    fn apply_tls(&self, o: &mut pingora_core::upstreams::peer::PeerOptions) {
-        apply_protocol(self.config.protocol, o);
-        if let Some(t) = &self.config.tls {
-            o.verify_cert = t.verify;
-            o.verify_hostname = t.verify;
-            o.ca = self.ca.clone();
-        }
     }
 
     /// Keep `address` out of selection for the passive cool-down (after a refused connection).

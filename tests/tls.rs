@@ -172,10 +172,16 @@ fn bad_tls_settings_are_reported() {
     );
 }
 
-#[test]
-fn upstreams_over_tls_are_verified_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = cert(dir.path(), "backend", &["backend.test"]);
+/// An HTTPS server for `backend.test` (certificate generated in `dir`) answering "secure" to
+/// everything; returns its address, the certificate file and a count of `GET /probe` requests.
+fn tls_backend(
+    dir: &Path,
+) -> (
+    std::net::SocketAddr,
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (cert_path, key_path) = cert(dir, "backend", &["backend.test"]);
     let server = tiny_http::Server::https(
         "127.0.0.1:0",
         tiny_http::SslConfig {
@@ -186,14 +192,25 @@ fn upstreams_over_tls_are_verified_by_default() {
     .unwrap();
     let addr = server.server_addr().to_ip().unwrap();
     let server = std::sync::Arc::new(server);
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..4 {
-        let server = server.clone();
+        let (server, probes) = (server.clone(), probes.clone());
         std::thread::spawn(move || {
             while let Ok(req) = server.recv() {
+                if req.url() == "/probe" {
+                    probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 let _ = req.respond(tiny_http::Response::from_string("secure"));
             }
         });
     }
+    (addr, cert_path, probes)
+}
+
+#[test]
+fn upstreams_over_tls_are_verified_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, cert_path, _) = tls_backend(dir.path());
     let gw = Gateway::start(&format!(
         "upstreams:\n  good: {{peers: [\"{addr}\"], tls: {{sni: backend.test, ca_file: {cert_path}}}}}\n  wrong_name: {{peers: [\"{addr}\"], tls: {{sni: other.test, ca_file: {cert_path}}}, retries: 0}}\n  untrusted: {{peers: [\"{addr}\"], tls: {{sni: backend.test}}, retries: 0}}\n  unverified: {{peers: [\"{addr}\"], tls: {{sni: other.test, verify: false}}}}\nroutes:\n  - {{name: good, match: {{path_prefix: /good}}, upstream: good}}\n  - {{name: wrong, match: {{path_prefix: /wrong}}, upstream: wrong_name}}\n  - {{name: untrusted, match: {{path_prefix: /untrusted}}, upstream: untrusted}}\n  - {{name: unverified, match: {{path_prefix: /unverified}}, upstream: unverified}}\n"
     ));
@@ -217,4 +234,34 @@ fn upstreams_over_tls_are_verified_by_default() {
     // Unless verification is turned off (with a warning at load).
     assert_eq!(gw.get("/unverified", &[]).status, 200);
     assert!(gw.log().contains("peer certificates are not verified"));
+}
+
+#[test]
+fn health_checks_over_tls_verify_like_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, cert_path, probes) = tls_backend(dir.path());
+    let check = "health_check: {kind: http, path: /probe, interval: 200ms, timeout: 200ms, unhealthy_after: 1, healthy_after: 1}";
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  checked: {{peers: [\"{addr}\"], tls: {{sni: backend.test, ca_file: {cert_path}}}, {check}}}\n  checked_untrusted: {{peers: [\"{addr}\"], tls: {{sni: backend.test}}, {check}}}\nroutes:\n  - {{name: checked, match: {{path_prefix: /checked}}, upstream: checked}}\n  - {{name: untrusted, match: {{path_prefix: /untrusted}}, upstream: checked_untrusted}}\n"
+    ));
+    // The verified pool's probes complete (they reach the server over TLS, checked against the
+    // pool's CA); the other pool's probes fail verification and take its peer out.
+    assert!(
+        wait_until(Duration::from_secs(10), || probes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 3),
+        "no probe reached the server\n{}",
+        gw.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || gw.log().contains(&format!(
+            "upstream checked_untrusted: peer {addr} failed its health checks"
+        ))),
+        "{}",
+        gw.log()
+    );
+    assert!(!gw.log().contains("upstream checked: peer"), "{}", gw.log());
+    let r = gw.get("/checked", &[]);
+    assert_eq!((r.status, r.text().as_str()), (200, "secure"));
+    assert_eq!(gw.get("/untrusted", &[]).status, 503, "{}", gw.log());
 }
