@@ -2110,6 +2110,10 @@ mod tests {
             ]
         );
         assert_eq!(c.routes[0].max_body_size, Some(1 << 20));
+        assert_eq!(
+            c.client_keepalive_timeout,
+            std::time::Duration::from_secs(60)
+        );
     }
 
     #[test]
