@@ -183,8 +183,6 @@ fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let cfg = up.health_check.as_ref()?;
     let tls = up.tls.as_ref();
     let ca = ca_of(up);
-    let apply_tls =
-        |o: &mut pingora_core::upstreams::peer::PeerOptions| apply_peer_options(up, &ca, o);
     let observer = Box::new(LogHealthChange {
         pool: up.name.clone(),
     });
@@ -194,7 +192,7 @@ fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
                 Some(t) => TcpHealthCheck::new_tls(&t.sni),
                 None => TcpHealthCheck::new(),
             };
-            apply_tls(&mut hc.peer_template.options);
+            apply_peer_options(up, &ca, &mut hc.peer_template.options);
             hc.consecutive_failure = cfg.unhealthy_after;
             hc.consecutive_success = cfg.healthy_after;
             hc.peer_template.options.connection_timeout = Some(cfg.timeout);
@@ -207,7 +205,7 @@ fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
             if let Some(t) = tls {
                 hc.peer_template.sni = t.sni.clone();
             }
-            apply_tls(&mut hc.peer_template.options);
+            apply_peer_options(up, &ca, &mut hc.peer_template.options);
             hc.consecutive_failure = cfg.unhealthy_after;
             hc.consecutive_success = cfg.healthy_after;
             hc.peer_template.options.connection_timeout = Some(cfg.timeout);
