@@ -3,8 +3,10 @@
 # Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl,
 # redis-server (the tests start their own Redis servers for global rate limits), chromium
 # (the status page is tested in a real headless browser), systemd (for
-# `systemd-analyze verify` of the unit) and nginx-light (the load bench's baseline, which the
-# bench smoke test runs too).
+# `systemd-analyze verify` of the unit), nginx-light (the load bench's baseline, which the
+# bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
+# real PROXY-protocol balancer in front of the gateway) and slowhttptest (slowloris and
+# slow-body attacks).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -13,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

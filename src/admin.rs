@@ -7,7 +7,6 @@ use crate::cache::KeyInput;
 use crate::config::AdminConfig;
 use crate::gateway::Gateway;
 use crate::observe::metrics::Metrics;
-use crate::router;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
@@ -355,7 +354,15 @@ impl Admin {
                 _ => return error(400, &format!("invalid header {k}")),
             }
         }
-        let host = router::normalize_host(&req.host);
+        // The key is made of the canonical host and path, as requests' keys are.
+        let host = match crate::canonical::host(&req.host) {
+            Ok(h) => h.name,
+            Err(e) => return error(400, &format!("host: {}", e.describe())),
+        };
+        let path = match crate::canonical::path(path, &gateway.path_normalization) {
+            Ok(p) => p,
+            Err(e) => return error(400, &format!("path: {}", e.describe())),
+        };
         let primary = rules.primary_of(&KeyInput {
             host: host.as_bytes(),
             path: path.as_bytes(),

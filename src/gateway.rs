@@ -17,6 +17,8 @@ pub struct Gateway {
     /// Pools, indexed like the configuration's upstreams.
     pub pools: Vec<Arc<Pool>>,
     pub max_request_header_size: usize,
+    /// How request paths are normalised before routing and forwarding.
+    pub path_normalization: crate::canonical::PathOptions,
     /// Consumers and credentials.
     pub policies: Policies,
     /// Each route's limits, indexed like `routes`.
@@ -84,6 +86,7 @@ impl Gateway {
                 })
                 .collect(),
             max_request_header_size: config.max_request_header_size,
+            path_normalization: config.path_normalization,
             policies: Policies::new(config),
         }
     }

@@ -7,7 +7,10 @@
 
 pub mod admin;
 pub mod cache;
+pub mod canonical;
 pub mod config;
+pub mod errors;
+pub mod front;
 pub mod gateway;
 pub mod observe;
 pub mod policy;

@@ -202,6 +202,12 @@ fn main() -> ExitCode {
     let split = plain(true) && plain(false);
     let first_h2c = plain(true) && !split;
     let plan = Arc::new(std::sync::Mutex::new(Some(plan)));
+    let door = tollgate::front::FrontDoor::new(
+        &config,
+        gateway.clone(),
+        metrics.clone(),
+        access_log.clone(),
+    );
     let make_service = |name: &str, h2c: bool| {
         let mut app = pingora_proxy::http_proxy(
             &server.configuration,
@@ -211,6 +217,7 @@ fn main() -> ExitCode {
                 access_log.clone(),
                 draining.clone(),
                 in_flight.clone(),
+                door.clone(),
             ),
         );
         if h2c {
@@ -222,6 +229,7 @@ fn main() -> ExitCode {
             name.to_string(),
             tollgate::proxy::drain::Draining::new(
                 app,
+                door.clone(),
                 draining.clone(),
                 plan.clone(),
                 config.client_keepalive_timeout,
@@ -252,6 +260,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+    if config
+        .listeners
+        .iter()
+        .any(|l| l.proxy_protocol && !l.tls.is_empty())
+    {
+        // PROXY headers come before the TLS handshake.
+        proxy.endpoints().set_pre_tls_callback(door.pre_tls());
     }
     let health = background_service("health checks", HealthChecker::new(gateway.clone()));
     server.add_service(proxy);

@@ -35,6 +35,7 @@ struct Fixed {
     access_log: Option<String>,
     server: pingora_core::server::configuration::ServerConf,
     client_keepalive_timeout: std::time::Duration,
+    client_timeouts: crate::config::ClientTimeouts,
 }
 
 /// Reloads the configuration on request (SIGHUP, `POST /reload`).
@@ -85,6 +86,7 @@ impl Reloader {
                 access_log: config.access_log,
                 server: config.server,
                 client_keepalive_timeout: config.client_keepalive_timeout,
+                client_timeouts: config.client_timeouts,
             },
             busy: Mutex::new(()),
         }
@@ -127,6 +129,11 @@ impl Reloader {
         }
         if config.client_keepalive_timeout != self.fixed.client_keepalive_timeout {
             needs_upgrade.push("client_keepalive_timeout".to_string());
+        }
+        if config.client_timeouts != self.fixed.client_timeouts {
+            needs_upgrade.push(
+                "client_header_timeout, client_body_timeout, client_body_min_rate".to_string(),
+            );
         }
         let previous = self.state.load_full();
         let next = Gateway::new(

@@ -9,7 +9,6 @@
 
 use crate::config::{HostPattern, PathMatch, PathRewrite, Route};
 use http::{HeaderMap, Method};
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Index of a route in the configuration's route list.
@@ -156,10 +155,10 @@ impl Router {
         r
     }
 
-    /// Find the route for a request, if any.
+    /// Find the route for a request, if any; `req.host` is the canonical host (see
+    /// [`crate::canonical`]).
     pub fn lookup(&self, req: &RequestView) -> Option<RouteId> {
-        let host = normalize_host(req.host);
-        let h: &str = host.as_ref();
+        let h = req.host;
         let uniform = self.uniform_priority;
         // (priority, host rank, -visit order): visit order runs from the most to the least
         // specific path within a host level.
@@ -208,28 +207,6 @@ impl Router {
     }
 }
 
-/// Lower-case the host and drop any port; borrows unless the host has upper-case letters.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let without_port = if host.starts_with('[') {
-        // IPv6 literal: keep through the closing bracket.
-        match host.find(']') {
-            Some(i) => &host[..=i],
-            None => host,
-        }
-    } else {
-        match host.rfind(':') {
-            Some(i) => &host[..i],
-            None => host,
-        }
-    };
-    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(trimmed.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(trimmed)
-    }
-}
-
 /// The upstream path for `path` (without query) under `rewrite`; `None` when unchanged.
 pub fn rewrite_path(rewrite: &PathRewrite, path: &str) -> Option<String> {
     match rewrite {
@@ -263,57 +240,6 @@ pub fn rewrite_path(rewrite: &PathRewrite, path: &str) -> Option<String> {
             Some(out)
         }
     }
-}
-
-/// Why a request path is refused before routing.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PathError {
-    /// Not an origin-form path (`/...`).
-    NotAbsolute,
-    /// A `.` or `..` segment written with percent-encoding, which upstreams may decode differently.
-    EncodedDotSegment,
-}
-
-/// Resolve `.` and `..` segments (RFC 3986 section 5.2.4) so that a prefix route cannot be
-/// escaped with `/api/users/../admin`. Returns `Ok(None)` when the path is already clean.
-pub fn normalize_path(path: &str) -> Result<Option<String>, PathError> {
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let mut has_dot_segment = false;
-    for seg in path.split('/') {
-        if seg == "." || seg == ".." {
-            has_dot_segment = true;
-        } else if seg.len() <= 6 && seg.contains('%') {
-            let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-            if decoded == "." || decoded == ".." {
-                return Err(PathError::EncodedDotSegment);
-            }
-        }
-    }
-    if !has_dot_segment {
-        return Ok(None);
-    }
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    Ok(Some(format!("/{}", out.join("/"))))
 }
 
 #[cfg(test)]
@@ -376,7 +302,7 @@ mod tests {
         );
         assert_eq!(find(&r, "x", "GET", "/other", &[]).as_deref(), Some("root"));
         assert_eq!(
-            find(&r, "A.Example.com:8080", "GET", "/api/users/7", &[]).as_deref(),
+            find(&r, "a.example.com", "GET", "/api/users/7", &[]).as_deref(),
             Some("host")
         );
         assert_eq!(
@@ -465,21 +391,5 @@ mod tests {
         };
         assert_eq!(rewrite_path(&rep, "/old/x").as_deref(), Some("/new/v2/x"));
         assert_eq!(rewrite_path(&rep, "/old").as_deref(), Some("/new/v2"));
-    }
-
-    #[test]
-    fn dot_segments() {
-        assert_eq!(normalize_path("/a/b"), Ok(None));
-        assert_eq!(
-            normalize_path("/api/users/../admin"),
-            Ok(Some("/api/admin".into()))
-        );
-        assert_eq!(normalize_path("/../../etc"), Ok(Some("/etc".into())));
-        assert_eq!(normalize_path("/a/./b/."), Ok(Some("/a/b/".into())));
-        assert_eq!(
-            normalize_path("/a/%2e%2E/b"),
-            Err(PathError::EncodedDotSegment)
-        );
-        assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
     }
 }

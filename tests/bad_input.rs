@@ -137,12 +137,6 @@ fn other_malformed_requests() {
     refused(
         &gw,
         &up,
-        b"GET /a/%2e%2e/b HTTP/1.1\r\nHost: t\r\n\r\n",
-        "encoded dot segment",
-    );
-    refused(
-        &gw,
-        &up,
         b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
         "space in header name",
     );

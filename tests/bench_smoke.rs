@@ -31,6 +31,11 @@ fn load_bench_smoke_run() {
         serde_json::from_slice(&std::fs::read(out.path().join("smoke.json")).unwrap()).unwrap();
     let nginx = report["versions"]["nginx"].is_string();
     let mut expected = vec!["direct", "proxy", "policies", "cache-hit"];
+    // Bare Pingora runs when its example binary has been built (cargo builds examples along
+    // with the tests, but not before every test binary starts).
+    if bin_dir.join("examples").join("bare_proxy").exists() {
+        expected.push("pingora-bare");
+    }
     if nginx {
         expected.extend(["nginx-proxy", "nginx-cache-hit"]);
     }

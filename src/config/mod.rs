@@ -3,10 +3,12 @@
 //! as a [`ConfigError`] with its place in the file (`routes[0].upstream`), and nothing starts
 //! unless the list is empty.
 
+mod front;
 mod jwt;
 mod raw;
 pub mod units;
 
+pub use front::ClientTimeouts;
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::server::configuration::ServerConf;
 use raw::*;
@@ -51,6 +53,10 @@ pub struct Config {
     pub max_request_header_size: usize,
     /// How long a kept-alive client connection may wait for its next request (whole seconds).
     pub client_keepalive_timeout: std::time::Duration,
+    /// How slowly a client may send a request.
+    pub client_timeouts: ClientTimeouts,
+    /// How request paths are normalised before routing and forwarding.
+    pub path_normalization: crate::canonical::PathOptions,
     /// Known callers, in file order.
     pub consumers: Vec<Consumer>,
     /// The header API keys are read from (besides `Authorization: Bearer`).
@@ -81,6 +87,24 @@ pub struct Listener {
     pub http2: bool,
     /// Answer every request with a redirect to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// Peers whose forwarding headers (`forwarded_header`) are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header trusted proxies name the client in.
+    pub forwarded_header: ForwardedHeader,
+    /// Every connection starts with a PROXY protocol header (version 1 or 2).
+    pub proxy_protocol: bool,
+    /// At most this many open connections from one client address.
+    pub max_connections_per_ip: Option<u32>,
+}
+
+/// The header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 /// A certificate chain and its key, with the DNS names it is for.
@@ -418,6 +442,10 @@ const GATEWAY_KEYS: &[&str] = &[
     "routes",
     "max_request_header_size",
     "client_keepalive_timeout",
+    "client_header_timeout",
+    "client_body_timeout",
+    "client_body_min_rate",
+    "path_normalization",
     "consumers",
     "api_key_header",
     "jwt",
@@ -485,6 +513,8 @@ struct RouteContext<'a> {
     consumers: &'a [Consumer],
     have_jwt: bool,
     have_redis: bool,
+    /// Routes are matched on canonical paths: their own paths must be written so.
+    paths: crate::canonical::PathOptions,
 }
 
 #[derive(Default)]
@@ -591,6 +621,10 @@ impl Validator {
         let mut routes = None;
         let mut max_header = None;
         let mut keepalive = None;
+        let mut header_timeout = None;
+        let mut body_timeout = None;
+        let mut body_min_rate = None;
+        let mut path_normalization = None;
         let mut consumers = None;
         let mut api_key_header = None;
         let mut jwt = None;
@@ -609,6 +643,10 @@ impl Validator {
                 "routes" => routes = Some(v),
                 "max_request_header_size" => max_header = Some(v),
                 "client_keepalive_timeout" => keepalive = Some(v),
+                "client_header_timeout" => header_timeout = Some(v),
+                "client_body_timeout" => body_timeout = Some(v),
+                "client_body_min_rate" => body_min_rate = Some(v),
+                "path_normalization" => path_normalization = Some(v),
                 "consumers" => consumers = Some(v),
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
@@ -637,6 +675,8 @@ impl Validator {
         let upstreams = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
         let client_keepalive_timeout = self.client_keepalive(keepalive);
+        let client_timeouts = self.client_timeouts(header_timeout, body_timeout, body_min_rate);
+        let path_normalization = self.path_normalization(path_normalization);
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
@@ -649,6 +689,7 @@ impl Validator {
             consumers: &consumers,
             have_jwt: !jwt.is_empty(),
             have_redis: redis.is_some(),
+            paths: path_normalization,
         };
         let routes = self.routes(routes, &ctx);
 
@@ -659,6 +700,8 @@ impl Validator {
             routes,
             max_request_header_size,
             client_keepalive_timeout,
+            client_timeouts,
+            path_normalization,
             consumers,
             api_key_header,
             jwt,
@@ -779,6 +822,7 @@ impl Validator {
             let Some(raw) = self.item::<RawListener>(&base, item) else {
                 continue;
             };
+            let front = self.listener_front(&base, &raw);
             let mut tls = Vec::new();
             if let Some(t) = raw.tls {
                 let mut pairs: Vec<(String, String)> = Vec::new();
@@ -823,6 +867,10 @@ impl Validator {
                         http2: raw.http2.unwrap_or(!tls.is_empty()),
                         tls,
                         redirect_https: raw.redirect_https,
+                        trusted_proxies: front.trusted_proxies,
+                        forwarded_header: front.forwarded_header,
+                        proxy_protocol: front.proxy_protocol,
+                        max_connections_per_ip: front.max_connections_per_ip,
                     });
                 }
                 Err(_) => self.error(
@@ -1598,7 +1646,7 @@ impl Validator {
                 );
                 PathMatch::Any
             }
-            (Some(p), None) => match check_path(&p) {
+            (Some(p), None) => match check_match_path(&p, &rc.paths) {
                 Ok(()) => {
                     let trimmed = p.trim_end_matches('/');
                     if trimmed.is_empty() {
@@ -1612,7 +1660,7 @@ impl Validator {
                     PathMatch::Any
                 }
             },
-            (None, Some(p)) => match check_path(&p) {
+            (None, Some(p)) => match check_match_path(&p, &rc.paths) {
                 Ok(()) => PathMatch::Exact(p),
                 Err(msg) => {
                     self.error(format!("{mbase}.path_exact"), msg);
@@ -2056,6 +2104,19 @@ fn check_path(p: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A route's match path: a valid path, written in the canonical form requests are matched in
+/// (otherwise it could never match).
+fn check_match_path(p: &str, opts: &crate::canonical::PathOptions) -> Result<(), String> {
+    check_path(p)?;
+    match crate::canonical::path(p, opts) {
+        Ok(c) if c == p => Ok(()),
+        Ok(c) => Err(format!(
+            "\"{p}\" is not in canonical form, so no request would match it: requests are matched after their path is normalised (see path_normalization); write \"{c}\""
+        )),
+        Err(e) => Err(format!("\"{p}\" can never match a request: {}", e.describe())),
+    }
 }
 
 /// True when `prefix` is `path` or a leading run of whole segments of it.

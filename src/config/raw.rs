@@ -13,6 +13,35 @@ pub struct RawListener {
     pub tls: Option<RawTls>,
     pub http2: Option<bool>,
     pub redirect_https: Option<u16>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub forwarded_header: Option<RawForwardedHeader>,
+    pub proxy_protocol: Option<bool>,
+    pub max_connections_per_ip: Option<u32>,
+}
+
+/// The names of `listeners[].forwarded_header`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawForwardedHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
+/// `path_normalization: { merge_slashes, escaped_slashes }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathNormalization {
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<RawEscapedSlashes>,
+}
+
+/// The actions of `path_normalization.escaped_slashes`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEscapedSlashes {
+    Reject,
+    Keep,
+    Decode,
 }
 
 /// `tls: { cert, key }`, or `tls: { certificates: [{ cert, key }, ...] }` for several.

@@ -16,8 +16,16 @@ pub struct Entry {
     pub request_id: String,
     pub client_ip: Option<String>,
     pub method: String,
+    /// The canonical host the request was routed on.
     pub host: Option<String>,
+    /// The canonical path the request was routed on (the request target, for a request
+    /// refused before it could be read).
     pub path: String,
+    /// The path as the client sent it, when it differs from `path`.
+    pub raw_path: Option<String>,
+    /// The `Host` (or absolute-form authority) as the client sent it, when it differs from
+    /// `host`.
+    pub raw_host: Option<String>,
     pub status: u16,
     pub bytes_sent: u64,
     pub duration_ms: f64,

@@ -7,23 +7,18 @@
 //! kept-alive connections to come back and be told to close), and no later than
 //! `graceful_shutdown_timeout_seconds` after that.
 //!
-//! The same wrapper runs each HTTP/1 client connection's request loop (HTTP/2 and custom
-//! protocols go to Pingora's): between requests it waits for the client holding only the socket,
-//! where Pingora's loop would hold the next request's whole state.
+//! The same wrapper is the service's connection handler: each connection passes the front door
+//! ([`crate::front`]: PROXY header, per-address cap), and HTTP/1 connections' requests are read
+//! and checked there before the proxy sees them (HTTP/2 and custom protocols go to Pingora's
+//! own handling).
 
 use async_trait::async_trait;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
-use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::l4::stream::Stream as TcpStream;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, ReadBuf};
 
 /// Counts requests in flight; each request holds a guard while it runs.
 #[derive(Debug, Default)]
@@ -97,6 +92,8 @@ impl DrainPlan {
 /// by closing connections after their next answer.
 pub struct Draining<A> {
     inner: Arc<A>,
+    /// Reads and checks each request before the proxy sees it.
+    door: Arc<crate::front::FrontDoor>,
     draining: Arc<AtomicBool>,
     plan: SharedPlan,
     /// How long a kept-alive client connection may wait for its next request.
@@ -108,11 +105,18 @@ pub type SharedPlan = Arc<std::sync::Mutex<Option<DrainPlan>>>;
 
 impl<A> Draining<A> {
     /// Wrap `inner`; `draining` is set when the shutdown starts, and `plan` then runs.
-    /// `keepalive` (whole seconds, at least one) bounds the wait for a kept-alive connection's
-    /// next request.
-    pub fn new(inner: A, draining: Arc<AtomicBool>, plan: SharedPlan, keepalive: Duration) -> Self {
+    /// `keepalive` (whole seconds, at least one) bounds the wait for a new connection's first
+    /// bytes; `door` reads and checks its requests.
+    pub fn new(
+        inner: A,
+        door: Arc<crate::front::FrontDoor>,
+        draining: Arc<AtomicBool>,
+        plan: SharedPlan,
+        keepalive: Duration,
+    ) -> Self {
         Draining {
             inner: Arc::new(inner),
+            door,
             draining,
             plan,
             keepalive,
@@ -127,38 +131,21 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let accepted = tokio::time::Instant::now();
+        // The PROXY header and the per-address cap; the slot counts the connection while it
+        // lives.
+        let (mut stream, _slot) = self.door.admit(stream).await?;
         if !self.is_http1(&mut stream).await? {
             // HTTP/2 (ALPN or cleartext prior knowledge) and custom protocols: Pingora's own
             // handling, which multiplexes streams on the connection.
             return self.inner.process_new(stream, shutdown).await;
         }
-        let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
-        while let Some((stream, settings)) = next {
-            let stream = next_request_arrives(stream, self.keepalive).await?;
-            let mut session = ServerSession::new_http1(stream);
-            match settings {
-                Some(settings) => settings.apply_to_session(&mut session),
-                None => {
-                    // The connection's first request. Pingora reads 0 as "no limit": the
-                    // configuration allows whole seconds from 1.
-                    let keepalive = self.keepalive.as_secs().max(1);
-                    session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
-                    session.set_keepalive_reuses_remaining(
-                        self.inner
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
-                }
-            }
-            next = self
-                .inner
-                .process_new_http(session, shutdown)
-                .await
-                .map(ReusedHttpStream::consume);
-        }
+        self.door
+            .serve_http1(&self.inner, stream, shutdown, accepted)
+            .await;
         None
     }
 
@@ -206,57 +193,6 @@ impl<A: HttpServerApp> Draining<A> {
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Waits, holding only the socket, until the client sends a request (the first on a new
-/// connection, or the next on a kept-alive one); `None` when the client closes, the connection
-/// fails or `keepalive` runs out.
-///
-/// Pingora's own loop calls the proxy at once, and the proxy builds the request's state (its
-/// future, several KiB, and a 4 KiB header buffer) before it reads, so an idle connection held
-/// all of it. Here a plain TCP connection's first bytes are read into a buffer on the stack and
-/// put back for the parser with the stream's `rewind` (no extra system call: the parser then
-/// finds them without reading the socket). Other streams (TLS) are waited on with a read of
-/// zero bytes, which returns when decrypted data is ready and takes none of it.
-///
-/// No bytes can be pending from an earlier request: Tollgate does not enable HTTP/1.1
-/// pipelining, so Pingora does not reuse a connection that has read past the end of a request.
-async fn next_request_arrives(stream: Stream, keepalive: Duration) -> Option<Stream> {
-    if stream.as_any().is::<TcpStream>() {
-        let Ok(mut tcp) = stream.into_any().downcast::<TcpStream>() else {
-            return None;
-        };
-        let first_bytes = std::future::poll_fn(|cx| {
-            // Not zeroed: the read only writes into it, and is polled more than once.
-            let mut buf = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-            let mut read = ReadBuf::uninit(&mut buf);
-            match Pin::new(&mut *tcp).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    tcp.rewind(read.filled());
-                    Poll::Ready(Ok(read.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        });
-        return match tokio::time::timeout(keepalive, first_bytes).await {
-            Ok(Ok(n)) if n > 0 => Some(tcp),
-            _ => None,
-        };
-    }
-    let mut stream = stream;
-    let readable = std::future::poll_fn(|cx| {
-        let mut nothing = ReadBuf::new(&mut []);
-        Pin::new(&mut *stream).poll_read(cx, &mut nothing)
-    });
-    match tokio::time::timeout(keepalive, readable).await {
-        Ok(Ok(())) => Some(stream),
-        _ => None,
-    }
-}
-
-/// The most read from a plain connection before the parser takes over (Pingora's parser starts
-/// with a buffer of this size).
-const FIRST_READ: usize = 4096;
 
 /// Exits at once on SIGINT (Ctrl-C in a terminal), after flushing the access log: no drain.
 pub struct ExitOnInterrupt {

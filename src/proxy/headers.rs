@@ -9,6 +9,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The names the gateway adds, as written on the wire. Pingora keeps each added header's
 /// written case beside the header map; from a `&'static str` it takes that case as is, where a
 /// `HeaderName` costs a search among the standard names and a copy of the name per request.
@@ -141,41 +142,91 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     }
 }
 
-/// Add `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(
-    req: &mut RequestHeader,
-    client_ip: Option<std::net::IpAddr>,
-    host: Option<&HeaderValue>,
-    tls: bool,
-) {
-    if let Some(ip) = client_ip {
-        let mut buf = [0u8; 48];
-        let ip_len = write_ip(ip, &mut buf);
-        let ip_bytes = &buf[..ip_len];
-        let value = match req.headers.get(&X_FORWARDED_FOR) {
-            Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
-                let prev = prev.as_bytes();
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip_len);
-                v.extend_from_slice(prev);
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip_bytes);
-                HeaderValue::from_bytes(&v)
+/// The hop a request arrived over, as the forwarding headers describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The client, as the gateway determined it.
+    pub client: Option<std::net::IpAddr>,
+    /// The connection's peer (after any PROXY header).
+    pub peer: Option<std::net::IpAddr>,
+    /// The peer is a trusted proxy: the forwarding headers it sent are kept and extended.
+    pub trusted: bool,
+    /// The `Host` the request goes upstream with.
+    pub host: Option<&'a HeaderValue>,
+    /// The client connection is TLS.
+    pub tls: bool,
+}
+
+/// Whether a request header is a forwarding header a client could forge: `Forwarded` or any
+/// `X-Forwarded-*`.
+fn is_forwarding(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    n == b"forwarded" || (n.len() > 12 && &n[..12] == b"x-forwarded-")
+}
+
+/// Set the forwarding headers. From a trusted proxy, `X-Forwarded-For` gets the proxy's address
+/// appended, an incoming `Forwarded` gets an element for it, and `X-Forwarded-Proto`/`-Host`
+/// are kept when the proxy set them. From anyone else every incoming `Forwarded` and
+/// `X-Forwarded-*` header is dropped and replaced: `X-Forwarded-For` is the client alone.
+pub fn set_forwarding(req: &mut RequestHeader, hop: &Hop) {
+    let proto = if hop.tls { &HTTPS } else { &HTTP };
+    let mut buf = [0u8; 48];
+    if hop.trusted {
+        if let Some(peer) = hop.peer {
+            let len = write_ip(peer, &mut buf);
+            let ip = &buf[..len];
+            let value = match req.headers.get(&X_FORWARDED_FOR) {
+                Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
+                    HeaderValue::from_bytes(&[prev.as_bytes(), b", ", ip].concat())
+                }
+                _ => HeaderValue::from_bytes(ip),
+            };
+            if let Ok(v) = value {
+                let _ = req.insert_header(wire::X_FORWARDED_FOR, v);
             }
-            _ => HeaderValue::from_bytes(ip_bytes),
-        };
-        if let Ok(v) = value {
+            if let Some(prev) = req.headers.get(header::FORWARDED) {
+                let node = match peer {
+                    std::net::IpAddr::V4(_) => format!("for={peer}"),
+                    std::net::IpAddr::V6(_) => format!("for=\"[{peer}]\""),
+                };
+                let mut v = prev.as_bytes().to_vec();
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(node.as_bytes());
+                if let Ok(v) = HeaderValue::from_bytes(&v) {
+                    let _ = req.insert_header(header::FORWARDED, v);
+                }
+            }
+        }
+        if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+            let _ = req.insert_header(wire::X_FORWARDED_PROTO, proto.clone());
+        }
+        if !req.headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(h) = hop.host {
+                let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
+            }
+        }
+        return;
+    }
+    if req.headers.keys().any(is_forwarding) {
+        let forged: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| is_forwarding(k))
+            .cloned()
+            .collect();
+        for name in forged {
+            req.remove_header(&name);
+        }
+    }
+    if let Some(ip) = hop.client {
+        let len = write_ip(ip, &mut buf);
+        if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
             let _ = req.insert_header(wire::X_FORWARDED_FOR, v);
         }
     }
-    let proto = if tls { &HTTPS } else { &HTTP };
     let _ = req.insert_header(wire::X_FORWARDED_PROTO, proto.clone());
-    match host {
-        Some(h) => {
-            let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
-        }
-        None => {
-            req.remove_header(&X_FORWARDED_HOST);
-        }
+    if let Some(h) = hop.host {
+        let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
     }
 }
 
@@ -302,6 +353,83 @@ mod tests {
             let n = write_ip(ip, &mut buf);
             assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), ip.to_string());
         }
+    }
+
+    fn forwarded(hop: &Hop, incoming: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in incoming {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        set_forwarding(&mut req, hop);
+        req
+    }
+
+    #[test]
+    fn forged_forwarding_headers_are_replaced() {
+        let host = HeaderValue::from_static("api.example.com");
+        let hop = Hop {
+            client: Some("192.0.2.9".parse().unwrap()),
+            peer: Some("192.0.2.9".parse().unwrap()),
+            trusted: false,
+            host: Some(&host),
+            tls: false,
+        };
+        let req = forwarded(
+            &hop,
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("forwarded", "for=6.6.6.6;host=admin.example;proto=https"),
+                ("x-forwarded-host", "admin.example"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-port", "443"),
+                ("x-forwarded-prefix", "/admin"),
+                ("x-kept", "1"),
+            ],
+        );
+        assert_eq!(req.headers.get("x-forwarded-for").unwrap(), "192.0.2.9");
+        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            req.headers.get("x-forwarded-host").unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
+        for gone in ["forwarded", "x-forwarded-port", "x-forwarded-prefix"] {
+            assert!(req.headers.get(gone).is_none(), "{gone}");
+        }
+        assert!(req.headers.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn trusted_proxies_chain_is_extended() {
+        let host = HeaderValue::from_static("api.example.com");
+        let hop = Hop {
+            client: Some("203.0.113.7".parse().unwrap()),
+            peer: Some("10.0.0.2".parse().unwrap()),
+            trusted: true,
+            host: Some(&host),
+            tls: true,
+        };
+        let req = forwarded(
+            &hop,
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=203.0.113.7"),
+            ],
+        );
+        assert_eq!(
+            req.headers.get("x-forwarded-for").unwrap(),
+            "203.0.113.7, 10.0.0.2"
+        );
+        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(
+            req.headers.get("x-forwarded-host").unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(
+            req.headers.get("forwarded").unwrap(),
+            "for=203.0.113.7, for=10.0.0.2"
+        );
     }
 
     #[test]

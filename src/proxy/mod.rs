@@ -2,10 +2,11 @@
 //! Per-request state lives in [`Ctx`].
 
 pub mod drain;
-pub mod errors;
 pub mod headers;
+mod target;
 
 use crate::config::HashKey;
+use crate::errors;
 use crate::gateway::Gateway;
 use crate::observe::access_log::{AccessLog, Entry};
 use crate::observe::metrics::{method_label, Metrics};
@@ -41,6 +42,8 @@ pub struct Tollgate {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// Requests in flight, for the drain.
     in_flight: Arc<drain::InFlight>,
+    /// The listeners' settings: which proxies are trusted to name the client.
+    door: Arc<crate::front::FrontDoor>,
 }
 
 impl Tollgate {
@@ -50,6 +53,7 @@ impl Tollgate {
         access_log: Option<Arc<AccessLog>>,
         draining: Arc<std::sync::atomic::AtomicBool>,
         in_flight: Arc<drain::InFlight>,
+        door: Arc<crate::front::FrontDoor>,
     ) -> Self {
         Tollgate {
             state,
@@ -57,6 +61,7 @@ impl Tollgate {
             access_log,
             draining,
             in_flight,
+            door,
         }
     }
 }
@@ -76,8 +81,14 @@ pub struct Ctx {
     gateway: Arc<Gateway>,
     route: Option<RouteId>,
     request_id: http::HeaderValue,
-    /// The path after dot-segment resolution, when it differs from the request's.
-    normalized_path: Option<String>,
+    /// The canonical host and path every decision is made on.
+    target: target::Target,
+    /// The client's address: the connection's peer, or whom trusted proxies name.
+    client: Option<IpAddr>,
+    /// The connection's peer (after any PROXY header).
+    peer: Option<IpAddr>,
+    /// The peer is one of the listener's trusted proxies.
+    peer_trusted: bool,
     /// Peers already tried by this request (for retries).
     tried: Vec<SocketAddr>,
     /// Counts this request against the chosen peer while it runs.
@@ -110,64 +121,38 @@ fn status_error(code: u16, why: &'static str) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(code), why)
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-}
-
-/// The host a request is for: its `Host` header, else the authority of an absolute-form target.
-fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-}
-
-/// True when a raw request header section (one header per line) carries `Content-Length`.
-fn raw_has_content_length(raw: &[u8]) -> bool {
-    raw.split(|b| *b == b'\n')
-        .skip(1)
-        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
-}
-
 impl Tollgate {
-    /// Checks on the request as received, before routing: sizes and framing ambiguities.
-    fn screen(&self, session: &Session, gw: &Gateway) -> Result<()> {
+    /// Who the client is: the connection's peer, unless that is a trusted proxy naming
+    /// another address.
+    fn identify_client(&self, session: &Session, ctx: &mut Ctx) {
+        let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        else {
+            return;
+        };
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let (client, trusted) =
+            self.door
+                .client_address(local, peer, &session.req_header().headers);
+        ctx.peer = Some(peer.to_canonical());
+        ctx.client = Some(client);
+        ctx.peer_trusted = trusted;
+    }
+
+    /// Read the canonical host and path (refusing requests that have none), then find the
+    /// route on them.
+    fn route_request(&self, session: &Session, ctx: &mut Ctx) -> Result<()> {
         let req = session.req_header();
-        if let Some(h1) = session.as_downstream().as_http1() {
-            let raw = h1.get_headers_raw_bytes();
-            if raw.len() > gw.max_request_header_size {
-                return Err(status_error(431, "request header section too large"));
-            }
-            // Pingora drops Content-Length when Transfer-Encoding is present (RFC 9112 6.3);
-            // a gateway must refuse such a request instead, as two parsers may disagree.
-            if req.headers.contains_key(header::TRANSFER_ENCODING) && raw_has_content_length(&raw) {
-                return Err(status_error(
-                    400,
-                    "both Content-Length and Transfer-Encoding",
-                ));
-            }
-        }
         if req.headers.get_all(header::HOST).iter().count() > 1 {
             return Err(status_error(400, "more than one Host header"));
         }
-        Ok(())
-    }
-
-    fn route_request(&self, session: &Session, ctx: &mut Ctx) -> Result<()> {
-        let req = session.req_header();
-        let raw_path = req.uri.path();
-        ctx.normalized_path = match router::normalize_path(raw_path) {
-            Ok(p) => p,
-            Err(_) => return Err(status_error(400, "invalid request path")),
-        };
-        let host = request_host(req);
+        ctx.target = target::Target::of(req, &ctx.gateway.path_normalization)
+            .map_err(|why| status_error(400, why))?;
         let view = RequestView {
-            host,
-            path: ctx.normalized_path.as_deref().unwrap_or(raw_path),
+            host: ctx.target.host(req).unwrap_or(""),
+            path: ctx.target.path(req),
             method: &req.method,
             headers: &req.headers,
         };
@@ -207,10 +192,16 @@ impl Tollgate {
     }
 
     /// The bytes a consistent-hash pool hashes on for this request.
-    fn hash_key<'a>(session: &'a Session, key: &HashKey, ip_buf: &'a mut [u8; 16]) -> &'a [u8] {
+    fn hash_key<'a>(
+        session: &'a Session,
+        target: &'a target::Target,
+        client: Option<IpAddr>,
+        key: &HashKey,
+        ip_buf: &'a mut [u8; 16],
+    ) -> &'a [u8] {
         let req = session.req_header();
         match key {
-            HashKey::ClientIp => match client_ip(session) {
+            HashKey::ClientIp => match client {
                 Some(IpAddr::V4(v4)) => {
                     ip_buf[..4].copy_from_slice(&v4.octets());
                     &ip_buf[..4]
@@ -221,7 +212,7 @@ impl Tollgate {
                 }
                 None => b"",
             },
-            HashKey::Path => req.uri.path().as_bytes(),
+            HashKey::Path => target.path(req).as_bytes(),
             HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()).unwrap_or(b""),
             HashKey::Cookie(name) => headers::cookie(&req.headers, name).unwrap_or(b""),
             HashKey::Query(name) => req
@@ -297,14 +288,15 @@ impl Tollgate {
         log.write(Entry {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
-            client_ip: client_ip(session).map(|ip| ip.to_string()),
+            client_ip: ctx.client.map(|ip| ip.to_string()),
             method: req.method.as_str().to_string(),
-            host: req
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string),
-            path: req.uri.path().to_string(),
+            host: ctx.target.host(req).map(str::to_string),
+            path: ctx.target.path(req).to_string(),
+            raw_path: ctx
+                .target
+                .path_changed()
+                .then(|| req.uri.path().to_string()),
+            raw_host: ctx.target.raw_host(req).map(str::to_string),
             status,
             bytes_sent: session.body_bytes_sent() as u64,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -328,17 +320,13 @@ impl Tollgate {
     /// Answer `308` to the same host and path over HTTPS.
     async fn redirect_to_https(&self, session: &mut Session, port: u16, ctx: &Ctx) -> Result<()> {
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| router::normalize_host(h).into_owned())
-            .unwrap_or_else(|| "localhost".to_string());
-        let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let host = ctx.target.host(req).unwrap_or("localhost");
+        let path = ctx.target.path(req);
+        let query = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let location = if port == 443 {
-            format!("https://{host}{pq}")
+            format!("https://{host}{path}{query}")
         } else {
-            format!("https://{host}:{port}{pq}")
+            format!("https://{host}:{port}{path}{query}")
         };
         let mut resp = ResponseHeader::build(308, Some(4))?;
         resp.insert_header(header::LOCATION, location)?;
@@ -412,7 +400,10 @@ impl ProxyHttp for Tollgate {
             gateway: self.state.load_full(),
             route: None,
             request_id: http::HeaderValue::from_static("-"),
-            normalized_path: None,
+            target: target::Target::default(),
+            client: None,
+            peer: None,
+            peer_trusted: false,
             tried: Vec::new(),
             in_flight: None,
             retries: 0,
@@ -440,8 +431,7 @@ impl ProxyHttp for Tollgate {
         }
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
-        let gw = ctx.gateway.clone();
-        self.screen(session, &gw)?;
+        self.identify_client(session, ctx);
         self.route_request(session, ctx)
     }
 
@@ -463,7 +453,7 @@ impl ProxyHttp for Tollgate {
         let route = &gateway.routes[route_id];
         let decision = gateway
             .policies
-            .check(route, client_ip(session), &session.req_header().headers)
+            .check(route, ctx.client, &session.req_header().headers)
             .await;
         let (status, reason) = match decision {
             Decision::Allow(identity) => {
@@ -489,7 +479,7 @@ impl ProxyHttp for Tollgate {
                     .identity
                     .as_ref()
                     .map(|i| gateway.policies.identity_headers(i).0.as_bytes()),
-                client_ip: client_ip(session),
+                client_ip: ctx.client,
                 headers: &session.req_header().headers,
             };
             match limits.check(&gateway.limits, &input).await {
@@ -548,7 +538,9 @@ impl ProxyHttp for Tollgate {
         let pool = &ctx.gateway.pools[ctx.gateway.routes[route_id].upstream];
         let mut ip_buf = [0u8; 16];
         let key: &[u8] = match &pool.config.balance {
-            crate::config::Balance::ConsistentHash(k) => Self::hash_key(session, k, &mut ip_buf),
+            crate::config::Balance::ConsistentHash(k) => {
+                Self::hash_key(session, &ctx.target, ctx.client, k, &mut ip_buf)
+            }
             _ => b"",
         };
         // Release the previous attempt's in-flight slot before choosing again.
@@ -609,12 +601,12 @@ impl ProxyHttp for Tollgate {
         let route = &ctx.gateway.routes[route_id];
         headers::strip_request_hop_by_hop(upstream_request);
 
-        let path = ctx
-            .normalized_path
-            .as_deref()
-            .unwrap_or_else(|| session.req_header().uri.path());
+        // The upstream receives exactly the path the route was matched on (after its rewrite),
+        // in origin form towards HTTP/1.
+        let req = session.req_header();
+        let path = ctx.target.path(req);
         let rewritten = router::rewrite_path(&route.rewrite, path);
-        if rewritten.is_some() || ctx.normalized_path.is_some() {
+        if rewritten.is_some() || ctx.target.path_changed() || ctx.target.absolute_form {
             let new_path = rewritten.as_deref().unwrap_or(path);
             let pq = match session.req_header().uri.query() {
                 Some(q) => format!("{new_path}?{q}"),
@@ -637,9 +629,18 @@ impl ProxyHttp for Tollgate {
             upstream_request.set_uri(uri);
         }
 
-        let host = session.req_header().headers.get(header::HOST).cloned();
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        headers::add_forwarded(upstream_request, client_ip(session), host.as_ref(), tls);
+        if let Some(host) = &ctx.target.upstream_host {
+            upstream_request.insert_header(header::HOST, host.clone())?;
+        }
+        let host = upstream_request.headers.get(header::HOST).cloned();
+        let hop = headers::Hop {
+            client: ctx.client,
+            peer: ctx.peer,
+            trusted: ctx.peer_trusted,
+            host: host.as_ref(),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        };
+        headers::set_forwarding(upstream_request, &hop);
         upstream_request.insert_header(headers::wire::X_REQUEST_ID, ctx.request_id.clone())?;
         // Identity headers come from the gateway only, never from the client.
         if upstream_request.headers.contains_key(&X_CONSUMER) {
@@ -809,8 +810,7 @@ impl ProxyHttp for Tollgate {
             .and_then(|r| ctx.gateway.route_cache[r].as_ref())
             .ok_or_else(|| status_error(500, "cache without rules"))?;
         let req = session.req_header();
-        let host = request_host(req);
-        let host = router::normalize_host(host);
+        let host = ctx.target.host(req).unwrap_or("");
         let consumer = ctx
             .identity
             .as_ref()
@@ -818,11 +818,7 @@ impl ProxyHttp for Tollgate {
             .unwrap_or(b"");
         let input = crate::cache::KeyInput {
             host: host.as_bytes(),
-            path: ctx
-                .normalized_path
-                .as_deref()
-                .unwrap_or_else(|| req.uri.path())
-                .as_bytes(),
+            path: ctx.target.path(req).as_bytes(),
             query: req.uri.query().unwrap_or("").as_bytes(),
             headers: &req.headers,
             consumer,
@@ -868,7 +864,9 @@ impl ProxyHttp for Tollgate {
         }
     }
 
+    /// Client mistakes (4xx: refusals, malformed or too slow bodies) are not the gateway's
+    /// errors: they are in the access log and metrics, not the error log.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        matches!(error.etype(), ErrorType::HTTPStatus(code) if *code < 500)
+        (400..500).contains(&errors::status_for(error))
     }
 }

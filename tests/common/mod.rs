@@ -403,6 +403,20 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response whose `closed` is what it announced (`Connection: close`), without waiting
+    /// to see whether the server closes.
+    fn announced(status: u16, headers: HashMap<String, String>, body: Vec<u8>) -> Response {
+        let closed = headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        Response {
+            status,
+            headers,
+            body,
+            closed,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
@@ -441,24 +455,33 @@ fn read_response_to(s: &mut TcpStream, head: bool) -> Response {
     read_response_inner(s, head, true)
 }
 
+/// The status, headers (names in lower case) and length of a complete response head at the
+/// start of `buf`.
+fn parse_head(buf: &[u8]) -> Option<(u16, HashMap<String, String>, usize)> {
+    let mut hdrs = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut hdrs);
+    let Ok(httparse::Status::Complete(n)) = resp.parse(buf) else {
+        return None;
+    };
+    let headers = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    Some((resp.code.unwrap_or(0), headers, n))
+}
+
 fn read_response_inner(s: &mut TcpStream, head: bool, check_closed: bool) -> Response {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (status, headers, head_len) = loop {
-        let mut hdrs = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut hdrs);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let headers: HashMap<String, String> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect();
-            break (resp.code.unwrap_or(0), headers, n);
+        if let Some(head) = parse_head(&buf) {
+            break head;
         }
         let n = s.read(&mut chunk).expect("read response head");
         assert!(
@@ -513,15 +536,7 @@ fn read_response_inner(s: &mut TcpStream, head: bool, check_closed: bool) -> Res
         rest
     };
     if !check_closed {
-        let closed = headers
-            .get("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        return Response {
-            status,
-            headers,
-            body,
-            closed,
-        };
+        return Response::announced(status, headers, body);
     }
     // Did the server close? A closed socket reads 0 (or is reset); an open one times out.
     s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -628,5 +643,167 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP connection to the gateway's `port` on 127.0.0.1, made from the loopback address
+/// `from` (any of 127.0.0.0/8), so that tests can play clients and proxies at other addresses.
+pub fn connect_from(from: &str, port: u16) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: SocketAddr = format!("{from}:0").parse().expect("source address");
+    sock.bind(&local.into()).expect("bind the source address");
+    let remote = SocketAddr::from(([127, 0, 0, 1], port));
+    sock.connect(&remote.into()).expect("connect to gateway");
+    sock.into()
+}
+
+/// [`send_raw`] from the loopback address `from`.
+pub fn send_raw_from(from: &str, port: u16, bytes: &[u8]) -> Response {
+    let mut s = connect_from(from, port);
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(bytes).expect("send");
+    read_response_to(&mut s, bytes.starts_with(b"HEAD "))
+}
+
+/// A server process started by a test (nginx, HAProxy), stopped when dropped.
+pub struct Server {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Start `program` with `args` (where `{conf}` stands for the configuration file, written
+    /// from `conf` with `{port}` and `{dir}` filled in) and wait until it listens on its port.
+    fn start(program: &str, conf: &str, args: &[&str]) -> Server {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = closed_port().port();
+            let path = dir.path().join("server.conf");
+            let text = conf
+                .replace("{port}", &port.to_string())
+                .replace("{dir}", &dir.path().display().to_string());
+            std::fs::write(&path, text).unwrap();
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| a.replace("{conf}", &path.display().to_string()))
+                .collect();
+            let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+            let mut child = Command::new(program)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program} must be installed (scripts/setup.sh): {e}"));
+            let up = wait_until(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(None)) && listens(child.id(), port)
+            });
+            if up {
+                return Server { port, child, dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            if !log.contains("Address already in use") && !log.contains("cannot bind") {
+                panic!("{program} did not start:\n{log}");
+            }
+        }
+        panic!("{program} did not start");
+    }
+
+    /// A real nginx serving `http` (the inside of its `http` block, where `{port}` is the port
+    /// to listen on).
+    pub fn nginx(http: &str) -> Server {
+        let program = if std::path::Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}worker_processes 1;\ndaemon off;\npid {{dir}}/nginx.pid;\nerror_log {{dir}}/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log {{dir}}/access.log;\n  client_body_temp_path {{dir}}/body; proxy_temp_path {{dir}}/proxy; fastcgi_temp_path {{dir}}/fcgi;\n  uwsgi_temp_path {{dir}}/uwsgi; scgi_temp_path {{dir}}/scgi;\n{http}\n}}\n"
+        );
+        Server::start(program, &conf, &["-c", "{conf}", "-e", "stderr"])
+    }
+
+    /// A real HAProxy in TCP mode in front of `backend` (a port on 127.0.0.1), with the
+    /// server options `options` (e.g. `send-proxy`, `send-proxy-v2`).
+    pub fn haproxy(backend: u16, options: &str) -> Server {
+        let conf = format!(
+            "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:{{port}}\n  default_backend b\nbackend b\n  server gw 127.0.0.1:{backend} {options}\n"
+        );
+        let program = if std::path::Path::new("/usr/sbin/haproxy").exists() {
+            "/usr/sbin/haproxy"
+        } else {
+            "haproxy"
+        };
+        Server::start(program, &conf, &["-db", "-f", "{conf}"])
+    }
+
+    /// Lines of a file the server writes in its directory (e.g. nginx's `access.log`).
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+/// Reads responses one after another from one connection, keeping what arrived of the next
+/// (for pipelined requests, whose answers may come in one read). Bodies must have a
+/// `Content-Length`; `closed` reports a `Connection: close` answer.
+pub struct Responses {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Responses {
+    pub fn new(stream: TcpStream) -> Responses {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        Responses {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).expect("read response");
+        assert!(
+            n > 0,
+            "connection closed before a response; got {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The next response.
+    pub fn next(&mut self) -> Response {
+        loop {
+            if let Some((status, headers, n)) = parse_head(&self.buf) {
+                let len: usize = headers
+                    .get("content-length")
+                    .map(|l| l.trim().parse().expect("content-length"))
+                    .unwrap_or(0);
+                while self.buf.len() < n + len {
+                    self.fill();
+                }
+                let body = self.buf[n..n + len].to_vec();
+                self.buf.drain(..n + len);
+                return Response::announced(status, headers, body);
+            }
+            self.fill();
+        }
     }
 }

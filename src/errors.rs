@@ -18,8 +18,11 @@ pub fn status_for(e: &Error) -> u16 {
         }
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
-            ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => 0,
+            ErrorSource::Downstream => match (e.etype(), client_read_failure(e)) {
+                // The front door refused the body's framing, or the client sent it too slowly.
+                (ReadError, Some(std::io::ErrorKind::InvalidData)) => 400,
+                (ReadError, Some(std::io::ErrorKind::TimedOut)) => 408,
+                (WriteError | ReadError | ConnectionClosed, _) => 0,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
@@ -31,6 +34,13 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
+/// The kind of the I/O error under a failed read from the client, if that is what `e` is.
+fn client_read_failure(e: &Error) -> Option<std::io::ErrorKind> {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .map(|io| io.kind())
+}
+
 /// The fixed, client-safe message for a status.
 pub fn message_for(status: u16) -> &'static str {
     match status {
@@ -38,6 +48,7 @@ pub fn message_for(status: u16) -> &'static str {
         401 => "authentication required",
         403 => "forbidden",
         404 => "no route matches this request",
+        405 => "method not allowed",
         408 => "request timed out",
         413 => "request body too large",
         429 => "too many requests",
@@ -45,7 +56,9 @@ pub fn message_for(status: u16) -> &'static str {
         500 => "internal gateway error",
         502 => "upstream connection failed",
         503 => "no healthy upstream peer",
+        501 => "not implemented",
         504 => "upstream timed out",
+        505 => "HTTP version not supported",
         _ => "request failed",
     }
 }
@@ -102,6 +115,18 @@ mod tests {
         e.esource = ErrorSource::Upstream;
         assert_eq!(status_for(&e), 504);
         let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(status_for(&e), 0);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "chunk_size_line");
+        let mut e = Error::because(ErrorType::ReadError, "reading body", io);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(status_for(&e), 400);
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        let mut e = Error::because(ErrorType::ReadError, "reading body", io);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(status_for(&e), 408);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "gone");
+        let mut e = Error::because(ErrorType::ReadError, "reading body", io);
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 0);
     }

@@ -1,0 +1,566 @@
+//! The canonical form of a request's path and host: the one reading of them that every decision
+//! (route, policy, limit key, cache key, log line) is made on, and that the upstream receives.
+//!
+//! A gateway that matches routes on one reading of a path while the upstream serves another can
+//! be walked around: `//api/admin`, `/%61pi/admin` or `/api%2fadmin` miss a protected
+//! `/api/admin` route here but reach `/api/admin` at an upstream that merges slashes or decodes
+//! escapes. So the path is normalised as RFC 3986 section 6.2.2 describes, and that form is
+//! both matched and forwarded:
+//!
+//! - percent-encoded unreserved characters are decoded (`%61` → `a`, `%2E` → `.`), other
+//!   percent-encodings are kept with upper-case hex digits (`%3b` → `%3B`), and characters that
+//!   may not appear raw in a path (`"`, `{`, `|`, ...) are percent-encoded;
+//! - `%2F` and `%5C` (an encoded slash or backslash) follow [`EscapedSlashes`];
+//! - repeated slashes are merged (unless turned off), then `.` and `..` segments are resolved
+//!   (RFC 3986 section 5.2.4, so `..` never climbs above the root);
+//! - a malformed escape, an encoded control character (`%00`–`%1F`, `%7F`), a raw backslash or
+//!   a byte that cannot be in a request target is refused.
+//!
+//! A host is lower-cased, loses one trailing dot, and loses its port only when the port is a
+//! valid one; anything that is not a DNS name, an IPv4 address or a bracketed IPv6 address is
+//! refused (`admin.example:80:80`, `a b`, `a/b`, `[not-v6]`, an empty host).
+//!
+//! This module is a leaf: configuration validation uses it to insist that route paths are
+//! written in canonical form, and the proxy uses it on every request.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+
+/// What happens to a percent-encoded slash (`%2F`) or backslash (`%5C`) in a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// Refuse the request with `400` (the default): an upstream may decode it into a separator.
+    #[default]
+    Reject,
+    /// Keep it encoded: it is part of a segment for matching and is forwarded as `%2F`/`%5C`.
+    Keep,
+    /// Decode both into `/`, then merge and resolve the path as if it had been written so.
+    Decode,
+}
+
+/// How request paths are normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Merge repeated slashes (`//a///b` → `/a/b`), as nginx's `merge_slashes` does.
+    pub merge_slashes: bool,
+    /// The action for `%2F` and `%5C`.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathOptions {
+    fn default() -> Self {
+        PathOptions {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+/// Why a request path has no canonical form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// It does not start with `/`.
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// `%2F` or `%5C` under [`EscapedSlashes::Reject`].
+    EscapedSlash,
+    /// An encoded control character, `%00` to `%1F` or `%7F`.
+    ControlCharacter,
+    /// A raw `\`, which some servers read as a separator and others as a character.
+    Backslash,
+    /// A byte that cannot be part of a request target (space, control, non-ASCII).
+    InvalidByte,
+}
+
+impl PathError {
+    /// A short description, for logs and error details.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "the path does not start with '/'",
+            PathError::BadEscape => "a '%' in the path is not followed by two hex digits",
+            PathError::EscapedSlash => "the path contains an encoded slash or backslash",
+            PathError::ControlCharacter => "the path contains an encoded control character",
+            PathError::Backslash => "the path contains a backslash",
+            PathError::InvalidByte => "the path contains a byte not allowed in a URI",
+        }
+    }
+}
+
+/// Byte classes for path characters.
+const RAW_OK: u8 = 1; // kept as is: unreserved, sub-delims, ':', '@', '/'
+const UNRESERVED: u8 = 2; // decoded when percent-encoded
+const ENCODE: u8 = 4; // visible ASCII that may not appear raw in a path: percent-encoded
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let unreserved = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        let sub_delim = matches!(
+            c,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+        );
+        if unreserved {
+            t[b] = RAW_OK | UNRESERVED;
+        } else if sub_delim || matches!(c, b':' | b'@' | b'/') {
+            t[b] = RAW_OK;
+        } else if c.is_ascii_graphic() && !matches!(c, b'%' | b'\\') {
+            t[b] = ENCODE;
+        }
+        b += 1;
+    }
+    t
+}
+
+static CLASS: [u8; 256] = classes();
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The canonical form of `raw` (a path without its query); borrowed when `raw` already is.
+pub fn path<'a>(raw: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(bytes, opts.merge_slashes) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // Decode and re-encode byte by byte; after this pass every '/' is a real separator.
+    let mut text = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let class = CLASS[b as usize];
+        if class & RAW_OK != 0 {
+            text.push(b as char);
+            i += 1;
+            continue;
+        }
+        match b {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let decoded = hi << 4 | lo;
+                i += 3;
+                if decoded < 0x20 || decoded == 0x7f {
+                    return Err(PathError::ControlCharacter);
+                }
+                if decoded == b'/' || decoded == b'\\' {
+                    match opts.escaped_slashes {
+                        EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
+                        EscapedSlashes::Decode => {
+                            text.push('/');
+                            continue;
+                        }
+                        EscapedSlashes::Keep => {}
+                    }
+                }
+                if CLASS[decoded as usize] & UNRESERVED != 0 {
+                    text.push(decoded as char);
+                } else {
+                    push_escape(&mut text, decoded);
+                }
+            }
+            b'\\' => return Err(PathError::Backslash),
+            _ if class & ENCODE != 0 => {
+                push_escape(&mut text, b);
+                i += 1;
+            }
+            _ => return Err(PathError::InvalidByte),
+        }
+    }
+    Ok(Cow::Owned(resolve(&text, opts.merge_slashes)))
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(HEX_UPPER[(b >> 4) as usize] as char);
+    out.push(HEX_UPPER[(b & 15) as usize] as char);
+}
+
+/// True when `p` (starting with '/') needs no change: only characters kept raw, no escapes, no
+/// dot segment, and (when merging) no empty segment before the last.
+fn is_canonical(p: &[u8], merge: bool) -> bool {
+    let mut seg_start = 1;
+    for (i, &b) in p.iter().enumerate().skip(1) {
+        if CLASS[b as usize] & RAW_OK == 0 {
+            return false;
+        }
+        if b == b'/' {
+            let seg = &p[seg_start..i];
+            if (merge && seg.is_empty()) || seg == b"." || seg == b".." {
+                return false;
+            }
+            seg_start = i + 1;
+        }
+    }
+    let last = &p[seg_start..];
+    last != b"." && last != b".."
+}
+
+/// Merge empty segments (when asked) and resolve dot segments in `text`, whose '/' are all
+/// separators and which starts with one.
+fn resolve(text: &str, merge: bool) -> String {
+    let segments: Vec<&str> = text[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.into_iter().enumerate() {
+        match seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            "" if merge && i != last => {}
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(text.len());
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
+/// A request's host in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host<'a> {
+    /// Lower case, without a trailing dot or port; an IPv6 address keeps its brackets and is
+    /// written in its shortest form.
+    pub name: Cow<'a, str>,
+    /// The port, when one was given.
+    pub port: Option<u16>,
+}
+
+/// Why a host is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError {
+    /// No host at all.
+    Empty,
+    /// A byte that is not part of a DNS name or IP address, an empty label, or a name too long.
+    InvalidName,
+    /// The part after the last ':' is not a port number (or there are several ':').
+    InvalidPort,
+    /// A bracketed part that is not an IPv6 address.
+    InvalidIpv6,
+}
+
+impl HostError {
+    /// A short description, for logs and error details.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HostError::Empty => "the host is empty",
+            HostError::InvalidName => "the host is not a valid name or address",
+            HostError::InvalidPort => "the host's port is not a valid port",
+            HostError::InvalidIpv6 => "the bracketed host is not an IPv6 address",
+        }
+    }
+}
+
+/// The canonical form of a `Host` header value or URI authority.
+pub fn host(raw: &str) -> Result<Host<'_>, HostError> {
+    if raw.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if let Some(rest) = raw.strip_prefix('[') {
+        let close = rest.find(']').ok_or(HostError::InvalidIpv6)?;
+        let ip: Ipv6Addr = rest[..close].parse().map_err(|_| HostError::InvalidIpv6)?;
+        let port = port(&rest[close + 1..])?;
+        return Ok(Host {
+            name: Cow::Owned(format!("[{ip}]")),
+            port,
+        });
+    }
+    let (name, port) = match raw.find(':') {
+        Some(i) => (&raw[..i], port(&raw[i..])?),
+        None => (raw, None),
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return Err(if raw.starts_with(':') {
+            HostError::Empty
+        } else {
+            HostError::InvalidName
+        });
+    }
+    let mut upper = false;
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(HostError::InvalidName);
+        }
+        for b in label.bytes() {
+            match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+                b'A'..=b'Z' => upper = true,
+                _ => return Err(HostError::InvalidName),
+            }
+        }
+    }
+    let name = if upper {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
+    Ok(Host { name, port })
+}
+
+/// The port in `s`, which is empty or `:` followed by the port; an empty port is no port.
+fn port(s: &str) -> Result<Option<u16>, HostError> {
+    let Some(digits) = s.strip_prefix(':') else {
+        return if s.is_empty() {
+            Ok(None)
+        } else {
+            Err(HostError::InvalidPort)
+        };
+    };
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    if digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HostError::InvalidPort);
+    }
+    digits
+        .parse::<u16>()
+        .map(Some)
+        .map_err(|_| HostError::InvalidPort)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(p: &str) -> Result<String, PathError> {
+        path(p, &PathOptions::default()).map(|c| c.into_owned())
+    }
+
+    fn with(p: &str, merge: bool, escaped: EscapedSlashes) -> Result<String, PathError> {
+        let opts = PathOptions {
+            merge_slashes: merge,
+            escaped_slashes: escaped,
+        };
+        path(p, &opts).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for p in [
+            "/",
+            "/api/users/7",
+            "/a/b/",
+            "/a;b=c/d:e@f",
+            "/.well-known/x",
+            "/a/...",
+            "/a/.b",
+        ] {
+            assert!(
+                matches!(path(p, &PathOptions::default()), Ok(Cow::Borrowed(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn bypass_spellings_reach_the_same_path() {
+        for p in [
+            "//api/admin/x",
+            "/api//admin/x",
+            "/%61pi/admin/x",
+            "/api/adm%69n/x",
+            "/api/ADM%49N/../admin/x",
+            "/x/../api/admin/x",
+            "/x/%2e%2e/api/admin/x",
+            "/x/%2E%2E/api/admin/x",
+            "/x/.%2e/api/admin/x",
+            "/./api/./admin/x",
+            "///api///admin//x",
+            "/api/admin/y/../x",
+            "/%2e%2e/api/admin/x",
+        ] {
+            assert_eq!(canon(p).as_deref(), Ok("/api/admin/x"), "{p}");
+        }
+    }
+
+    #[test]
+    fn escaped_slashes() {
+        for p in [
+            "/api%2fadmin/x",
+            "/api/admin%2Fx",
+            "/x/..%2fapi/admin/x",
+            "/a%5Cb",
+            "/a%5cb",
+        ] {
+            assert_eq!(canon(p), Err(PathError::EscapedSlash), "{p}");
+        }
+        assert_eq!(
+            with("/api%2fadmin/x", true, EscapedSlashes::Decode).as_deref(),
+            Ok("/api/admin/x")
+        );
+        assert_eq!(
+            with("/x/..%2fapi/admin/x", true, EscapedSlashes::Decode).as_deref(),
+            Ok("/api/admin/x")
+        );
+        assert_eq!(
+            with("/a%5cb", true, EscapedSlashes::Decode).as_deref(),
+            Ok("/a/b")
+        );
+        // Kept: one segment, hex upper-cased, never a separator for dot resolution.
+        assert_eq!(
+            with("/api%2fadmin/x", true, EscapedSlashes::Keep).as_deref(),
+            Ok("/api%2Fadmin/x")
+        );
+        assert_eq!(
+            with("/x/..%2fapi", true, EscapedSlashes::Keep).as_deref(),
+            Ok("/x/..%2Fapi")
+        );
+    }
+
+    #[test]
+    fn escapes_are_normalised() {
+        assert_eq!(canon("/a%3bb").as_deref(), Ok("/a%3Bb"));
+        assert_eq!(canon("/caf%c3%a9").as_deref(), Ok("/caf%C3%A9"));
+        assert_eq!(canon("/%7euser").as_deref(), Ok("/~user"));
+        assert_eq!(canon("/100%25").as_deref(), Ok("/100%25"));
+        assert_eq!(canon("/a|b{c}").as_deref(), Ok("/a%7Cb%7Bc%7D"));
+        assert_eq!(canon("/q\"<>^`").as_deref(), Ok("/q%22%3C%3E%5E%60"));
+        assert_eq!(canon("/a%20b").as_deref(), Ok("/a%20b"));
+    }
+
+    #[test]
+    fn refused_paths() {
+        assert_eq!(canon("api"), Err(PathError::NotAbsolute));
+        assert_eq!(canon(""), Err(PathError::NotAbsolute));
+        assert_eq!(canon("*"), Err(PathError::NotAbsolute));
+        assert_eq!(canon("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(canon("/a%4"), Err(PathError::BadEscape));
+        assert_eq!(canon("/a%"), Err(PathError::BadEscape));
+        assert_eq!(canon("/a%00b"), Err(PathError::ControlCharacter));
+        assert_eq!(canon("/a%0d%0aX"), Err(PathError::ControlCharacter));
+        assert_eq!(canon("/a%7f"), Err(PathError::ControlCharacter));
+        assert_eq!(canon("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(canon("/a b"), Err(PathError::InvalidByte));
+        assert_eq!(canon("/a\u{e9}"), Err(PathError::InvalidByte));
+        assert_eq!(canon("/a\tb"), Err(PathError::InvalidByte));
+    }
+
+    #[test]
+    fn dot_segments_and_slashes() {
+        assert_eq!(canon("/../../etc").as_deref(), Ok("/etc"));
+        assert_eq!(canon("/a/./b/.").as_deref(), Ok("/a/b/"));
+        assert_eq!(canon("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(canon("/..").as_deref(), Ok("/"));
+        assert_eq!(canon("//").as_deref(), Ok("/"));
+        assert_eq!(canon("/a//").as_deref(), Ok("/a/"));
+        assert_eq!(
+            with("/a//b", false, EscapedSlashes::Reject).as_deref(),
+            Ok("/a//b")
+        );
+        assert!(matches!(
+            path(
+                "/a//b",
+                &PathOptions {
+                    merge_slashes: false,
+                    ..PathOptions::default()
+                }
+            ),
+            Ok(Cow::Borrowed(_))
+        ));
+        // Without merging, dot segments still resolve as RFC 3986 says.
+        assert_eq!(
+            with("/a//../b", false, EscapedSlashes::Reject).as_deref(),
+            Ok("/a/b")
+        );
+    }
+
+    #[test]
+    fn canonical_form_is_stable() {
+        for p in [
+            "/a%2fb",
+            "/x/%2e%2e/y",
+            "/a|b",
+            "//a/./b/../c%3b",
+            "/%41%42%2F",
+        ] {
+            for escaped in [EscapedSlashes::Keep, EscapedSlashes::Decode] {
+                let once = with(p, true, escaped).unwrap();
+                assert_eq!(with(&once, true, escaped).unwrap(), once, "{p}");
+            }
+        }
+    }
+
+    fn h(raw: &str) -> Result<(String, Option<u16>), HostError> {
+        host(raw).map(|h| (h.name.into_owned(), h.port))
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(h("api.example.com"), Ok(("api.example.com".into(), None)));
+        assert!(matches!(
+            host("api.example.com").unwrap().name,
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(h("API.Example.COM."), Ok(("api.example.com".into(), None)));
+        assert_eq!(
+            h("admin.example:80"),
+            Ok(("admin.example".into(), Some(80)))
+        );
+        assert_eq!(
+            h("admin.example.:8080"),
+            Ok(("admin.example".into(), Some(8080)))
+        );
+        assert_eq!(h("admin.example:"), Ok(("admin.example".into(), None)));
+        assert_eq!(h("127.0.0.1:8080"), Ok(("127.0.0.1".into(), Some(8080))));
+        assert_eq!(h("[::1]:8443"), Ok(("[::1]".into(), Some(8443))));
+        assert_eq!(h("[2001:DB8:0::1]"), Ok(("[2001:db8::1]".into(), None)));
+        assert_eq!(h("my_host"), Ok(("my_host".into(), None)));
+    }
+
+    #[test]
+    fn refused_hosts() {
+        assert_eq!(h(""), Err(HostError::Empty));
+        assert_eq!(h(":80"), Err(HostError::Empty));
+        assert_eq!(h("admin.example:80:80"), Err(HostError::InvalidPort));
+        assert_eq!(h("admin.example:http"), Err(HostError::InvalidPort));
+        assert_eq!(h("admin.example:65536"), Err(HostError::InvalidPort));
+        assert_eq!(h("admin.example:+80"), Err(HostError::InvalidPort));
+        assert_eq!(h("admin.example:123456"), Err(HostError::InvalidPort));
+        assert_eq!(h("a b"), Err(HostError::InvalidName));
+        assert_eq!(h("a/b"), Err(HostError::InvalidName));
+        assert_eq!(h("user@admin.example"), Err(HostError::InvalidName));
+        assert_eq!(h("a..b"), Err(HostError::InvalidName));
+        assert_eq!(h(".a"), Err(HostError::InvalidName));
+        assert_eq!(h("a.."), Err(HostError::InvalidName));
+        assert_eq!(h("."), Err(HostError::InvalidName));
+        assert_eq!(h("%61dmin.example"), Err(HostError::InvalidName));
+        assert_eq!(h("[admin.example]"), Err(HostError::InvalidIpv6));
+        assert_eq!(h("[::1"), Err(HostError::InvalidIpv6));
+        assert_eq!(h("[::1]x"), Err(HostError::InvalidPort));
+        assert_eq!(h("[fe80::1%25eth0]"), Err(HostError::InvalidIpv6));
+        assert_eq!(h("::1"), Err(HostError::InvalidPort));
+        assert_eq!(h(&"a".repeat(64)), Err(HostError::InvalidName));
+    }
+}

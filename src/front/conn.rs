@@ -1,0 +1,571 @@
+//! A client connection as the HTTP/1 request loop sees it: the socket (plain or TLS) with the
+//! bytes read from it but not yet handed on. Each request's head is read and checked here
+//! ([`super::head`]) before Pingora's parser sees it; Pingora then reads through this stream,
+//! which hands it exactly that request: its head, then its body as its framing says, and
+//! nothing after. Bytes of a following (pipelined) request stay here for the next round, so
+//! pipelined requests are answered in order on the same connection, and a read beyond the end
+//! of the body never reaches Pingora (which would otherwise drop the connection after its
+//! answer).
+//!
+//! The stream also bounds how slowly a client may send: the head must arrive within
+//! `client_header_timeout`, and a body must keep arriving (`client_body_timeout` between reads,
+//! and on average `client_body_min_rate` bytes per second after that allowance).
+
+use super::chunked::{ChunkError, Chunked};
+use super::head::{self, Framing, Head, HeadEnd, Refusal};
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The limits a connection applies while reading requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// The longest a request head may take, from its first byte (or from the connection's
+    /// start, for its first request).
+    pub header_timeout: Duration,
+    /// The longest wait for more body bytes.
+    pub body_timeout: Duration,
+    /// After `body_timeout`'s allowance, the body must arrive at least this fast on average
+    /// (bytes per second); 0 turns the rate check off.
+    pub body_min_rate: u64,
+}
+
+/// Why no request head could be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadFailure {
+    /// The client closed, the connection failed, or it sent nothing in time: close quietly.
+    Closed,
+    /// The head is malformed or ambiguous: answer and close.
+    Refused(Refusal),
+    /// Part of a head arrived, not all of it in time: answer `408` and close.
+    TimedOut,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Everything the request may read has been read.
+    Done,
+    Length(u64),
+    Chunked(Chunked),
+    /// After an upgrade request: everything, to the end of the connection.
+    Unbounded,
+    /// The body was refused (bad framing, too slow): every further read fails the same way,
+    /// so nothing waits on it.
+    Failed(io::ErrorKind),
+}
+
+/// A client connection carrying HTTP/1 requests; see the module documentation.
+pub struct Conn {
+    inner: Stream,
+    /// Bytes read from the socket and not yet handed on.
+    buf: BytesMut,
+    /// Head bytes of the current request still to hand on.
+    head_left: usize,
+    body: Body,
+    /// The client has closed its side.
+    eof: bool,
+    /// An upgrade request went through: the connection is not read as HTTP again.
+    upgraded: bool,
+    limits: Arc<ReadLimits>,
+    clock: BodyClock,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("inner", &self.inner)
+            .field("buffered", &self.buf.len())
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// How much a connection keeps of a pipelined next request while the current one is served.
+const STASH: usize = 64 * 1024;
+
+/// The size of each read from the socket.
+const READ_SIZE: usize = 4096;
+
+impl Conn {
+    /// Wrap a client connection.
+    pub fn new(inner: Stream, limits: Arc<ReadLimits>) -> Box<Conn> {
+        Box::new(Conn {
+            inner,
+            buf: BytesMut::new(),
+            head_left: 0,
+            body: Body::Done,
+            eof: false,
+            upgraded: false,
+            limits,
+            clock: BodyClock::default(),
+        })
+    }
+
+    /// Whether the next request is already (partly) here, so nothing needs to be waited for.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Read and check the next request head, of at most `max_head` bytes. `first_byte_wait`
+    /// bounds the wait for its first byte when none is buffered; `deadline` (default:
+    /// `header_timeout` after the first byte) bounds the whole head.
+    pub async fn next_head(
+        &mut self,
+        first_byte_wait: Duration,
+        deadline: Option<Instant>,
+        max_head: usize,
+    ) -> Result<Head, HeadFailure> {
+        if self.buf.is_empty() {
+            if self.eof {
+                return Err(HeadFailure::Closed);
+            }
+            match tokio::time::timeout(first_byte_wait, self.first_bytes()).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(HeadFailure::Closed),
+            }
+        }
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.header_timeout);
+        let mut end = HeadEnd::default();
+        let len = loop {
+            match end.scan(&self.buf) {
+                Err(r) => return Err(HeadFailure::Refused(r)),
+                Ok(Some(len)) => break len,
+                Ok(None) => {}
+            }
+            if self.buf.len() >= max_head {
+                return Err(HeadFailure::Refused(Refusal {
+                    status: 431,
+                    reason: "header_too_large",
+                }));
+            }
+            if self.eof {
+                return Err(HeadFailure::Closed);
+            }
+            self.buf.reserve(READ_SIZE);
+            match tokio::time::timeout_at(deadline, self.inner.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(HeadFailure::TimedOut),
+                Ok(Ok(0)) => self.eof = true,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(HeadFailure::Closed),
+            }
+        };
+        if len > max_head {
+            return Err(HeadFailure::Refused(Refusal {
+                status: 431,
+                reason: "header_too_large",
+            }));
+        }
+        let mut head = head::parse(&self.buf, len).map_err(HeadFailure::Refused)?;
+        if let Some(line) = head.overridden_host.take() {
+            // An absolute-form target's authority wins over `Host` (RFC 9112 section 3.2.2):
+            // the `Host` line goes, and the proxy sends the authority as `Host`.
+            let mut rebuilt = BytesMut::with_capacity(self.buf.len() - line.len());
+            rebuilt.extend_from_slice(&self.buf[..line.start]);
+            rebuilt.extend_from_slice(&self.buf[line.end..]);
+            self.buf = rebuilt;
+            head.len -= line.len();
+        }
+        self.head_left = head.len;
+        self.clock = BodyClock::default();
+        self.body = if head.upgrade {
+            self.upgraded = true;
+            Body::Unbounded
+        } else {
+            match head.framing {
+                Framing::None => Body::Done,
+                Framing::Length(n) => Body::Length(n),
+                Framing::Chunked => {
+                    // Chunk framing already here is checked now, while the upstream has seen
+                    // nothing; what arrives later is checked as it passes.
+                    let mut check = Chunked::default();
+                    if let Err(e) = check.feed(&self.buf[head.len..]) {
+                        return Err(HeadFailure::Refused(Refusal {
+                            status: 400,
+                            reason: e.reason(),
+                        }));
+                    }
+                    Body::Chunked(Chunked::default())
+                }
+            }
+        };
+        Ok(head)
+    }
+
+    /// Wait for the client's first bytes, reading them into a buffer on the stack so that an
+    /// idle connection holds no buffer of its own; they are then kept in `buf`.
+    async fn first_bytes(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut read = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    if read.filled().is_empty() {
+                        self.eof = true;
+                    }
+                    self.buf.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The method and target of the request line at the start of the buffer, as far as they
+    /// can be read (for logging a refused request).
+    pub fn request_line(&self) -> (http::Method, String) {
+        let line = &self.buf[..self.buf.len().min(8192)];
+        let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut parts = line.split(|b| *b == b' ');
+        let method = parts
+            .next()
+            .filter(|m| !m.is_empty() && m.len() <= 32)
+            .and_then(|m| http::Method::from_bytes(m).ok())
+            .unwrap_or_default();
+        let target = parts
+            .next()
+            .map(|t| String::from_utf8_lossy(&t[..t.len().min(2048)]).into_owned())
+            .unwrap_or_default();
+        (method, target)
+    }
+
+    /// After Pingora is done with a request: whether another request may be read from this
+    /// connection.
+    pub fn finish_request(&mut self) -> bool {
+        if self.buf.is_empty() {
+            // Hold no buffer while idle.
+            self.buf = BytesMut::new();
+        }
+        !self.upgraded
+            && self.head_left == 0
+            && matches!(self.body, Body::Done)
+            && !(self.eof && self.buf.is_empty())
+    }
+
+    /// Write a complete answer of the gateway's own and close the connection politely: the
+    /// write side is shut, then what the client still sends is read (for at most a second) so
+    /// that the close does not turn into a reset that destroys the answer before it is read.
+    pub async fn answer_and_close(&mut self, response: &[u8]) {
+        if self.inner.write_all(response).await.is_err() || self.inner.flush().await.is_err() {
+            return;
+        }
+        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
+        let linger = async {
+            let mut sink = [0u8; 4096];
+            let mut total = 0usize;
+            while total < 1 << 20 {
+                match self.inner.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+    }
+
+    /// Hand on buffered bytes, at most `limit`.
+    fn hand_on_buffered(&mut self, out: &mut ReadBuf<'_>, limit: usize) -> usize {
+        let n = self.buf.len().min(out.remaining()).min(limit);
+        out.put_slice(&self.buf[..n]);
+        self.buf.advance(n);
+        n
+    }
+
+    /// Read from the socket into `out`, at most `limit` bytes; the body clock runs while the
+    /// client makes the read wait.
+    fn poll_socket(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+        limit: usize,
+    ) -> Poll<io::Result<usize>> {
+        let limit = limit.min(out.remaining());
+        let mut part = out.take(limit);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut part) {
+            Poll::Ready(Ok(())) => {
+                let n = part.filled().len();
+                // SAFETY: `part` is `out`'s unfilled memory (`ReadBuf::take`), and the read
+                // filled, so initialised, its first `n` bytes.
+                unsafe { out.assume_init(n) };
+                out.advance(n);
+                if n == 0 {
+                    self.eof = true;
+                } else {
+                    self.clock.progress(n);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.clock.wait(cx, &self.limits) {
+                Poll::Ready(()) => {
+                    self.body = Body::Failed(io::ErrorKind::TimedOut);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent its request body too slowly",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    /// The request is fully read: what the client sends now belongs to its next request. It
+    /// is kept (up to a bound, then the client waits), never handed on; only the client's
+    /// close is reported, so that Pingora can stop work for a client that went away.
+    fn poll_after_request(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let cap = STASH;
+        while !self.eof && self.buf.len() < cap {
+            let mut space = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut read = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => self.eof = true,
+                Poll::Ready(Ok(())) => self.buf.extend_from_slice(read.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.eof && self.buf.is_empty() {
+            // The client closed without another request: report the end of the stream.
+            return Poll::Ready(Ok(()));
+        }
+        // A next request is waiting (or the client closed after sending one): nothing more for
+        // this request.
+        Poll::Pending
+    }
+}
+
+fn framing_error(e: ChunkError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.reason())
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.head_left > 0 {
+            let n = this.hand_on_buffered(out, this.head_left);
+            this.head_left -= n;
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.body {
+            Body::Done => this.poll_after_request(cx),
+            Body::Failed(kind) => Poll::Ready(Err(io::Error::new(*kind, "request body refused"))),
+            Body::Unbounded => {
+                if !this.buf.is_empty() {
+                    this.hand_on_buffered(out, usize::MAX);
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(&mut this.inner).poll_read(cx, out)
+            }
+            Body::Length(left) => {
+                let limit = usize::try_from(*left).unwrap_or(usize::MAX);
+                let n = if this.buf.is_empty() {
+                    match this.poll_socket(cx, out, limit) {
+                        Poll::Ready(Ok(n)) => n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                } else {
+                    this.hand_on_buffered(out, limit)
+                };
+                if let Body::Length(left) = &mut this.body {
+                    *left -= n as u64;
+                    if *left == 0 {
+                        this.body = Body::Done;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Body::Chunked(_) => {
+                let start = out.filled().len();
+                let n = if this.buf.is_empty() {
+                    match this.poll_socket(cx, out, usize::MAX) {
+                        Poll::Ready(Ok(n)) => n,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                } else {
+                    this.hand_on_buffered(out, usize::MAX)
+                };
+                let Body::Chunked(chunked) = &mut this.body else {
+                    return Poll::Ready(Ok(()));
+                };
+                match chunked.feed(&out.filled()[start..start + n]) {
+                    Err(e) => {
+                        this.body = Body::Failed(io::ErrorKind::InvalidData);
+                        Poll::Ready(Err(framing_error(e)))
+                    }
+                    Ok(None) => Poll::Ready(Ok(())),
+                    Ok(Some(end)) => {
+                        // Bytes after the body go back, in front of anything buffered.
+                        if end < n {
+                            let extra = &out.filled()[start + end..start + n];
+                            let mut back = BytesMut::with_capacity(extra.len() + this.buf.len());
+                            back.extend_from_slice(extra);
+                            back.extend_from_slice(&this.buf);
+                            this.buf = back;
+                            out.set_filled(start + end);
+                        }
+                        this.body = Body::Done;
+                        Poll::Ready(Ok(()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for Conn {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for Conn {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Conn {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Conn {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Conn {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Conn {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+/// Peeking is not offered: the connection's protocol is decided before it is wrapped.
+impl Peek for Conn {}
+
+/// Bounds how slowly a body may arrive: each wait for more bytes lasts at most the body
+/// timeout, and all waits together at most the body timeout plus the time the bytes received
+/// so far earn at the minimum rate.
+#[derive(Default)]
+struct BodyClock {
+    received: u64,
+    waited: Duration,
+    wait_start: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl BodyClock {
+    fn progress(&mut self, n: usize) {
+        self.received += n as u64;
+        if let Some(start) = self.wait_start.take() {
+            self.waited += start.elapsed();
+        }
+    }
+
+    /// The read must wait: arm the timer for this wait if needed; ready when time is up.
+    fn wait(&mut self, cx: &mut Context<'_>, limits: &ReadLimits) -> Poll<()> {
+        if self.wait_start.is_none() {
+            let now = Instant::now();
+            self.wait_start = Some(now);
+            let mut allowed = limits.body_timeout;
+            if limits.body_min_rate > 0 {
+                let earned =
+                    Duration::from_secs_f64(self.received as f64 / limits.body_min_rate as f64);
+                let budget = (limits.body_timeout + earned).saturating_sub(self.waited);
+                allowed = allowed.min(budget);
+            }
+            let deadline = now + allowed;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The strict reading of an HTTP/1 request head (request line and header section), done on the
+//! raw bytes before Pingora's parser sees them. Pingora's parser is lenient where HTTP parsers
+//! disagree: it accepts bare LF line ends, escapes a raw space in the target, collapses repeated
+//! equal `Content-Length` values. A gateway in front of other parsers must refuse such requests
+//! instead, since the upstream (or a proxy in front) may read the same bytes as a different
+//! request; HTTP Garden and PortSwigger's request smuggling research list the cases.
+//!
+//! What passes here is a subset of what Pingora's parser reads identically, so the two never
+//! disagree about where a request ends.
+
+/// How the request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request head that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Bytes from the start of the buffer to the end of the blank line closing the head
+    /// (including any empty lines before the request line).
+    pub len: usize,
+    pub framing: Framing,
+    /// The client asks for a protocol upgrade (`Connection: upgrade` with `Upgrade`): after a
+    /// `101` the connection carries another protocol, so it is not read as HTTP again.
+    pub upgrade: bool,
+    /// The `Host` field line (from its name to its CRLF, inclusive) when the target is in
+    /// absolute form and names another authority: the authority wins (RFC 9112 section
+    /// 3.2.2), so this line is dropped before the request is read further.
+    pub overridden_host: Option<std::ops::Range<usize>>,
+}
+
+/// A refusal: the status to answer with and a short reason (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// Stable, short, for the metric label and the access log's `error` field.
+    pub reason: &'static str,
+}
+
+const fn refuse(status: u16, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
+
+/// The most header fields a request may have (Pingora's parser holds 256).
+pub const MAX_FIELDS: usize = 256;
+
+/// Where the head ends: an incremental scan for the blank line that also refuses line ends
+/// that are not CRLF as soon as they are seen.
+#[derive(Debug, Default, Clone)]
+pub struct HeadEnd {
+    /// Bytes already scanned.
+    scanned: usize,
+    /// Bytes of empty lines (CRLF) before the request line, which RFC 9112 section 2.2 lets a
+    /// server skip.
+    leading: usize,
+    /// Whether the request line has started.
+    started: bool,
+}
+
+impl HeadEnd {
+    /// Scan the new bytes of `buf`: `Ok(Some(len))` once the head (ending with CRLF CRLF) is
+    /// complete, `Ok(None)` when more bytes are needed.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Refusal> {
+        let mut i = self.scanned;
+        while i < buf.len() {
+            let b = buf[i];
+            if !self.started {
+                match b {
+                    b'\r' => {
+                        match buf.get(i + 1) {
+                            None => break,
+                            Some(b'\n') => {}
+                            Some(_) => return Err(refuse(400, "bare_cr")),
+                        }
+                        i += 2;
+                        self.leading = i;
+                        if self.leading > 8 {
+                            return Err(refuse(400, "request_line"));
+                        }
+                        continue;
+                    }
+                    b'\n' => return Err(refuse(400, "bare_lf")),
+                    _ => self.started = true,
+                }
+            }
+            match b {
+                b'\n' => {
+                    if i == 0 || buf[i - 1] != b'\r' {
+                        return Err(refuse(400, "bare_lf"));
+                    }
+                    if i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n" && i - 3 >= self.leading {
+                        self.scanned = i + 1;
+                        return Ok(Some(i + 1));
+                    }
+                }
+                b'\r' => match buf.get(i + 1) {
+                    None => break,
+                    Some(b'\n') => {}
+                    Some(_) => return Err(refuse(400, "bare_cr")),
+                },
+                _ => {}
+            }
+            i += 1;
+        }
+        self.scanned = i;
+        Ok(None)
+    }
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// Whether `b` may appear in a field value (RFC 9110 section 5.5: visible characters, space,
+/// tab and obs-text; never NUL, CR, LF or another control character).
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Parse the complete head `buf[..len]` (as found by [`HeadEnd`], `leading` empty lines first).
+pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
+    let head = &buf[..len];
+    let mut start = 0;
+    while head[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    // Lines without their CRLF, with their offset (every LF follows a CR: the scan checked);
+    // the head ends with an empty line, left out here.
+    let mut offset = start;
+    let mut lines = std::iter::from_fn(move || {
+        let rest = &head[offset..len - 2];
+        let lf = rest.iter().position(|b| *b == b'\n')?;
+        let line = (offset, &rest[..lf.saturating_sub(1)]);
+        offset += lf + 1;
+        Some(line)
+    });
+    let (_, request_line) = lines.next().unwrap_or_default();
+    let (version_10, authority) = request_line_ok(request_line)?;
+    if let Some(a) = authority {
+        host_ok(a)?;
+    }
+    let mut host_line = None;
+
+    let mut fields = 0usize;
+    let mut hosts = 0usize;
+    let mut content_length: Option<u64> = None;
+    let mut lengths = 0usize;
+    let mut chunked = false;
+    let mut codings = 0usize;
+    let mut connection_upgrade = false;
+    let mut has_upgrade = false;
+    for (at, line) in lines {
+        if line.is_empty() {
+            // The closing blank line is not part of `lines`.
+            return Err(refuse(400, "header_syntax"));
+        }
+        fields += 1;
+        if fields > MAX_FIELDS {
+            return Err(refuse(431, "too_many_fields"));
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(refuse(400, "obs_fold"));
+        }
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or(refuse(400, "header_syntax"))?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+            return Err(refuse(400, "header_name"));
+        }
+        let raw_value = &line[colon + 1..];
+        if !raw_value.iter().all(|b| is_value_byte(*b)) {
+            return Err(refuse(400, "header_value"));
+        }
+        let value = trim_ows(raw_value);
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(refuse(400, "duplicate_host"));
+            }
+            if authority.is_none() {
+                host_ok(value)?;
+            }
+            host_line = Some((at..at + line.len() + 2, value));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if lengths > 1 {
+                return Err(refuse(400, "content_length"));
+            }
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(refuse(400, "content_length"));
+            }
+            content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            for coding in value.split(|b| *b == b',') {
+                let coding = trim_ows(coding);
+                if coding.is_empty() || chunked {
+                    // An empty list element, or anything after `chunked` (which must be last
+                    // and appear once).
+                    return Err(refuse(400, "transfer_encoding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else if coding.iter().all(|b| is_tchar(*b)) {
+                    codings += 1;
+                } else {
+                    return Err(refuse(400, "transfer_encoding"));
+                }
+            }
+            if value.is_empty() {
+                return Err(refuse(400, "transfer_encoding"));
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection_upgrade |= value
+                .split(|b| *b == b',')
+                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"upgrade"));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            has_upgrade = true;
+        }
+    }
+    let te = chunked || codings > 0;
+    let framing = if te {
+        if version_10 {
+            return Err(refuse(400, "transfer_encoding_http10"));
+        }
+        if lengths > 0 {
+            return Err(refuse(400, "content_length_and_transfer_encoding"));
+        }
+        if !chunked {
+            // RFC 9112 section 6.3: without `chunked` last the length cannot be known.
+            return Err(refuse(400, "transfer_encoding"));
+        }
+        if codings > 0 {
+            // `gzip, chunked`: well framed, but a coding the gateway does not decode.
+            return Err(refuse(501, "transfer_coding"));
+        }
+        Framing::Chunked
+    } else {
+        match (lengths, content_length) {
+            (0, _) | (_, Some(0)) => Framing::None,
+            (_, Some(n)) => Framing::Length(n),
+            (_, None) => return Err(refuse(400, "content_length")),
+        }
+    };
+    if hosts == 0 && authority.is_none() && !version_10 {
+        // RFC 9112 section 3.2: an HTTP/1.1 request must say which host it is for.
+        return Err(refuse(400, "missing_host"));
+    }
+    let overridden_host = match (authority, host_line) {
+        (Some(a), Some((range, value))) if a != value => Some(range),
+        _ => None,
+    };
+    Ok(Head {
+        len,
+        framing,
+        upgrade: connection_upgrade && has_upgrade,
+        overridden_host,
+    })
+}
+
+/// A host (the `Host` value or the target's authority) must have a canonical form.
+fn host_ok(host: &[u8]) -> Result<(), Refusal> {
+    let text = std::str::from_utf8(host).map_err(|_| refuse(400, "host"))?;
+    crate::canonical::host(text)
+        .map(|_| ())
+        .map_err(|_| refuse(400, "host"))
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Check `METHOD SP request-target SP HTTP-version`: whether it is HTTP/1.0, and the target's
+/// authority when it is in absolute form.
+fn request_line_ok(line: &[u8]) -> Result<(bool, Option<&[u8]>), Refusal> {
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse(400, "request_line"));
+    };
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+        return Err(refuse(400, "request_line"));
+    }
+    if target.is_empty() || !target.iter().all(|b| (b'!'..=b'~').contains(b)) {
+        return Err(refuse(400, "request_target"));
+    }
+    // Characters a URI may not hold raw that the HTTP stack behind would refuse (the `http`
+    // crate's path and query tables): refused here, with the gateway's own answer.
+    let (path, query) = match target.iter().position(|b| *b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &b""[..]),
+    };
+    if path.iter().any(|b| matches!(b, b'<' | b'>' | b'#' | b'`'))
+        || query.iter().any(|b| matches!(b, b'<' | b'>' | b'#' | b'"'))
+    {
+        return Err(refuse(400, "request_target"));
+    }
+    let version_10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(refuse(505, "http_version"));
+        }
+        _ => return Err(refuse(400, "request_line")),
+    };
+    if method == b"CONNECT" {
+        return Err(refuse(405, "connect"));
+    }
+    if target[0] == b'/' {
+        return Ok((version_10, None));
+    }
+    let after_scheme = if target.len() > 7 && target[..7].eq_ignore_ascii_case(b"http://") {
+        &target[7..]
+    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case(b"https://") {
+        &target[8..]
+    } else {
+        // Asterisk-form (`OPTIONS *`), authority-form and other schemes are not routed.
+        return Err(refuse(400, "request_target"));
+    };
+    let end = after_scheme
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?'))
+        .unwrap_or(after_scheme.len());
+    Ok((version_10, Some(&after_scheme[..end])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &[u8]) -> Result<Head, Refusal> {
+        let mut end = HeadEnd::default();
+        match end.scan(raw)? {
+            Some(len) => parse(raw, len),
+            None => Err(refuse(0, "incomplete")),
+        }
+    }
+
+    fn reason(raw: &[u8]) -> (u16, &'static str) {
+        let r = check(raw).expect_err("refused");
+        (r.status, r.reason)
+    }
+
+    #[test]
+    fn good_requests() {
+        let h = check(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(h.framing, Framing::None);
+        assert_eq!(h.len, 32);
+        let h = check(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+        let h = check(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        let h = check(b"\r\nGET / HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(h.len, 20);
+        let h = check(b"GET http://a.example/x HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(h.framing, Framing::None);
+        assert_eq!(h.overridden_host, None);
+        let raw = b"GET http://a.example/x HTTP/1.1\r\nX: 1\r\nHost: b.example\r\n\r\n";
+        let h = check(raw).unwrap();
+        assert_eq!(&raw[h.overridden_host.unwrap()], b"Host: b.example\r\n");
+        let h =
+            check(b"GET HTTP://a.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n").unwrap();
+        assert_eq!(h.overridden_host, None);
+        let h = check(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert!(h.upgrade);
+        check(b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: caf\xc3\xa9\t!\r\nX-Empty:\r\n\r\n").unwrap();
+    }
+
+    #[test]
+    fn incomplete_until_the_blank_line() {
+        let mut end = HeadEnd::default();
+        let full = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for n in 0..full.len() {
+            assert_eq!(end.scan(&full[..n]), Ok(None), "{n}");
+        }
+        assert_eq!(end.scan(full), Ok(Some(full.len())));
+    }
+
+    #[test]
+    fn framing_ambiguities() {
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n"),
+            (400, "content_length")
+        );
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,5\r\n\r\n"),
+            (400, "content_length")
+        );
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            (400, "content_length")
+        );
+        for bad in ["+5", "-1", "0x5", "5 5", "", "1234567890123456789"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), (400, "content_length"), "{bad}");
+        }
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (400, "content_length_and_transfer_encoding")
+        );
+        assert_eq!(
+            reason(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (400, "transfer_encoding_http10")
+        );
+        for bad in [
+            "gzip",
+            "chunked, chunked",
+            "chunked, gzip",
+            "chunked;x=1",
+            "chunked,",
+            "",
+            " chunked x",
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {bad}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()).0, 400, "{bad}");
+        }
+        assert_eq!(
+            reason(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (501, "transfer_coding")
+        );
+    }
+
+    #[test]
+    fn line_ends_and_request_lines() {
+        assert_eq!(reason(b"GET / HTTP/1.1\nHost: x\n\n"), (400, "bare_lf"));
+        assert_eq!(reason(b"GET / HTTP/1.1\r\nHost: x\n\r\n"), (400, "bare_lf"));
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"),
+            (400, "bare_cr")
+        );
+        assert_eq!(
+            reason(b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_target")
+        );
+        assert_eq!(
+            reason(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_target")
+        );
+        assert_eq!(
+            reason(b"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_target")
+        );
+        for bad in ["/a<b", "/a>b", "/a`b", "/?q=<", "/?q=>", "/?q=\"", "/?q=#"] {
+            let raw = format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), (400, "request_target"), "{bad}");
+        }
+        for good in ["/a\"b{c}|^[]", "/?q={`|}^[]\\"] {
+            let raw = format!("GET {good} HTTP/1.1\r\nHost: x\r\n\r\n");
+            check(raw.as_bytes()).expect(good);
+        }
+        assert_eq!(
+            reason(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_target")
+        );
+        assert_eq!(
+            reason(b"GET a.example:80 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_target")
+        );
+        assert_eq!(
+            reason(b"CONNECT a.example:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (405, "connect")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n"),
+            (505, "http_version")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"GET / http/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(
+            reason(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n\r\n"),
+            (400, "request_line")
+        );
+        assert_eq!(reason(b"\r\n\r\n\x00\r\nQUIT\n"), (400, "bare_lf"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(reason(b"GET / HTTP/1.1\r\n\r\n"), (400, "missing_host"));
+        check(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        for bad in [
+            "admin.example:80:80",
+            "a b",
+            "a/b",
+            "[x]",
+            "",
+            "u@h",
+            "h\\x",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), (400, "host"), "{bad}");
+            if bad != "a/b" {
+                let raw = format!("GET http://{bad}/ HTTP/1.1\r\n\r\n");
+                assert_eq!(reason(raw.as_bytes()).0, 400, "{bad}");
+            }
+        }
+        // With an absolute-form target only the authority counts.
+        check(b"GET http://a.example/ HTTP/1.1\r\nHost: anything\r\n\r\n").unwrap();
+    }
+
+    #[test]
+    fn header_fields() {
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n"),
+            (400, "header_value")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n"),
+            (400, "header_value")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x0bb\r\n\r\n"),
+            (400, "header_value")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: a\r\n\r\n"),
+            (400, "header_name")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nX-\x00: a\r\n\r\n"),
+            (400, "header_name")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nName : a\r\n\r\n"),
+            (400, "header_name")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\n: a\r\n\r\n"),
+            (400, "header_name")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"),
+            (400, "header_syntax")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
+            (400, "obs_fold")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            (400, "duplicate_host")
+        );
+        assert_eq!(
+            reason(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"),
+            (400, "duplicate_host")
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_FIELDS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(reason(&many), (431, "too_many_fields"));
+    }
+}

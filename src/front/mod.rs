@@ -1,0 +1,384 @@
+//! The front door: everything between a client's socket and the proxy's first phase.
+//!
+//! ```text
+//! accept ─▶ PROXY header (listeners with proxy_protocol; before TLS on TLS listeners)
+//!        ─▶ per-address connection cap (max_connections_per_ip)
+//!        ─▶ HTTP/2: Pingora's own connection handling
+//!        ─▶ HTTP/1: per request: read the head (keep-alive and header timeouts), check it
+//!           strictly (head.rs) ─ refused: answer 4xx/5xx with the JSON body, close
+//!           ─▶ Pingora reads exactly this request through conn.rs (body framing checked,
+//!              body timeouts, pipelined bytes kept back) ─▶ the proxy's phases
+//! ```
+//!
+//! In the proxy's phases, [`client`] finds the real client behind trusted proxies and
+//! [`crate::canonical`] gives the one canonical path and host every decision is made on.
+
+pub mod chunked;
+pub mod client;
+pub mod conn;
+pub mod head;
+pub mod per_ip;
+pub mod proxy_protocol;
+
+use crate::config::{Config, ForwardedHeader};
+use crate::gateway::Gateway;
+use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::metrics::{method_label, Metrics};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use client::TrustedProxies;
+use conn::{Conn, HeadFailure, ReadLimits};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::listeners::PreTlsProcess;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_core::server::ShutdownWatch;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One listener's front-door settings.
+#[derive(Debug)]
+pub struct ListenerDoor {
+    pub address: SocketAddr,
+    /// Peers whose forwarding header is believed.
+    pub trusted: TrustedProxies,
+    pub forwarded_header: ForwardedHeader,
+    pub proxy_protocol: bool,
+    pub max_connections_per_ip: Option<u32>,
+}
+
+/// The front door of every traffic listener; built once per process (its settings change
+/// with an upgrade).
+pub struct FrontDoor {
+    listeners: Vec<ListenerDoor>,
+    limits: Arc<ReadLimits>,
+    keepalive: Duration,
+    per_ip: Arc<per_ip::PerIp>,
+    state: Arc<ArcSwap<Gateway>>,
+    metrics: Arc<Metrics>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+impl std::fmt::Debug for FrontDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoor")
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}
+
+/// The local and peer addresses of a connection, from its socket digest.
+fn addresses(stream: &dyn GetSocketDigest) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let Some(d) = stream.get_socket_digest() else {
+        return (None, None);
+    };
+    (
+        d.local_addr().and_then(|a| a.as_inet()).copied(),
+        d.peer_addr().and_then(|a| a.as_inet()).copied(),
+    )
+}
+
+impl FrontDoor {
+    /// The front door for `config`'s listeners; refusals are counted in `metrics` and logged
+    /// to `access_log` with the current snapshot of `state`.
+    pub fn new(
+        config: &Config,
+        state: Arc<ArcSwap<Gateway>>,
+        metrics: Arc<Metrics>,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Arc<FrontDoor> {
+        let t = config.client_timeouts;
+        Arc::new(FrontDoor {
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| ListenerDoor {
+                    address: l.address,
+                    trusted: TrustedProxies(l.trusted_proxies.clone()),
+                    forwarded_header: l.forwarded_header,
+                    proxy_protocol: l.proxy_protocol,
+                    max_connections_per_ip: l.max_connections_per_ip,
+                })
+                .collect(),
+            limits: Arc::new(ReadLimits {
+                header_timeout: t.header,
+                body_timeout: t.body,
+                body_min_rate: t.body_min_rate,
+            }),
+            keepalive: config.client_keepalive_timeout,
+            per_ip: Arc::default(),
+            state,
+            metrics,
+            access_log,
+        })
+    }
+
+    /// The listener a connection to `local` arrived on (a listener on `0.0.0.0` or `[::]`
+    /// matches any local address with its port).
+    pub fn listener(&self, local: Option<SocketAddr>) -> Option<&ListenerDoor> {
+        let local = local?;
+        self.listeners
+            .iter()
+            .find(|l| l.address == local)
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .find(|l| l.address.ip().is_unspecified() && l.address.port() == local.port())
+            })
+    }
+
+    /// The client address of a request from `peer` on the listener at `local`, believing the
+    /// forwarding header only from that listener's trusted proxies.
+    pub fn client_address(
+        &self,
+        local: Option<SocketAddr>,
+        peer: IpAddr,
+        headers: &http::HeaderMap,
+    ) -> (IpAddr, bool) {
+        match self.listener(local) {
+            Some(l) if !l.trusted.is_empty() => {
+                let trusted = l.trusted.contains(peer);
+                let ip = client::client_address(peer, &l.trusted, l.forwarded_header, headers);
+                (ip, trusted)
+            }
+            _ => (peer.to_canonical(), false),
+        }
+    }
+
+    /// Count a connection or request refused at the door.
+    fn count_refusal(&self, reason: &'static str) {
+        self.metrics
+            .front_door_refusals
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// Read the PROXY header of a connection on a listener that expects one; false when the
+    /// connection must be closed.
+    async fn read_proxy_header(&self, stream: &mut L4Stream, door: &ListenerDoor) -> bool {
+        let (_, peer) = addresses(&*stream);
+        if !door.trusted.is_empty() && !peer.is_some_and(|p| door.trusted.contains(p.ip())) {
+            // Only the configured balancers may say who the client is.
+            self.count_refusal("proxy_protocol_untrusted");
+            return false;
+        }
+        let deadline = Instant::now() + self.limits.header_timeout;
+        match proxy_protocol::read(stream, deadline).await {
+            Ok(Some(source)) => {
+                proxy_protocol::set_peer(stream, source);
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                log::debug!("connection from {peer:?} refused: {}", e.reason());
+                self.count_refusal(e.reason());
+                false
+            }
+        }
+    }
+
+    /// Admit a new connection: read its PROXY header (plain listeners; TLS listeners read it
+    /// before the handshake, see [`FrontDoor::pre_tls`]) and count it against its address's
+    /// cap. `None`: close it.
+    pub async fn admit(&self, mut stream: Stream) -> Option<(Stream, Option<per_ip::Slot>)> {
+        let (local, _) = addresses(&*stream);
+        let Some(door) = self.listener(local) else {
+            return Some((stream, None));
+        };
+        if door.proxy_protocol && stream.get_ssl_digest().is_none() {
+            let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+            if !self.read_proxy_header(&mut l4, door).await {
+                return None;
+            }
+            stream = l4;
+        }
+        let slot = match door.max_connections_per_ip {
+            Some(max) => {
+                let (_, peer) = addresses(&*stream);
+                let ip = peer?.ip().to_canonical();
+                match self.per_ip.acquire(ip, max) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        self.count_refusal("per_ip_connections");
+                        return None;
+                    }
+                }
+            }
+            None => None,
+        };
+        Some((stream, slot))
+    }
+
+    /// The callback that reads PROXY headers before the TLS handshake on TLS listeners.
+    pub fn pre_tls(self: &Arc<Self>) -> Arc<dyn PreTlsProcess> {
+        Arc::new(PreTls(self.clone()))
+    }
+
+    /// Serve the HTTP/1 requests of a connection accepted at `accepted`, one after another,
+    /// through `app`.
+    pub async fn serve_http1<A: HttpServerApp + Send + Sync + 'static>(
+        &self,
+        app: &Arc<A>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        accepted: Instant,
+    ) {
+        let mut conn = Conn::new(stream, self.limits.clone());
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let max_head = self.state.load().max_request_header_size;
+            let (wait, deadline) = if first {
+                // A new connection's first request is bounded by the header timeout as a whole.
+                let deadline = accepted + self.limits.header_timeout;
+                let left = deadline.saturating_duration_since(Instant::now());
+                (self.keepalive.min(left), Some(deadline))
+            } else {
+                (self.keepalive, None)
+            };
+            let started = std::time::Instant::now();
+            match conn.next_head(wait, deadline, max_head).await {
+                Ok(_) => {}
+                Err(HeadFailure::Closed) => return,
+                Err(HeadFailure::Refused(r)) => {
+                    return self.refuse(&mut conn, r.status, r.reason, started).await
+                }
+                Err(HeadFailure::TimedOut) => {
+                    return self.refuse(&mut conn, 408, "header_timeout", started).await
+                }
+            }
+            first = false;
+            let mut session = ServerSession::new_http1(conn);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    // The connection's first request. Pingora reads 0 as "no limit": the
+                    // configuration allows whole seconds from 1.
+                    let keepalive = self.keepalive.as_secs().max(1);
+                    session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
+                    session.set_keepalive_reuses_remaining(
+                        app.server_options().and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let Some(reused) = app.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (stream, next) = ReusedHttpStream::consume(reused);
+            let Ok(back) = stream.into_any().downcast::<Conn>() else {
+                return;
+            };
+            conn = back;
+            if !conn.finish_request() {
+                return;
+            }
+            settings = next;
+        }
+    }
+
+    /// Answer a request refused at the door, count and log it, and close the connection.
+    async fn refuse(
+        &self,
+        conn: &mut Conn,
+        status: u16,
+        reason: &'static str,
+        started: std::time::Instant,
+    ) {
+        self.count_refusal(reason);
+        let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let (method, target) = conn.request_line();
+        let gateway = self.state.load();
+        self.metrics.record_request(
+            &gateway,
+            None,
+            method_label(&method),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+        let response = refusal_response(status, &request_id);
+        conn.answer_and_close(&response).await;
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let (_, peer) = addresses(&*conn);
+        log.write(Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id,
+            client_ip: peer.map(|p| p.ip().to_canonical().to_string()),
+            method: method.as_str().to_string(),
+            host: None,
+            path: target,
+            raw_path: None,
+            raw_host: None,
+            status,
+            bytes_sent: 0,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            route: None,
+            upstream: None,
+            peer: None,
+            upstream_status: None,
+            consumer: None,
+            cache_status: None,
+            error: Some(reason.to_string()),
+        });
+    }
+}
+
+/// A complete HTTP/1.1 answer for a refusal at the door: the JSON error body, the request id,
+/// and `Connection: close`.
+pub fn refusal_response(status: u16, request_id: &str) -> Vec<u8> {
+    let body = crate::errors::body(status, request_id);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads PROXY headers before the TLS handshake, on the TLS listeners that expect them.
+struct PreTls(Arc<FrontDoor>);
+
+#[async_trait]
+impl PreTlsProcess for PreTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
+        let (local, _) = addresses(&*stream);
+        let Some(door) = self.0.listener(local) else {
+            return Ok(());
+        };
+        if !door.proxy_protocol || self.0.read_proxy_header(stream, door).await {
+            return Ok(());
+        }
+        pingora_error::Error::e_explain(
+            pingora_error::ErrorType::AcceptError,
+            "no valid PROXY protocol header",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_is_complete_http() {
+        let r = refusal_response(400, "id-7");
+        let text = String::from_utf8(r).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains("\r\nX-Request-Id: id-7"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["request_id"], "id-7");
+    }
+}
