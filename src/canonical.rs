@@ -45,6 +45,10 @@ pub struct PathOptions {
     pub merge_slashes: bool,
     /// The action for `%2F` and `%5C`.
     pub escaped_slashes: EscapedSlashes,
+    /// Accept a raw `;` in the path. Servlet containers (Tomcat, Jetty) cut `;...` path
+    /// parameters out of each segment before matching, so `/api;x/admin` is `/api/admin` to
+    /// them; refused by default (as Spring Security's firewall does).
+    pub semicolons: bool,
 }
 
 impl Default for PathOptions {
@@ -52,6 +56,7 @@ impl Default for PathOptions {
         PathOptions {
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            semicolons: false,
         }
     }
 }
@@ -71,6 +76,8 @@ pub enum PathError {
     Backslash,
     /// A byte that cannot be part of a request target (space, control, non-ASCII).
     InvalidByte,
+    /// A raw `;` (a path parameter to servlet containers) while they are not accepted.
+    Semicolon,
 }
 
 impl PathError {
@@ -83,6 +90,7 @@ impl PathError {
             PathError::ControlCharacter => "the path contains an encoded control character",
             PathError::Backslash => "the path contains a backslash",
             PathError::InvalidByte => "the path contains a byte not allowed in a URI",
+            PathError::Semicolon => "the path contains a ';' (a path parameter)",
         }
     }
 }
@@ -132,6 +140,9 @@ pub fn path<'a>(raw: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathEr
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
+    }
+    if !opts.semicolons && bytes.contains(&b';') {
+        return Err(PathError::Semicolon);
     }
     if is_canonical(bytes, opts.merge_slashes) {
         return Ok(Cow::Borrowed(raw));
@@ -362,6 +373,7 @@ mod tests {
         let opts = PathOptions {
             merge_slashes: merge,
             escaped_slashes: escaped,
+            semicolons: true,
         };
         path(p, &opts).map(|c| c.into_owned())
     }
@@ -372,7 +384,7 @@ mod tests {
             "/",
             "/api/users/7",
             "/a/b/",
-            "/a;b=c/d:e@f",
+            "/a,b=c/d:e@f",
             "/.well-known/x",
             "/a/...",
             "/a/.b",
@@ -448,6 +460,18 @@ mod tests {
         assert_eq!(canon("/a|b{c}").as_deref(), Ok("/a%7Cb%7Bc%7D"));
         assert_eq!(canon("/q\"<>^`").as_deref(), Ok("/q%22%3C%3E%5E%60"));
         assert_eq!(canon("/a%20b").as_deref(), Ok("/a%20b"));
+    }
+
+    #[test]
+    fn semicolons() {
+        for p in ["/api/admin;x", "/api;x/admin", "/api;/admin", "/a;"] {
+            assert_eq!(canon(p), Err(PathError::Semicolon), "{p}");
+        }
+        assert_eq!(canon("/a%3Bb").as_deref(), Ok("/a%3Bb"));
+        assert_eq!(
+            with("/a;b=c/./d", true, EscapedSlashes::Reject).as_deref(),
+            Ok("/a;b=c/d")
+        );
     }
 
     #[test]

@@ -132,7 +132,8 @@ impl Reloader {
         }
         if config.client_timeouts != self.fixed.client_timeouts {
             needs_upgrade.push(
-                "client_header_timeout, client_body_timeout, client_body_min_rate".to_string(),
+                "client_header_timeout, client_body_timeout, client_body_min_rate, client_send_timeout"
+                    .to_string(),
             );
         }
         let previous = self.state.load_full();

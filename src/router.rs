@@ -28,8 +28,13 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// Whether the request's method and headers satisfy this route's predicates. A route for
+    /// `GET` also takes `HEAD`, which servers answer with the `GET` handler: otherwise a `HEAD`
+    /// would miss a protected `GET` route and still run its handler behind another route.
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+        (self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET)))
             && self.headers.iter().all(|(name, value)| {
                 headers
                     .get_all(name)
@@ -340,6 +345,16 @@ mod tests {
             find(&r, "h.com", "GET", "/a/b/c", &[]).as_deref(),
             Some("short")
         );
+    }
+
+    #[test]
+    fn head_follows_get() {
+        let r = router(
+            "  - {name: read, match: {path_prefix: /s, methods: [GET]}, upstream: u}\n  - {name: write, match: {path_prefix: /s, methods: [POST]}, upstream: u}\n  - {name: rest, match: {}, upstream: u}\n",
+        );
+        assert_eq!(find(&r, "x", "HEAD", "/s/1", &[]).as_deref(), Some("read"));
+        assert_eq!(find(&r, "x", "POST", "/s/1", &[]).as_deref(), Some("write"));
+        assert_eq!(find(&r, "x", "PUT", "/s/1", &[]).as_deref(), Some("rest"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! paths are normalised, and, per listener, which proxies are believed, whether connections
 //! start with a PROXY protocol header and how many connections one address may hold.
 
-use super::raw::{RawEscapedSlashes, RawForwardedHeader, RawListener, RawPathNormalization};
+use super::raw::{
+    RawEscapedSlashes, RawForwardedHeader, RawListener, RawPathNormalization, RawSemicolons,
+};
 use super::{units, ForwardedHeader, Validator};
 use crate::canonical::{EscapedSlashes, PathOptions};
 use serde_yaml::Value;
@@ -19,6 +21,9 @@ pub struct ClientTimeouts {
     /// After `body`'s allowance, a body must arrive at least this fast on average (bytes per
     /// second); 0 turns the check off.
     pub body_min_rate: u64,
+    /// The longest a write of the response to the client may wait (a client that stops
+    /// reading).
+    pub send: Duration,
 }
 
 impl Default for ClientTimeouts {
@@ -27,6 +32,7 @@ impl Default for ClientTimeouts {
             header: Duration::from_secs(10),
             body: Duration::from_secs(30),
             body_min_rate: 500,
+            send: Duration::from_secs(60),
         }
     }
 }
@@ -58,10 +64,12 @@ impl Validator {
         header: Option<Value>,
         body: Option<Value>,
         min_rate: Option<Value>,
+        send: Option<Value>,
     ) -> ClientTimeouts {
         let d = ClientTimeouts::default();
         let header = self.timeout("client_header_timeout", header, d.header);
         let body = self.timeout("client_body_timeout", body, d.body);
+        let send = self.timeout("client_send_timeout", send, d.send);
         let body_min_rate = match min_rate {
             None => d.body_min_rate,
             Some(v) => match self.item::<units::ConfSize>("client_body_min_rate", v) {
@@ -73,6 +81,7 @@ impl Validator {
             header,
             body,
             body_min_rate,
+            send,
         }
     }
 
@@ -91,6 +100,11 @@ impl Validator {
                 Some(RawEscapedSlashes::Reject) => EscapedSlashes::Reject,
                 Some(RawEscapedSlashes::Keep) => EscapedSlashes::Keep,
                 Some(RawEscapedSlashes::Decode) => EscapedSlashes::Decode,
+            },
+            semicolons: match raw.semicolons {
+                None => defaults.semicolons,
+                Some(RawSemicolons::Reject) => false,
+                Some(RawSemicolons::Keep) => true,
             },
         }
     }
@@ -147,6 +161,8 @@ mod tests {
         assert_eq!(c.client_timeouts.header, Duration::from_secs(10));
         assert_eq!(c.client_timeouts.body, Duration::from_secs(30));
         assert_eq!(c.client_timeouts.body_min_rate, 500);
+        assert_eq!(c.client_timeouts.send, Duration::from_secs(60));
+        assert!(!c.path_normalization.semicolons);
         assert!(c.path_normalization.merge_slashes);
         assert_eq!(c.path_normalization.escaped_slashes, EscapedSlashes::Reject);
         let l = &c.listeners[0];
@@ -189,12 +205,14 @@ mod tests {
     #[test]
     fn timeouts_and_paths() {
         let c = parse(&format!(
-            "listeners: [{{address: 127.0.0.1:1}}]\nclient_header_timeout: 2s\nclient_body_timeout: 500ms\nclient_body_min_rate: 1KiB\npath_normalization: {{merge_slashes: false, escaped_slashes: decode}}\n{BASE}"
+            "listeners: [{{address: 127.0.0.1:1}}]\nclient_header_timeout: 2s\nclient_body_timeout: 500ms\nclient_body_min_rate: 1KiB\nclient_send_timeout: 5s\npath_normalization: {{merge_slashes: false, escaped_slashes: decode, semicolons: keep}}\n{BASE}"
         ))
         .unwrap();
         assert_eq!(c.client_timeouts.header, Duration::from_secs(2));
         assert_eq!(c.client_timeouts.body, Duration::from_millis(500));
         assert_eq!(c.client_timeouts.body_min_rate, 1024);
+        assert_eq!(c.client_timeouts.send, Duration::from_secs(5));
+        assert!(c.path_normalization.semicolons);
         assert!(!c.path_normalization.merge_slashes);
         assert_eq!(c.path_normalization.escaped_slashes, EscapedSlashes::Decode);
         let e = errors(&format!(

@@ -445,6 +445,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "client_header_timeout",
     "client_body_timeout",
     "client_body_min_rate",
+    "client_send_timeout",
     "path_normalization",
     "consumers",
     "api_key_header",
@@ -624,6 +625,7 @@ impl Validator {
         let mut header_timeout = None;
         let mut body_timeout = None;
         let mut body_min_rate = None;
+        let mut send_timeout = None;
         let mut path_normalization = None;
         let mut consumers = None;
         let mut api_key_header = None;
@@ -646,6 +648,7 @@ impl Validator {
                 "client_header_timeout" => header_timeout = Some(v),
                 "client_body_timeout" => body_timeout = Some(v),
                 "client_body_min_rate" => body_min_rate = Some(v),
+                "client_send_timeout" => send_timeout = Some(v),
                 "path_normalization" => path_normalization = Some(v),
                 "consumers" => consumers = Some(v),
                 "api_key_header" => api_key_header = Some(v),
@@ -675,7 +678,8 @@ impl Validator {
         let upstreams = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
         let client_keepalive_timeout = self.client_keepalive(keepalive);
-        let client_timeouts = self.client_timeouts(header_timeout, body_timeout, body_min_rate);
+        let client_timeouts =
+            self.client_timeouts(header_timeout, body_timeout, body_min_rate, send_timeout);
         let path_normalization = self.path_normalization(path_normalization);
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);

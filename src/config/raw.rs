@@ -33,6 +33,15 @@ pub enum RawForwardedHeader {
 pub struct RawPathNormalization {
     pub merge_slashes: Option<bool>,
     pub escaped_slashes: Option<RawEscapedSlashes>,
+    pub semicolons: Option<RawSemicolons>,
+}
+
+/// The actions of `path_normalization.semicolons`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSemicolons {
+    Reject,
+    Keep,
 }
 
 /// The actions of `path_normalization.escaped_slashes`.

@@ -169,39 +169,51 @@ impl Conn {
             }));
         }
         let mut head = head::parse(&self.buf, len).map_err(HeadFailure::Refused)?;
-        if let Some(line) = head.overridden_host.take() {
-            // An absolute-form target's authority wins over `Host` (RFC 9112 section 3.2.2):
-            // the `Host` line goes, and the proxy sends the authority as `Host`.
-            let mut rebuilt = BytesMut::with_capacity(self.buf.len() - line.len());
-            rebuilt.extend_from_slice(&self.buf[..line.start]);
-            rebuilt.extend_from_slice(&self.buf[line.end..]);
+        if !head.dropped.is_empty() {
+            // Lines the request is read without (see `Head::dropped`), e.g. a `Host` that an
+            // absolute-form target's authority overrides: the proxy sends the authority.
+            let mut rebuilt = BytesMut::with_capacity(self.buf.len());
+            let mut from = 0;
+            for line in head.dropped.drain(..) {
+                rebuilt.extend_from_slice(&self.buf[from..line.start]);
+                head.len -= line.len();
+                from = line.end;
+            }
+            rebuilt.extend_from_slice(&self.buf[from..]);
             self.buf = rebuilt;
-            head.len -= line.len();
         }
         self.head_left = head.len;
         self.clock = BodyClock::default();
-        self.body = if head.upgrade {
-            self.upgraded = true;
-            Body::Unbounded
-        } else {
-            match head.framing {
-                Framing::None => Body::Done,
-                Framing::Length(n) => Body::Length(n),
-                Framing::Chunked => {
-                    // Chunk framing already here is checked now, while the upstream has seen
-                    // nothing; what arrives later is checked as it passes.
-                    let mut check = Chunked::default();
-                    if let Err(e) = check.feed(&self.buf[head.len..]) {
-                        return Err(HeadFailure::Refused(Refusal {
-                            status: 400,
-                            reason: e.reason(),
-                        }));
-                    }
-                    Body::Chunked(Chunked::default())
+        // An upgrade request's own body (if any) is read as its framing says; what follows is
+        // the other protocol's, after a `101`.
+        self.upgraded = head.upgrade;
+        self.body = match head.framing {
+            Framing::None => self.after_body(),
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => {
+                // Chunk framing already here is checked now, while the upstream has seen
+                // nothing; what arrives later is checked as it passes.
+                let mut check = Chunked::default();
+                if let Err(e) = check.feed(&self.buf[head.len..]) {
+                    return Err(HeadFailure::Refused(Refusal {
+                        status: 400,
+                        reason: e.reason(),
+                    }));
                 }
+                Body::Chunked(Chunked::default())
             }
         };
         Ok(head)
+    }
+
+    /// What the stream hands on once the request's body is complete: nothing more for an HTTP
+    /// request, everything for an upgrade (the tunnel's bytes, once the upstream agreed).
+    fn after_body(&self) -> Body {
+        if self.upgraded {
+            Body::Unbounded
+        } else {
+            Body::Done
+        }
     }
 
     /// Wait for the client's first bytes, reading them into a buffer on the stack so that an
@@ -388,7 +400,7 @@ impl AsyncRead for Conn {
                 if let Body::Length(left) = &mut this.body {
                     *left -= n as u64;
                     if *left == 0 {
-                        this.body = Body::Done;
+                        this.body = this.after_body();
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -423,7 +435,7 @@ impl AsyncRead for Conn {
                             this.buf = back;
                             out.set_filled(start + end);
                         }
-                        this.body = Body::Done;
+                        this.body = this.after_body();
                         Poll::Ready(Ok(()))
                     }
                 }

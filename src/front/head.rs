@@ -26,13 +26,17 @@ pub struct Head {
     /// (including any empty lines before the request line).
     pub len: usize,
     pub framing: Framing,
-    /// The client asks for a protocol upgrade (`Connection: upgrade` with `Upgrade`): after a
-    /// `101` the connection carries another protocol, so it is not read as HTTP again.
+    /// The client asks for a protocol upgrade (HTTP/1.1, `Upgrade`, and `upgrade` listed in
+    /// `Connection`): after a `101` the connection carries another protocol, so it is not read
+    /// as HTTP again.
     pub upgrade: bool,
-    /// The `Host` field line (from its name to its CRLF, inclusive) when the target is in
-    /// absolute form and names another authority: the authority wins (RFC 9112 section
-    /// 3.2.2), so this line is dropped before the request is read further.
-    pub overridden_host: Option<std::ops::Range<usize>>,
+    /// Field lines (from the name to the CRLF, inclusive, in order) dropped before the request
+    /// is read further: a `Host` line when the target is in absolute form and names another
+    /// authority (the authority wins, RFC 9112 section 3.2.2), and `Upgrade` lines that do not
+    /// make an upgrade (HTTP/1.0, or `upgrade` not listed in `Connection`, which an
+    /// intermediary must not act on or forward), so that Pingora, which would act on them,
+    /// reads the request as the gateway does.
+    pub dropped: Vec<std::ops::Range<usize>>,
 }
 
 /// A refusal: the status to answer with and a short reason (a metric label).
@@ -171,7 +175,7 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
     let mut chunked = false;
     let mut codings = 0usize;
     let mut connection_upgrade = false;
-    let mut has_upgrade = false;
+    let mut upgrade_lines: Vec<std::ops::Range<usize>> = Vec::new();
     for (at, line) in lines {
         if line.is_empty() {
             // The closing blank line is not part of `lines`.
@@ -239,7 +243,7 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
                 .split(|b| *b == b',')
                 .any(|t| trim_ows(t).eq_ignore_ascii_case(b"upgrade"));
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            has_upgrade = true;
+            upgrade_lines.push(at..at + line.len() + 2);
         }
     }
     let te = chunked || codings > 0;
@@ -270,15 +274,22 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
         // RFC 9112 section 3.2: an HTTP/1.1 request must say which host it is for.
         return Err(refuse(400, "missing_host"));
     }
-    let overridden_host = match (authority, host_line) {
-        (Some(a), Some((range, value))) if a != value => Some(range),
-        _ => None,
-    };
+    let mut dropped = Vec::new();
+    if let (Some(a), Some((range, value))) = (authority, host_line) {
+        if a != value {
+            dropped.push(range);
+        }
+    }
+    let upgrade = !upgrade_lines.is_empty() && connection_upgrade && !version_10;
+    if !upgrade {
+        dropped.extend(upgrade_lines);
+    }
+    dropped.sort_by_key(|r| r.start);
     Ok(Head {
         len,
         framing,
-        upgrade: connection_upgrade && has_upgrade,
-        overridden_host,
+        upgrade,
+        dropped,
     })
 }
 
@@ -313,6 +324,11 @@ fn request_line_ok(line: &[u8]) -> Result<(bool, Option<&[u8]>), Refusal> {
     };
     if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
         return Err(refuse(400, "request_line"));
+    }
+    if method.iter().any(u8::is_ascii_lowercase) {
+        // Methods are case-sensitive, but frameworks upper-case them: `delete` would miss a
+        // `DELETE` route here and run as DELETE behind it (nginx refuses them too).
+        return Err(refuse(400, "method"));
     }
     if target.is_empty() || !target.iter().all(|b| (b'!'..=b'~').contains(b)) {
         return Err(refuse(400, "request_target"));
@@ -389,15 +405,24 @@ mod tests {
         assert_eq!(h.len, 20);
         let h = check(b"GET http://a.example/x HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(h.framing, Framing::None);
-        assert_eq!(h.overridden_host, None);
+        assert!(h.dropped.is_empty());
         let raw = b"GET http://a.example/x HTTP/1.1\r\nX: 1\r\nHost: b.example\r\n\r\n";
         let h = check(raw).unwrap();
-        assert_eq!(&raw[h.overridden_host.unwrap()], b"Host: b.example\r\n");
+        assert_eq!(&raw[h.dropped[0].clone()], b"Host: b.example\r\n");
         let h =
             check(b"GET HTTP://a.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\n\r\n").unwrap();
-        assert_eq!(h.overridden_host, None);
+        assert!(h.dropped.is_empty());
         let h = check(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
-        assert!(h.upgrade);
+        assert!(h.upgrade && h.dropped.is_empty());
+        // An Upgrade that does not make an upgrade is dropped, so nobody acts on it.
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let h = check(raw).unwrap();
+            assert!(!h.upgrade);
+            assert_eq!(&raw[h.dropped[0].clone()], b"Upgrade: websocket\r\n");
+        }
         check(b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: caf\xc3\xa9\t!\r\nX-Empty:\r\n\r\n").unwrap();
     }
 
@@ -523,6 +548,15 @@ mod tests {
             reason(b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n"),
             (400, "request_line")
         );
+        assert_eq!(
+            reason(b"delete / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "method")
+        );
+        assert_eq!(
+            reason(b"Get / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (400, "method")
+        );
+        check(b"PURGE / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(
             reason(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\nGET / HTTP/1.1\r\n\r\n"),
             (400, "request_line")

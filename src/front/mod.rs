@@ -54,8 +54,11 @@ pub struct ListenerDoor {
 /// with an upgrade).
 pub struct FrontDoor {
     listeners: Vec<ListenerDoor>,
+    /// Whether any listener trusts a proxy (when none does, the peer is always the client).
+    any_trusted: bool,
     limits: Arc<ReadLimits>,
     keepalive: Duration,
+    send_timeout: Duration,
     per_ip: Arc<per_ip::PerIp>,
     state: Arc<ArcSwap<Gateway>>,
     metrics: Arc<Metrics>,
@@ -92,6 +95,10 @@ impl FrontDoor {
     ) -> Arc<FrontDoor> {
         let t = config.client_timeouts;
         Arc::new(FrontDoor {
+            any_trusted: config
+                .listeners
+                .iter()
+                .any(|l| !l.trusted_proxies.is_empty()),
             listeners: config
                 .listeners
                 .iter()
@@ -109,11 +116,17 @@ impl FrontDoor {
                 body_min_rate: t.body_min_rate,
             }),
             keepalive: config.client_keepalive_timeout,
+            send_timeout: t.send,
             per_ip: Arc::default(),
             state,
             metrics,
             access_log,
         })
+    }
+
+    /// How long a write to a client may wait (`client_send_timeout`).
+    pub fn send_timeout(&self) -> Duration {
+        self.send_timeout
     }
 
     /// The listener a connection to `local` arrived on (a listener on `0.0.0.0` or `[::]`
@@ -138,6 +151,9 @@ impl FrontDoor {
         peer: IpAddr,
         headers: &http::HeaderMap,
     ) -> (IpAddr, bool) {
+        if !self.any_trusted {
+            return (peer.to_canonical(), false);
+        }
         match self.listener(local) {
             Some(l) if !l.trusted.is_empty() => {
                 let trusted = l.trusted.contains(peer);

@@ -38,9 +38,9 @@ impl HeaderError {
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-/// The longest header: 16 bytes and 216 of addresses in version 2 with room for TLVs; version
-/// 1 is at most 107 bytes.
-const MAX_HEADER: usize = 536;
+/// The longest header accepted: version 1 is at most 107 bytes; version 2 is 16 bytes, up to 216
+/// of addresses and TLVs (AWS adds its VPC endpoint id, HAProxy can add TLS details).
+const MAX_HEADER: usize = 4096;
 
 /// Whether `buf` could still be the start of a PROXY header.
 fn could_be_header(buf: &[u8]) -> bool {
@@ -56,7 +56,7 @@ pub async fn read(
     stream: &mut L4Stream,
     deadline: Instant,
 ) -> Result<Option<SocketAddr>, HeaderError> {
-    let mut buf = [0u8; MAX_HEADER];
+    let mut buf = vec![0u8; MAX_HEADER];
     let mut filled = 0;
     loop {
         let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;

@@ -157,76 +157,193 @@ pub struct Hop<'a> {
     pub tls: bool,
 }
 
-/// Whether a request header is a forwarding header a client could forge: `Forwarded` or any
-/// `X-Forwarded-*`.
-fn is_forwarding(name: &HeaderName) -> bool {
-    let n = name.as_str().as_bytes();
-    n == b"forwarded" || (n.len() > 12 && &n[..12] == b"x-forwarded-")
+/// How a request header that describes the client's hop is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HopHeader {
+    /// Not one of them.
+    Other,
+    /// `Forwarded` or `X-Forwarded-*`: kept from a trusted proxy, replaced from anyone else.
+    Forwarding,
+    /// A header some upstreams take the client's address from (`X-Real-IP`, `True-Client-IP`,
+    /// ...): kept from a trusted proxy, dropped from anyone else.
+    ClientAddress,
+    /// Dropped from everyone: headers that make frameworks serve another path
+    /// (`X-Original-URL`, `X-Rewrite-URL`), and spellings with `_` of the gateway's own and
+    /// forwarding headers, which CGI-style servers (`HTTP_X_CONSUMER`) read as the real ones.
+    Forged,
 }
 
-/// Set the forwarding headers. From a trusted proxy, `X-Forwarded-For` gets the proxy's address
-/// appended, an incoming `Forwarded` gets an element for it, and `X-Forwarded-Proto`/`-Host`
-/// are kept when the proxy set them. From anyone else every incoming `Forwarded` and
-/// `X-Forwarded-*` header is dropped and replaced: `X-Forwarded-For` is the client alone.
+/// Client address headers that upstream frameworks and CDNs use.
+const CLIENT_ADDRESS: &[&[u8]] = &[
+    b"x-real-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"cf-connecting-ip",
+    b"x-cluster-client-ip",
+    b"fastly-client-ip",
+];
+
+/// The gateway's own request headers.
+const OWN: &[&[u8]] = &[b"x-consumer", b"x-consumer-groups", b"x-request-id"];
+
+/// `name` equals `expected` (lower case, with `-`) when `_` is read as `-`.
+fn dash_eq(name: &[u8], expected: &[u8]) -> bool {
+    name.len() == expected.len()
+        && name
+            .iter()
+            .zip(expected)
+            .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+}
+
+fn classify(name: &HeaderName) -> HopHeader {
+    let n = name.as_str().as_bytes();
+    // Every name of interest starts with one of these: most headers are ruled out at once.
+    if !matches!(n.first(), Some(b'x' | b'f' | b't' | b'c')) {
+        return HopHeader::Other;
+    }
+    let underscore = n.contains(&b'_');
+    let class = if (n.len() > 12 && dash_eq(&n[..12], b"x-forwarded-")) || dash_eq(n, b"forwarded")
+    {
+        HopHeader::Forwarding
+    } else if CLIENT_ADDRESS.iter().any(|c| dash_eq(n, c)) {
+        HopHeader::ClientAddress
+    } else if dash_eq(n, b"x-original-url")
+        || dash_eq(n, b"x-rewrite-url")
+        || (underscore && OWN.iter().any(|c| dash_eq(n, c)))
+    {
+        HopHeader::Forged
+    } else {
+        HopHeader::Other
+    };
+    if underscore && class != HopHeader::Other {
+        HopHeader::Forged
+    } else {
+        class
+    }
+}
+
+/// Every value of `name`, joined with `", "` (several field lines are one list).
+fn joined(req: &RequestHeader, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in req.headers.get_all(name) {
+        let v = v.as_bytes().trim_ascii();
+        if v.is_empty() {
+            continue;
+        }
+        match &mut out {
+            Some(o) => {
+                o.extend_from_slice(b", ");
+                o.extend_from_slice(v);
+            }
+            None => out = Some(v.to_vec()),
+        }
+    }
+    out
+}
+
+/// The `for=` nodes of a `Forwarded` list, one element each (`host=`, `proto=` and `by=`
+/// parameters are left out: the gateway cannot tell a proxy's from a client's).
+fn forwarded_nodes(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for element in list.split(|b| *b == b',') {
+        let node = element.split(|b| *b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            (pair.len() > 4 && pair[..4].eq_ignore_ascii_case(b"for=")).then_some(&pair[4..])
+        });
+        if let Some(node) = node {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(b"for=");
+            out.extend_from_slice(node);
+        }
+    }
+    out
+}
+
+/// Set the forwarding headers. The request is for the host the gateway routed on, so
+/// `X-Forwarded-Host` is always that host. From a trusted proxy, `X-Forwarded-For` (all its
+/// lines) gets the proxy's address appended, `Forwarded` keeps its `for=` nodes and gets one for
+/// the proxy, `X-Forwarded-Proto` is kept when it says `http` or `https`, and client address
+/// headers are kept. From anyone else every `Forwarded`, `X-Forwarded-*` and client address
+/// header is dropped, and `X-Forwarded-For` is the client alone. Headers that re-route inside
+/// frameworks and `_` spellings of these names are dropped from everyone.
 pub fn set_forwarding(req: &mut RequestHeader, hop: &Hop) {
-    let proto = if hop.tls { &HTTPS } else { &HTTP };
+    let drop_from_peer = |class: HopHeader| match class {
+        HopHeader::Other => false,
+        HopHeader::Forged => true,
+        HopHeader::Forwarding | HopHeader::ClientAddress => !hop.trusted,
+    };
+    if req.headers.keys().any(|k| drop_from_peer(classify(k))) {
+        let dropped: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| drop_from_peer(classify(k)))
+            .cloned()
+            .collect();
+        for name in dropped {
+            req.remove_header(&name);
+        }
+    }
+    let mut proto = if hop.tls { &HTTPS } else { &HTTP };
     let mut buf = [0u8; 48];
     if hop.trusted {
         if let Some(peer) = hop.peer {
             let len = write_ip(peer, &mut buf);
             let ip = &buf[..len];
-            let value = match req.headers.get(&X_FORWARDED_FOR) {
-                Some(prev) if !prev.as_bytes().trim_ascii().is_empty() => {
-                    HeaderValue::from_bytes(&[prev.as_bytes(), b", ", ip].concat())
+            let value = match joined(req, &X_FORWARDED_FOR) {
+                Some(mut list) => {
+                    list.extend_from_slice(b", ");
+                    list.extend_from_slice(ip);
+                    HeaderValue::from_bytes(&list)
                 }
-                _ => HeaderValue::from_bytes(ip),
+                None => HeaderValue::from_bytes(ip),
             };
             if let Ok(v) = value {
                 let _ = req.insert_header(wire::X_FORWARDED_FOR, v);
             }
-            if let Some(prev) = req.headers.get(header::FORWARDED) {
-                let node = match peer {
-                    std::net::IpAddr::V4(_) => format!("for={peer}"),
-                    std::net::IpAddr::V6(_) => format!("for=\"[{peer}]\""),
-                };
-                let mut v = prev.as_bytes().to_vec();
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(node.as_bytes());
-                if let Ok(v) = HeaderValue::from_bytes(&v) {
+            if let Some(list) = joined(req, &header::FORWARDED) {
+                let mut nodes = forwarded_nodes(&list);
+                if !nodes.is_empty() {
+                    nodes.extend_from_slice(b", ");
+                }
+                match peer {
+                    std::net::IpAddr::V4(_) => {
+                        nodes.extend_from_slice(b"for=");
+                        nodes.extend_from_slice(ip);
+                    }
+                    std::net::IpAddr::V6(_) => {
+                        nodes.extend_from_slice(b"for=\"[");
+                        nodes.extend_from_slice(ip);
+                        nodes.extend_from_slice(b"]\"");
+                    }
+                }
+                if let Ok(v) = HeaderValue::from_bytes(&nodes) {
                     let _ = req.insert_header(header::FORWARDED, v);
                 }
             }
         }
-        if !req.headers.contains_key(&X_FORWARDED_PROTO) {
-            let _ = req.insert_header(wire::X_FORWARDED_PROTO, proto.clone());
-        }
-        if !req.headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(h) = hop.host {
-                let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
+        if let Some(p) = req.headers.get(&X_FORWARDED_PROTO) {
+            if p.as_bytes().eq_ignore_ascii_case(b"https") {
+                proto = &HTTPS;
+            } else if p.as_bytes().eq_ignore_ascii_case(b"http") {
+                proto = &HTTP;
             }
         }
-        return;
-    }
-    if req.headers.keys().any(is_forwarding) {
-        let forged: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|k| is_forwarding(k))
-            .cloned()
-            .collect();
-        for name in forged {
-            req.remove_header(&name);
-        }
-    }
-    if let Some(ip) = hop.client {
+    } else if let Some(ip) = hop.client {
         let len = write_ip(ip, &mut buf);
         if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
             let _ = req.insert_header(wire::X_FORWARDED_FOR, v);
         }
     }
     let _ = req.insert_header(wire::X_FORWARDED_PROTO, proto.clone());
-    if let Some(h) = hop.host {
-        let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
+    match hop.host {
+        Some(h) => {
+            let _ = req.insert_header(wire::X_FORWARDED_HOST, h.clone());
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
     }
 }
 
@@ -383,6 +500,9 @@ mod tests {
                 ("x-forwarded-proto", "https"),
                 ("x-forwarded-port", "443"),
                 ("x-forwarded-prefix", "/admin"),
+                ("x-real-ip", "6.6.6.6"),
+                ("true-client-ip", "6.6.6.6"),
+                ("cf-connecting-ip", "6.6.6.6"),
                 ("x-kept", "1"),
             ],
         );
@@ -393,7 +513,14 @@ mod tests {
             "api.example.com"
         );
         assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
-        for gone in ["forwarded", "x-forwarded-port", "x-forwarded-prefix"] {
+        for gone in [
+            "forwarded",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+        ] {
             assert!(req.headers.get(gone).is_none(), "{gone}");
         }
         assert!(req.headers.get("x-kept").is_some());
@@ -407,29 +534,82 @@ mod tests {
             peer: Some("10.0.0.2".parse().unwrap()),
             trusted: true,
             host: Some(&host),
-            tls: true,
+            tls: false,
         };
         let req = forwarded(
             &hop,
             &[
+                ("x-forwarded-for", "6.6.6.6"),
                 ("x-forwarded-for", "203.0.113.7"),
                 ("x-forwarded-proto", "https"),
-                ("forwarded", "for=203.0.113.7"),
+                ("x-forwarded-host", "admin.example"),
+                ("forwarded", "for=6.6.6.6;host=admin.example;proto=https"),
+                ("forwarded", "For=\"[2001:db8::1]:80\""),
+                ("x-real-ip", "203.0.113.7"),
             ],
         );
         assert_eq!(
             req.headers.get("x-forwarded-for").unwrap(),
-            "203.0.113.7, 10.0.0.2"
+            "6.6.6.6, 203.0.113.7, 10.0.0.2"
         );
+        assert_eq!(req.headers.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "https");
+        // The request is routed on its own host: that is the forwarded host.
         assert_eq!(
             req.headers.get("x-forwarded-host").unwrap(),
             "api.example.com"
         );
         assert_eq!(
             req.headers.get("forwarded").unwrap(),
-            "for=203.0.113.7, for=10.0.0.2"
+            "for=6.6.6.6, for=\"[2001:db8::1]:80\", for=10.0.0.2"
         );
+        assert_eq!(req.headers.get("x-real-ip").unwrap(), "203.0.113.7");
+        // A made-up protocol is not passed on.
+        let req = forwarded(&hop, &[("x-forwarded-proto", "gopher")]);
+        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn underscore_and_rerouting_headers_are_dropped() {
+        for trusted in [false, true] {
+            let hop = Hop {
+                client: Some("192.0.2.9".parse().unwrap()),
+                peer: Some("192.0.2.9".parse().unwrap()),
+                trusted,
+                host: None,
+                tls: false,
+            };
+            let req = forwarded(
+                &hop,
+                &[
+                    ("x_forwarded_for", "6.6.6.6"),
+                    ("X_Forwarded_Host", "admin.example"),
+                    ("x_consumer", "root"),
+                    ("x_consumer_groups", "admins"),
+                    ("x_real_ip", "6.6.6.6"),
+                    ("x-original-url", "/api/admin"),
+                    ("x-rewrite-url", "/api/admin"),
+                    ("x_custom", "kept"),
+                    ("cache-control", "no-cache"),
+                ],
+            );
+            for gone in [
+                "x_forwarded_for",
+                "x_forwarded_host",
+                "x_consumer",
+                "x_consumer_groups",
+                "x_real_ip",
+                "x-original-url",
+                "x-rewrite-url",
+            ] {
+                assert!(
+                    req.headers.get(gone).is_none(),
+                    "{gone} (trusted: {trusted})"
+                );
+            }
+            assert_eq!(req.headers.get("x_custom").unwrap(), "kept");
+            assert!(req.headers.get("cache-control").is_some());
+        }
     }
 
     #[test]

@@ -148,6 +148,10 @@ impl Tollgate {
         if req.headers.get_all(header::HOST).iter().count() > 1 {
             return Err(status_error(400, "more than one Host header"));
         }
+        if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            // HTTP/1 requests are refused at the front door; this is HTTP/2's `:method`.
+            return Err(status_error(400, "a method with lower-case letters"));
+        }
         ctx.target = target::Target::of(req, &ctx.gateway.path_normalization)
             .map_err(|why| status_error(400, why))?;
         let view = RequestView {
@@ -167,8 +171,7 @@ impl Tollgate {
     async fn read_ahead(&self, session: &mut Session, max: Option<u64>) -> Result<()> {
         let req = session.req_header();
         let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
-        let expects_continue = req.headers.contains_key(header::EXPECT);
-        if !chunked || expects_continue || session.as_downstream().as_http1().is_none() {
+        if !chunked || session.as_downstream().as_http1().is_none() {
             return Ok(());
         }
         session.as_downstream_mut().enable_retry_buffering();
@@ -183,12 +186,37 @@ impl Tollgate {
             }
             Ok(None) => Ok(()),
             Err(e) => match e.etype() {
+                // The client's doing (a refused framing, a stall, a close): mapped by
+                // `errors::status_for` as the client's.
                 ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
-                    Err(e)
+                    Err(e.into_down())
                 }
                 _ => Err(status_error(400, "malformed request body")),
             },
         }
+    }
+
+    /// Answer `Expect: 100-continue` here, once the request has passed every policy (so a
+    /// refused client is not invited to send its body); the upstream then gets the request
+    /// without `Expect`, as nginx does. An upstream that is asked to expect could answer before
+    /// the body and then read the body that follows anyway as a request of its own.
+    async fn continue_if_expected(session: &mut Session) -> Result<()> {
+        let req = session.req_header();
+        let expects = req.version == http::Version::HTTP_11
+            && req
+                .headers
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !expects {
+            return Ok(());
+        }
+        let downstream = session.as_downstream_mut();
+        // Pingora closes a connection whose response starts before the request body is read;
+        // a 100 is not that response, so keep-alive stays as it was.
+        let keepalive = downstream.get_keepalive();
+        downstream.write_continue_response().await?;
+        downstream.set_keepalive(keepalive);
+        Ok(())
     }
 
     /// The bytes a consistent-hash pool hashes on for this request.
@@ -431,6 +459,10 @@ impl ProxyHttp for Tollgate {
         }
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
+        // A client that stops reading its answer holds nothing longer than this per write.
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(self.door.send_timeout()));
         self.identify_client(session, ctx);
         self.route_request(session, ctx)
     }
@@ -511,6 +543,7 @@ impl ProxyHttp for Tollgate {
                 return Err(status_error(413, "declared body over max_body_size"));
             }
         }
+        Self::continue_if_expected(session).await?;
         self.read_ahead(session, max).await?;
         Ok(false)
     }
@@ -631,6 +664,16 @@ impl ProxyHttp for Tollgate {
 
         if let Some(host) = &ctx.target.upstream_host {
             upstream_request.insert_header(header::HOST, host.clone())?;
+        } else if !upstream_request.headers.contains_key(header::HOST) {
+            // An HTTP/1.0 request without a host goes upstream as HTTP/1.1, which needs one:
+            // the peer's address, as nginx sends by default.
+            if let Some(peer) = ctx.tried.last() {
+                upstream_request.insert_header(header::HOST, peer.to_string())?;
+            }
+        }
+        if upstream_request.headers.contains_key(header::EXPECT) {
+            // Answered by the gateway (see `continue_if_expected`).
+            upstream_request.remove_header(&header::EXPECT);
         }
         let host = upstream_request.headers.get(header::HOST).cloned();
         let hop = headers::Hop {
@@ -669,6 +712,13 @@ impl ProxyHttp for Tollgate {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if upstream_response.status != http::StatusCode::SWITCHING_PROTOCOLS
+            && session.as_downstream().is_upgrade_req()
+        {
+            // A declined upgrade: what the client sent after its request may be meant for the
+            // other protocol, so the connection is not read as HTTP again; say so.
+            session.set_keepalive(None);
+        }
         if self.draining.load(std::sync::atomic::Ordering::Acquire) {
             // A response that started before the drain still closes its connection.
             session.set_keepalive(None);
@@ -697,7 +747,10 @@ impl ProxyHttp for Tollgate {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let status = errors::status_for(e);
-        if status == 0 || session.response_written().is_some() {
+        let started = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        if status == 0 || started {
             return FailToProxy {
                 error_code: status,
                 can_reuse_downstream: false,
@@ -705,8 +758,9 @@ impl ProxyHttp for Tollgate {
         }
         // Only an answer that left no unread body and no doubt about framing keeps the
         // connection open.
-        let reusable =
-            matches!(status, 404 | 502 | 503 | 504) && session.as_downstream_mut().is_body_empty();
+        let reusable = matches!(status, 404 | 502 | 503 | 504)
+            && !session.as_downstream().is_upgrade_req()
+            && session.as_downstream_mut().is_body_empty();
         if !reusable {
             session.set_keepalive(None);
         }
