@@ -6,7 +6,8 @@ attack runs slowhttptest from 127.0.0.1 (slowloris: headers sent a line at a tim
 a large POST body sent a few bytes at a time) with N connections, while a well-behaved client
 on another address (127.0.0.10) sends a request on a new connection every 50 ms. Reports, per
 attack and per gateway setting, the well-behaved client's answers (all, failed, p50, p99, max)
-and the most connections the gateway held open.
+and the most sockets the gateway held at once (client connections, and the upstream connections
+that slow bodies are streamed over).
 
 Usage: python3 benches/slow_clients.py [--bin-dir target/release] [--connections 500]
                                        [--duration 15] [--out benches/results]
@@ -24,25 +25,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load import free_port, wait_port  # noqa: E402  (the load bench's helpers)
 
 
 def probe(port):
@@ -170,7 +154,7 @@ def main():
         f"Attack: slowhttptest with {args.connections} connections from 127.0.0.1; a client on "
         f"127.0.0.10 sends a request on a new connection every 50 ms for {args.duration} s.",
         "",
-        "| attack | gateway setting | requests | failed | p50 ms | p99 ms | max ms | connections held |",
+        "| attack | gateway setting | requests | failed | p50 ms | p99 ms | max ms | gateway sockets (peak) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

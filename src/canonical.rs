@@ -319,18 +319,29 @@ pub fn host(raw: &str) -> Result<Host<'_>, HostError> {
             HostError::InvalidName
         });
     }
+    // One pass: labels of 1 to 63 letters, digits, '-' or '_', separated by single dots.
     let mut upper = false;
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 {
+    let mut label = 0usize;
+    for b in name.bytes() {
+        match b {
+            b'.' => {
+                if label == 0 {
+                    return Err(HostError::InvalidName);
+                }
+                label = 0;
+                continue;
+            }
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'A'..=b'Z' => upper = true,
+            _ => return Err(HostError::InvalidName),
+        }
+        label += 1;
+        if label > 63 {
             return Err(HostError::InvalidName);
         }
-        for b in label.bytes() {
-            match b {
-                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
-                b'A'..=b'Z' => upper = true,
-                _ => return Err(HostError::InvalidName),
-            }
-        }
+    }
+    if label == 0 {
+        return Err(HostError::InvalidName);
     }
     let name = if upper {
         Cow::Owned(name.to_ascii_lowercase())

@@ -73,6 +73,16 @@ impl HeadEnd {
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Refusal> {
         let mut i = self.scanned;
         while i < buf.len() {
+            if self.started {
+                // Only line ends matter from here: jump to the next CR or LF.
+                match memchr::memchr2(b'\r', b'\n', &buf[i..]) {
+                    Some(at) => i += at,
+                    None => {
+                        i = buf.len();
+                        break;
+                    }
+                }
+            }
             let b = buf[i];
             if !self.started {
                 match b {
@@ -90,7 +100,11 @@ impl HeadEnd {
                         continue;
                     }
                     b'\n' => return Err(refuse(400, "bare_lf")),
-                    _ => self.started = true,
+                    _ => {
+                        self.started = true;
+                        i += 1;
+                        continue;
+                    }
                 }
             }
             match b {
@@ -103,12 +117,12 @@ impl HeadEnd {
                         return Ok(Some(i + 1));
                     }
                 }
-                b'\r' => match buf.get(i + 1) {
+                _ => match buf.get(i + 1) {
+                    // A CR: it must be followed by LF.
                     None => break,
                     Some(b'\n') => {}
                     Some(_) => return Err(refuse(400, "bare_cr")),
                 },
-                _ => {}
             }
             i += 1;
         }

@@ -87,6 +87,8 @@ pub struct Ctx {
     client: Option<IpAddr>,
     /// The connection's peer (after any PROXY header).
     peer: Option<IpAddr>,
+    /// The request carries `Expect`, which the gateway answers and does not forward.
+    expect: bool,
     /// The peer is one of the listener's trusted proxies.
     peer_trusted: bool,
     /// Peers already tried by this request (for retries).
@@ -200,15 +202,17 @@ impl Tollgate {
     /// refused client is not invited to send its body); the upstream then gets the request
     /// without `Expect`, as nginx does. An upstream that is asked to expect could answer before
     /// the body and then read the body that follows anyway as a request of its own.
-    async fn continue_if_expected(session: &mut Session) -> Result<()> {
+    /// Returns whether the request had an `Expect` header (of any value), which is not sent
+    /// on.
+    async fn continue_if_expected(session: &mut Session) -> Result<bool> {
         let req = session.req_header();
-        let expects = req.version == http::Version::HTTP_11
-            && req
-                .headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !expects {
-            return Ok(());
+        let Some(expect) = req.headers.get(header::EXPECT) else {
+            return Ok(false);
+        };
+        let continues = req.version == http::Version::HTTP_11
+            && expect.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        if !continues {
+            return Ok(true);
         }
         let downstream = session.as_downstream_mut();
         // Pingora closes a connection whose response starts before the request body is read;
@@ -216,7 +220,7 @@ impl Tollgate {
         let keepalive = downstream.get_keepalive();
         downstream.write_continue_response().await?;
         downstream.set_keepalive(keepalive);
-        Ok(())
+        Ok(true)
     }
 
     /// The bytes a consistent-hash pool hashes on for this request.
@@ -431,6 +435,7 @@ impl ProxyHttp for Tollgate {
             target: target::Target::default(),
             client: None,
             peer: None,
+            expect: false,
             peer_trusted: false,
             tried: Vec::new(),
             in_flight: None,
@@ -543,7 +548,7 @@ impl ProxyHttp for Tollgate {
                 return Err(status_error(413, "declared body over max_body_size"));
             }
         }
-        Self::continue_if_expected(session).await?;
+        ctx.expect = Self::continue_if_expected(session).await?;
         self.read_ahead(session, max).await?;
         Ok(false)
     }
@@ -664,14 +669,14 @@ impl ProxyHttp for Tollgate {
 
         if let Some(host) = &ctx.target.upstream_host {
             upstream_request.insert_header(header::HOST, host.clone())?;
-        } else if !upstream_request.headers.contains_key(header::HOST) {
+        } else if !ctx.target.has_host() {
             // An HTTP/1.0 request without a host goes upstream as HTTP/1.1, which needs one:
             // the peer's address, as nginx sends by default.
             if let Some(peer) = ctx.tried.last() {
                 upstream_request.insert_header(header::HOST, peer.to_string())?;
             }
         }
-        if upstream_request.headers.contains_key(header::EXPECT) {
+        if ctx.expect {
             // Answered by the gateway (see `continue_if_expected`).
             upstream_request.remove_header(&header::EXPECT);
         }

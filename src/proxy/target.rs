@@ -113,6 +113,11 @@ impl Target {
         }
     }
 
+    /// Whether the request names a host at all (HTTP/1.0 may not).
+    pub fn has_host(&self) -> bool {
+        !matches!(self.host, HostRef::None)
+    }
+
     /// The canonical path.
     pub fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
         self.path.as_deref().unwrap_or_else(|| req.uri.path())
