@@ -932,6 +932,39 @@ mod client_address {
     }
 
     #[test]
+    fn consistent_hashing_uses_the_real_client() {
+        let a = Upstream::start("a");
+        let b = Upstream::start("b");
+        let gw = Gateway::start_listener(
+            "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+            "    trusted_proxies: [127.0.0.2]\n",
+            &format!(
+                "upstreams:\n  p: {{peers: [\"{}\", \"{}\"], balance: consistent_hash, hash_key: client_ip}}\nroutes:\n  - {{name: r, match: {{}}, upstream: p}}\n",
+                a.addr, b.addr
+            ),
+            &[],
+        );
+        let served_by = |client: &str| {
+            let h = format!("X-Forwarded-For: {client}\r\n");
+            let r = send_raw_from("127.0.0.2", gw.port, &req("/", &h));
+            assert_eq!(r.status, 200);
+            r.header("x-upstream").unwrap().to_string()
+        };
+        // Every request through the one proxy would land on one peer if the proxy's address
+        // were hashed; the clients behind it spread, each always to the same peer.
+        let peers: Vec<String> = (0..24)
+            .map(|i| served_by(&format!("198.51.100.{i}")))
+            .collect();
+        assert!(
+            peers.iter().any(|p| p == "a") && peers.iter().any(|p| p == "b"),
+            "{peers:?}"
+        );
+        for (i, peer) in peers.iter().enumerate().take(6) {
+            assert_eq!(&served_by(&format!("198.51.100.{i}")), peer);
+        }
+    }
+
+    #[test]
     fn forwarded_header_and_logs() {
         let up = Upstream::start("a");
         let logs = tempfile::tempdir().unwrap();
