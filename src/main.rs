@@ -220,11 +220,12 @@ fn main() -> ExitCode {
                 door.clone(),
             ),
         );
-        if h2c {
-            let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = h2c;
+        // An HTTP/2 connection with no request in progress is closed like an idle HTTP/1 one
+        // (Pingora's default keeps it forever).
+        options.h2_idle_timeout = Some(config.client_keepalive_timeout);
+        app.server_options = Some(options);
         pingora_core::services::listening::Service::new(
             name.to_string(),
             tollgate::proxy::drain::Draining::new(

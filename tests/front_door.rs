@@ -283,34 +283,65 @@ mod paths {
         let nginx = nginx_upstream();
         let up_addr = format!("127.0.0.1:{}", nginx.port);
         let gw = Gateway::start_listener(
-            "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+            "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nclient_keepalive_timeout: 1s\n",
             "    http2: true\n",
             &format!(
                 "consumers:\n  - {{name: ops, api_keys: [{KEY}]}}\nupstreams:\n  svc: {{peers: [\"{up_addr}\"]}}\nroutes:\n  - {{name: admin, match: {{path_prefix: /api/admin}}, upstream: svc, auth: [api_key]}}\n  - {{name: open, match: {{}}, upstream: svc}}\n"
             ),
             &[],
         );
-        for (path, status) in [
-            ("//api/admin/x", "401"),
-            ("/%61pi/admin/x", "401"),
-            ("/x/%2e%2e/api/admin/x", "401"),
-            ("/api%2fadmin/x", "400"),
-            ("/open", "200"),
+        for (method, path, status) in [
+            ("GET", "//api/admin/x", "401"),
+            ("GET", "/%61pi/admin/x", "401"),
+            ("GET", "/x/%2e%2e/api/admin/x", "401"),
+            ("GET", "/api%2fadmin/x", "400"),
+            ("GET", "/api;/admin/x", "400"),
+            ("delete", "/open", "400"),
+            ("GET", "/open", "200"),
+            // The gateway's own answer to HEAD has no body (a body would break the stream).
+            ("HEAD", "/api/admin/x", "401"),
         ] {
             let out = std::process::Command::new("curl")
-                .args([
-                    "-s",
-                    "--max-time",
-                    "10",
-                    "--http2-prior-knowledge",
-                    "--path-as-is",
-                ])
+                .args(["-s", "--max-time", "10", "--http2-prior-knowledge"])
+                .args(["--path-as-is", "-X", method])
                 .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+                .args(if method == "HEAD" {
+                    &["-I"][..]
+                } else {
+                    &[][..]
+                })
                 .arg(format!("http://127.0.0.1:{}{path}", gw.port))
                 .output()
                 .expect("curl");
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert_eq!(text, format!("{status} 2"), "{path}");
+            assert!(out.status.success(), "{method} {path}: curl failed");
+            assert_eq!(text, format!("{status} 2"), "{method} {path}");
+        }
+        // An HTTP/2 connection with nothing in progress is closed after the keep-alive time,
+        // also one whose request header block never ends.
+        for extra in [
+            &b""[..],
+            b"\x00\x00\x03\x01\x01\x00\x00\x00\x01\x82\x86\x41",
+        ] {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+            let mut hello =
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+            hello.extend_from_slice(extra);
+            s.write_all(&hello).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let start = Instant::now();
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(8),
+                "{:?}",
+                start.elapsed()
+            );
         }
     }
 }
@@ -720,6 +751,26 @@ mod methods_and_expectations {
     }
 }
 
+/// An upstream answering `101` to a request that asked for no upgrade gets no tunnel: `502`.
+#[test]
+fn an_unasked_switch_is_a_bad_upstream() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nNOT AN ANSWER");
+        }
+    });
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  a: {{peers: [\"{addr}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a}}\n"
+    ));
+    let r = gw.get("/", &[]);
+    assert_eq!(r.status, 502);
+    assert!(!r.text().contains("NOT AN ANSWER"));
+}
+
 mod pipelining {
     use super::*;
 
@@ -909,7 +960,7 @@ mod client_address {
             "consumers:\n  - {{name: ops, api_keys: [{KEY}]}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: keyed, match: {{path_prefix: /keyed}}, upstream: a, auth: [api_key]}}\n  - {{name: ok, match: {{}}, upstream: a}}\n",
             up.addr
         ));
-        let forged = "X_Consumer: root\r\nX_Consumer_Groups: admins\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Original-URL: /keyed/secret\r\nX_Custom: kept\r\n";
+        let forged = "X_Consumer: root\r\nX_Consumer_Groups: admins\r\nX_Forwarded_For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Original-URL: /keyed/secret\r\nX-HTTP-Method-Override: DELETE\r\nX_Custom: kept\r\n";
         for path in ["/keyed/a", "/ok"] {
             let key = format!("X-Api-Key: {KEY}\r\n");
             let r = gw.raw(&req(path, &format!("{key}{forged}")));
@@ -921,6 +972,7 @@ mod client_address {
                 "x_forwarded_for",
                 "x-real-ip",
                 "x-original-url",
+                "x-http-method-override",
             ] {
                 assert_eq!(seen.header(gone), None, "{gone} on {path}");
             }
@@ -1091,6 +1143,23 @@ mod proxy_protocol {
         v2.extend_from_slice(b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         assert_eq!(gw.raw(&v2).status, 200);
         assert_eq!(up.last().header("x-forwarded-for"), Some("192.0.2.44"));
+    }
+
+    #[test]
+    fn a_version_1_header_may_arrive_in_pieces() {
+        let up = Upstream::start("a");
+        let gw = gateway(&up, "    proxy_protocol: true\n");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 ")
+            .unwrap();
+        // The rest of the line comes in a later segment.
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"80\r\nGET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(read_response(&mut s).status, 200);
+        assert_eq!(up.last().header("x-forwarded-for"), Some("192.0.2.9"));
     }
 
     #[test]

@@ -60,7 +60,11 @@ enum Body {
     Done,
     Length(u64),
     Chunked(Chunked),
-    /// After an upgrade request: everything, to the end of the connection.
+    /// After an upgrade request's body, until the answer: nothing yet (what the client sends
+    /// is kept, as after any request), since it is for the other protocol only if the answer
+    /// is `101`.
+    AwaitingSwitch,
+    /// After a `101`: everything, to the end of the connection.
     Unbounded,
     /// The body was refused (bad framing, too slow): every further read fails the same way,
     /// so nothing waits on it.
@@ -79,6 +83,11 @@ pub struct Conn {
     eof: bool,
     /// An upgrade request went through: the connection is not read as HTTP again.
     upgraded: bool,
+    /// The answer to an upgrade request has not started yet: its status decides whether the
+    /// connection switches protocols.
+    switch_pending: bool,
+    /// The upstream agreed to the upgrade (`101`).
+    switched: bool,
     limits: Arc<ReadLimits>,
     clock: BodyClock,
 }
@@ -109,6 +118,8 @@ impl Conn {
             body: Body::Done,
             eof: false,
             upgraded: false,
+            switch_pending: false,
+            switched: false,
             limits,
             clock: BodyClock::default(),
         })
@@ -187,6 +198,8 @@ impl Conn {
         // An upgrade request's own body (if any) is read as its framing says; what follows is
         // the other protocol's, after a `101`.
         self.upgraded = head.upgrade;
+        self.switch_pending = head.upgrade;
+        self.switched = false;
         self.body = match head.framing {
             Framing::None => self.after_body(),
             Framing::Length(n) => Body::Length(n),
@@ -209,10 +222,10 @@ impl Conn {
     /// What the stream hands on once the request's body is complete: nothing more for an HTTP
     /// request, everything for an upgrade (the tunnel's bytes, once the upstream agreed).
     fn after_body(&self) -> Body {
-        if self.upgraded {
-            Body::Unbounded
-        } else {
-            Body::Done
+        match (self.upgraded, self.switched) {
+            (false, _) => Body::Done,
+            (true, false) => Body::AwaitingSwitch,
+            (true, true) => Body::Unbounded,
         }
     }
 
@@ -377,7 +390,7 @@ impl AsyncRead for Conn {
             return Poll::Ready(Ok(()));
         }
         match &mut this.body {
-            Body::Done => this.poll_after_request(cx),
+            Body::Done | Body::AwaitingSwitch => this.poll_after_request(cx),
             Body::Failed(kind) => Poll::Ready(Err(io::Error::new(*kind, "request body refused"))),
             Body::Unbounded => {
                 if !this.buf.is_empty() {
@@ -450,7 +463,21 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.switch_pending {
+            // The answer to an upgrade request: after a `101` head, the connection carries the
+            // other protocol; after a final answer, nothing more is read from this request.
+            if buf.starts_with(b"HTTP/1.1 101") {
+                this.switch_pending = false;
+                this.switched = true;
+                if matches!(this.body, Body::AwaitingSwitch) {
+                    this.body = Body::Unbounded;
+                }
+            } else if !buf.starts_with(b"HTTP/1.1 1") {
+                this.switch_pending = false;
+            }
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -228,6 +228,20 @@ impl FrontDoor {
         Some((stream, slot))
     }
 
+    /// Whether the client sends something within `client_header_timeout` of the connect (a
+    /// read of zero bytes: it waits for data without taking any).
+    pub async fn client_speaks(&self, stream: &mut Stream, accepted: Instant) -> bool {
+        let readable = std::future::poll_fn(|cx| {
+            let mut nothing = tokio::io::ReadBuf::new(&mut []);
+            std::pin::Pin::new(&mut **stream).poll_read(cx, &mut nothing)
+        });
+        let deadline = accepted + self.limits.header_timeout;
+        matches!(
+            tokio::time::timeout_at(deadline, readable).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// The callback that reads PROXY headers before the TLS handshake on TLS listeners.
     pub fn pre_tls(self: &Arc<Self>) -> Arc<dyn PreTlsProcess> {
         Arc::new(PreTls(self.clone()))

@@ -37,6 +37,8 @@ impl HeaderError {
 }
 
 const V1_PREFIX: &[u8] = b"PROXY ";
+/// The longest version 1 header, CRLF included.
+const V1_MAX: usize = 107;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest header accepted: version 1 is at most 107 bytes; version 2 is 16 bytes, up to 216
 /// of addresses and TLVs (AWS adds its VPC endpoint id, HAProxy can add TLS details).
@@ -66,6 +68,11 @@ pub async fn read(
         }
         if !could_be_header(&buf[..filled]) {
             return Err(HeaderError::Missing);
+        }
+        if buf.starts_with(V1_PREFIX) && !buf[..filled].contains(&b'\n') && filled < V1_MAX {
+            // Version 1 is one line: read all of it before parsing (a line cut short, say
+            // before its last port, is otherwise taken for a malformed one).
+            continue;
         }
         let parsed = HeaderResult::parse(&buf[..filled]);
         if parsed.is_incomplete() {

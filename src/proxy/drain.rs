@@ -140,7 +140,11 @@ where
         let (mut stream, _slot) = self.door.admit(stream).await?;
         if !self.is_http1(&mut stream).await? {
             // HTTP/2 (ALPN or cleartext prior knowledge) and custom protocols: Pingora's own
-            // handling, which multiplexes streams on the connection.
+            // handling, which multiplexes streams on the connection. Its handshake waits for
+            // the client's preface without a bound: it is handed over once bytes are there.
+            if !self.door.client_speaks(&mut stream, accepted).await {
+                return None;
+            }
             return self.inner.process_new(stream, shutdown).await;
         }
         self.door

@@ -167,20 +167,43 @@ enum HopHeader {
     /// A header some upstreams take the client's address from (`X-Real-IP`, `True-Client-IP`,
     /// ...): kept from a trusted proxy, dropped from anyone else.
     ClientAddress,
-    /// Dropped from everyone: headers that make frameworks serve another path
-    /// (`X-Original-URL`, `X-Rewrite-URL`), and spellings with `_` of the gateway's own and
-    /// forwarding headers, which CGI-style servers (`HTTP_X_CONSUMER`) read as the real ones.
+    /// Dropped from everyone: headers that make frameworks serve another path, method or host
+    /// (`X-Original-URL`, `X-HTTP-Method-Override`, `X-Host`, ...), and spellings with `_` of
+    /// the gateway's own and forwarding headers, which CGI-style servers (`HTTP_X_CONSUMER`)
+    /// read as the real ones.
     Forged,
 }
 
-/// Client address headers that upstream frameworks and CDNs use.
+/// Client address headers that upstream frameworks and CDNs use, and the scheme claims some
+/// frameworks read like `X-Forwarded-Proto`.
 const CLIENT_ADDRESS: &[&[u8]] = &[
     b"x-real-ip",
     b"true-client-ip",
     b"x-client-ip",
+    b"client-ip",
     b"cf-connecting-ip",
     b"x-cluster-client-ip",
     b"fastly-client-ip",
+    b"x-originating-ip",
+    b"x-remote-ip",
+    b"x-remote-addr",
+    b"x-proxyuser-ip",
+    b"x-url-scheme",
+    b"front-end-https",
+];
+
+/// Headers that make frameworks serve another path, method or host than the one the gateway
+/// routed: dropped from everyone.
+const REROUTING: &[&[u8]] = &[
+    b"x-original-url",
+    b"x-rewrite-url",
+    b"x-original-uri",
+    b"x-envoy-original-path",
+    b"x-http-method-override",
+    b"x-http-method",
+    b"x-method-override",
+    b"x-host",
+    b"x-original-host",
 ];
 
 /// The gateway's own request headers.
@@ -207,8 +230,7 @@ fn classify(name: &HeaderName) -> HopHeader {
         HopHeader::Forwarding
     } else if CLIENT_ADDRESS.iter().any(|c| dash_eq(n, c)) {
         HopHeader::ClientAddress
-    } else if dash_eq(n, b"x-original-url")
-        || dash_eq(n, b"x-rewrite-url")
+    } else if REROUTING.iter().any(|c| dash_eq(n, c))
         || (underscore && OWN.iter().any(|c| dash_eq(n, c)))
     {
         HopHeader::Forged
@@ -241,21 +263,70 @@ fn joined(req: &RequestHeader, name: &HeaderName) -> Option<Vec<u8>> {
     out
 }
 
+/// A `Forwarded` node (RFC 7239 section 6) as it may be written in `for=`, re-serialised; `None`
+/// for anything else, so that no value can carry other parameters or quotes along.
+fn forwarded_node(value: &[u8]) -> Option<String> {
+    let inner = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    };
+    let text = std::str::from_utf8(inner).ok()?;
+    let obfuscated = |s: &str| {
+        s.len() > 1
+            && s.starts_with('_')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    let port_ok = |p: &str| {
+        (!p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())) || obfuscated(p)
+    };
+    let (name, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{v6}]"), port)
+    } else {
+        let (name, port) = match text.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (text, None),
+        };
+        let valid = name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name.eq_ignore_ascii_case("unknown")
+            || obfuscated(name);
+        if !valid {
+            return None;
+        }
+        (name.to_string(), port)
+    };
+    match port {
+        None if !name.starts_with('[') => Some(name),
+        None => Some(format!("\"{name}\"")),
+        Some(p) if port_ok(p) => Some(format!("\"{name}:{p}\"")),
+        Some(_) => None,
+    }
+}
+
 /// The `for=` nodes of a `Forwarded` list, one element each (`host=`, `proto=` and `by=`
-/// parameters are left out: the gateway cannot tell a proxy's from a client's).
+/// parameters are left out: the gateway cannot tell a proxy's from a client's), each checked to
+/// be a node and written anew.
 fn forwarded_nodes(list: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(list.len());
     for element in list.split(|b| *b == b',') {
         let node = element.split(|b| *b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();
-            (pair.len() > 4 && pair[..4].eq_ignore_ascii_case(b"for=")).then_some(&pair[4..])
+            (pair.len() > 4 && pair[..4].eq_ignore_ascii_case(b"for="))
+                .then(|| forwarded_node(&pair[4..]))
+                .flatten()
         });
         if let Some(node) = node {
             if !out.is_empty() {
                 out.extend_from_slice(b", ");
             }
             out.extend_from_slice(b"for=");
-            out.extend_from_slice(node);
+            out.extend_from_slice(node.as_bytes());
         }
     }
     out
@@ -570,6 +641,32 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_nodes_are_checked() {
+        assert_eq!(
+            String::from_utf8(forwarded_nodes(
+                b"for=192.0.2.1, for=\"[2001:db8::1]:80\";proto=https, For=unknown, for=_hidden, for=\"192.0.2.2:_p\""
+            ))
+            .unwrap(),
+            "for=192.0.2.1, for=\"[2001:db8::1]:80\", for=unknown, for=_hidden, for=\"192.0.2.2:_p\""
+        );
+        for forged in [
+            &b"for=\"host=admin.example\""[..],
+            b"for=1.2.3.4xproto=https",
+            b"for=\"x",
+            b"for=\"[::1]\"x",
+            b"for=1.2.3.4:99999999",
+            b"for=admin.example",
+            b"for=\"[not-v6]\"",
+        ] {
+            assert!(
+                forwarded_nodes(forged).is_empty(),
+                "{}",
+                String::from_utf8_lossy(forged)
+            );
+        }
+    }
+
+    #[test]
     fn underscore_and_rerouting_headers_are_dropped() {
         for trusted in [false, true] {
             let hop = Hop {
@@ -589,6 +686,9 @@ mod tests {
                     ("x_real_ip", "6.6.6.6"),
                     ("x-original-url", "/api/admin"),
                     ("x-rewrite-url", "/api/admin"),
+                    ("x-http-method-override", "DELETE"),
+                    ("x-method-override", "DELETE"),
+                    ("x-host", "admin.example"),
                     ("x_custom", "kept"),
                     ("cache-control", "no-cache"),
                 ],
@@ -601,6 +701,9 @@ mod tests {
                 "x_real_ip",
                 "x-original-url",
                 "x-rewrite-url",
+                "x-http-method-override",
+                "x-method-override",
+                "x-host",
             ] {
                 assert!(
                     req.headers.get(gone).is_none(),

@@ -150,9 +150,15 @@ impl Tollgate {
         if req.headers.get_all(header::HOST).iter().count() > 1 {
             return Err(status_error(400, "more than one Host header"));
         }
-        if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
-            // HTTP/1 requests are refused at the front door; this is HTTP/2's `:method`.
-            return Err(status_error(400, "a method with lower-case letters"));
+        if req.version == http::Version::HTTP_2 {
+            // HTTP/1 requests are checked at the front door; these are HTTP/2's equivalents.
+            if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+                return Err(status_error(400, "a method with lower-case letters"));
+            }
+            if req.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+                // Equal values pass the HTTP/2 library; an HTTP/1 upstream would get both.
+                return Err(status_error(400, "more than one Content-Length"));
+            }
         }
         ctx.target = target::Target::of(req, &ctx.gateway.path_normalization)
             .map_err(|why| status_error(400, why))?;
@@ -414,6 +420,12 @@ impl Tollgate {
         if status == 503 || (status == 429 && ctx.rate.is_none()) {
             resp.insert_header(header::RETRY_AFTER, "1")?;
         }
+        let body = if session.req_header().method == http::Method::HEAD {
+            // The same header, no body (on HTTP/2 a body would be a protocol error).
+            Bytes::new()
+        } else {
+            body
+        };
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
     }
@@ -789,11 +801,21 @@ impl ProxyHttp for Tollgate {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session.as_downstream().is_upgrade_req()
+        {
+            // A switch nobody asked for: the bytes that follow are not an answer to the request.
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 answer to a request that asked for no upgrade",
+            )
+            .into_up());
+        }
         if let (Some(start), Some(route)) = (ctx.upstream_start, ctx.route) {
             self.metrics.record_upstream(
                 &ctx.gateway,
@@ -926,6 +948,11 @@ impl ProxyHttp for Tollgate {
     /// Client mistakes (4xx: refusals, malformed or too slow bodies) are not the gateway's
     /// errors: they are in the access log and metrics, not the error log.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        (400..500).contains(&errors::status_for(error))
+        match errors::status_for(error) {
+            400..=499 => true,
+            // The client went away: nothing the operator can act on (counted in metrics).
+            0 => error.esource() == &pingora_error::ErrorSource::Downstream,
+            _ => false,
+        }
     }
 }
