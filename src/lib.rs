@@ -1,8 +1,9 @@
 //! Tollgate: an API gateway on Cloudflare's Pingora.
 //!
-//! A request travels: listener → route lookup ([`router`]) → policies → upstream pool
-//! ([`upstream`]) → upstream, with the [`proxy`] module's `ProxyHttp` implementation calling into
-//! the modules that own each step. The configuration ([`config`]) is validated into a checked
+//! A request travels: listener → front door ([`front`]: PROXY header, strict HTTP/1 reading,
+//! timeouts) → canonical path and host ([`canonical`]) → route lookup ([`router`]) → policies →
+//! upstream pool ([`upstream`]) → upstream, with the [`proxy`] module's `ProxyHttp`
+//! implementation calling into the modules that own each step. The configuration ([`config`]) is validated into a checked
 //! model before anything listens; [`gateway::Gateway`] is the immutable runtime snapshot.
 
 pub mod admin;
