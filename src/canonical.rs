@@ -16,9 +16,10 @@
 //! - a malformed escape, an encoded control character (`%00`–`%1F`, `%7F`), a raw backslash or
 //!   a byte that cannot be in a request target is refused.
 //!
-//! A host is lower-cased, loses one trailing dot, and loses its port only when the port is a
-//! valid one; anything that is not a DNS name, an IPv4 address or a bracketed IPv6 address is
-//! refused (`admin.example:80:80`, `a b`, `a/b`, `[not-v6]`, an empty host).
+//! A host is lower-cased and loses one trailing dot; its port must be a number up to 65535 and
+//! is kept apart from the name (routes match the name alone). Anything that is not a DNS name,
+//! an IPv4 address or a bracketed IPv6 address, or has a malformed port, is refused
+//! (`admin.example:80:80`, `a b`, `a/b`, `[not-v6]`, an empty host).
 //!
 //! This module is a leaf: configuration validation uses it to insist that route paths are
 //! written in canonical form, and the proxy uses it on every request.
@@ -144,7 +145,7 @@ pub fn path<'a>(raw: &'a str, opts: &PathOptions) -> Result<Cow<'a, str>, PathEr
     if !opts.semicolons && bytes.contains(&b';') {
         return Err(PathError::Semicolon);
     }
-    if is_canonical(bytes, opts.merge_slashes) {
+    if is_canonical(bytes, opts) {
         return Ok(Cow::Borrowed(raw));
     }
     // Decode and re-encode byte by byte; after this pass every '/' is a real separator.
@@ -204,21 +205,45 @@ fn push_escape(out: &mut String, b: u8) {
     out.push(HEX_UPPER[(b & 15) as usize] as char);
 }
 
-/// True when `p` (starting with '/') needs no change: only characters kept raw, no escapes, no
-/// dot segment, and (when merging) no empty segment before the last.
-fn is_canonical(p: &[u8], merge: bool) -> bool {
+/// True when `p` (starting with '/') needs no change: only characters kept raw and escapes
+/// already in canonical form (upper-case hex, of a byte that stays encoded), no dot segment,
+/// and (when merging) no empty segment before the last.
+fn is_canonical(p: &[u8], opts: &PathOptions) -> bool {
+    let upper_hex = |b: u8| b.is_ascii_digit() || (b'A'..=b'F').contains(&b);
     let mut seg_start = 1;
-    for (i, &b) in p.iter().enumerate().skip(1) {
+    let mut i = 1;
+    while i < p.len() {
+        let b = p[i];
+        if b == b'%' {
+            let (Some(&hi), Some(&lo)) = (p.get(i + 1), p.get(i + 2)) else {
+                return false;
+            };
+            if !upper_hex(hi) || !upper_hex(lo) {
+                return false;
+            }
+            let decoded = hex(hi).unwrap_or(0) << 4 | hex(lo).unwrap_or(0);
+            let slash = decoded == b'/' || decoded == b'\\';
+            if CLASS[decoded as usize] & UNRESERVED != 0
+                || decoded < 0x20
+                || decoded == 0x7f
+                || (slash && opts.escaped_slashes != EscapedSlashes::Keep)
+            {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
         if CLASS[b as usize] & RAW_OK == 0 {
             return false;
         }
         if b == b'/' {
             let seg = &p[seg_start..i];
-            if (merge && seg.is_empty()) || seg == b"." || seg == b".." {
+            if (opts.merge_slashes && seg.is_empty()) || seg == b"." || seg == b".." {
                 return false;
             }
             seg_start = i + 1;
         }
+        i += 1;
     }
     let last = &p[seg_start..];
     last != b"." && last != b".."
@@ -471,6 +496,28 @@ mod tests {
         assert_eq!(canon("/a|b{c}").as_deref(), Ok("/a%7Cb%7Bc%7D"));
         assert_eq!(canon("/q\"<>^`").as_deref(), Ok("/q%22%3C%3E%5E%60"));
         assert_eq!(canon("/a%20b").as_deref(), Ok("/a%20b"));
+    }
+
+    #[test]
+    fn canonical_escapes_are_borrowed_too() {
+        for p in ["/caf%C3%A9", "/a%20b", "/100%25", "/a%3Bb"] {
+            assert!(
+                matches!(path(p, &PathOptions::default()), Ok(Cow::Borrowed(_))),
+                "{p}"
+            );
+        }
+        let keep = PathOptions {
+            escaped_slashes: EscapedSlashes::Keep,
+            ..PathOptions::default()
+        };
+        assert!(matches!(path("/a%2Fb", &keep), Ok(Cow::Borrowed(_))));
+        // Not canonical: lower-case hex, an encoded unreserved byte.
+        for p in ["/caf%c3%a9", "/%61"] {
+            assert!(
+                matches!(path(p, &PathOptions::default()), Ok(Cow::Owned(_))),
+                "{p}"
+            );
+        }
     }
 
     #[test]

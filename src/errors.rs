@@ -20,8 +20,8 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match (e.etype(), client_read_failure(e)) {
                 // The front door refused the body's framing, or the client sent it too slowly.
-                (ReadError, Some(std::io::ErrorKind::InvalidData)) => 400,
-                (ReadError, Some(std::io::ErrorKind::TimedOut)) => 408,
+                (ReadError, Some(BodyRefused::Framing(_))) => 400,
+                (ReadError, Some(BodyRefused::TooSlow)) => 408,
                 (WriteError | ReadError | ConnectionClosed, _) => 0,
                 _ => 400,
             },
@@ -34,11 +34,46 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// The kind of the I/O error under a failed read from the client, if that is what `e` is.
-fn client_read_failure(e: &Error) -> Option<std::io::ErrorKind> {
+/// A request body the front door refused while it was being read: its framing was malformed,
+/// or it arrived too slowly. Carried inside the `io::Error` the read fails with, so that the
+/// failure is told apart from a client that went away (TLS errors are `InvalidData` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// Malformed framing; the reason label.
+    Framing(&'static str),
+    /// Too slow for `client_body_timeout` / `client_body_min_rate`.
+    TooSlow,
+}
+
+impl std::fmt::Display for BodyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyRefused::Framing(reason) => write!(f, "malformed request body framing ({reason})"),
+            BodyRefused::TooSlow => f.write_str("the client sent its request body too slowly"),
+        }
+    }
+}
+
+impl std::error::Error for BodyRefused {}
+
+impl BodyRefused {
+    /// The I/O error a read fails with.
+    pub fn into_io(self) -> std::io::Error {
+        let kind = match self {
+            BodyRefused::Framing(_) => std::io::ErrorKind::InvalidData,
+            BodyRefused::TooSlow => std::io::ErrorKind::TimedOut,
+        };
+        std::io::Error::new(kind, self)
+    }
+}
+
+/// The front door's refusal under a failed read from the client, if that is what `e` is.
+fn client_read_failure(e: &Error) -> Option<BodyRefused> {
     e.root_cause()
         .downcast_ref::<std::io::Error>()
-        .map(|io| io.kind())
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<BodyRefused>())
+        .copied()
 }
 
 /// The fixed, client-safe message for a status.
@@ -54,9 +89,9 @@ pub fn message_for(status: u16) -> &'static str {
         429 => "too many requests",
         431 => "request header fields too large",
         500 => "internal gateway error",
+        501 => "not implemented",
         502 => "upstream connection failed",
         503 => "no healthy upstream peer",
-        501 => "not implemented",
         504 => "upstream timed out",
         505 => "HTTP version not supported",
         _ => "request failed",
@@ -117,14 +152,19 @@ mod tests {
         let mut e = Error::new(ErrorType::ConnectionClosed);
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 0);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "chunk_size_line");
+        let io = BodyRefused::Framing("chunk_size_line").into_io();
         let mut e = Error::because(ErrorType::ReadError, "reading body", io);
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 400);
-        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        let io = BodyRefused::TooSlow.into_io();
         let mut e = Error::because(ErrorType::ReadError, "reading body", io);
         e.esource = ErrorSource::Downstream;
         assert_eq!(status_for(&e), 408);
+        // A TLS failure is InvalidData too: the client is gone, not refused.
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "bad record mac");
+        let mut e = Error::because(ErrorType::ReadError, "reading body", io);
+        e.esource = ErrorSource::Downstream;
+        assert_eq!(status_for(&e), 0);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "gone");
         let mut e = Error::because(ErrorType::ReadError, "reading body", io);
         e.esource = ErrorSource::Downstream;

@@ -432,6 +432,11 @@ mod hosts {
                 "admin.example",
                 "/x",
             ),
+            (
+                get("/x", Some("admin.example.:0080"), true),
+                "admin.example:80",
+                "/x",
+            ),
         ] {
             let r = gw.raw(&raw);
             assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&raw));
@@ -454,6 +459,8 @@ mod hosts {
         assert_eq!(r.text(), "OPEN");
         let addr = up.addr.to_string();
         assert_eq!(up.last().header("host"), Some(addr.as_str()));
+        // The request named no host, so none is forwarded as the client's.
+        assert_eq!(up.last().header("x-forwarded-host"), None);
     }
 }
 
@@ -1414,6 +1421,38 @@ mod slow_clients {
         }
         assert!(got < 64 << 20, "the whole answer was sent");
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    /// An HTTP/2 client over TLS that sends part of its connection preface and stops is let go
+    /// after the header timeout (Pingora's HTTP/2 handshake would wait for it forever).
+    #[test]
+    fn a_partial_http2_preface_over_tls_times_out() {
+        let up = Upstream::start("a");
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["gw.test".to_string()]).unwrap();
+        let cert = dir.path().join("gw.pem");
+        let key = dir.path().join("gw-key.pem");
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+        let gw = gateway(
+            &up,
+            "client_header_timeout: 1s\n",
+            &format!(
+                "    tls: {{cert: {}, key: {}}}\n",
+                cert.display(),
+                key.display()
+            ),
+        );
+        let script = "import socket, ssl, sys, time\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\nctx.set_alpn_protocols(['h2'])\nt = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[1]))), server_hostname='gw.test')\nassert t.selected_alpn_protocol() == 'h2'\nt.sendall(b'PRI * HTTP')\nt.settimeout(20)\nstart = time.time()\ntry:\n    while t.recv(100):\n        pass\nexcept Exception:\n    pass\nprint(time.time() - start)\n";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &gw.port.to_string()])
+            .output()
+            .expect("python3");
+        let took: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert!(took < 5.0, "held {took} s");
     }
 
     /// slowhttptest's slowloris (and slow-body) attack from one address with 500 connections

@@ -15,6 +15,8 @@ pub enum ChunkError {
     DataEnd,
     /// A trailer field after the last chunk.
     Trailer,
+    /// The last chunk's closing line is not CRLF.
+    End,
 }
 
 impl ChunkError {
@@ -25,6 +27,7 @@ impl ChunkError {
             ChunkError::SizeTooLong => "chunk_size",
             ChunkError::DataEnd => "chunk_data_end",
             ChunkError::Trailer => "chunk_trailer",
+            ChunkError::End => "chunk_end",
         }
     }
 }
@@ -71,7 +74,8 @@ impl Default for Chunked {
 
 impl Chunked {
     /// Whether the whole body has been seen.
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
@@ -118,7 +122,7 @@ impl Chunked {
                 State::LastCr if b == b'\r' => State::LastLf,
                 State::LastCr => return Err(ChunkError::Trailer),
                 State::LastLf if b == b'\n' => State::Done,
-                State::LastLf => return Err(ChunkError::SizeLine),
+                State::LastLf => return Err(ChunkError::End),
                 State::Done => return Ok(Some(i)),
             };
             i += 1;
@@ -198,6 +202,6 @@ mod tests {
             whole(b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"),
             Err(ChunkError::Trailer)
         );
-        assert_eq!(whole(b"0\r\n\rX"), Err(ChunkError::SizeLine));
+        assert_eq!(whole(b"0\r\n\rX"), Err(ChunkError::End));
     }
 }

@@ -11,8 +11,9 @@
 //! `client_header_timeout`, and a body must keep arriving (`client_body_timeout` between reads,
 //! and on average `client_body_min_rate` bytes per second after that allowance).
 
-use super::chunked::{ChunkError, Chunked};
+use super::chunked::Chunked;
 use super::head::{self, Framing, Head, HeadEnd, Refusal};
+use crate::errors::BodyRefused;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -68,7 +69,7 @@ enum Body {
     Unbounded,
     /// The body was refused (bad framing, too slow): every further read fails the same way,
     /// so nothing waits on it.
-    Failed(io::ErrorKind),
+    Failed(BodyRefused),
 }
 
 /// A client connection carrying HTTP/1 requests; see the module documentation.
@@ -81,11 +82,14 @@ pub struct Conn {
     body: Body,
     /// The client has closed its side.
     eof: bool,
-    /// An upgrade request went through: the connection is not read as HTTP again.
+    /// The request is an upgrade request: whatever its answer, the connection is not read as
+    /// HTTP again afterwards.
     upgraded: bool,
-    /// The answer to an upgrade request has not started yet: its status decides whether the
-    /// connection switches protocols.
+    /// The final answer to an upgrade request has not been written yet: its status decides
+    /// whether the connection switches protocols.
     switch_pending: bool,
+    /// How far the answer's heads have been written, while `switch_pending`.
+    answer: AnswerHead,
     /// The upstream agreed to the upgrade (`101`).
     switched: bool,
     limits: Arc<ReadLimits>,
@@ -109,6 +113,16 @@ const STASH: usize = 64 * 1024;
 const READ_SIZE: usize = 4096;
 
 impl Conn {
+    /// A connection that carries another protocol from the start (HTTP/2 over TLS), whose
+    /// first bytes (`read`) were already read from `inner`: they are handed on first, then
+    /// everything else as it comes.
+    pub fn passthrough(inner: Stream, read: &[u8], limits: Arc<ReadLimits>) -> Box<Conn> {
+        let mut conn = Conn::new(inner, limits);
+        conn.buf.extend_from_slice(read);
+        conn.body = Body::Unbounded;
+        conn
+    }
+
     /// Wrap a client connection.
     pub fn new(inner: Stream, limits: Arc<ReadLimits>) -> Box<Conn> {
         Box::new(Conn {
@@ -119,15 +133,11 @@ impl Conn {
             eof: false,
             upgraded: false,
             switch_pending: false,
+            answer: AnswerHead::default(),
             switched: false,
             limits,
             clock: BodyClock::default(),
         })
-    }
-
-    /// Whether the next request is already (partly) here, so nothing needs to be waited for.
-    pub fn has_buffered(&self) -> bool {
-        !self.buf.is_empty()
     }
 
     /// Read and check the next request head, of at most `max_head` bytes. `first_byte_wait`
@@ -199,6 +209,7 @@ impl Conn {
         // the other protocol's, after a `101`.
         self.upgraded = head.upgrade;
         self.switch_pending = head.upgrade;
+        self.answer = AnswerHead::default();
         self.switched = false;
         self.body = match head.framing {
             Framing::None => self.after_body(),
@@ -217,6 +228,22 @@ impl Conn {
             }
         };
         Ok(head)
+    }
+
+    /// Follow the answer to an upgrade request as it is written (`data`, the bytes just
+    /// written): a `101` switches the connection; any other final status ends the watch.
+    fn watch_answer(&mut self, data: &[u8]) {
+        match self.answer.feed(data) {
+            None => {}
+            Some(false) => self.switch_pending = false,
+            Some(true) => {
+                self.switch_pending = false;
+                self.switched = true;
+                if matches!(self.body, Body::AwaitingSwitch) {
+                    self.body = Body::Unbounded;
+                }
+            }
+        }
     }
 
     /// What the stream hands on once the request's body is complete: nothing more for an HTTP
@@ -252,15 +279,14 @@ impl Conn {
 
     /// The method and target of the request line at the start of the buffer, as far as they
     /// can be read (for logging a refused request).
-    pub fn request_line(&self) -> (http::Method, String) {
+    pub fn request_line(&self) -> (Option<http::Method>, String) {
         let line = &self.buf[..self.buf.len().min(8192)];
         let line = line.split(|b| *b == b'\n').next().unwrap_or_default();
         let mut parts = line.split(|b| *b == b' ');
         let method = parts
             .next()
             .filter(|m| !m.is_empty() && m.len() <= 32)
-            .and_then(|m| http::Method::from_bytes(m).ok())
-            .unwrap_or_default();
+            .and_then(|m| http::Method::from_bytes(m).ok());
         let target = parts
             .next()
             .map(|t| String::from_utf8_lossy(&t[..t.len().min(2048)]).into_owned())
@@ -337,11 +363,8 @@ impl Conn {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match self.clock.wait(cx, &self.limits) {
                 Poll::Ready(()) => {
-                    self.body = Body::Failed(io::ErrorKind::TimedOut);
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client sent its request body too slowly",
-                    )))
+                    self.body = Body::Failed(BodyRefused::TooSlow);
+                    Poll::Ready(Err(BodyRefused::TooSlow.into_io()))
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -373,10 +396,6 @@ impl Conn {
     }
 }
 
-fn framing_error(e: ChunkError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.reason())
-}
-
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -384,6 +403,9 @@ impl AsyncRead for Conn {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         if this.head_left > 0 {
             let n = this.hand_on_buffered(out, this.head_left);
             this.head_left -= n;
@@ -391,7 +413,7 @@ impl AsyncRead for Conn {
         }
         match &mut this.body {
             Body::Done | Body::AwaitingSwitch => this.poll_after_request(cx),
-            Body::Failed(kind) => Poll::Ready(Err(io::Error::new(*kind, "request body refused"))),
+            Body::Failed(refused) => Poll::Ready(Err(refused.into_io())),
             Body::Unbounded => {
                 if !this.buf.is_empty() {
                     this.hand_on_buffered(out, usize::MAX);
@@ -434,8 +456,9 @@ impl AsyncRead for Conn {
                 };
                 match chunked.feed(&out.filled()[start..start + n]) {
                     Err(e) => {
-                        this.body = Body::Failed(io::ErrorKind::InvalidData);
-                        Poll::Ready(Err(framing_error(e)))
+                        let refused = BodyRefused::Framing(e.reason());
+                        this.body = Body::Failed(refused);
+                        Poll::Ready(Err(refused.into_io()))
                     }
                     Ok(None) => Poll::Ready(Ok(())),
                     Ok(Some(end)) => {
@@ -464,20 +487,11 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.switch_pending {
-            // The answer to an upgrade request: after a `101` head, the connection carries the
-            // other protocol; after a final answer, nothing more is read from this request.
-            if buf.starts_with(b"HTTP/1.1 101") {
-                this.switch_pending = false;
-                this.switched = true;
-                if matches!(this.body, Body::AwaitingSwitch) {
-                    this.body = Body::Unbounded;
-                }
-            } else if !buf.starts_with(b"HTTP/1.1 1") {
-                this.switch_pending = false;
-            }
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (true, Poll::Ready(Ok(n))) = (this.switch_pending, &written) {
+            this.watch_answer(&buf[..*n]);
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -493,6 +507,14 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.switch_pending {
+            // One slice at a time while the answer's status is watched.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
@@ -564,6 +586,96 @@ impl GetSocketDigest for Conn {
 
 /// Peeking is not offered: the connection's protocol is decided before it is wrapped.
 impl Peek for Conn {}
+
+/// The start of an answer head being written: its status line's first 12 bytes, or, inside an
+/// interim (1xx) head, how much of its closing blank line has been seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct AnswerHead {
+    status: [u8; 12],
+    have: usize,
+    in_interim: bool,
+    blank: u8,
+}
+
+impl AnswerHead {
+    /// Read more of the answer: `Some(true)` once a head says `101`, `Some(false)` once a head
+    /// has another final status, `None` while only interim heads (skipped to their blank line)
+    /// or part of a status line have been seen.
+    fn feed(&mut self, data: &[u8]) -> Option<bool> {
+        let mut i = 0;
+        while i < data.len() {
+            if self.in_interim {
+                let b = data[i];
+                i += 1;
+                self.blank = match (b, self.blank) {
+                    (b'\r', 0 | 2) | (b'\n', 1 | 3) => self.blank + 1,
+                    (b'\r', _) => 1,
+                    _ => 0,
+                };
+                if self.blank == 4 {
+                    *self = AnswerHead::default();
+                }
+                continue;
+            }
+            let take = (self.status.len() - self.have).min(data.len() - i);
+            self.status[self.have..self.have + take].copy_from_slice(&data[i..i + take]);
+            self.have += take;
+            i += take;
+            if self.have < self.status.len() {
+                continue;
+            }
+            // `HTTP/1.1 101`: the code is at 9..12.
+            match &self.status[9..12] {
+                b"101" => return Some(true),
+                [b'1', _, _] => {
+                    self.in_interim = true;
+                    self.blank = 0;
+                }
+                _ => return Some(false),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(pieces: &[&[u8]]) -> Option<bool> {
+        let mut a = AnswerHead::default();
+        pieces.iter().find_map(|p| a.feed(p))
+    }
+
+    #[test]
+    fn the_answer_to_an_upgrade_is_followed() {
+        assert_eq!(
+            verdict(&[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"]),
+            Some(true)
+        );
+        assert_eq!(verdict(&[b"HTTP/1.1 200 OK\r\n\r\n"]), Some(false));
+        // Written in pieces, and after interim answers.
+        assert_eq!(verdict(&[b"HTTP/1", b".1 1", b"01 Switching"]), Some(true));
+        assert_eq!(
+            verdict(&[
+                b"HTTP/1.1 100 Continue\r",
+                b"\n\r",
+                b"\nHTTP/1.1 101 Switching\r\n\r\n"
+            ]),
+            Some(true)
+        );
+        assert_eq!(
+            verdict(&[b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\n"]),
+            Some(false)
+        );
+        // An interim head's lines are not read as a status.
+        assert_eq!(
+            verdict(&[b"HTTP/1.1 100 Continue\r\nX: HTTP/1.1 101\r\n"]),
+            None
+        );
+        assert_eq!(verdict(&[b"HTTP/1.1 10"]), None);
+    }
+}
 
 /// Bounds how slowly a body may arrive: each wait for more bytes lasts at most the body
 /// timeout, and all waits together at most the body timeout plus the time the bytes received

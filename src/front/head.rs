@@ -249,9 +249,6 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
                     return Err(refuse(400, "transfer_encoding"));
                 }
             }
-            if value.is_empty() {
-                return Err(refuse(400, "transfer_encoding"));
-            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             connection_upgrade |= value
                 .split(|b| *b == b',')

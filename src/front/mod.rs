@@ -37,6 +37,7 @@ use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 /// One listener's front-door settings.
@@ -137,9 +138,11 @@ impl FrontDoor {
             .iter()
             .find(|l| l.address == local)
             .or_else(|| {
-                self.listeners
-                    .iter()
-                    .find(|l| l.address.ip().is_unspecified() && l.address.port() == local.port())
+                self.listeners.iter().find(|l| {
+                    l.address.ip().is_unspecified()
+                        && l.address.port() == local.port()
+                        && l.address.is_ipv4() == local.is_ipv4()
+                })
             })
     }
 
@@ -228,18 +231,27 @@ impl FrontDoor {
         Some((stream, slot))
     }
 
-    /// Whether the client sends something within `client_header_timeout` of the connect (a
-    /// read of zero bytes: it waits for data without taking any).
-    pub async fn client_speaks(&self, stream: &mut Stream, accepted: Instant) -> bool {
-        let readable = std::future::poll_fn(|cx| {
-            let mut nothing = tokio::io::ReadBuf::new(&mut []);
-            std::pin::Pin::new(&mut **stream).poll_read(cx, &mut nothing)
-        });
+    /// An HTTP/2 connection, once its client has sent the 24-byte connection preface within
+    /// `client_header_timeout` of the connect (Pingora's HTTP/2 handshake waits for it without a
+    /// bound); `None` when it did not. A cleartext connection's preface was already awaited
+    /// (peeked) when its protocol was told; over TLS it is read here and handed on first.
+    pub async fn http2_preface(&self, stream: Stream, accepted: Instant) -> Option<Stream> {
+        if stream.get_ssl_digest().is_none() {
+            return Some(stream);
+        }
+        let mut stream = stream;
+        let mut preface = [0u8; 24];
+        let mut have = 0;
         let deadline = accepted + self.limits.header_timeout;
-        matches!(
-            tokio::time::timeout_at(deadline, readable).await,
-            Ok(Ok(()))
-        )
+        while have < preface.len() {
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut preface[have..]));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => have += n,
+                _ => return None,
+            }
+        }
+        let conn: Stream = Conn::passthrough(stream, &preface, self.limits.clone());
+        Some(conn)
     }
 
     /// The callback that reads PROXY headers before the TLS handshake on TLS listeners.
@@ -324,7 +336,7 @@ impl FrontDoor {
         self.metrics.record_request(
             &gateway,
             None,
-            method_label(&method),
+            method.as_ref().map_or("OTHER", method_label),
             status,
             started.elapsed().as_secs_f64(),
         );
@@ -338,7 +350,7 @@ impl FrontDoor {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             request_id,
             client_ip: peer.map(|p| p.ip().to_canonical().to_string()),
-            method: method.as_str().to_string(),
+            method: method.map_or_else(|| "-".to_string(), |m| m.as_str().to_string()),
             host: None,
             path: target,
             raw_path: None,

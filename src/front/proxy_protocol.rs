@@ -40,8 +40,9 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 /// The longest version 1 header, CRLF included.
 const V1_MAX: usize = 107;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
-/// The longest header accepted: version 1 is at most 107 bytes; version 2 is 16 bytes, up to 216
-/// of addresses and TLVs (AWS adds its VPC endpoint id, HAProxy can add TLS details).
+/// The longest header accepted: version 1 is at most 107 bytes; version 2 is 16 bytes, then up
+/// to 216 of addresses, then TLVs (AWS adds its VPC endpoint id, HAProxy can add TLS details;
+/// the format allows up to 64 KiB in all).
 const MAX_HEADER: usize = 4096;
 
 /// Whether `buf` could still be the start of a PROXY header.

@@ -142,9 +142,7 @@ where
             // HTTP/2 (ALPN or cleartext prior knowledge) and custom protocols: Pingora's own
             // handling, which multiplexes streams on the connection. Its handshake waits for
             // the client's preface without a bound: it is handed over once bytes are there.
-            if !self.door.client_speaks(&mut stream, accepted).await {
-                return None;
-            }
+            let stream = self.door.http2_preface(stream, accepted).await?;
             return self.inner.process_new(stream, shutdown).await;
         }
         self.door

@@ -83,14 +83,10 @@ pub struct Ctx {
     request_id: http::HeaderValue,
     /// The canonical host and path every decision is made on.
     target: target::Target,
-    /// The client's address: the connection's peer, or whom trusted proxies name.
-    client: Option<IpAddr>,
-    /// The connection's peer (after any PROXY header).
-    peer: Option<IpAddr>,
+    /// Who sent the request.
+    client: Client,
     /// The request carries `Expect`, which the gateway answers and does not forward.
     expect: bool,
-    /// The peer is one of the listener's trusted proxies.
-    peer_trusted: bool,
     /// Peers already tried by this request (for retries).
     tried: Vec<SocketAddr>,
     /// Counts this request against the chosen peer while it runs.
@@ -119,6 +115,17 @@ pub struct Ctx {
     body_bytes: u64,
 }
 
+/// Who sent a request.
+#[derive(Debug, Default, Clone, Copy)]
+struct Client {
+    /// The client's address: the connection's peer, or whom trusted proxies name.
+    ip: Option<IpAddr>,
+    /// The connection's peer (after any PROXY header).
+    peer: Option<IpAddr>,
+    /// The peer is one of the listener's trusted proxies.
+    peer_trusted: bool,
+}
+
 fn status_error(code: u16, why: &'static str) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(code), why)
 }
@@ -138,18 +145,19 @@ impl Tollgate {
         let (client, trusted) =
             self.door
                 .client_address(local, peer, &session.req_header().headers);
-        ctx.peer = Some(peer.to_canonical());
-        ctx.client = Some(client);
-        ctx.peer_trusted = trusted;
+        ctx.client = Client {
+            ip: Some(client),
+            peer: Some(peer.to_canonical()),
+            peer_trusted: trusted,
+        };
     }
 
     /// Read the canonical host and path (refusing requests that have none), then find the
     /// route on them.
     fn route_request(&self, session: &Session, ctx: &mut Ctx) -> Result<()> {
         let req = session.req_header();
-        if req.headers.get_all(header::HOST).iter().count() > 1 {
-            return Err(status_error(400, "more than one Host header"));
-        }
+        // (Two `Host` headers never get here: refused at the front door on HTTP/1, and by
+        // Pingora's own check on HTTP/2.)
         if req.version == http::Version::HTTP_2 {
             // HTTP/1 requests are checked at the front door; these are HTTP/2's equivalents.
             if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
@@ -326,7 +334,7 @@ impl Tollgate {
         log.write(Entry {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
-            client_ip: ctx.client.map(|ip| ip.to_string()),
+            client_ip: ctx.client.ip.map(|ip| ip.to_string()),
             method: req.method.as_str().to_string(),
             host: ctx.target.host(req).map(str::to_string),
             path: ctx.target.path(req).to_string(),
@@ -445,10 +453,8 @@ impl ProxyHttp for Tollgate {
             route: None,
             request_id: http::HeaderValue::from_static("-"),
             target: target::Target::default(),
-            client: None,
-            peer: None,
+            client: Client::default(),
             expect: false,
-            peer_trusted: false,
             tried: Vec::new(),
             in_flight: None,
             retries: 0,
@@ -502,7 +508,7 @@ impl ProxyHttp for Tollgate {
         let route = &gateway.routes[route_id];
         let decision = gateway
             .policies
-            .check(route, ctx.client, &session.req_header().headers)
+            .check(route, ctx.client.ip, &session.req_header().headers)
             .await;
         let (status, reason) = match decision {
             Decision::Allow(identity) => {
@@ -528,7 +534,7 @@ impl ProxyHttp for Tollgate {
                     .identity
                     .as_ref()
                     .map(|i| gateway.policies.identity_headers(i).0.as_bytes()),
-                client_ip: ctx.client,
+                client_ip: ctx.client.ip,
                 headers: &session.req_header().headers,
             };
             match limits.check(&gateway.limits, &input).await {
@@ -589,7 +595,7 @@ impl ProxyHttp for Tollgate {
         let mut ip_buf = [0u8; 16];
         let key: &[u8] = match &pool.config.balance {
             crate::config::Balance::ConsistentHash(k) => {
-                Self::hash_key(session, &ctx.target, ctx.client, k, &mut ip_buf)
+                Self::hash_key(session, &ctx.target, ctx.client.ip, k, &mut ip_buf)
             }
             _ => b"",
         };
@@ -656,7 +662,19 @@ impl ProxyHttp for Tollgate {
         let req = session.req_header();
         let path = ctx.target.path(req);
         let rewritten = router::rewrite_path(&route.rewrite, path);
-        if rewritten.is_some() || ctx.target.path_changed() || ctx.target.absolute_form {
+        // A downstream HTTP/2 request's `:authority` goes to an HTTP/2 upstream as it came,
+        // unless it was not canonical.
+        let h2_upstream = upstream_request.version == http::Version::HTTP_2;
+        let authority = ctx
+            .target
+            .upstream_host
+            .as_ref()
+            .filter(|_| h2_upstream && req.uri.authority().is_some());
+        if rewritten.is_some()
+            || ctx.target.path_changed()
+            || ctx.target.absolute_form
+            || authority.is_some()
+        {
             let new_path = rewritten.as_deref().unwrap_or(path);
             let pq = match session.req_header().uri.query() {
                 Some(q) => format!("{new_path}?{q}"),
@@ -665,7 +683,7 @@ impl ProxyHttp for Tollgate {
             // Towards an HTTP/2 upstream keep the scheme and authority (a downstream HTTP/2
             // request's `:authority`, which the upstream `:authority` is built from); towards
             // HTTP/1 send origin-form.
-            let mut parts = if upstream_request.version == http::Version::HTTP_2 {
+            let mut parts = if h2_upstream {
                 session.req_header().uri.clone().into_parts()
             } else {
                 http::uri::Parts::default()
@@ -674,6 +692,9 @@ impl ProxyHttp for Tollgate {
                 http::uri::PathAndQuery::try_from(pq)
                     .map_err(|_| status_error(400, "invalid rewritten path"))?,
             );
+            if let Some(a) = authority {
+                parts.authority = http::uri::Authority::try_from(a.as_bytes()).ok();
+            }
             let uri = http::Uri::from_parts(parts)
                 .map_err(|_| status_error(400, "invalid rewritten path"))?;
             upstream_request.set_uri(uri);
@@ -692,11 +713,11 @@ impl ProxyHttp for Tollgate {
             // Answered by the gateway (see `continue_if_expected`).
             upstream_request.remove_header(&header::EXPECT);
         }
-        let host = upstream_request.headers.get(header::HOST).cloned();
+        let host = ctx.target.forwarded_host(session.req_header());
         let hop = headers::Hop {
-            client: ctx.client,
-            peer: ctx.peer,
-            trusted: ctx.peer_trusted,
+            client: ctx.client.ip,
+            peer: ctx.client.peer,
+            trusted: ctx.client.peer_trusted,
             host: host.as_ref(),
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };

@@ -18,7 +18,7 @@ enum HostRef {
     Header(usize),
     /// The first `n` bytes of the target's authority.
     Authority(usize),
-    /// Rewritten (lower-cased, trailing dot or zeros dropped).
+    /// Written anew (lower-cased, or an IPv6 address in its shortest form).
     Owned(Box<str>),
 }
 
@@ -48,14 +48,15 @@ impl Target {
             // An HTTP/2 `:authority`: it wins over `Host`.
             let raw = authority.as_str();
             let host = canonical::host(raw).map_err(|e| e.describe())?;
-            let wire = wire_form(&host);
+            let rewrite = !canonical_wire(raw, &host)
+                || header.is_some_and(|h| h.as_bytes() != raw.as_bytes());
+            if rewrite {
+                target.upstream_host = HeaderValue::from_str(&wire_form(&host)).ok();
+            }
             target.host = match host.name {
                 Cow::Borrowed(n) => HostRef::Authority(n.len()),
                 Cow::Owned(n) => HostRef::Owned(n.into()),
             };
-            if header.is_some_and(|h| h.as_bytes() != wire.as_bytes()) {
-                target.upstream_host = HeaderValue::from_str(&wire).ok();
-            }
         } else if let RawTargetAuthority::Absolute { authority, .. } =
             raw_target_authority(req.raw_path())
         {
@@ -75,17 +76,13 @@ impl Target {
                 .to_str()
                 .map_err(|_| "the host is not a valid name or address")?;
             let host = canonical::host(raw).map_err(|e| e.describe())?;
+            if !canonical_wire(raw, &host) {
+                // `Admin.Example.:0080` goes upstream as `admin.example:80`.
+                target.upstream_host = HeaderValue::from_str(&wire_form(&host)).ok();
+            }
             target.host = match host.name {
                 Cow::Borrowed(n) => HostRef::Header(n.len()),
-                Cow::Owned(n) => {
-                    let owned: Box<str> = n.into();
-                    target.upstream_host = HeaderValue::from_str(&wire_form(&canonical::Host {
-                        name: Cow::Borrowed(&owned),
-                        port: host.port,
-                    }))
-                    .ok();
-                    HostRef::Owned(owned)
-                }
+                Cow::Owned(n) => HostRef::Owned(n.into()),
             };
         } else if req.version != http::Version::HTTP_10 {
             // RFC 9112 section 3.2: an HTTP/1.1 request must say which host it is for.
@@ -110,6 +107,23 @@ impl Target {
                 .map(|h| &h[..*n]),
             HostRef::Authority(n) => req.uri.authority().map(|a| &a.as_str()[..*n]),
             HostRef::Owned(h) => Some(h),
+        }
+    }
+
+    /// The host the request goes upstream with, as `X-Forwarded-Host` names it: the canonical
+    /// `name[:port]`; `None` for a request without a host.
+    pub fn forwarded_host(&self, req: &RequestHeader) -> Option<HeaderValue> {
+        if let Some(h) = &self.upstream_host {
+            return Some(h.clone());
+        }
+        // Otherwise the client's own spelling is the canonical one.
+        match &self.host {
+            HostRef::None | HostRef::Owned(_) => None,
+            HostRef::Header(_) => req.headers.get(HOST).cloned(),
+            HostRef::Authority(_) => req
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         }
     }
 
@@ -143,6 +157,26 @@ impl Target {
             _ => "",
         };
         (raw != canonical).then_some(raw)
+    }
+}
+
+/// Whether `raw` is already written as `host`'s canonical `name[:port]` (lower case, no
+/// trailing dot, a port without leading zeros); `host` is `raw` read by [`canonical::host`].
+fn canonical_wire(raw: &str, host: &canonical::Host) -> bool {
+    let Cow::Borrowed(name) = &host.name else {
+        return false;
+    };
+    let Some(rest) = raw.get(name.len()..) else {
+        return false;
+    };
+    match host.port {
+        None => rest.is_empty(),
+        Some(p) => {
+            let digits = rest.strip_prefix(':').unwrap_or("");
+            !digits.is_empty()
+                && (digits == "0" || !digits.starts_with('0'))
+                && digits.parse::<u16>() == Ok(p)
+        }
     }
 }
 
@@ -183,6 +217,31 @@ mod tests {
         assert_eq!(t.host(&r), Some("api.example.com"));
         assert!(t.upstream_host.is_none());
         assert_eq!(t.raw_host(&r), Some("api.example.com:8080"));
+    }
+
+    #[test]
+    fn non_canonical_spellings_go_upstream_canonical() {
+        for (raw, wire) in [
+            ("admin.example.:8080", "admin.example:8080"),
+            ("admin.example:0080", "admin.example:80"),
+            ("admin.example:", "admin.example"),
+            ("admin.example.", "admin.example"),
+            ("[::0001]:80", "[::1]:80"),
+        ] {
+            let r = req("/", Some(raw));
+            let t = of(&r).unwrap();
+            assert_eq!(t.upstream_host.as_ref().unwrap(), wire, "{raw}");
+            assert_eq!(t.forwarded_host(&r).unwrap(), wire, "{raw}");
+        }
+        for raw in ["admin.example", "admin.example:8080", "127.0.0.1:0"] {
+            let r = req("/", Some(raw));
+            let t = of(&r).unwrap();
+            assert!(t.upstream_host.is_none(), "{raw}");
+            assert_eq!(t.forwarded_host(&r).unwrap(), raw);
+        }
+        let mut r = req("/", None);
+        r.set_version(http::Version::HTTP_10);
+        assert!(of(&r).unwrap().forwarded_host(&r).is_none());
     }
 
     #[test]
