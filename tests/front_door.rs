@@ -159,6 +159,16 @@ fn no_path_bypass(gw: &Gateway, served: impl Fn() -> usize) {
     }
 }
 
+/// A self-signed certificate for `gw.test` and its key, written in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let c = rcgen::generate_simple_self_signed(vec!["gw.test".to_string()]).unwrap();
+    let cert = dir.join("gw.pem");
+    let key = dir.join("gw-key.pem");
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
 mod paths {
     use super::*;
 
@@ -1192,11 +1202,7 @@ mod proxy_protocol {
     fn tls_listener_behind_haproxy() {
         let up = Upstream::start("a");
         let dir = tempfile::tempdir().unwrap();
-        let c = rcgen::generate_simple_self_signed(vec!["gw.test".to_string()]).unwrap();
-        let cert = dir.path().join("gw.pem");
-        let key = dir.path().join("gw-key.pem");
-        std::fs::write(&cert, c.cert.pem()).unwrap();
-        std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+        let (cert, key) = self_signed(dir.path());
         let gw = gateway(
             &up,
             &format!(
@@ -1429,11 +1435,7 @@ mod slow_clients {
     fn a_partial_http2_preface_over_tls_times_out() {
         let up = Upstream::start("a");
         let dir = tempfile::tempdir().unwrap();
-        let c = rcgen::generate_simple_self_signed(vec!["gw.test".to_string()]).unwrap();
-        let cert = dir.path().join("gw.pem");
-        let key = dir.path().join("gw-key.pem");
-        std::fs::write(&cert, c.cert.pem()).unwrap();
-        std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+        let (cert, key) = self_signed(dir.path());
         let gw = gateway(
             &up,
             "client_header_timeout: 1s\n",
