@@ -146,18 +146,19 @@ impl FrontDoor {
             })
     }
 
-    /// The client address of a request from `peer` on the listener at `local`, believing the
-    /// forwarding header only from that listener's trusted proxies.
+    /// The client address of a request from `peer` on the listener at `local` (looked up only
+    /// when some listener trusts a proxy), believing the forwarding header only from that
+    /// listener's trusted proxies; and whether `peer` is one of them.
     pub fn client_address(
         &self,
-        local: Option<SocketAddr>,
+        local: impl FnOnce() -> Option<SocketAddr>,
         peer: IpAddr,
         headers: &http::HeaderMap,
     ) -> (IpAddr, bool) {
         if !self.any_trusted {
             return (peer.to_canonical(), false);
         }
-        match self.listener(local) {
+        match self.listener(local()) {
             Some(l) if !l.trusted.is_empty() => {
                 let trusted = l.trusted.contains(peer);
                 let ip = client::client_address(peer, &l.trusted, l.forwarded_header, headers);

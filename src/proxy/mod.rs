@@ -141,7 +141,7 @@ impl Tollgate {
         else {
             return;
         };
-        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let local = || session.server_addr().and_then(|a| a.as_inet()).copied();
         let (client, trusted) =
             self.door
                 .client_address(local, peer, &session.req_header().headers);
