@@ -1,8 +1,7 @@
 //! Rate and concurrency limits end to end: local limits, the RateLimit headers, global limits
 //! shared by two gateways through a real Redis, and the fallback when Redis stops or stalls.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

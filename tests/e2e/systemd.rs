@@ -1,7 +1,6 @@
 //! The systemd unit passes `systemd-analyze verify`, with nothing to warn about.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 fn verify(unit_text: &str) -> (bool, String) {

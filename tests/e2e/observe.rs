@@ -1,7 +1,6 @@
 //! Metrics, the access log, the admin API and the status page (in a real headless Chromium).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 //! (also after streamed data), large messages, multiplexed concurrent calls, and the gateway's
 //! own refusals answered as gRPC statuses.
 
-mod common;
+use crate::common::*;
 use bytes::{Buf, BufMut, Bytes};
-use common::*;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;

@@ -1,8 +1,7 @@
 //! The command line and configuration errors: every class of mistake is reported with its
 //! place in the file, all at once, and nothing starts.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Output};
 
 const GOOD_TAIL: &str = "upstreams:\n  users: {peers: [127.0.0.1:8001]}\n  products: {peers: [127.0.0.1:8003]}\nroutes:\n  - {name: users, match: {path_prefix: /api/users}, upstream: users}\n";

@@ -1,8 +1,7 @@
 //! Requests that two HTTP parsers could read differently are refused at the front door with
 //! 400, the connection is closed, and the upstream receives nothing. Each case is raw bytes.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn gateway(up: &Upstream) -> Gateway {
     Gateway::start(&format!(

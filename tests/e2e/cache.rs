@@ -2,8 +2,7 @@
 //! behaviour is chosen per request by query parameters: `cc` (Cache-Control), `etag`, `vary`,
 //! `cookie`, `expires`, `size` (body bytes), `delay` (ms), `fail` (answer 500).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,20 +4,18 @@
 //! connection error, and a slow request that started before an upgrade finishes with its whole
 //! body after it. Also: SIGTERM finishes in-flight requests and exits 0.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Start the gateway with default signal dispositions (a process started from a
-/// non-interactive shell's background would inherit ignored SIGINT/SIGQUIT).
+/// The gateway on `conf` (with `-u`: taking over the sockets of a running one), its log
+/// appended to `log`.
 fn spawn(conf: &Path, upgrade: bool, log: &Path) -> Child {
-    let mut cmd = Command::new(bin());
+    let mut cmd = command();
     cmd.arg("-c").arg(conf);
     if upgrade {
         cmd.arg("-u");
@@ -27,36 +25,7 @@ fn spawn(conf: &Path, upgrade: bool, log: &Path) -> Child {
         .append(true)
         .open(log)
         .unwrap();
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
-    }
-    cmd.env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, sig: i32) {
-    unsafe {
-        libc::kill(child.id() as i32, sig);
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "the process did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 fn config(dir: &Path, port: u16, up: &Upstream, generation: usize) -> String {
@@ -181,8 +150,9 @@ fn five_upgrades_under_load_lose_nothing() {
             wait_until(Duration::from_secs(20), || sock.exists()),
             "the new process never waited for the sockets"
         );
-        signal(&current, libc::SIGQUIT);
-        let status = wait_exit(&mut current, Duration::from_secs(20));
+        signal(current.id(), libc::SIGQUIT);
+        let status =
+            wait_exit(&mut current, Duration::from_secs(20)).expect("the process did not exit");
         assert!(status.success(), "old process exited with {status}");
         assert!(next.try_wait().unwrap().is_none(), "the new process died");
         std::mem::swap(&mut current, &mut next);
@@ -198,7 +168,7 @@ fn five_upgrades_under_load_lose_nothing() {
         c.join().unwrap();
     }
     let slow = slow.unwrap().join().unwrap();
-    signal(&current, libc::SIGTERM);
+    signal(current.id(), libc::SIGTERM);
     let _ = wait_exit(&mut current, Duration::from_secs(20));
 
     let failures = failed.lock().unwrap().clone();
@@ -248,7 +218,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         read_keepalive_response(&mut c)
     });
     assert!(wait_until(Duration::from_secs(5), || up.count() == 1));
-    signal(&gw, libc::SIGTERM);
+    signal(gw.id(), libc::SIGTERM);
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 50_000);
@@ -256,7 +226,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         r.closed,
         "a draining gateway answers with Connection: close"
     );
-    let status = wait_exit(&mut gw, Duration::from_secs(20));
+    let status = wait_exit(&mut gw, Duration::from_secs(20)).expect("the process did not exit");
     assert!(status.success(), "exited with {status}");
     // New connections are refused once it has stopped accepting.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
@@ -281,7 +251,7 @@ fn sigint_exits_promptly() {
             t.elapsed() < Duration::from_secs(5),
             "SIGINT did not stop the gateway"
         );
-        signal(&gw, libc::SIGINT);
+        signal(gw.id(), libc::SIGINT);
         std::thread::sleep(Duration::from_millis(100));
     }
 }

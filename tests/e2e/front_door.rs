@@ -7,8 +7,7 @@
 //! merge paths the way nginx and WSGI servers do are real nginx and a recording server that
 //! reads targets as WSGI's `PATH_INFO` does.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 

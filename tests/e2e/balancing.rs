@@ -1,7 +1,6 @@
 //! Balancing policies, active health checks, passive protection and retries, with real peers.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

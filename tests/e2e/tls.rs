@@ -2,8 +2,7 @@
 //! upstream told the request came over HTTPS, and a plain listener redirecting to HTTPS. The
 //! client is curl.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

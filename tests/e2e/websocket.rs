@@ -1,8 +1,7 @@
 //! WebSocket through the gateway: the upgrade handshake passes (hop-by-hop removal keeps
 //! `Upgrade`/`Connection: upgrade` for it) and frames flow both ways.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::TcpListener;
 
 /// A real WebSocket echo server, and a gateway routing `/ws` to it.

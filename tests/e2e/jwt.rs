@@ -1,9 +1,8 @@
 //! JWT authentication end to end, with keys from tests/fixtures: RS256 and ES256 public keys,
 //! a JWKS document with two keys, and an HS256 secret from the environment.
 
-mod common;
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,8 +1,7 @@
 //! Route policies end to end: API keys, groups, consumers and IP rules. A refused request never
 //! reaches the upstream: each refusal is checked against the upstream's own request count.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn gateway(up: &Upstream) -> Gateway {
     Gateway::start(&format!(

@@ -2,8 +2,7 @@
 //! that stays idle is closed after `client_keepalive_timeout`: on a plain listener, on a listener
 //! that also accepts cleartext HTTP/2, and over TLS (HTTP/1.1 through ALPN).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;

@@ -2,8 +2,7 @@
 //! refused and the old configuration keeps serving; health, limit counters and the cache carry
 //! over; changes that need an upgrade are reported.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Routing, path rewriting, header transforms, request ids and error answers, driven through
 //! the real gateway binary against real upstream servers.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn two_pools(a: &Upstream, b: &Upstream, routes: &str) -> Gateway {

@@ -1,0 +1,25 @@
+//! The end-to-end tests, in one test binary (one link instead of one per file): each module
+//! drives the real `tollgate` binary (or, for the limiter, the library in-process) against real
+//! upstream servers, Redis, nginx and HAProxy on loopback. Helpers are in [`common`].
+
+mod common;
+
+mod bad_input;
+mod balancing;
+mod bench_smoke;
+mod cache;
+mod cli;
+mod front_door;
+mod grpc;
+mod jwt;
+mod keepalive;
+mod limiter;
+mod observe;
+mod policies;
+mod ratelimit;
+mod reload;
+mod routing;
+mod systemd;
+mod tls;
+mod upgrade;
+mod websocket;
