@@ -22,8 +22,15 @@ fn gateway(yaml: &str) -> Gateway {
         Ok(c) => c,
         Err(errors) => panic!("bench configuration: {errors:?}"),
     };
-    let cache = Arc::new(Cache::new(&config.cache));
-    Gateway::new(&config, Arc::new(LimitStore::default()), cache, None)
+    let cache = Arc::new(Cache::new(&config.process.cache));
+    let metrics = tollgate::observe::metrics::Metrics::new();
+    Gateway::new(
+        &config,
+        Arc::new(LimitStore::default()),
+        cache,
+        &metrics,
+        None,
+    )
 }
 
 const HEAD: &str = "listeners: [{address: 127.0.0.1:1}]\nupstreams: {u: {peers: [127.0.0.1:2]}}\n";
@@ -82,7 +89,7 @@ fn rate_limit(c: &mut Criterion) {
     let gw = gateway(&format!(
         "{HEAD}routes:\n  - {{name: r, match: {{}}, upstream: u, rate_limit: [{{requests: 1000000000, per: 1s, key: client_ip}}]}}\n"
     ));
-    let limits = &gw.route_limits[0];
+    let limits = &gw.routes[0].limits;
     let headers = HeaderMap::new();
     for keys in [1u32, 100_000] {
         let mut i = 0u32;
@@ -119,7 +126,8 @@ fn authentication(c: &mut Criterion) {
     ));
     let ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let check = |route: usize, headers: &HeaderMap| {
-        let d = futures::executor::block_on(gw.policies.check(&gw.routes[route], ip, headers));
+        let d =
+            futures::executor::block_on(gw.policies.check(&gw.routes[route].access, ip, headers));
         assert!(matches!(d, Decision::Allow(Some(_))), "bench credentials");
         d
     };
@@ -187,7 +195,7 @@ fn cache_key(c: &mut Criterion) {
     let mut g = c.benchmark_group("cache_key");
     g.throughput(Throughput::Elements(1));
     for (name, route) in [("default_key", 0), ("five_parts", 1)] {
-        let rules = gw.route_cache[route].as_ref().expect("cached route");
+        let rules = gw.routes[route].cache.as_ref().expect("cached route");
         g.bench_function(name, |b| {
             b.iter(|| rules.key(black_box(&input)).primary_bin())
         });

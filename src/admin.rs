@@ -7,6 +7,8 @@ use crate::cache::KeyInput;
 use crate::config::AdminConfig;
 use crate::gateway::Gateway;
 use crate::observe::metrics::Metrics;
+use crate::server::readiness::Readiness;
+use crate::server::Lifecycle;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
@@ -16,9 +18,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The status page: one self-contained HTML file (no external assets).
@@ -29,27 +31,8 @@ pub struct Admin {
     state: Arc<ArcSwap<Gateway>>,
     token: Option<String>,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
+    lifecycle: Arc<Lifecycle>,
     reloader: Arc<crate::reload::Reloader>,
-}
-
-/// Process readiness, shared with the [`Readiness`] background service.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Set once every traffic listener accepts connections.
-    pub ready: AtomicBool,
-    /// Set when a shutdown or upgrade starts draining.
-    pub draining: AtomicBool,
-    started: OnceLock<Instant>,
-}
-
-impl Health {
-    fn uptime(&self) -> f64 {
-        self.started
-            .get_or_init(Instant::now)
-            .elapsed()
-            .as_secs_f64()
-    }
 }
 
 /// The admin listener. It is bound when the configuration is loaded (so a taken port stops the
@@ -69,6 +52,7 @@ impl AdminServer {
         state: Arc<ArcSwap<Gateway>>,
         metrics: Arc<Metrics>,
         reloader: Arc<crate::reload::Reloader>,
+        lifecycle: Arc<Lifecycle>,
         listeners: Vec<std::net::SocketAddr>,
     ) -> std::io::Result<AdminServer> {
         // SO_REUSEPORT: during an upgrade the new process binds while the old one still listens.
@@ -83,14 +67,12 @@ impl AdminServer {
         socket.listen(128)?;
         socket.set_nonblocking(true)?;
         let listener: std::net::TcpListener = socket.into();
-        let health = Arc::new(Health::default());
-        health.started.get_or_init(Instant::now);
         Ok(AdminServer {
             app: Arc::new(Admin {
                 state,
                 token: config.token.clone(),
                 metrics,
-                health,
+                lifecycle,
                 reloader,
             }),
             listener: std::sync::Mutex::new(Some(listener)),
@@ -163,58 +145,12 @@ impl BackgroundService for AdminServer {
                 log::error!("admin: cannot start its thread: {e}");
             }
         }
-        let health = self.app.health.clone();
         Readiness {
-            health,
+            lifecycle: self.app.lifecycle.clone(),
             listeners: self.listeners.clone(),
         }
         .run(&mut shutdown)
         .await;
-    }
-}
-
-/// Marks the process ready once its listeners accept connections, and draining as soon as a
-/// shutdown begins.
-struct Readiness {
-    health: Arc<Health>,
-    listeners: Vec<std::net::SocketAddr>,
-}
-
-impl Readiness {
-    async fn run(&self, shutdown: &mut ShutdownWatch) {
-        let probes: Vec<std::net::SocketAddr> = self
-            .listeners
-            .iter()
-            .map(|a| {
-                let mut a = *a;
-                if a.ip().is_unspecified() {
-                    a.set_ip(if a.is_ipv4() {
-                        std::net::Ipv4Addr::LOCALHOST.into()
-                    } else {
-                        std::net::Ipv6Addr::LOCALHOST.into()
-                    });
-                }
-                a
-            })
-            .collect();
-        loop {
-            let mut all = true;
-            for a in &probes {
-                if tokio::net::TcpStream::connect(a).await.is_err() {
-                    all = false;
-                }
-            }
-            if all {
-                self.health.ready.store(true, Ordering::Release);
-                break;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = shutdown.changed() => break,
-            }
-        }
-        let _ = shutdown.changed().await;
-        self.health.draining.store(true, Ordering::Release);
     }
 }
 
@@ -270,11 +206,10 @@ impl Admin {
         let routes: Vec<serde_json::Value> = gw
             .routes
             .iter()
-            .enumerate()
-            .map(|(i, r)| {
+            .map(|r| {
                 serde_json::json!({
-                    "name": r.name,
-                    "upstream": gw.pools[r.upstream].config.name,
+                    "name": &*r.name,
+                    "upstream": r.pool.config.name,
                     "hosts": r.hosts.iter().map(|h| match h {
                         crate::config::HostPattern::Exact(n) => n.clone(),
                         crate::config::HostPattern::Suffix(s) => format!("*{s}"),
@@ -285,9 +220,9 @@ impl Admin {
                         crate::config::PathMatch::Exact(p) => p.clone(),
                     },
                     "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                    "auth": !r.auth.is_empty(),
-                    "rate_limited": !r.rate_limits.is_empty(),
-                    "cached": gw.route_cache[i].is_some(),
+                    "auth": r.access.authenticates(),
+                    "rate_limited": r.limits.limits_rate(),
+                    "cached": r.cache.is_some(),
                 })
             })
             .collect();
@@ -308,10 +243,10 @@ impl Admin {
             .collect();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": self.health.uptime(),
+            "uptime_seconds": self.lifecycle.uptime(),
             "config_checksum": gw.checksum,
-            "ready": self.health.ready.load(Ordering::Acquire),
-            "draining": self.health.draining.load(Ordering::Acquire),
+            "ready": self.lifecycle.is_ready(),
+            "draining": self.lifecycle.is_draining(),
             "routes": routes,
             "upstreams": upstreams,
             "cache": {
@@ -328,10 +263,10 @@ impl Admin {
             Err(e) => return error(400, &format!("invalid purge request: {e}")),
         };
         let gateway = self.state.load();
-        let Some(route_id) = gateway.routes.iter().position(|r| r.name == req.route) else {
+        let Some(route) = gateway.routes.iter().find(|r| *r.name == *req.route) else {
             return error(404, &format!("no route named \"{}\"", req.route));
         };
-        let Some(rules) = &gateway.route_cache[route_id] else {
+        let Some(rules) = &route.cache else {
             return error(409, &format!("route \"{}\" has no cache", req.route));
         };
         let Some(path) = req.path else {
@@ -421,8 +356,8 @@ impl ServeHttp for Admin {
         }
         match (method.as_str(), path.as_str()) {
             ("GET", "/readyz") => {
-                let ready = self.health.ready.load(Ordering::Acquire);
-                let draining = self.health.draining.load(Ordering::Acquire);
+                let ready = self.lifecycle.is_ready();
+                let draining = self.lifecycle.is_draining();
                 match (ready, draining) {
                     (_, true) => json(503, serde_json::json!({ "status": "draining" })),
                     (false, _) => json(503, serde_json::json!({ "status": "starting" })),
@@ -430,7 +365,7 @@ impl ServeHttp for Admin {
                 }
             }
             ("GET", "/metrics") => {
-                let body = self.metrics.render(&self.state.load()).into_bytes();
+                let body = self.metrics.render(&self.state.load().stats()).into_bytes();
                 Response::builder()
                     .status(200)
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

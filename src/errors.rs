@@ -5,6 +5,11 @@
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+/// An error that the gateway answers with `code` (`why` is for the error log).
+pub fn status_error(code: u16, why: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(code), why)
+}
+
 /// The status a client should see for `e`; 0 when the client is gone and nothing can be sent.
 pub fn status_for(e: &Error) -> u16 {
     use ErrorType::*;

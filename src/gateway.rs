@@ -1,32 +1,66 @@
 //! The runtime snapshot: everything a request needs, built once from a validated configuration
-//! and shared immutably. A request loads the snapshot once and uses it to the end.
+//! and shared immutably. A request loads the snapshot once and uses it to the end, so a reload
+//! never mixes old and new. Its routes are compiled values ([`CompiledRoute`]): each holds its
+//! pool, access policy, limits, cache rule, rewrites and transforms, so the request path asks
+//! its route for everything and never reads the configuration model.
+//!
+//! State that outlives a reload (pool health and in-flight counts, limit counters, the cache)
+//! lives outside the snapshot and is handed to the next one when its configuration is
+//! unchanged.
 
 use crate::cache::{Cache, RouteCacheRules};
-use crate::config::{Config, Route};
+use crate::config::{Config, HeaderTransform, HostPattern, PathMatch, PathRewrite};
+use crate::observe::metrics::{Metrics, PeerStat, RouteMetrics, Stats};
 use crate::policy::limits::{LimitStore, RouteLimits};
-use crate::policy::Policies;
-use crate::router::Router;
+use crate::policy::{Access, Policies};
+use crate::router::{RouteId, Router};
 use crate::upstream::Pool;
+use http::Method;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// One route, compiled for the request path.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    /// Its place in the snapshot's route list (and the router's answers).
+    pub id: RouteId,
+    pub name: Arc<str>,
+    /// What it matches, as configured (for the admin API and status page).
+    pub hosts: Vec<HostPattern>,
+    pub path: PathMatch,
+    pub methods: Vec<Method>,
+    /// The pool it sends to.
+    pub pool: Arc<Pool>,
+    /// IP rules, authentication methods and who may call.
+    pub access: Access,
+    /// Rate and concurrency limits.
+    pub limits: RouteLimits,
+    /// Caching, when the route caches.
+    pub cache: Option<RouteCacheRules>,
+    pub rewrite: PathRewrite,
+    pub request_headers: HeaderTransform,
+    pub response_headers: HeaderTransform,
+    /// Larger request bodies are refused with 413.
+    pub max_body_size: Option<u64>,
+    /// This route's metric series.
+    pub metrics: RouteMetrics,
+}
 
 /// One immutable generation of the gateway's routing state.
 #[derive(Debug)]
 pub struct Gateway {
-    pub routes: Vec<Route>,
+    /// Compiled routes, in file order (indexed by [`RouteId`]).
+    pub routes: Vec<Arc<CompiledRoute>>,
     pub router: Router,
-    /// Pools, indexed like the configuration's upstreams.
+    /// Every pool, in file order (routes hold theirs).
     pub pools: Vec<Arc<Pool>>,
     pub max_request_header_size: usize,
     /// How request paths are normalised before routing and forwarding.
     pub path_normalization: crate::canonical::PathOptions,
     /// Consumers and credentials.
     pub policies: Policies,
-    /// Each route's limits, indexed like `routes`.
-    pub route_limits: Vec<RouteLimits>,
     /// Limit counters, which outlive this snapshot.
     pub limits: Arc<LimitStore>,
-    /// Each route's cache rules, indexed like `routes`.
-    pub route_cache: Vec<Option<RouteCacheRules>>,
     /// The response cache, which outlives this snapshot.
     pub cache: Arc<Cache>,
     /// SHA-256 of the configuration file this snapshot was built from.
@@ -37,57 +71,104 @@ pub struct Gateway {
     pub generation: u64,
 }
 
-static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl Gateway {
     /// Build the snapshot from a validated configuration; limit counters and the cache are
-    /// long-lived and passed in. Pools whose configuration is unchanged from `previous` are
-    /// carried over with their health state and in-flight counts.
+    /// long-lived and passed in, and route metrics are registered in `metrics`. Pools whose
+    /// configuration is unchanged from `previous` are carried over with their health state and
+    /// in-flight counts.
     pub fn new(
         config: &Config,
         limits: Arc<LimitStore>,
         cache: Arc<Cache>,
+        metrics: &Metrics,
         previous: Option<&Gateway>,
     ) -> Gateway {
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        let routing = &config.routing;
+        let pools: Vec<Arc<Pool>> = routing
+            .upstreams
+            .iter()
+            .map(|u| {
+                previous
+                    .and_then(|p| p.pools.iter().find(|pool| pool.config == *u))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Pool::new(u.clone())))
+            })
+            .collect();
+        let routes = routing
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(id, r)| {
+                let pool = pools[r.upstream].clone();
+                let name: Arc<str> = Arc::from(r.name.as_str());
+                Arc::new(CompiledRoute {
+                    id,
+                    metrics: metrics.route(id, generation, name.clone(), &pool.config.name),
+                    name,
+                    hosts: r.hosts.clone(),
+                    path: r.path.clone(),
+                    methods: r.methods.clone(),
+                    access: Access::new(r),
+                    limits: limits.compile(r, routing.redis.as_ref()),
+                    cache: r
+                        .cache
+                        .as_ref()
+                        .map(|c| RouteCacheRules::new(&cache, &r.name, c)),
+                    rewrite: r.rewrite.clone(),
+                    request_headers: r.request_headers.clone(),
+                    response_headers: r.response_headers.clone(),
+                    max_body_size: r.max_body_size,
+                    pool,
+                })
+            })
+            .collect();
         Gateway {
-            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            generation,
             redirects: config
+                .process
                 .listeners
                 .iter()
                 .filter_map(|l| l.redirect_https.map(|p| (l.address.port(), p)))
                 .collect(),
             checksum: config.checksum.clone(),
-            route_cache: config
-                .routes
-                .iter()
-                .map(|r| {
-                    r.cache
-                        .as_ref()
-                        .map(|c| RouteCacheRules::new(&cache, &r.name, c))
-                })
-                .collect(),
+            router: Router::new(&routing.routes),
+            routes,
+            pools,
             cache,
-            route_limits: config
-                .routes
-                .iter()
-                .map(|r| limits.compile(r, config.redis.as_ref()))
-                .collect(),
             limits,
-            router: Router::new(&config.routes),
-            routes: config.routes.clone(),
-            pools: config
-                .upstreams
+            max_request_header_size: routing.max_request_header_size,
+            path_normalization: routing.path_normalization,
+            policies: Policies::new(routing),
+        }
+    }
+
+    /// The compiled route behind an id the router returned.
+    pub fn route(&self, id: RouteId) -> &CompiledRoute {
+        &self.routes[id]
+    }
+
+    /// What the metrics render at scrape time: peers' health and load, the cache's size, the
+    /// limits' Redis fallbacks.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            peers: self
+                .pools
                 .iter()
-                .map(|u| {
-                    previous
-                        .and_then(|p| p.pools.iter().find(|pool| pool.config == *u))
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(Pool::new(u.clone())))
+                .flat_map(|pool| {
+                    pool.peers().iter().map(move |peer| PeerStat {
+                        upstream: pool.config.name.clone(),
+                        peer: peer.address.to_string(),
+                        available: pool.is_available(&peer.address),
+                        in_flight: peer.in_flight.load(Ordering::Relaxed),
+                    })
                 })
                 .collect(),
-            max_request_header_size: config.max_request_header_size,
-            path_normalization: config.path_normalization,
-            policies: Policies::new(config),
+            cache_bytes: self.cache.store.held_bytes(),
+            cache_entries: self.cache.store.entries(),
+            redis_fallbacks: self.limits.redis_fallbacks.load(Ordering::Relaxed),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod router;
+pub mod server;
 pub mod tls;
-pub mod upgrade;
 pub mod upstream;
+pub mod wire;

@@ -3,16 +3,26 @@
 
 use arc_swap::ArcSwap;
 use clap::Parser;
-use pingora_core::server::configuration::Opt;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate::admin::AdminServer;
+use tollgate::cache::Cache;
 use tollgate::config;
+use tollgate::front::FrontDoor;
 use tollgate::gateway::Gateway;
+use tollgate::observe::access_log::AccessLog;
+use tollgate::observe::metrics::Metrics;
+use tollgate::policy::limits::LimitStore;
 use tollgate::proxy::Tollgate;
+use tollgate::reload::Reloader;
+use tollgate::server::connection::Connections;
+use tollgate::server::signals::{ExitOnInterrupt, ReloadOnHangup};
+use tollgate::server::{self, DrainPlan, Lifecycle, ServiceFor};
 use tollgate::upstream::HealthChecker;
 
 /// mimalloc: faster than the system allocator on the request path, and it hands freed memory
@@ -94,7 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword { cost }) => return hash_password(cost),
-        Some(Command::Upgrade { pid }) => return tollgate::upgrade::run(&cli.conf, pid),
+        Some(Command::Upgrade { pid }) => return server::upgrade::run(&cli.conf, pid),
         None => {}
     }
 
@@ -124,28 +134,29 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let limits = Arc::new(tollgate::policy::limits::LimitStore::default());
-    let cache = Arc::new(tollgate::cache::Cache::new(&config.cache));
+    let process = &config.process;
+    let metrics = Metrics::new();
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(
         &config,
-        limits.clone(),
-        cache.clone(),
+        Arc::new(LimitStore::default()),
+        Arc::new(Cache::new(&process.cache)),
+        &metrics,
         None,
     )));
     // Pingora takes its settings by value; the reloader keeps the original to compare with.
-    let mut server_conf: pingora_core::server::configuration::ServerConf =
-        match serde_yaml::to_value(&config.server).and_then(serde_yaml::from_value) {
+    let mut server_conf: ServerConf =
+        match serde_yaml::to_value(&process.server).and_then(serde_yaml::from_value) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("cannot prepare the process settings: {e}");
                 return ExitCode::from(2);
             }
         };
-    // Tollgate ends a drain itself (see proxy::drain): Pingora's own grace period is set past
-    // it, so Pingora never cuts requests short first.
-    let grace = Duration::from_secs(config.server.grace_period_seconds.unwrap_or(5));
+    // Tollgate ends a drain itself (see server::Lifecycle): Pingora's own grace period is set
+    // past it, so Pingora never cuts requests short first.
+    let grace = Duration::from_secs(process.server.grace_period_seconds.unwrap_or(5));
     let timeout = Duration::from_secs(
-        config
+        process
             .server
             .graceful_shutdown_timeout_seconds
             .unwrap_or(10),
@@ -161,13 +172,8 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
-    let metrics = tollgate::observe::metrics::Metrics::new();
-    metrics.declare(&gateway.load());
-    let access_log = match &config.access_log {
-        Some(path) => match tollgate::observe::access_log::AccessLog::open(
-            path,
-            metrics.access_log_dropped.clone(),
-        ) {
+    let access_log = match &process.access_log {
+        Some(path) => match AccessLog::open(path, metrics.access_log_dropped.clone()) {
             Ok(log) => Some(log),
             Err(e) => {
                 eprintln!("cannot open the access log {path}: {e}");
@@ -176,67 +182,43 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let in_flight = Arc::new(tollgate::proxy::drain::InFlight::default());
     server.add_service(background_service(
         "exit on SIGINT",
-        tollgate::proxy::drain::ExitOnInterrupt {
+        ExitOnInterrupt {
             access_log: access_log.clone(),
         },
     ));
-    let plan = tollgate::proxy::drain::DrainPlan {
+    let lifecycle = Lifecycle::new(Some(DrainPlan {
         grace,
         timeout,
-        in_flight: in_flight.clone(),
         access_log: access_log.clone(),
-    };
-    // One proxy service serves every listener, unless plain listeners disagree on cleartext
-    // HTTP/2: Pingora sets h2c per service, so the h2c ones then get a second service (with its
-    // own worker threads). TLS listeners ignore h2c (ALPN decides) and join the first service.
-    let plain = |h2c: bool| {
-        config
-            .listeners
-            .iter()
-            .any(|l| l.tls.is_empty() && l.http2 == h2c)
-    };
-    let split = plain(true) && plain(false);
-    let first_h2c = plain(true) && !split;
-    let plan = Arc::new(std::sync::Mutex::new(Some(plan)));
-    let door = tollgate::front::FrontDoor::new(
+    }));
+    let door = FrontDoor::new(
         &config,
         gateway.clone(),
         metrics.clone(),
         access_log.clone(),
     );
+    let keepalive = process.client_keepalive_timeout;
     let make_service = |name: &str, h2c: bool| {
-        let mut app = pingora_proxy::http_proxy(
-            &server.configuration,
-            Tollgate::new(
-                gateway.clone(),
-                metrics.clone(),
-                access_log.clone(),
-                draining.clone(),
-                in_flight.clone(),
-                door.clone(),
-            ),
+        let proxy = Tollgate::new(
+            gateway.clone(),
+            metrics.clone(),
+            access_log.clone(),
+            lifecycle.clone(),
+            door.clone(),
         );
+        let mut app = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut options = pingora_core::apps::HttpServerOptions::default();
         options.h2c = h2c;
         // An HTTP/2 connection with no request in progress is closed like an idle HTTP/1 one
         // (Pingora's default keeps it forever).
-        options.h2_idle_timeout = Some(config.client_keepalive_timeout);
+        options.h2_idle_timeout = Some(keepalive);
         app.server_options = Some(options);
-        pingora_core::services::listening::Service::new(
-            name.to_string(),
-            tollgate::proxy::drain::Draining::new(
-                app,
-                door.clone(),
-                draining.clone(),
-                plan.clone(),
-                config.client_keepalive_timeout,
-            ),
-        )
+        let handler = Connections::new(app, door.clone(), lifecycle.clone(), keepalive);
+        pingora_core::services::listening::Service::new(name.to_string(), handler)
     };
+    let (first_h2c, split) = server::service_plan(&process.listeners);
     let mut proxy = make_service("tollgate proxy", first_h2c);
     let mut h2c_proxy = split.then(|| make_service("tollgate proxy (h2c)", true));
     // No read buffer under the HTTP parser: Pingora's default is 64 KiB per client connection,
@@ -246,15 +228,16 @@ fn main() -> ExitCode {
         pingora_core::listeners::ListenerConfig::tcp(addr.to_string())
             .l4_buffer(pingora_core::listeners::L4BufferSettings::default().read(0))
     };
-    for listener in &config.listeners {
+    for listener in &process.listeners {
+        let service = match (server::service_for(listener, split), &mut h2c_proxy) {
+            (ServiceFor::H2c, Some(h2c)) => h2c,
+            _ => &mut proxy,
+        };
         if listener.tls.is_empty() {
-            match &mut h2c_proxy {
-                Some(h2c) if listener.http2 => h2c.add_listener(endpoint(listener.address)),
-                _ => proxy.add_listener(endpoint(listener.address)),
-            }
+            service.add_listener(endpoint(listener.address));
         } else {
             match tollgate::tls::settings(listener) {
-                Ok(settings) => proxy.add_listener(endpoint(listener.address).tls(settings)),
+                Ok(settings) => service.add_listener(endpoint(listener.address).tls(settings)),
                 Err(e) => {
                     eprintln!("listener {}: {e}", listener.address);
                     return ExitCode::from(2);
@@ -262,7 +245,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if config
+    if process
         .listeners
         .iter()
         .any(|l| l.proxy_protocol && !l.tls.is_empty())
@@ -270,34 +253,35 @@ fn main() -> ExitCode {
         // PROXY headers come before the TLS handshake.
         proxy.endpoints().set_pre_tls_callback(door.pre_tls());
     }
-    let health = background_service("health checks", HealthChecker::new(gateway.clone()));
+    let health = HealthChecker::new(gateway.load().pools.clone());
     server.add_service(proxy);
     if let Some(h2c) = h2c_proxy {
         server.add_service(h2c);
     }
-    server.add_service(health);
-    let route_count = config.routes.len();
-    let listeners: Vec<std::net::SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
-    let admin_config = config.admin.clone();
-    let reloader = Arc::new(tollgate::reload::Reloader::new(
+    server.add_service(background_service("health checks", health.clone()));
+    let route_count = config.routing.routes.len();
+    let listeners: Vec<std::net::SocketAddr> =
+        process.listeners.iter().map(|l| l.address).collect();
+    let admin_config = process.admin.clone();
+    let reloader = Arc::new(Reloader::new(
         cli.conf.clone(),
         base,
         config,
         gateway.clone(),
-        limits,
-        cache,
         metrics.clone(),
+        health,
     ));
     server.add_service(background_service(
         "reload on SIGHUP",
-        tollgate::reload::ReloadOnHangup(reloader.clone()),
+        ReloadOnHangup(reloader.clone()),
     ));
     if let Some(admin) = &admin_config {
-        match tollgate::admin::AdminServer::bind(
+        match AdminServer::bind(
             admin,
             gateway,
             metrics,
             reloader,
+            lifecycle,
             listeners.clone(),
         ) {
             Ok(a) => {

@@ -6,14 +6,12 @@
 //! take effect with an upgrade (`tollgate -u`).
 
 use crate::cache::Cache;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Process};
 use crate::gateway::Gateway;
 use crate::observe::metrics::Metrics;
 use crate::policy::limits::LimitStore;
+use crate::upstream::HealthChecker;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -26,18 +24,6 @@ pub enum Outcome {
     Refused(Vec<ConfigError>),
 }
 
-/// The settings fixed when the process started.
-#[derive(Debug)]
-struct Fixed {
-    listeners: Vec<crate::config::Listener>,
-    admin: Option<crate::config::AdminConfig>,
-    cache: crate::config::CacheConfig,
-    access_log: Option<String>,
-    server: pingora_core::server::configuration::ServerConf,
-    client_keepalive_timeout: std::time::Duration,
-    client_timeouts: crate::config::ClientTimeouts,
-}
-
 /// Reloads the configuration on request (SIGHUP, `POST /reload`).
 pub struct Reloader {
     path: PathBuf,
@@ -46,7 +32,9 @@ pub struct Reloader {
     limits: Arc<LimitStore>,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
-    fixed: Fixed,
+    health: HealthChecker,
+    /// The settings the process started with, which a reload cannot change.
+    fixed: Process,
     /// One reload at a time.
     busy: Mutex<()>,
 }
@@ -61,33 +49,27 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// `config` is the configuration the process started with, `path` its file and `base` the
-    /// directory relative paths are relative to.
-    #[allow(clippy::too_many_arguments)]
+    /// directory relative paths are relative to; a reload swaps a new snapshot into `state`
+    /// (counters in `limits`, the `cache`, and route series in `metrics` carry over) and hands
+    /// its pools to `health`.
     pub fn new(
         path: PathBuf,
         base: PathBuf,
         config: Config,
         state: Arc<ArcSwap<Gateway>>,
-        limits: Arc<LimitStore>,
-        cache: Arc<Cache>,
         metrics: Arc<Metrics>,
+        health: HealthChecker,
     ) -> Reloader {
+        let current = state.load_full();
         Reloader {
             path,
             base,
+            limits: current.limits.clone(),
+            cache: current.cache.clone(),
             state,
-            limits,
-            cache,
             metrics,
-            fixed: Fixed {
-                listeners: config.listeners,
-                admin: config.admin,
-                cache: config.cache,
-                access_log: config.access_log,
-                server: config.server,
-                client_keepalive_timeout: config.client_keepalive_timeout,
-                client_timeouts: config.client_timeouts,
-            },
+            health,
+            fixed: config.process,
             busy: Mutex::new(()),
         }
     }
@@ -111,39 +93,21 @@ impl Reloader {
         for w in &config.warnings {
             log::warn!("reload: {w}");
         }
-        let mut needs_upgrade = Vec::new();
-        if config.listeners != self.fixed.listeners {
-            needs_upgrade.push("listeners".to_string());
-        }
-        if config.admin != self.fixed.admin {
-            needs_upgrade.push("admin".to_string());
-        }
-        if config.cache != self.fixed.cache {
-            needs_upgrade.push("cache".to_string());
-        }
-        if config.access_log != self.fixed.access_log {
-            needs_upgrade.push("access_log".to_string());
-        }
-        if config.server != self.fixed.server {
-            needs_upgrade.push("process settings".to_string());
-        }
-        if config.client_keepalive_timeout != self.fixed.client_keepalive_timeout {
-            needs_upgrade.push("client_keepalive_timeout".to_string());
-        }
-        if config.client_timeouts != self.fixed.client_timeouts {
-            needs_upgrade.push(
-                "client_header_timeout, client_body_timeout, client_body_min_rate, client_send_timeout"
-                    .to_string(),
-            );
-        }
+        let needs_upgrade: Vec<String> = self
+            .fixed
+            .differences(&config.process)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let previous = self.state.load_full();
         let next = Gateway::new(
             &config,
             self.limits.clone(),
             self.cache.clone(),
+            &self.metrics,
             Some(&previous),
         );
-        self.metrics.declare(&next);
+        self.health.set_pools(next.pools.clone());
         self.state.store(Arc::new(next));
         self.metrics
             .config_reloads
@@ -159,31 +123,5 @@ impl Reloader {
             );
         }
         Outcome::Applied { needs_upgrade }
-    }
-}
-
-/// Reloads on SIGHUP.
-pub struct ReloadOnHangup(pub Arc<Reloader>);
-
-#[async_trait]
-impl BackgroundService for ReloadOnHangup {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot listen for SIGHUP, reload only through the admin API: {e}");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    let r = self.0.clone();
-                    // The file is read off the async threads.
-                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }

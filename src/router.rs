@@ -257,7 +257,7 @@ mod tests {
             "listeners: [{{address: 127.0.0.1:1}}]\nupstreams: {{u: {{peers: [127.0.0.1:2]}}}}\nroutes:\n{yaml_routes}"
         );
         let c = config::parse(&text).expect("valid config");
-        (Router::new(&c.routes), c.routes)
+        (Router::new(&c.routing.routes), c.routing.routes)
     }
 
     fn find(

@@ -384,14 +384,25 @@ impl Pool {
     }
 }
 
-/// Runs every pool's active health checks at its configured interval.
+/// Runs the active health checks of the pools it is given, each at its configured interval.
+/// A reload hands it the new snapshot's pools ([`HealthChecker::set_pools`]); an unchanged
+/// pool is the same `Pool` in both, so its health state and schedule carry over.
+#[derive(Clone)]
 pub struct HealthChecker {
-    pools: Arc<arc_swap::ArcSwap<crate::gateway::Gateway>>,
+    pools: Arc<arc_swap::ArcSwap<Vec<Arc<Pool>>>>,
 }
 
 impl HealthChecker {
-    pub fn new(pools: Arc<arc_swap::ArcSwap<crate::gateway::Gateway>>) -> Self {
-        HealthChecker { pools }
+    /// Check `pools`.
+    pub fn new(pools: Vec<Arc<Pool>>) -> Self {
+        HealthChecker {
+            pools: Arc::new(arc_swap::ArcSwap::from_pointee(pools)),
+        }
+    }
+
+    /// Check these pools from now on.
+    pub fn set_pools(&self, pools: Vec<Arc<Pool>>) {
+        self.pools.store(Arc::new(pools));
     }
 }
 
@@ -399,9 +410,9 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let gateway = self.pools.load_full();
+            let pools = self.pools.load_full();
             let mut wait = Duration::from_millis(500);
-            for pool in &gateway.pools {
+            for pool in pools.iter() {
                 let Some(hc) = &pool.config.health_check else {
                     continue;
                 };
@@ -423,7 +434,7 @@ impl BackgroundService for HealthChecker {
                     wait = wait.min(Duration::from_millis(due - now));
                 }
             }
-            drop(gateway);
+            drop(pools);
             tokio::select! {
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
                 _ = shutdown.changed() => return,

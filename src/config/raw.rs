@@ -1,7 +1,10 @@
 //! The file format: serde types that mirror the YAML exactly. Nothing here is used at run time;
-//! [`super::validate`] turns these into the checked model.
+//! the validators ([`super::validate`]) turn these into the checked model. Settings written as
+//! `kind:NAME` strings (hash keys, limit keys, cache key parts) are read into typed enums here,
+//! in one place, with the message a person sees when one is wrong.
 
 use super::units::{ConfDuration, ConfSize};
+use http::HeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -130,7 +133,7 @@ pub struct RawHealthCheck {
 pub struct RawUpstream {
     pub peers: Vec<RawPeer>,
     pub balance: Option<RawBalance>,
-    pub hash_key: Option<String>,
+    pub hash_key: Option<RawHashKey>,
     pub health_check: Option<RawHealthCheck>,
     pub connect_timeout: Option<ConfDuration>,
     pub read_timeout: Option<ConfDuration>,
@@ -201,7 +204,7 @@ pub struct RawRouteCache {
     pub ttl: Option<ConfDuration>,
     pub stale_while_revalidate: Option<ConfDuration>,
     pub stale_if_error: Option<ConfDuration>,
-    pub key: Option<Vec<String>>,
+    pub key: Option<Vec<RawCacheKeyPart>>,
     pub methods: Option<Vec<String>>,
 }
 
@@ -232,7 +235,7 @@ pub enum RawScope {
 pub struct RawRateLimit {
     pub requests: u64,
     pub per: ConfDuration,
-    pub key: String,
+    pub key: RawLimitKey,
     pub scope: Option<RawScope>,
 }
 
@@ -240,7 +243,7 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawConcurrencyLimit {
     pub max: u64,
-    pub key: String,
+    pub key: RawLimitKey,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,4 +325,136 @@ pub enum RawLogFormat {
 pub struct RawAccessLog {
     pub path: String,
     pub format: Option<RawLogFormat>,
+}
+
+/// A request header named in a `header:NAME` setting.
+fn header_name(name: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(name.as_bytes()).ok()
+}
+
+/// `upstreams.NAME.hash_key`: `client_ip`, `path`, `header:NAME`, `cookie:NAME` or `query:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RawHashKey {
+    ClientIp,
+    Path,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+impl TryFrom<String> for RawHashKey {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "\"{text}\" is not a hash key: use client_ip, path, header:NAME, cookie:NAME or query:NAME"
+            )
+        };
+        match text.as_str() {
+            "client_ip" => return Ok(RawHashKey::ClientIp),
+            "path" => return Ok(RawHashKey::Path),
+            _ => {}
+        }
+        let (kind, name) = text.split_once(':').ok_or_else(bad)?;
+        if name.is_empty() {
+            return Err(bad());
+        }
+        match kind {
+            "header" => header_name(name)
+                .map(RawHashKey::Header)
+                .ok_or_else(|| format!("\"{name}\" is not a valid header name")),
+            "cookie" => Ok(RawHashKey::Cookie(name.to_string())),
+            "query" => Ok(RawHashKey::Query(name.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// What a rate or concurrency limit counts by: `consumer`, `client_ip`, `route` or
+/// `header:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RawLimitKey {
+    Consumer,
+    ClientIp,
+    Route,
+    Header(HeaderName),
+}
+
+impl TryFrom<String> for RawLimitKey {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "consumer" => Ok(RawLimitKey::Consumer),
+            "client_ip" => Ok(RawLimitKey::ClientIp),
+            "route" => Ok(RawLimitKey::Route),
+            _ => text
+                .strip_prefix("header:")
+                .and_then(header_name)
+                .map(RawLimitKey::Header)
+                .ok_or_else(|| {
+                    format!("\"{text}\" is not a limit key: use consumer, client_ip, route or header:NAME")
+                }),
+        }
+    }
+}
+
+/// A part of a route's cache key: `host`, `path`, `query`, `header:NAME` or `consumer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RawCacheKeyPart {
+    Host,
+    Path,
+    Query,
+    Consumer,
+    Header(HeaderName),
+}
+
+impl TryFrom<String> for RawCacheKeyPart {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "host" => Ok(RawCacheKeyPart::Host),
+            "path" => Ok(RawCacheKeyPart::Path),
+            "query" => Ok(RawCacheKeyPart::Query),
+            "consumer" => Ok(RawCacheKeyPart::Consumer),
+            _ => text
+                .strip_prefix("header:")
+                .and_then(header_name)
+                .map(RawCacheKeyPart::Header)
+                .ok_or_else(|| {
+                    format!("\"{text}\" is not a cache key part: use host, path, query, header:NAME or consumer")
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_keys_read_their_strings() {
+        let h = |t: &str| RawHashKey::try_from(t.to_string());
+        assert_eq!(h("client_ip"), Ok(RawHashKey::ClientIp));
+        assert_eq!(h("cookie:sid"), Ok(RawHashKey::Cookie("sid".into())));
+        assert_eq!(
+            h("header:X-User"),
+            Ok(RawHashKey::Header(HeaderName::from_static("x-user")))
+        );
+        assert!(h("cookie:").unwrap_err().contains("is not a hash key"));
+        assert!(h("header:bad name")
+            .unwrap_err()
+            .contains("not a valid header name"));
+        assert!(h("ip").unwrap_err().contains("is not a hash key"));
+        let l = |t: &str| RawLimitKey::try_from(t.to_string());
+        assert_eq!(l("route"), Ok(RawLimitKey::Route));
+        assert!(l("header:").unwrap_err().contains("is not a limit key"));
+        let c = |t: &str| RawCacheKeyPart::try_from(t.to_string());
+        assert_eq!(c("query"), Ok(RawCacheKeyPart::Query));
+        assert!(c("cookie:x")
+            .unwrap_err()
+            .contains("is not a cache key part"));
+    }
 }

@@ -11,17 +11,21 @@
 //! `client_header_timeout`, and a body must keep arriving (`client_body_timeout` between reads,
 //! and on average `client_body_min_rate` bytes per second after that allowance).
 
+mod answer;
+mod clock;
+
 use super::chunked::Chunked;
 use super::head::{self, Framing, Head, HeadEnd, Refusal};
 use crate::errors::BodyRefused;
+use answer::AnswerHead;
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
+use clock::BodyClock;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The limits a connection applies while reading requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,137 +590,3 @@ impl GetSocketDigest for Conn {
 
 /// Peeking is not offered: the connection's protocol is decided before it is wrapped.
 impl Peek for Conn {}
-
-/// The start of an answer head being written: its status line's first 12 bytes, or, inside an
-/// interim (1xx) head, how much of its closing blank line has been seen.
-#[derive(Debug, Default, Clone, Copy)]
-struct AnswerHead {
-    status: [u8; 12],
-    have: usize,
-    in_interim: bool,
-    blank: u8,
-}
-
-impl AnswerHead {
-    /// Read more of the answer: `Some(true)` once a head says `101`, `Some(false)` once a head
-    /// has another final status, `None` while only interim heads (skipped to their blank line)
-    /// or part of a status line have been seen.
-    fn feed(&mut self, data: &[u8]) -> Option<bool> {
-        let mut i = 0;
-        while i < data.len() {
-            if self.in_interim {
-                let b = data[i];
-                i += 1;
-                self.blank = match (b, self.blank) {
-                    (b'\r', 0 | 2) | (b'\n', 1 | 3) => self.blank + 1,
-                    (b'\r', _) => 1,
-                    _ => 0,
-                };
-                if self.blank == 4 {
-                    *self = AnswerHead::default();
-                }
-                continue;
-            }
-            let take = (self.status.len() - self.have).min(data.len() - i);
-            self.status[self.have..self.have + take].copy_from_slice(&data[i..i + take]);
-            self.have += take;
-            i += take;
-            if self.have < self.status.len() {
-                continue;
-            }
-            // `HTTP/1.1 101`: the code is at 9..12.
-            match &self.status[9..12] {
-                b"101" => return Some(true),
-                [b'1', _, _] => {
-                    self.in_interim = true;
-                    self.blank = 0;
-                }
-                _ => return Some(false),
-            }
-        }
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verdict(pieces: &[&[u8]]) -> Option<bool> {
-        let mut a = AnswerHead::default();
-        pieces.iter().find_map(|p| a.feed(p))
-    }
-
-    #[test]
-    fn the_answer_to_an_upgrade_is_followed() {
-        assert_eq!(
-            verdict(&[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"]),
-            Some(true)
-        );
-        assert_eq!(verdict(&[b"HTTP/1.1 200 OK\r\n\r\n"]), Some(false));
-        // Written in pieces, and after interim answers.
-        assert_eq!(verdict(&[b"HTTP/1", b".1 1", b"01 Switching"]), Some(true));
-        assert_eq!(
-            verdict(&[
-                b"HTTP/1.1 100 Continue\r",
-                b"\n\r",
-                b"\nHTTP/1.1 101 Switching\r\n\r\n"
-            ]),
-            Some(true)
-        );
-        assert_eq!(
-            verdict(&[b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\n"]),
-            Some(false)
-        );
-        // An interim head's lines are not read as a status.
-        assert_eq!(
-            verdict(&[b"HTTP/1.1 100 Continue\r\nX: HTTP/1.1 101\r\n"]),
-            None
-        );
-        assert_eq!(verdict(&[b"HTTP/1.1 10"]), None);
-    }
-}
-
-/// Bounds how slowly a body may arrive: each wait for more bytes lasts at most the body
-/// timeout, and all waits together at most the body timeout plus the time the bytes received
-/// so far earn at the minimum rate.
-#[derive(Default)]
-struct BodyClock {
-    received: u64,
-    waited: Duration,
-    wait_start: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl BodyClock {
-    fn progress(&mut self, n: usize) {
-        self.received += n as u64;
-        if let Some(start) = self.wait_start.take() {
-            self.waited += start.elapsed();
-        }
-    }
-
-    /// The read must wait: arm the timer for this wait if needed; ready when time is up.
-    fn wait(&mut self, cx: &mut Context<'_>, limits: &ReadLimits) -> Poll<()> {
-        if self.wait_start.is_none() {
-            let now = Instant::now();
-            self.wait_start = Some(now);
-            let mut allowed = limits.body_timeout;
-            if limits.body_min_rate > 0 {
-                let earned =
-                    Duration::from_secs_f64(self.received as f64 / limits.body_min_rate as f64);
-                let budget = (limits.body_timeout + earned).saturating_sub(self.waited);
-                allowed = allowed.min(budget);
-            }
-            let deadline = now + allowed;
-            match &mut self.timer {
-                Some(t) => t.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        match &mut self.timer {
-            Some(t) => t.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
-    }
-}

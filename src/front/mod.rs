@@ -22,18 +22,15 @@ pub mod proxy_protocol;
 
 use crate::config::{Config, ForwardedHeader};
 use crate::gateway::Gateway;
-use crate::observe::access_log::{AccessLog, Entry};
+use crate::observe::access_log::{AccessLog, Entry, Strings};
 use crate::observe::metrics::{method_label, Metrics};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use client::TrustedProxies;
-use conn::{Conn, HeadFailure, ReadLimits};
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use conn::{Conn, ReadLimits};
 use pingora_core::listeners::PreTlsProcess;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, Stream};
-use pingora_core::server::ShutdownWatch;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +55,6 @@ pub struct FrontDoor {
     /// Whether any listener trusts a proxy (when none does, the peer is always the client).
     any_trusted: bool,
     limits: Arc<ReadLimits>,
-    keepalive: Duration,
     send_timeout: Duration,
     per_ip: Arc<per_ip::PerIp>,
     state: Arc<ArcSwap<Gateway>>,
@@ -94,13 +90,14 @@ impl FrontDoor {
         metrics: Arc<Metrics>,
         access_log: Option<Arc<AccessLog>>,
     ) -> Arc<FrontDoor> {
-        let t = config.client_timeouts;
+        let process = &config.process;
+        let t = process.client_timeouts;
         Arc::new(FrontDoor {
-            any_trusted: config
+            any_trusted: process
                 .listeners
                 .iter()
                 .any(|l| !l.trusted_proxies.is_empty()),
-            listeners: config
+            listeners: process
                 .listeners
                 .iter()
                 .map(|l| ListenerDoor {
@@ -116,7 +113,6 @@ impl FrontDoor {
                 body_timeout: t.body,
                 body_min_rate: t.body_min_rate,
             }),
-            keepalive: config.client_keepalive_timeout,
             send_timeout: t.send,
             per_ip: Arc::default(),
             state,
@@ -170,10 +166,7 @@ impl FrontDoor {
 
     /// Count a connection or request refused at the door.
     fn count_refusal(&self, reason: &'static str) {
-        self.metrics
-            .front_door_refusals
-            .with_label_values(&[reason])
-            .inc();
+        self.metrics.front_door_refusal(reason);
     }
 
     /// Read the PROXY header of a connection on a listener that expects one; false when the
@@ -260,70 +253,23 @@ impl FrontDoor {
         Arc::new(PreTls(self.clone()))
     }
 
-    /// Serve the HTTP/1 requests of a connection accepted at `accepted`, one after another,
-    /// through `app`.
-    pub async fn serve_http1<A: HttpServerApp + Send + Sync + 'static>(
-        &self,
-        app: &Arc<A>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-        accepted: Instant,
-    ) {
-        let mut conn = Conn::new(stream, self.limits.clone());
-        let mut settings: Option<HttpPersistentSettings> = None;
-        let mut first = true;
-        loop {
-            let max_head = self.state.load().max_request_header_size;
-            let (wait, deadline) = if first {
-                // A new connection's first request is bounded by the header timeout as a whole.
-                let deadline = accepted + self.limits.header_timeout;
-                let left = deadline.saturating_duration_since(Instant::now());
-                (self.keepalive.min(left), Some(deadline))
-            } else {
-                (self.keepalive, None)
-            };
-            let started = std::time::Instant::now();
-            match conn.next_head(wait, deadline, max_head).await {
-                Ok(_) => {}
-                Err(HeadFailure::Closed) => return,
-                Err(HeadFailure::Refused(r)) => {
-                    return self.refuse(&mut conn, r.status, r.reason, started).await
-                }
-                Err(HeadFailure::TimedOut) => {
-                    return self.refuse(&mut conn, 408, "header_timeout", started).await
-                }
-            }
-            first = false;
-            let mut session = ServerSession::new_http1(conn);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    // The connection's first request. Pingora reads 0 as "no limit": the
-                    // configuration allows whole seconds from 1.
-                    let keepalive = self.keepalive.as_secs().max(1);
-                    session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
-                    session.set_keepalive_reuses_remaining(
-                        app.server_options().and_then(|o| o.keepalive_request_limit),
-                    );
-                }
-            }
-            let Some(reused) = app.process_new_http(session, shutdown).await else {
-                return;
-            };
-            let (stream, next) = ReusedHttpStream::consume(reused);
-            let Ok(back) = stream.into_any().downcast::<Conn>() else {
-                return;
-            };
-            conn = back;
-            if !conn.finish_request() {
-                return;
-            }
-            settings = next;
-        }
+    /// How slowly a request may be read.
+    pub fn read_limits(&self) -> Arc<ReadLimits> {
+        self.limits.clone()
+    }
+
+    /// How long a request head may take (`client_header_timeout`).
+    pub fn header_timeout(&self) -> Duration {
+        self.limits.header_timeout
+    }
+
+    /// The largest request head the current configuration accepts.
+    pub fn max_head(&self) -> usize {
+        self.state.load().max_request_header_size
     }
 
     /// Answer a request refused at the door, count and log it, and close the connection.
-    async fn refuse(
+    pub async fn refuse(
         &self,
         conn: &mut Conn,
         status: u16,
@@ -333,9 +279,7 @@ impl FrontDoor {
         self.count_refusal(reason);
         let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let (method, target) = conn.request_line();
-        let gateway = self.state.load();
         self.metrics.record_request(
-            &gateway,
             None,
             method.as_ref().map_or("OTHER", method_label),
             status,
@@ -348,14 +292,12 @@ impl FrontDoor {
         };
         let (_, peer) = addresses(&*conn);
         log.write(Entry {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            request_id,
-            client_ip: peer.map(|p| p.ip().to_canonical().to_string()),
-            method: method.map_or_else(|| "-".to_string(), |m| m.as_str().to_string()),
-            host: None,
-            path: target,
-            raw_path: None,
-            raw_host: None,
+            time: std::time::SystemTime::now(),
+            request_id: http::HeaderValue::from_str(&request_id)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("-")),
+            client_ip: peer.map(|p| p.ip().to_canonical()),
+            method,
+            strings: Strings::new(None, &target, None, None),
             status,
             bytes_sent: 0,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -365,7 +307,7 @@ impl FrontDoor {
             upstream_status: None,
             consumer: None,
             cache_status: None,
-            error: Some(reason.to_string()),
+            error: Some(reason),
         });
     }
 }

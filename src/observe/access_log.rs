@@ -3,39 +3,114 @@
 //! channel holds, lines are dropped and counted (`tollgate_access_log_dropped_total`), never
 //! waited for. The file is opened in append mode, so `logrotate`'s `copytruncate` works.
 
+use http::{HeaderValue, Method};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
-/// One access log line.
-#[derive(Debug, Serialize)]
+/// One access log line. It borrows nothing from the request and allocates once per request
+/// at most: names of routes, pools and consumers are shared (`Arc<str>`), addresses, method,
+/// time and status are plain values, and the request's own strings share one buffer
+/// ([`Strings`]). The line is formatted by the writer thread.
+#[derive(Debug)]
 pub struct Entry {
-    pub time: String,
-    pub request_id: String,
-    pub client_ip: Option<String>,
-    pub method: String,
-    /// The canonical host the request was routed on.
-    pub host: Option<String>,
-    /// The canonical path the request was routed on (the request target, for a request
-    /// refused before it could be read).
-    pub path: String,
-    /// The path as the client sent it, when it differs from `path`.
-    pub raw_path: Option<String>,
-    /// The `Host` (or absolute-form authority) as the client sent it, when it differs from
-    /// `host`.
-    pub raw_host: Option<String>,
+    pub time: SystemTime,
+    pub request_id: HeaderValue,
+    pub client_ip: Option<IpAddr>,
+    /// `None` when the request line could not be read (logged as `-`).
+    pub method: Option<Method>,
+    /// The canonical host and path the request was routed on, and what the client sent.
+    pub strings: Strings,
     pub status: u16,
     pub bytes_sent: u64,
     pub duration_ms: f64,
-    pub route: Option<String>,
-    pub upstream: Option<String>,
-    pub peer: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub peer: Option<SocketAddr>,
     pub upstream_status: Option<u16>,
-    pub consumer: Option<String>,
+    pub consumer: Option<Arc<str>>,
     pub cache_status: Option<&'static str>,
-    pub error: Option<String>,
+    pub error: Option<&'static str>,
+}
+
+/// A request's host and path in canonical form, and the raw ones when they differ, in one
+/// buffer.
+#[derive(Debug, Default)]
+pub struct Strings {
+    buf: String,
+    /// Byte ranges of host, path, raw path and raw host in `buf`.
+    spans: [Option<(u32, u32)>; 4],
+}
+
+impl Strings {
+    /// `host` and `path` as routed (the request target, for a request refused before it could
+    /// be read), `raw_path` and `raw_host` as the client sent them when they differ.
+    pub fn new(
+        host: Option<&str>,
+        path: &str,
+        raw_path: Option<&str>,
+        raw_host: Option<&str>,
+    ) -> Strings {
+        let parts = [host, Some(path), raw_path, raw_host];
+        let len = parts.iter().flatten().map(|p| p.len()).sum();
+        let mut out = Strings {
+            buf: String::with_capacity(len),
+            spans: [None; 4],
+        };
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(p) = part {
+                let start = out.buf.len() as u32;
+                out.buf.push_str(p);
+                out.spans[i] = Some((start, out.buf.len() as u32));
+            }
+        }
+        out
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        self.spans[i].map(|(a, b)| &self.buf[a as usize..b as usize])
+    }
+
+    /// The canonical host.
+    pub fn host(&self) -> Option<&str> {
+        self.get(0)
+    }
+
+    /// The canonical path.
+    pub fn path(&self) -> &str {
+        self.get(1).unwrap_or("")
+    }
+}
+
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("Entry", 18)?;
+        let time = humantime::format_rfc3339_millis(self.time).to_string();
+        m.serialize_field("time", &time)?;
+        m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
+        m.serialize_field("client_ip", &self.client_ip.map(|ip| ip.to_string()))?;
+        m.serialize_field("method", self.method.as_ref().map_or("-", Method::as_str))?;
+        m.serialize_field("host", &self.strings.host())?;
+        m.serialize_field("path", self.strings.path())?;
+        m.serialize_field("raw_path", &self.strings.get(2))?;
+        m.serialize_field("raw_host", &self.strings.get(3))?;
+        m.serialize_field("status", &self.status)?;
+        m.serialize_field("bytes_sent", &self.bytes_sent)?;
+        m.serialize_field("duration_ms", &self.duration_ms)?;
+        m.serialize_field("route", &self.route.as_deref())?;
+        m.serialize_field("upstream", &self.upstream.as_deref())?;
+        m.serialize_field("peer", &self.peer.map(|p| p.to_string()))?;
+        m.serialize_field("upstream_status", &self.upstream_status)?;
+        m.serialize_field("consumer", &self.consumer.as_deref())?;
+        m.serialize_field("cache_status", &self.cache_status)?;
+        m.serialize_field("error", &self.error)?;
+        m.end()
+    }
 }
 
 /// Where lines go.
@@ -140,5 +215,44 @@ impl AccessLog {
         while self.pending.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_one_json_object_with_every_field() {
+        let e = Entry {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: HeaderValue::from_static("abc"),
+            client_ip: Some("192.0.2.1".parse().unwrap()),
+            method: Some(Method::GET),
+            strings: Strings::new(Some("api.test"), "/a/b", Some("/a//b"), None),
+            status: 200,
+            bytes_sent: 12,
+            duration_ms: 1.5,
+            route: Some(Arc::from("r")),
+            upstream: Some(Arc::from("u")),
+            peer: Some("127.0.0.1:8080".parse().unwrap()),
+            upstream_status: Some(200),
+            consumer: None,
+            cache_status: Some("HIT"),
+            error: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["client_ip"], "192.0.2.1");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["host"], "api.test");
+        assert_eq!(v["path"], "/a/b");
+        assert_eq!(v["raw_path"], "/a//b");
+        assert!(v["raw_host"].is_null() && v["consumer"].is_null() && v["error"].is_null());
+        assert_eq!(v["peer"], "127.0.0.1:8080");
+        assert_eq!(v["route"], "r");
+        assert_eq!(v["cache_status"], "HIT");
+        assert_eq!(v.as_object().unwrap().len(), 18);
     }
 }

@@ -2,30 +2,30 @@
 //! small fixed sets (methods, status codes, error kinds), never from raw request data, so the
 //! number of series stays bounded.
 
-use crate::gateway::Gateway;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// One route's (or upstream's) series as resolved by one thread.
+/// `tollgate_requests_total` children of one route (or of requests without one) by method
+/// and status, as resolved by one thread.
 #[derive(Default)]
 struct Handles {
-    duration: Option<Histogram>,
-    /// `tollgate_requests_total` children by method and status.
     requests: Vec<(&'static str, u16, IntCounter)>,
 }
 
-/// The series one thread resolved for one registry and one configuration snapshot, by route and
-/// by upstream index.
+/// The series one thread resolved for one registry and one configuration snapshot, by route
+/// slot; requests without a route are kept apart (they do not change with a reload).
 #[derive(Default)]
 struct ThreadHandles {
     registry: usize,
     generation: u64,
     routes: Vec<Handles>,
-    upstreams: Vec<Handles>,
+    unrouted: Handles,
+    /// `tollgate_front_door_refusals_total` children by reason.
+    refusals: Vec<(&'static str, IntCounter)>,
 }
 
 thread_local! {
@@ -35,6 +35,136 @@ thread_local! {
     static HANDLES: RefCell<ThreadHandles> = RefCell::new(ThreadHandles::default());
 }
 
+/// Why a request was refused by a route's access policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Unauthenticated,
+    Forbidden,
+}
+
+/// The `kind` of an upstream failure, as `tollgate_upstream_errors_total` labels it.
+pub const UPSTREAM_ERROR_KINDS: [&str; 8] = [
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "read_timeout",
+    "write_timeout",
+    "reset",
+    "protocol",
+    "other",
+];
+
+/// The `X-Cache-Status` labels of `tollgate_cache_requests_total`.
+pub const CACHE_LABELS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "STALE", "REVALIDATED", "BYPASS"];
+
+/// One route's series, made when the snapshot is built and resolved at most once each: the
+/// request path counts through them without hashing labels or taking a vector's lock.
+pub struct RouteMetrics {
+    /// The route's index in its snapshot, and the snapshot's generation.
+    slot: usize,
+    generation: u64,
+    name: Arc<str>,
+    upstream: Arc<str>,
+    families: Families,
+    ratelimit_rejected: IntCounter,
+    request_duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+    auth_failures: [OnceLock<IntCounter>; 2],
+    cache: [OnceLock<IntCounter>; 6],
+    upstream_errors: [OnceLock<IntCounter>; 8],
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.name)
+            .finish()
+    }
+}
+
+/// The labelled families a route's series are children of.
+#[derive(Clone)]
+struct Families {
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    auth_failures: IntCounterVec,
+    cache_requests: IntCounterVec,
+}
+
+impl RouteMetrics {
+    /// The route's name, as labelled.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The route's pool's name, as labelled.
+    pub fn upstream(&self) -> &Arc<str> {
+        &self.upstream
+    }
+
+    /// Count a request refused by the route's access policy.
+    pub fn auth_failure(&self, why: AuthFailure) {
+        let (i, label) = match why {
+            AuthFailure::Unauthenticated => (0, "unauthenticated"),
+            AuthFailure::Forbidden => (1, "forbidden"),
+        };
+        self.auth_failures[i]
+            .get_or_init(|| {
+                self.families
+                    .auth_failures
+                    .with_label_values(&[&self.name, label])
+            })
+            .inc();
+    }
+
+    /// Count a request refused by a rate or concurrency limit.
+    pub fn rate_limited(&self) {
+        self.ratelimit_rejected.inc();
+    }
+
+    /// Count a request on a cached route by its `X-Cache-Status` (one of [`CACHE_LABELS`]).
+    pub fn cache_status(&self, label: &'static str) {
+        let i = CACHE_LABELS
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or(CACHE_LABELS.len() - 1);
+        self.cache[i]
+            .get_or_init(|| {
+                self.families
+                    .cache_requests
+                    .with_label_values(&[&self.name, CACHE_LABELS[i]])
+            })
+            .inc();
+    }
+
+    /// Count a failure talking to the route's pool (`kind`: one of [`UPSTREAM_ERROR_KINDS`]).
+    pub fn upstream_error(&self, kind: &'static str) {
+        let i = UPSTREAM_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(UPSTREAM_ERROR_KINDS.len() - 1);
+        self.upstream_errors[i]
+            .get_or_init(|| {
+                self.families
+                    .upstream_errors
+                    .with_label_values(&[&self.upstream, UPSTREAM_ERROR_KINDS[i]])
+            })
+            .inc();
+    }
+
+    /// Observe the pool's time to a response header.
+    pub fn upstream_time(&self, seconds: f64) {
+        self.upstream_duration
+            .get_or_init(|| {
+                self.families
+                    .upstream_duration
+                    .with_label_values(&[&self.upstream])
+            })
+            .observe(seconds);
+    }
+}
+
 fn slot(v: &mut Vec<Handles>, i: usize) -> &mut Handles {
     if v.len() <= i {
         v.resize_with(i + 1, Handles::default);
@@ -42,20 +172,44 @@ fn slot(v: &mut Vec<Handles>, i: usize) -> &mut Handles {
     &mut v[i]
 }
 
+/// What the metrics render at scrape time, handed over by whoever holds the state.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub peers: Vec<PeerStat>,
+    /// Bytes and responses held by the response cache.
+    pub cache_bytes: u64,
+    pub cache_entries: u64,
+    /// Global rate-limit decisions taken locally so far.
+    pub redis_fallbacks: u64,
+}
+
+/// One peer's state.
+#[derive(Debug)]
+pub struct PeerStat {
+    pub upstream: String,
+    pub peer: String,
+    /// Healthy and not cooling down.
+    pub available: bool,
+    pub in_flight: usize,
+}
+
 /// The gateway's metrics registry and handles.
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub upstream_duration: HistogramVec,
-    pub upstream_errors: IntCounterVec,
-    pub ratelimit_rejected: IntCounterVec,
-    pub auth_failures: IntCounterVec,
-    pub cache_requests: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    /// Requests that matched no route.
+    unrouted_duration: OnceLock<Histogram>,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    ratelimit_rejected: IntCounterVec,
+    auth_failures: IntCounterVec,
+    cache_requests: IntCounterVec,
+    /// Client connections open now.
     pub connections: IntGauge,
     pub config_reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
-    pub front_door_refusals: IntCounterVec,
+    front_door_refusals: IntCounterVec,
     peer_healthy: IntGaugeVec,
     peer_in_flight: IntGaugeVec,
     cache_bytes: IntGauge,
@@ -131,8 +285,9 @@ impl Metrics {
             let _ = r.register(Box::new(pc));
         }
         let m = Metrics {
-            requests: counter(&r, "tollgate_requests_total", "Requests answered, by route, method and status.", &["route", "method", "status"]),
             request_duration: histogram(&r, "tollgate_request_duration_seconds", "Time from the request to the end of the response, by route.", &["route"]),
+            unrouted_duration: OnceLock::new(),
+            requests: counter(&r, "tollgate_requests_total", "Requests answered, by route, method and status.", &["route", "method", "status"]),
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a rate or concurrency limit, by route.", &["route"]),
@@ -155,107 +310,152 @@ impl Metrics {
         Arc::new(m)
     }
 
-    /// Run `f` on this thread's cached handles for `gateway`'s snapshot.
-    fn with_handles<R>(&self, gateway: &Gateway, f: impl FnOnce(&mut ThreadHandles) -> R) -> R {
+    /// The series of route `name` (at `slot` in snapshot `generation`), sending to `upstream`.
+    pub fn route(
+        &self,
+        slot: usize,
+        generation: u64,
+        name: Arc<str>,
+        upstream: &str,
+    ) -> RouteMetrics {
+        RouteMetrics {
+            slot,
+            generation,
+            // Every route's refusal count is there from the start, so dashboards see zeros.
+            ratelimit_rejected: self.ratelimit_rejected.with_label_values(&[&name]),
+            upstream: Arc::from(upstream),
+            name,
+            families: Families {
+                request_duration: self.request_duration.clone(),
+                upstream_duration: self.upstream_duration.clone(),
+                upstream_errors: self.upstream_errors.clone(),
+                auth_failures: self.auth_failures.clone(),
+                cache_requests: self.cache_requests.clone(),
+            },
+            request_duration: OnceLock::new(),
+            upstream_duration: OnceLock::new(),
+            auth_failures: Default::default(),
+            cache: Default::default(),
+            upstream_errors: Default::default(),
+        }
+    }
+
+    /// Run `f` on this thread's cached handles (reset when the registry or `generation`
+    /// changes; `generation` 0 keeps whatever snapshot the handles are for).
+    fn with_handles<R>(&self, generation: u64, f: impl FnOnce(&mut ThreadHandles) -> R) -> R {
         HANDLES.with(|h| {
             let mut h = h.borrow_mut();
             let registry = self as *const Metrics as usize;
-            if h.registry != registry || h.generation != gateway.generation {
+            if h.registry != registry {
                 *h = ThreadHandles {
                     registry,
-                    generation: gateway.generation,
+                    generation,
                     ..ThreadHandles::default()
                 };
+            } else if generation != 0 && h.generation != generation {
+                h.generation = generation;
+                h.routes.clear();
             }
             f(&mut h)
         })
     }
 
-    /// Count one answered request and its duration; `route` indexes `gateway.routes` (`None`:
-    /// no route matched).
+    /// Count one answered request and its duration, on its route (`None`: no route matched).
     pub fn record_request(
         &self,
-        gateway: &Gateway,
-        route: Option<usize>,
+        route: Option<&RouteMetrics>,
         method: &'static str,
         status: u16,
         seconds: f64,
     ) {
-        let name = route
-            .map(|r| gateway.routes[r].name.as_str())
-            .unwrap_or("none");
-        // Requests without a route share the slot after the last route.
-        let index = route.unwrap_or(gateway.routes.len());
-        self.with_handles(gateway, |h| {
-            let handles = slot(&mut h.routes, index);
-            handles
-                .duration
-                .get_or_insert_with(|| self.request_duration.with_label_values(&[name]))
-                .observe(seconds);
-            match handles
-                .requests
-                .iter()
-                .find(|(m, s, _)| *s == status && *m == method)
-            {
-                Some((_, _, c)) => c.inc(),
-                None => {
-                    let code = http::StatusCode::from_u16(status).ok();
-                    let label = code.as_ref().map(|c| c.as_str()).unwrap_or("0");
-                    let c = self.requests.with_label_values(&[name, method, label]);
-                    c.inc();
-                    handles.requests.push((method, status, c));
-                }
+        match route {
+            Some(r) => {
+                r.request_duration
+                    .get_or_init(|| r.families.request_duration.with_label_values(&[&r.name]))
+                    .observe(seconds);
+                self.with_handles(r.generation, |h| {
+                    count(
+                        &mut slot(&mut h.routes, r.slot).requests,
+                        &self.requests,
+                        &r.name,
+                        method,
+                        status,
+                    )
+                });
+            }
+            None => {
+                self.with_handles(0, |h| {
+                    count(
+                        &mut h.unrouted.requests,
+                        &self.requests,
+                        "none",
+                        method,
+                        status,
+                    )
+                });
+                self.unrouted_duration
+                    .get_or_init(|| self.request_duration.with_label_values(&["none"]))
+                    .observe(seconds);
+            }
+        }
+    }
+
+    /// Count a connection or request refused at the front door.
+    pub fn front_door_refusal(&self, reason: &'static str) {
+        self.with_handles(0, |h| match h.refusals.iter().find(|(r, _)| *r == reason) {
+            Some((_, c)) => c.inc(),
+            None => {
+                let c = self.front_door_refusals.with_label_values(&[reason]);
+                c.inc();
+                h.refusals.push((reason, c));
             }
         });
     }
 
-    /// Observe an upstream's time to response header; `upstream` indexes `gateway.pools`.
-    pub fn record_upstream(&self, gateway: &Gateway, upstream: usize, seconds: f64) {
-        let name = gateway.pools[upstream].config.name.as_str();
-        self.with_handles(gateway, |h| {
-            slot(&mut h.upstreams, upstream)
-                .duration
-                .get_or_insert_with(|| self.upstream_duration.with_label_values(&[name]))
-                .observe(seconds);
-        });
-    }
-
-    /// Make sure every configured route and upstream has its series, so dashboards see zeros.
-    pub fn declare(&self, gateway: &Gateway) {
-        for r in &gateway.routes {
-            self.ratelimit_rejected.with_label_values(&[&r.name]);
-        }
-    }
-
-    /// The Prometheus text exposition, with scrape-time values refreshed from `gateway`.
-    pub fn render(&self, gateway: &Gateway) -> String {
+    /// The Prometheus text exposition, with scrape-time values from `stats`.
+    pub fn render(&self, stats: &Stats) -> String {
         self.peer_healthy.reset();
         self.peer_in_flight.reset();
-        for pool in &gateway.pools {
-            for peer in pool.peers() {
-                let addr = peer.address.to_string();
-                let labels = [pool.config.name.as_str(), addr.as_str()];
-                self.peer_healthy
-                    .with_label_values(&labels)
-                    .set(i64::from(pool.is_available(&peer.address)));
-                self.peer_in_flight
-                    .with_label_values(&labels)
-                    .set(peer.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);
-            }
+        for p in &stats.peers {
+            let labels = [p.upstream.as_str(), p.peer.as_str()];
+            self.peer_healthy
+                .with_label_values(&labels)
+                .set(i64::from(p.available));
+            self.peer_in_flight
+                .with_label_values(&labels)
+                .set(p.in_flight as i64);
         }
-        self.cache_bytes
-            .set(gateway.cache.store.held_bytes() as i64);
-        self.cache_entries.set(gateway.cache.store.entries() as i64);
-        let fallbacks = gateway
-            .limits
-            .redis_fallbacks
-            .load(std::sync::atomic::Ordering::Relaxed);
+        self.cache_bytes.set(stats.cache_bytes as i64);
+        self.cache_entries.set(stats.cache_entries as i64);
         let seen = self.redis_fallbacks.get();
-        if fallbacks > seen {
-            self.redis_fallbacks.inc_by(fallbacks - seen);
+        if stats.redis_fallbacks > seen {
+            self.redis_fallbacks.inc_by(stats.redis_fallbacks - seen);
         }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Count one request in `handles` (the child of `family` for `route`, `method`, `status`).
+fn count(
+    handles: &mut Vec<(&'static str, u16, IntCounter)>,
+    family: &IntCounterVec,
+    route: &str,
+    method: &'static str,
+    status: u16,
+) {
+    match handles
+        .iter()
+        .find(|(m, s, _)| *s == status && *m == method)
+    {
+        Some((_, _, c)) => c.inc(),
+        None => {
+            let code = http::StatusCode::from_u16(status).ok();
+            let label = code.as_ref().map(|c| c.as_str()).unwrap_or("0");
+            let c = family.with_label_values(&[route, method, label]);
+            c.inc();
+            handles.push((method, status, c));
+        }
     }
 }

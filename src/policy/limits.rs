@@ -261,6 +261,11 @@ fn key_bytes<'a>(key: &LimitKey, input: &KeyInput<'a>, buf: &'a mut [u8; 16]) ->
 }
 
 impl RouteLimits {
+    /// True when the route has rate limits.
+    pub fn limits_rate(&self) -> bool {
+        !self.rates.is_empty()
+    }
+
     /// True when the route has no limits at all.
     pub fn is_empty(&self) -> bool {
         self.rates.is_empty() && self.concurrency.is_none()
@@ -527,7 +532,7 @@ mod tests {
         )
         .expect("test configuration");
         let store = LimitStore::default();
-        let limits = store.compile(&config.routes[0], None);
+        let limits = store.compile(&config.routing.routes[0], None);
         let headers = HeaderMap::new();
         // The keys start in the middle of a window (windows count from the limit's creation), so
         // each one's phase is about 500/1000 and two of them in one slot sum past the window.

@@ -6,22 +6,13 @@ mod basic;
 mod jwt;
 pub mod limits;
 
-use crate::config::{AuthMethod, Config, Route};
+use crate::config::{AuthMethod, Route, Routing};
+use crate::wire::key_digest;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
-
-/// `X-Consumer`: the authenticated consumer's name, sent upstream.
-pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
-/// `X-Consumer-Groups`: its groups, comma-separated.
-pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
-
-/// SHA-256 of an API key; keys are stored and compared only as digests.
-pub fn key_digest(key: &[u8]) -> [u8; 32] {
-    Sha256::digest(key).into()
-}
 
 /// Index of a consumer in the configuration.
 pub type ConsumerId = usize;
@@ -29,7 +20,7 @@ pub type ConsumerId = usize;
 /// A consumer as the request path needs it.
 #[derive(Debug)]
 pub struct ConsumerInfo {
-    pub name: String,
+    pub name: Arc<str>,
     pub groups: Vec<String>,
     /// Precomputed header values for `X-Consumer` and `X-Consumer-Groups`.
     pub name_header: HeaderValue,
@@ -50,6 +41,8 @@ pub enum Identity {
 pub struct TokenIdentity {
     /// The configured consumer the token names, if any.
     pub consumer: Option<ConsumerId>,
+    /// The bearer's name, as logged.
+    pub name_text: Arc<str>,
     pub name: HeaderValue,
     /// The consumer's groups and the token's own.
     pub groups: Vec<String>,
@@ -65,6 +58,45 @@ pub enum Decision {
     Unauthorized,
     /// Known but not allowed (IP, group or consumer rule): 403.
     Forbidden,
+}
+
+/// Who may call one route: its IP rules, the authentication methods it accepts and the
+/// consumers and groups it admits, compiled from the route's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Client addresses allowed (empty: any).
+    ip_allow: Vec<ipnet::IpNet>,
+    /// Client addresses refused.
+    ip_deny: Vec<ipnet::IpNet>,
+    /// Accepted authentication methods; empty means a public route.
+    auth: Vec<AuthMethod>,
+    /// Consumers in one of these groups may call (empty: no group rule).
+    allow_groups: Vec<String>,
+    /// These consumers may call (empty: no consumer rule).
+    allow_consumers: Vec<ConsumerId>,
+}
+
+impl Access {
+    /// Compile a route's rules.
+    pub fn new(route: &Route) -> Access {
+        Access {
+            ip_allow: route.ip_allow.clone(),
+            ip_deny: route.ip_deny.clone(),
+            auth: route.auth.clone(),
+            allow_groups: route.allow_groups.clone(),
+            allow_consumers: route.allow_consumers.clone(),
+        }
+    }
+
+    /// Whether callers must authenticate.
+    pub fn authenticates(&self) -> bool {
+        !self.auth.is_empty()
+    }
+
+    /// The `WWW-Authenticate` challenges of a 401, one per accepted method.
+    pub fn challenges(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.auth.iter().map(|m| challenge(*m))
+    }
 }
 
 /// The compiled consumers and credentials.
@@ -88,7 +120,7 @@ pub fn challenge(method: AuthMethod) -> &'static str {
 
 impl Policies {
     /// Compile from a validated configuration.
-    pub fn new(config: &Config) -> Policies {
+    pub fn new(config: &Routing) -> Policies {
         let mut keys = HashMap::new();
         let users = config.consumers.iter().enumerate().filter_map(|(i, c)| {
             c.basic_auth
@@ -105,7 +137,7 @@ impl Policies {
                     keys.insert(*d, i);
                 }
                 ConsumerInfo {
-                    name: c.name.clone(),
+                    name: Arc::from(c.name.as_str()),
                     groups: c.groups.clone(),
                     name_header: HeaderValue::from_str(&c.name)
                         .unwrap_or_else(|_| HeaderValue::from_static("-")),
@@ -132,30 +164,30 @@ impl Policies {
     /// Run the route's rules in order: IP rules, authentication, authorization.
     pub async fn check(
         &self,
-        route: &Route,
+        access: &Access,
         client: Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Decision {
-        if !route.ip_deny.is_empty() || !route.ip_allow.is_empty() {
+        if !access.ip_deny.is_empty() || !access.ip_allow.is_empty() {
             let Some(ip) = client else {
                 return Decision::Forbidden;
             };
             let ip = canonical(ip);
-            if route.ip_deny.iter().any(|n| n.contains(&ip)) {
+            if access.ip_deny.iter().any(|n| n.contains(&ip)) {
                 return Decision::Forbidden;
             }
-            if !route.ip_allow.is_empty() && !route.ip_allow.iter().any(|n| n.contains(&ip)) {
+            if !access.ip_allow.is_empty() && !access.ip_allow.iter().any(|n| n.contains(&ip)) {
                 return Decision::Forbidden;
             }
         }
-        if route.auth.is_empty() {
+        if access.auth.is_empty() {
             return Decision::Allow(None);
         }
         // The first method whose credentials the request carries decides; presenting wrong
         // credentials is a failure even if another method is also accepted.
-        let accepts_jwt = route.auth.contains(&AuthMethod::Jwt);
+        let accepts_jwt = access.auth.contains(&AuthMethod::Jwt);
         let mut identity = None;
-        for method in &route.auth {
+        for method in &access.auth {
             let verdict = match method {
                 AuthMethod::ApiKey => self
                     .presented_key(headers, accepts_jwt)
@@ -188,17 +220,25 @@ impl Policies {
             return Decision::Unauthorized;
         };
         // With both rules, either one admits: a named consumer, or a member of a listed group.
-        let unrestricted = route.allow_groups.is_empty() && route.allow_consumers.is_empty();
+        let unrestricted = access.allow_groups.is_empty() && access.allow_consumers.is_empty();
         let (consumer, groups) = match &identity {
             Identity::Consumer(id) => (Some(*id), &self.consumers[*id].groups),
             Identity::Token(t) => (t.consumer, &t.groups),
         };
-        let named = consumer.is_some_and(|id| route.allow_consumers.contains(&id));
-        let in_group = groups.iter().any(|g| route.allow_groups.contains(g));
+        let named = consumer.is_some_and(|id| access.allow_consumers.contains(&id));
+        let in_group = groups.iter().any(|g| access.allow_groups.contains(g));
         if unrestricted || named || in_group {
             Decision::Allow(Some(identity))
         } else {
             Decision::Forbidden
+        }
+    }
+
+    /// The caller's name, as logged.
+    pub fn name_of(&self, identity: &Identity) -> Arc<str> {
+        match identity {
+            Identity::Consumer(id) => self.consumers[*id].name.clone(),
+            Identity::Token(t) => t.name_text.clone(),
         }
     }
 
@@ -217,7 +257,7 @@ impl Policies {
     }
 
     fn token_identity(&self, claimed: jwt::Claimed) -> TokenIdentity {
-        let consumer = self.consumers.iter().position(|c| c.name == claimed.name);
+        let consumer = self.consumers.iter().position(|c| *c.name == *claimed.name);
         let mut groups = consumer
             .map(|id| self.consumers[id].groups.clone())
             .unwrap_or_default();
@@ -231,6 +271,7 @@ impl Policies {
             .flatten();
         TokenIdentity {
             consumer,
+            name_text: Arc::from(claimed.name.as_str()),
             name: HeaderValue::from_str(&claimed.name)
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
             groups,
@@ -277,13 +318,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn setup(route_extra: &str) -> (Policies, Route) {
+    fn setup(route_extra: &str) -> (Policies, Access) {
         let text = format!(
             "listeners: [{{address: 127.0.0.1:1}}]\nupstreams: {{u: {{peers: [127.0.0.1:2]}}}}\nconsumers:\n  - {{name: alice, groups: [staff], api_keys: [alice-key-1]}}\n  - {{name: carol, groups: [partners], api_keys: [\"sha256:{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u{route_extra}}}\n",
             hex::encode(key_digest(b"carol-key-1"))
         );
         let c = crate::config::parse(&text).expect("valid");
-        (Policies::new(&c), c.routes[0].clone())
+        (Policies::new(&c.routing), Access::new(&c.routing.routes[0]))
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -299,7 +340,7 @@ mod tests {
 
     const LOCAL: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
 
-    fn check(p: &Policies, r: &Route, ip: Option<IpAddr>, h: &HeaderMap) -> Decision {
+    fn check(p: &Policies, r: &Access, ip: Option<IpAddr>, h: &HeaderMap) -> Decision {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -34,8 +34,8 @@ pub fn run(conf: &Path, pid: Option<i32>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let pid_file = Path::new(&config.server.pid_file);
-    let sock = Path::new(&config.server.upgrade_sock);
+    let pid_file = Path::new(&config.process.server.pid_file);
+    let sock = Path::new(&config.process.server.upgrade_sock);
     let Some(old) = pid.or_else(|| read_pid(pid_file)) else {
         eprintln!(
             "upgrade: no running process: {} holds no pid",

@@ -1,51 +1,104 @@
-//! Validation of the front-door settings: how slowly a client may send a request, how request
-//! paths are normalised, and, per listener, which proxies are believed, whether connections
-//! start with a PROXY protocol header and how many connections one address may hold.
+//! The process-wide settings: Pingora's own (`threads`, `pid_file`, ...), how slowly a client
+//! may send a request, header size, path normalisation and the access log.
 
-use super::raw::{
-    RawEscapedSlashes, RawForwardedHeader, RawListener, RawPathNormalization, RawSemicolons,
+use super::super::raw::{
+    RawAccessLog, RawEscapedSlashes, RawLogFormat, RawPathNormalization, RawSemicolons,
 };
-use super::{units, ForwardedHeader, Validator};
+use super::super::units;
+use super::super::ClientTimeouts;
+use super::Validator;
 use crate::canonical::{EscapedSlashes, PathOptions};
-use serde_yaml::Value;
+use pingora_core::server::configuration::ServerConf;
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
 use std::time::Duration;
 
-/// How slowly a client may send a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientTimeouts {
-    /// A request head must arrive within this, from its first byte (from the connect, for a
-    /// connection's first request).
-    pub header: Duration,
-    /// The longest wait for more request body bytes.
-    pub body: Duration,
-    /// After `body`'s allowance, a body must arrive at least this fast on average (bytes per
-    /// second); 0 turns the check off.
-    pub body_min_rate: u64,
-    /// The longest a write of the response to the client may wait (a client that stops
-    /// reading).
-    pub send: Duration,
-}
+/// Pingora refuses header sections at or over this size itself (with a bare 400).
+const PINGORA_MAX_HEADER_SIZE: u64 = 1_048_575;
 
-impl Default for ClientTimeouts {
-    fn default() -> Self {
-        ClientTimeouts {
-            header: Duration::from_secs(10),
-            body: Duration::from_secs(30),
-            body_min_rate: 500,
-            send: Duration::from_secs(60),
+impl Validator<'_> {
+    pub(super) fn server_conf(&mut self, mut map: Mapping) -> Option<ServerConf> {
+        let mut set_default = |key: &str, value: Value| {
+            let k = Value::String(key.to_string());
+            if !map.contains_key(&k) {
+                map.insert(k, value);
+            }
+        };
+        let cpus = self.loader.cpus();
+        set_default("version", Value::from(1));
+        set_default("threads", Value::from(cpus as u64));
+        set_default("work_stealing", Value::from(false));
+        set_default("grace_period_seconds", Value::from(5));
+        set_default("graceful_shutdown_timeout_seconds", Value::from(10));
+        set_default("pid_file", Value::from("/tmp/tollgate.pid"));
+        set_default("upgrade_sock", Value::from("/tmp/tollgate-upgrade.sock"));
+        let mut conf: ServerConf = self.item("", Value::Mapping(map))?;
+        if conf.version != 1 {
+            self.error(
+                "version",
+                format!(
+                    "unsupported configuration version {} (this build reads version 1)",
+                    conf.version
+                ),
+            );
         }
+        if conf.threads == 0 {
+            self.error("threads", "must be at least 1");
+        }
+        for (key, value) in [
+            ("pid_file", &mut conf.pid_file),
+            ("upgrade_sock", &mut conf.upgrade_sock),
+        ] {
+            if value.is_empty() {
+                self.error(key, "must not be empty");
+            } else if Path::new(value.as_str()).is_relative() {
+                // Pingora changes directory when it daemonizes: pin relative paths now.
+                *value = self
+                    .loader
+                    .path(value.as_str())
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        Some(conf)
     }
-}
 
-/// A listener's front-door settings, validated.
-pub(super) struct ListenerFront {
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub forwarded_header: ForwardedHeader,
-    pub proxy_protocol: bool,
-    pub max_connections_per_ip: Option<u32>,
-}
+    pub(super) fn client_keepalive(&mut self, value: Option<Value>) -> std::time::Duration {
+        const DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
+        const KEY: &str = "client_keepalive_timeout";
+        let Some(v) = value else { return DEFAULT };
+        let Some(units::ConfDuration(d)) = self.item::<units::ConfDuration>(KEY, v) else {
+            return DEFAULT;
+        };
+        // Pingora counts keep-alive time in whole seconds, and reads 0 as "forever".
+        if d < std::time::Duration::from_secs(1) {
+            self.error(KEY, "must be at least 1s");
+        } else if d.subsec_nanos() != 0 {
+            self.error(KEY, "must be a whole number of seconds");
+        } else if d > std::time::Duration::from_secs(3600) {
+            self.error(KEY, "must be at most 1h");
+        }
+        d
+    }
 
-impl Validator {
+    pub(super) fn max_header(&mut self, value: Option<Value>) -> usize {
+        const DEFAULT: usize = 64 * 1024;
+        let Some(v) = value else { return DEFAULT };
+        let Some(units::ConfSize(n)) = self.item::<units::ConfSize>("max_request_header_size", v)
+        else {
+            return DEFAULT;
+        };
+        if n < 1024 {
+            self.error("max_request_header_size", "must be at least 1KiB");
+        } else if n >= PINGORA_MAX_HEADER_SIZE {
+            self.error(
+                "max_request_header_size",
+                "must be below 1MiB (the HTTP parser's own limit)",
+            );
+        }
+        n as usize
+    }
+
     fn timeout(&mut self, key: &str, value: Option<Value>, default: Duration) -> Duration {
         let Some(v) = value else { return default };
         let Some(units::ConfDuration(d)) = self.item::<units::ConfDuration>(key, v) else {
@@ -109,40 +162,39 @@ impl Validator {
         }
     }
 
-    pub(super) fn listener_front(&mut self, base: &str, raw: &RawListener) -> ListenerFront {
-        let trusted_proxies = self.cidrs(
-            &format!("{base}.trusted_proxies"),
-            raw.trusted_proxies.clone().unwrap_or_default(),
-        );
-        if raw.forwarded_header.is_some() && trusted_proxies.is_empty() {
-            self.warn(
-                format!("{base}.forwarded_header"),
-                "has no effect without trusted_proxies: no forwarding header is believed",
-            );
+    pub(super) fn access_log(&mut self, value: Value) -> Option<String> {
+        let raw = self.item::<RawAccessLog>("access_log", value)?;
+        // JSON is the one format there is; the key exists so that others can be added.
+        match raw.format.unwrap_or(RawLogFormat::Json) {
+            RawLogFormat::Json => {}
         }
-        let max_connections_per_ip = raw.max_connections_per_ip;
-        if max_connections_per_ip == Some(0) {
-            self.error(
-                format!("{base}.max_connections_per_ip"),
-                "must be at least 1 (leave it out for no limit)",
-            );
+        if raw.path.is_empty() {
+            self.error("access_log.path", "must be a file path or \"stdout\"");
+            return None;
         }
-        ListenerFront {
-            trusted_proxies,
-            forwarded_header: match raw.forwarded_header {
-                None | Some(RawForwardedHeader::XForwardedFor) => ForwardedHeader::XForwardedFor,
-                Some(RawForwardedHeader::Forwarded) => ForwardedHeader::Forwarded,
-            },
-            proxy_protocol: raw.proxy_protocol.unwrap_or(false),
-            max_connections_per_ip,
+        if raw.path != "stdout" {
+            let joined = self.loader.path(&raw.path);
+            let path = joined.as_path();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !self.loader.is_dir(dir) {
+                    self.error(
+                        "access_log.path",
+                        format!("directory {} does not exist", dir.display()),
+                    );
+                    return None;
+                }
+            }
+            // Pingora changes directory when it daemonizes: the path is pinned now.
+            return Some(path.to_string_lossy().into_owned());
         }
+        Some(raw.path)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, ForwardedHeader};
     use crate::canonical::EscapedSlashes;
+    use crate::config::{parse, ForwardedHeader};
     use std::time::Duration;
 
     const BASE: &str =
@@ -158,14 +210,17 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&format!("listeners: [{{address: 127.0.0.1:1}}]\n{BASE}")).unwrap();
-        assert_eq!(c.client_timeouts.header, Duration::from_secs(10));
-        assert_eq!(c.client_timeouts.body, Duration::from_secs(30));
-        assert_eq!(c.client_timeouts.body_min_rate, 500);
-        assert_eq!(c.client_timeouts.send, Duration::from_secs(60));
-        assert!(!c.path_normalization.semicolons);
-        assert!(c.path_normalization.merge_slashes);
-        assert_eq!(c.path_normalization.escaped_slashes, EscapedSlashes::Reject);
-        let l = &c.listeners[0];
+        assert_eq!(c.process.client_timeouts.header, Duration::from_secs(10));
+        assert_eq!(c.process.client_timeouts.body, Duration::from_secs(30));
+        assert_eq!(c.process.client_timeouts.body_min_rate, 500);
+        assert_eq!(c.process.client_timeouts.send, Duration::from_secs(60));
+        assert!(!c.routing.path_normalization.semicolons);
+        assert!(c.routing.path_normalization.merge_slashes);
+        assert_eq!(
+            c.routing.path_normalization.escaped_slashes,
+            EscapedSlashes::Reject
+        );
+        let l = &c.process.listeners[0];
         assert!(l.trusted_proxies.is_empty() && !l.proxy_protocol);
         assert_eq!(l.max_connections_per_ip, None);
     }
@@ -176,7 +231,7 @@ mod tests {
             "listeners:\n  - {{address: 127.0.0.1:1, trusted_proxies: [10.0.0.0/8, 192.0.2.7], forwarded_header: forwarded, proxy_protocol: true, max_connections_per_ip: 50}}\n{BASE}"
         ))
         .unwrap();
-        let l = &c.listeners[0];
+        let l = &c.process.listeners[0];
         assert_eq!(l.trusted_proxies.len(), 2);
         assert_eq!(l.forwarded_header, ForwardedHeader::Forwarded);
         assert!(l.proxy_protocol);
@@ -208,13 +263,16 @@ mod tests {
             "listeners: [{{address: 127.0.0.1:1}}]\nclient_header_timeout: 2s\nclient_body_timeout: 500ms\nclient_body_min_rate: 1KiB\nclient_send_timeout: 5s\npath_normalization: {{merge_slashes: false, escaped_slashes: decode, semicolons: keep}}\n{BASE}"
         ))
         .unwrap();
-        assert_eq!(c.client_timeouts.header, Duration::from_secs(2));
-        assert_eq!(c.client_timeouts.body, Duration::from_millis(500));
-        assert_eq!(c.client_timeouts.body_min_rate, 1024);
-        assert_eq!(c.client_timeouts.send, Duration::from_secs(5));
-        assert!(c.path_normalization.semicolons);
-        assert!(!c.path_normalization.merge_slashes);
-        assert_eq!(c.path_normalization.escaped_slashes, EscapedSlashes::Decode);
+        assert_eq!(c.process.client_timeouts.header, Duration::from_secs(2));
+        assert_eq!(c.process.client_timeouts.body, Duration::from_millis(500));
+        assert_eq!(c.process.client_timeouts.body_min_rate, 1024);
+        assert_eq!(c.process.client_timeouts.send, Duration::from_secs(5));
+        assert!(c.routing.path_normalization.semicolons);
+        assert!(!c.routing.path_normalization.merge_slashes);
+        assert_eq!(
+            c.routing.path_normalization.escaped_slashes,
+            EscapedSlashes::Decode
+        );
         let e = errors(&format!(
             "listeners: [{{address: 127.0.0.1:1}}]\nclient_header_timeout: 10ms\nclient_body_timeout: 2h\npath_normalization: {{escaped_slashes: forward, merge: true}}\n{BASE}"
         ));

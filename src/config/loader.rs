@@ -1,0 +1,140 @@
+//! The one way validation reaches outside the file: reading key and certificate files,
+//! resolving peer names and reading the environment. [`System`] does it for real; tests give
+//! validators a [`Fixed`] loader with the files, names and variables they need.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// What validation may read from the machine.
+pub trait Loader {
+    /// The directory relative paths in the file are relative to.
+    fn base(&self) -> &Path;
+    /// The whole content of the file at `path` (absolute, see [`Loader::path`]).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Whether `path` is an existing directory.
+    fn is_dir(&self, path: &Path) -> bool;
+    /// The addresses `host:port` resolves to, in the resolver's order.
+    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>>;
+    /// The value of an environment variable, when set (and Unicode).
+    fn env(&self, name: &str) -> Option<String>;
+    /// How many CPUs the process may use.
+    fn cpus(&self) -> usize;
+
+    /// `path` made absolute against [`Loader::base`].
+    fn path(&self, path: &str) -> PathBuf {
+        self.base().join(path)
+    }
+}
+
+/// The machine itself: files, the system resolver and the process environment.
+#[derive(Debug, Clone)]
+pub struct System {
+    base: PathBuf,
+}
+
+impl System {
+    /// Relative paths are relative to `base`.
+    pub fn new(base: &Path) -> System {
+        System {
+            base: base.to_path_buf(),
+        }
+    }
+}
+
+impl Loader for System {
+    fn base(&self) -> &Path {
+        &self.base
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
+        host_port.to_socket_addrs().map(Iterator::collect)
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn cpus(&self) -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+/// A loader with a fixed world, for tests: in-memory files (by path relative to `/conf`),
+/// names, variables and directories.
+#[derive(Debug, Clone)]
+pub struct Fixed {
+    base: PathBuf,
+    pub files: HashMap<PathBuf, Vec<u8>>,
+    pub names: HashMap<String, Vec<SocketAddr>>,
+    pub vars: HashMap<String, String>,
+    pub dirs: Vec<PathBuf>,
+    pub cpus: usize,
+}
+
+impl Default for Fixed {
+    fn default() -> Self {
+        Fixed {
+            base: PathBuf::from("/conf"),
+            files: HashMap::new(),
+            names: HashMap::new(),
+            vars: HashMap::new(),
+            dirs: vec![PathBuf::from("/conf")],
+            cpus: 2,
+        }
+    }
+}
+
+impl Fixed {
+    /// Add a file at `path` (relative to the base directory).
+    pub fn file(mut self, path: &str, content: impl Into<Vec<u8>>) -> Fixed {
+        let p = self.base.join(path);
+        self.files.insert(p, content.into());
+        self
+    }
+    /// Add an environment variable.
+    pub fn var(mut self, name: &str, value: &str) -> Fixed {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+    /// Add a name that resolves to `addrs`.
+    pub fn name(mut self, host_port: &str, addrs: &[SocketAddr]) -> Fixed {
+        self.names.insert(host_port.into(), addrs.to_vec());
+        self
+    }
+}
+
+impl Loader for Fixed {
+    fn base(&self) -> &Path {
+        &self.base
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.dirs.iter().any(|d| d == path)
+    }
+    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
+        self.names.get(host_port).cloned().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "failed to lookup address information",
+            )
+        })
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+    fn cpus(&self) -> usize {
+        self.cpus
+    }
+}

@@ -1,0 +1,341 @@
+//! The validated routing settings: upstream pools, routes, consumers, JWT issuers, Redis and
+//! the request-reading limits that a reload swaps in one atomic step.
+
+use http::{HeaderName, HeaderValue, Method};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings a reload replaces.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Upstream pools, in file order; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+    /// Routes, in file order.
+    pub routes: Vec<Route>,
+    /// Requests whose header section is larger than this are refused with 431.
+    pub max_request_header_size: usize,
+    /// How request paths are normalised before routing and forwarding.
+    pub path_normalization: crate::canonical::PathOptions,
+    /// Known callers, in file order.
+    pub consumers: Vec<Consumer>,
+    /// The header API keys are read from (besides `Authorization: Bearer`).
+    pub api_key_header: HeaderName,
+    /// Trusted JWT issuers.
+    pub jwt: Vec<JwtIssuer>,
+    /// Shared state for global limits.
+    pub redis: Option<RedisConfig>,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub peers: Vec<Peer>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How many times a failed connection is retried on another peer.
+    pub retries: usize,
+    /// How long a peer that refused a connection is kept out; zero disables passive health.
+    pub passive_cooldown: Duration,
+    /// Reach the peers over TLS.
+    pub tls: Option<UpstreamTls>,
+    /// The HTTP version spoken to the peers.
+    pub protocol: Protocol,
+}
+
+/// The HTTP version a pool speaks to its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 only (the default).
+    Http1,
+    /// HTTP/2 only: over TLS (ALPN `h2`), or cleartext with prior knowledge (h2c).
+    H2,
+    /// Over TLS, whichever of HTTP/2 and HTTP/1.1 the peer picks through ALPN.
+    Auto,
+}
+
+/// TLS towards a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent in SNI and checked against the peer's certificate.
+    pub sni: String,
+    /// Verify the peer's certificate chain and name (default on).
+    pub verify: bool,
+    /// Trust these CA certificates (DER) instead of the system's.
+    pub ca: Option<Vec<Vec<u8>>>,
+}
+
+/// One peer of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub address: SocketAddr,
+    pub weight: usize,
+}
+
+/// The balancing policy of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash(HashKey),
+}
+
+/// What a consistent-hash pool hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+/// Active health checking of a pool's peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: usize,
+    pub healthy_after: usize,
+}
+
+/// How a peer is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// A TCP connection must be accepted.
+    Tcp,
+    /// `GET path` must answer 2xx.
+    Http { path: String, host: String },
+}
+
+/// A route: what it matches and where it sends.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path: PathMatch,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    /// Exact values the request must carry.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub priority: i32,
+    pub rewrite: PathRewrite,
+    pub request_headers: HeaderTransform,
+    pub response_headers: HeaderTransform,
+    pub max_body_size: Option<u64>,
+    /// Accepted authentication methods; empty means a public route.
+    pub auth: Vec<AuthMethod>,
+    /// Consumers in one of these groups may call (empty: no group rule).
+    pub allow_groups: Vec<String>,
+    /// These consumers (indexes into [`Config::consumers`]) may call (empty: no consumer rule).
+    pub allow_consumers: Vec<usize>,
+    /// Client addresses allowed (empty: any).
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client addresses refused.
+    pub ip_deny: Vec<ipnet::IpNet>,
+    /// Request-rate limits, all of which must admit a request.
+    pub rate_limits: Vec<RateLimit>,
+    /// A bound on in-flight requests per key.
+    pub concurrency_limit: Option<ConcurrencyLimit>,
+    /// Response caching for this route.
+    pub cache: Option<RouteCache>,
+}
+
+/// A part of a route's cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheKeyPart {
+    Host,
+    Path,
+    Query,
+    Header(HeaderName),
+    Consumer,
+}
+
+/// Caching on one route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Freshness when the upstream gives none.
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub key: Vec<CacheKeyPart>,
+    pub methods: Vec<Method>,
+}
+
+impl RouteCache {
+    /// Whether responses are kept apart per consumer.
+    pub fn per_consumer(&self) -> bool {
+        self.key.contains(&CacheKeyPart::Consumer)
+    }
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// The authenticated caller's name.
+    Consumer,
+    ClientIp,
+    /// Everyone together.
+    Route,
+    /// The value of a request header (absent counts as empty).
+    Header(HeaderName),
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LimitKey::Consumer => f.write_str("consumer"),
+            LimitKey::ClientIp => f.write_str("client_ip"),
+            LimitKey::Route => f.write_str("route"),
+            LimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
+/// At most `requests` per `per`, per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Duration,
+    pub key: LimitKey,
+    /// Counted in Redis, shared by every gateway using it.
+    pub global: bool,
+}
+
+/// At most `max` requests in flight per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max: u64,
+    pub key: LimitKey,
+}
+
+/// The Redis server that holds global limit counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    /// The longest a request waits for a decision before falling back to the local limit.
+    pub timeout: Duration,
+}
+
+/// A way a caller proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A key in `X-API-Key` (or the configured header) or `Authorization: Bearer`.
+    ApiKey,
+    /// `Authorization: Basic` checked against a bcrypt hash.
+    Basic,
+    /// `Authorization: Bearer <JWT>` from a configured issuer.
+    Jwt,
+}
+
+/// A JWT issuer and the keys that verify its tokens.
+#[derive(Clone)]
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub keys: Vec<JwtKey>,
+    /// Accepted `aud` values; empty means `aud` is not checked.
+    pub audience: Vec<String>,
+    /// The claim naming the consumer (`sub` by default).
+    pub consumer_claim: String,
+    /// The claim listing groups, if any.
+    pub groups_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl fmt::Debug for JwtIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("JwtIssuer")
+            .field("issuer", &self.issuer)
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// One verification key of an issuer.
+#[derive(Clone)]
+pub struct JwtKey {
+    /// The JWKS `kid`, when the key came from a JWKS document.
+    pub kid: Option<String>,
+    pub key: jsonwebtoken::DecodingKey,
+    /// The configured algorithms that fit this key's type.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+}
+
+/// A known caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// SHA-256 digests of the consumer's API keys (keys given in clear are hashed at load).
+    pub api_key_digests: Vec<[u8; 32]>,
+    /// Basic-auth user name and bcrypt hash.
+    pub basic_auth: Option<(String, String)>,
+}
+
+/// A host a route answers for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.org`, stored as `.example.org`
+    Suffix(String),
+}
+
+/// The path part of a route's match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// No path given: every path.
+    Any,
+    /// A prefix on segment boundaries (stored without a trailing slash, except `/`).
+    Prefix(String),
+    Exact(String),
+}
+
+/// How the upstream path is derived from the request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    None,
+    /// Remove this leading part (`/api` turns `/api/users/7` into `/users/7`).
+    Strip(String),
+    /// Replace the matched part (`from`) with `to`.
+    Replace {
+        from: String,
+        to: String,
+    },
+}
+
+/// Header changes applied to a request or a response.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderTransform {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderTransform {
+    /// True when the transform changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// True when `prefix` is `path` or a leading run of whole segments of it.
+pub fn segment_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}

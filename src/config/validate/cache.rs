@@ -1,0 +1,123 @@
+//! The response cache: its memory, and each route's caching rules (key parts, methods,
+//! freshness and stale windows).
+
+use super::super::raw::{RawCache, RawCacheKeyPart, RawRouteCache};
+use super::super::{CacheConfig, CacheKeyPart, RouteCache};
+use super::Validator;
+use http::Method;
+use serde_yaml::Value;
+use std::time::Duration;
+
+impl Validator<'_> {
+    pub(super) fn cache(&mut self, value: Option<Value>) -> CacheConfig {
+        let mut out = CacheConfig {
+            max_size: 256 << 20,
+            max_object_size: 8 << 20,
+        };
+        let Some(raw) = value.and_then(|v| self.item::<RawCache>("cache", v)) else {
+            return out;
+        };
+        if let Some(s) = raw.max_size {
+            out.max_size = s.0;
+        }
+        if let Some(s) = raw.max_object_size {
+            out.max_object_size = s.0;
+        }
+        if out.max_size < 1 << 20 {
+            self.error("cache.max_size", "must be at least 1MiB");
+        }
+        if out.max_object_size == 0 || out.max_object_size > 16 << 20 {
+            self.error("cache.max_object_size", "must be between 1 byte and 16MiB");
+        } else if out.max_object_size > out.max_size / 4 {
+            self.error(
+                "cache.max_object_size",
+                "must be at most a quarter of max_size, or one object could evict most of the cache",
+            );
+        }
+        out
+    }
+
+    pub(super) fn route_cache(
+        &mut self,
+        place: &str,
+        raw: RawRouteCache,
+        has_auth: bool,
+    ) -> Option<RouteCache> {
+        let before = self.errors.len();
+        let mut key = Vec::new();
+        let parts = raw.key.unwrap_or_else(|| {
+            vec![
+                RawCacheKeyPart::Host,
+                RawCacheKeyPart::Path,
+                RawCacheKeyPart::Query,
+            ]
+        });
+        for (j, part) in parts.into_iter().enumerate() {
+            let p = match part {
+                RawCacheKeyPart::Host => CacheKeyPart::Host,
+                RawCacheKeyPart::Path => CacheKeyPart::Path,
+                RawCacheKeyPart::Query => CacheKeyPart::Query,
+                RawCacheKeyPart::Header(h) => CacheKeyPart::Header(h),
+                RawCacheKeyPart::Consumer => {
+                    if !has_auth {
+                        self.error(
+                            format!("{place}.key[{j}]"),
+                            "`consumer` needs `auth` on the route: who the caller is must be known",
+                        );
+                    }
+                    CacheKeyPart::Consumer
+                }
+            };
+            if !key.contains(&p) {
+                key.push(p);
+            }
+        }
+        if !key.contains(&CacheKeyPart::Path) {
+            self.warn(
+                format!("{place}.key"),
+                "does not include `path`: every path of the route shares one cached response",
+            );
+        }
+        let mut methods = Vec::new();
+        for (j, m) in raw
+            .methods
+            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into()])
+            .iter()
+            .enumerate()
+        {
+            match m.to_ascii_uppercase().as_str() {
+                "GET" => methods.push(Method::GET),
+                "HEAD" => methods.push(Method::HEAD),
+                _ => self.error(
+                    format!("{place}.methods[{j}]"),
+                    format!("\"{m}\" cannot be cached: only GET and HEAD"),
+                ),
+            }
+        }
+        let ttl = raw.ttl.map(|d| d.0).unwrap_or(Duration::ZERO);
+        let swr = raw
+            .stale_while_revalidate
+            .map(|d| d.0)
+            .unwrap_or(Duration::ZERO);
+        let sie = raw.stale_if_error.map(|d| d.0).unwrap_or(Duration::ZERO);
+        for (name, d) in [
+            ("ttl", ttl),
+            ("stale_while_revalidate", swr),
+            ("stale_if_error", sie),
+        ] {
+            if d > Duration::from_secs(365 * 86400) {
+                self.error(format!("{place}.{name}"), "must be at most a year");
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(RouteCache {
+            ttl,
+            stale_while_revalidate: swr,
+            stale_if_error: sie,
+            key,
+            methods,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! Rate and concurrency limits of a route (what each counts by, how often, where), and the
+//! Redis server that holds global counters.
+
+use super::super::raw::{RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRedis, RawScope};
+use super::super::{ConcurrencyLimit, LimitKey, RateLimit, RedisConfig};
+use super::Validator;
+use serde_yaml::Value;
+use std::time::Duration;
+
+impl Validator<'_> {
+    /// What a limit counts by; `consumer` needs the route to authenticate its callers.
+    fn limit_key(&mut self, place: String, key: RawLimitKey, has_auth: bool) -> Option<LimitKey> {
+        let key = match key {
+            RawLimitKey::Consumer => LimitKey::Consumer,
+            RawLimitKey::ClientIp => LimitKey::ClientIp,
+            RawLimitKey::Route => LimitKey::Route,
+            RawLimitKey::Header(h) => LimitKey::Header(h),
+        };
+        if key == LimitKey::Consumer && !has_auth {
+            self.error(
+                place,
+                "`key: consumer` needs `auth` on the route: who the caller is must be known",
+            );
+            return None;
+        }
+        Some(key)
+    }
+
+    /// A route's rate limits (`base` is the route's place).
+    pub(super) fn rate_limits(
+        &mut self,
+        base: &str,
+        raw: Option<Vec<RawRateLimit>>,
+        has_auth: bool,
+        have_redis: bool,
+    ) -> Vec<RateLimit> {
+        let mut rate_limits = Vec::new();
+        for (j, rl) in raw.unwrap_or_default().into_iter().enumerate() {
+            let place = format!("{base}.rate_limit[{j}]");
+            let key = self.limit_key(format!("{place}.key"), rl.key, has_auth);
+            if rl.requests == 0 {
+                self.error(format!("{place}.requests"), "must be at least 1");
+            }
+            if rl.per.0 < Duration::from_secs(1) || rl.per.0 > Duration::from_secs(86400) {
+                self.error(format!("{place}.per"), "must be between 1s and 24h");
+            }
+            let global = rl.scope == Some(RawScope::Global);
+            if global && !have_redis {
+                self.error(
+                    format!("{place}.scope"),
+                    "global limits are counted in Redis: add a top-level `redis` section",
+                );
+            }
+            if let Some(key) = key {
+                let limit = RateLimit {
+                    requests: rl.requests,
+                    per: rl.per.0,
+                    key,
+                    global,
+                };
+                if rate_limits.contains(&limit) {
+                    self.error(place, "is the same as an earlier limit of this route");
+                } else {
+                    rate_limits.push(limit);
+                }
+            }
+        }
+        rate_limits
+    }
+
+    /// A route's bound on requests in flight per key.
+    pub(super) fn concurrency_limit(
+        &mut self,
+        base: &str,
+        raw: Option<RawConcurrencyLimit>,
+        has_auth: bool,
+    ) -> Option<ConcurrencyLimit> {
+        let cl = raw?;
+        let place = format!("{base}.concurrency_limit");
+        let key = self.limit_key(format!("{place}.key"), cl.key, has_auth);
+        if cl.max == 0 {
+            self.error(format!("{place}.max"), "must be at least 1");
+        }
+        key.map(|key| ConcurrencyLimit { max: cl.max, key })
+    }
+
+    pub(super) fn redis(&mut self, value: Value) -> Option<RedisConfig> {
+        let raw = self.item::<RawRedis>("redis", value)?;
+        if let Err(e) = redis::Client::open(raw.url.as_str()) {
+            self.error(
+                "redis.url",
+                format!("\"{}\" is not a Redis URL: {e}", raw.url),
+            );
+            return None;
+        }
+        let timeout = raw
+            .timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_millis(50));
+        if timeout.is_zero() || timeout > Duration::from_secs(5) {
+            self.error("redis.timeout", "must be greater than zero and at most 5s");
+        }
+        Some(RedisConfig {
+            url: raw.url,
+            timeout,
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! The traffic listeners: addresses, TLS certificates (checked and their names read now),
+//! HTTP/2, HTTPS redirects, and the front-door settings of each (trusted proxies, the
+//! forwarding header, PROXY protocol, the per-address connection cap).
+
+use super::super::raw::{RawForwardedHeader, RawListener};
+use super::super::{Certificate, ForwardedHeader, Listener};
+use super::{index_path, Validator};
+use serde_yaml::Value;
+use std::net::SocketAddr;
+
+/// A listener's front-door settings, validated.
+struct ListenerFront {
+    trusted_proxies: Vec<ipnet::IpNet>,
+    forwarded_header: ForwardedHeader,
+    proxy_protocol: bool,
+    max_connections_per_ip: Option<u32>,
+}
+
+impl Validator<'_> {
+    pub(super) fn listeners(&mut self, value: Option<Value>) -> Vec<Listener> {
+        let items = self.sequence("listeners", value, true);
+        let mut out: Vec<Listener> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("listeners", i);
+            let Some(raw) = self.item::<RawListener>(&base, item) else {
+                continue;
+            };
+            let front = self.listener_front(&base, &raw);
+            let mut tls = Vec::new();
+            if let Some(t) = raw.tls {
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                match (t.cert, t.key) {
+                    (Some(c), Some(k)) => pairs.push((c, k)),
+                    (None, None) => {}
+                    _ => self.error(format!("{base}.tls"), "give both cert and key"),
+                }
+                for p in t.certificates.unwrap_or_default() {
+                    pairs.push((p.cert, p.key));
+                }
+                if pairs.is_empty() {
+                    self.error(format!("{base}.tls"), "needs cert and key, or certificates");
+                }
+                for (j, (cert, key)) in pairs.into_iter().enumerate() {
+                    let cert = self.loader.path(&cert).to_string_lossy().into_owned();
+                    let key = self.loader.path(&key).to_string_lossy().into_owned();
+                    match self.tls_names(&cert, &key) {
+                        Ok(names) => tls.push(Certificate { cert, key, names }),
+                        Err(m) => self.error(format!("{base}.tls.certificates[{j}]"), m),
+                    }
+                }
+            }
+            if raw.redirect_https.is_some() && !tls.is_empty() {
+                self.error(
+                    format!("{base}.redirect_https"),
+                    "a TLS listener cannot redirect to HTTPS",
+                );
+            }
+            match raw.address.parse::<SocketAddr>() {
+                Ok(address) => {
+                    if out.iter().any(|l| l.address == address) {
+                        self.error(
+                            format!("{base}.address"),
+                            format!("{address} is listed twice"),
+                        );
+                    }
+                    out.push(Listener {
+                        address,
+                        // TLS listeners offer HTTP/2 through ALPN unless told not to; plain
+                        // ones accept cleartext HTTP/2 (h2c, prior knowledge) only when asked.
+                        http2: raw.http2.unwrap_or(!tls.is_empty()),
+                        tls,
+                        redirect_https: raw.redirect_https,
+                        trusted_proxies: front.trusted_proxies,
+                        forwarded_header: front.forwarded_header,
+                        proxy_protocol: front.proxy_protocol,
+                        max_connections_per_ip: front.max_connections_per_ip,
+                    });
+                }
+                Err(_) => self.error(
+                    format!("{base}.address"),
+                    format!(
+                        "\"{}\" is not an IP address and port such as 0.0.0.0:8080 or [::]:8080",
+                        raw.address
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn listener_front(&mut self, base: &str, raw: &RawListener) -> ListenerFront {
+        let trusted_proxies = self.cidrs(
+            &format!("{base}.trusted_proxies"),
+            raw.trusted_proxies.clone().unwrap_or_default(),
+        );
+        if raw.forwarded_header.is_some() && trusted_proxies.is_empty() {
+            self.warn(
+                format!("{base}.forwarded_header"),
+                "has no effect without trusted_proxies: no forwarding header is believed",
+            );
+        }
+        let max_connections_per_ip = raw.max_connections_per_ip;
+        if max_connections_per_ip == Some(0) {
+            self.error(
+                format!("{base}.max_connections_per_ip"),
+                "must be at least 1 (leave it out for no limit)",
+            );
+        }
+        ListenerFront {
+            trusted_proxies,
+            forwarded_header: match raw.forwarded_header {
+                None | Some(RawForwardedHeader::XForwardedFor) => ForwardedHeader::XForwardedFor,
+                Some(RawForwardedHeader::Forwarded) => ForwardedHeader::Forwarded,
+            },
+            proxy_protocol: raw.proxy_protocol.unwrap_or(false),
+            max_connections_per_ip,
+        }
+    }
+
+    /// Check a certificate and key pair and return the DNS names the certificate is for.
+    fn tls_names(&self, cert: &str, key: &str) -> Result<Vec<String>, String> {
+        let read = |p: &str| self.loader.read(std::path::Path::new(p));
+        let (cert_pem, key_pem) = match (read(cert), read(key)) {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("cannot read {cert} or {key}: {e}")),
+        };
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+            .filter_map(Result::ok)
+            .collect();
+        let has_key = matches!(
+            rustls_pemfile::private_key(&mut key_pem.as_slice()),
+            Ok(Some(_))
+        );
+        let Some(leaf) = certs.first().filter(|_| has_key) else {
+            return Err(format!("no certificate in {cert} or no key in {key}"));
+        };
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .map_err(|e| format!("{cert} is not a valid X.509 certificate: {e}"))?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = parsed.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    names.push(d.to_ascii_lowercase());
+                }
+            }
+        }
+        if names.is_empty() {
+            return Err(format!(
+                "{cert} names no DNS host (subject alternative names)"
+            ));
+        }
+        Ok(names)
+    }
+}

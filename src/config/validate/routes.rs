@@ -1,0 +1,469 @@
+//! Routes: what each matches (hosts, canonical paths, methods, headers), where it sends, how
+//! it rewrites the path and headers, and who may call it. A route's limits and cache are
+//! checked in their own modules ([`super::limits`], [`super::cache`]).
+
+use super::super::raw::{RawAuthMethod, RawHeaderTransform, RawMatch, RawRoute};
+use super::super::{
+    segment_prefix, AuthMethod, Consumer, HeaderTransform, HostPattern, PathMatch, PathRewrite,
+    Route, Upstream,
+};
+use super::{index_path, valid_name, Validator};
+use crate::canonical::PathOptions;
+use http::{HeaderName, HeaderValue, Method};
+use serde_yaml::Value;
+
+/// What route validation needs from the rest of the file.
+pub(super) struct RouteContext<'a> {
+    pub(super) upstreams: &'a [Upstream],
+    pub(super) consumers: &'a [Consumer],
+    pub(super) have_jwt: bool,
+    pub(super) have_redis: bool,
+    /// Routes are matched on canonical paths: their own paths must be written so.
+    pub(super) paths: PathOptions,
+}
+
+/// What a route matches.
+struct Match {
+    hosts: Vec<HostPattern>,
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Who may call a route.
+struct Access {
+    auth: Vec<AuthMethod>,
+    allow_groups: Vec<String>,
+    allow_consumers: Vec<usize>,
+}
+
+impl Validator<'_> {
+    pub(super) fn routes(&mut self, value: Option<Value>, rc: &RouteContext) -> Vec<Route> {
+        let items = self.sequence("routes", value, true);
+        let mut out: Vec<Route> = Vec::new();
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
+        let mut signatures: std::collections::HashMap<String, usize> = Default::default();
+        for (i, item) in items.into_iter().enumerate() {
+            let base = index_path("routes", i);
+            let Some(raw) = self.item::<RawRoute>(&base, item) else {
+                continue;
+            };
+            if let Some(j) = names.get(&raw.name) {
+                self.error(
+                    format!("{base}.name"),
+                    format!("route name \"{}\" is already used by routes[{j}]", raw.name),
+                );
+            } else {
+                names.insert(raw.name.clone(), i);
+            }
+            if let Some(route) = self.route(&base, raw, rc) {
+                let signature = route_signature(&route);
+                if let Some(j) = signatures.get(&signature) {
+                    self.error(
+                        format!("{base}.match"),
+                        format!(
+                            "matches exactly what routes[{j}] matches, with the same priority: it could never be chosen"
+                        ),
+                    );
+                } else {
+                    signatures.insert(signature, i);
+                }
+                out.push(route);
+            }
+        }
+        out
+    }
+
+    fn route(&mut self, base: &str, raw: RawRoute, rc: &RouteContext) -> Option<Route> {
+        let before = self.errors.len();
+        if raw.name.is_empty() || !valid_name(&raw.name) {
+            self.error(
+                format!("{base}.name"),
+                "route names are non-empty and use letters, digits, '_', '-' and '.' only",
+            );
+        }
+        let m = self.route_match(base, raw.matcher, &rc.paths);
+        let upstream = self.route_upstream(base, &raw.upstream, rc.upstreams);
+        let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
+        let request_headers = self.transform(
+            &format!("{base}.request_headers"),
+            raw.request_headers.unwrap_or_default(),
+        );
+        let response_headers = self.transform(
+            &format!("{base}.response_headers"),
+            raw.response_headers.unwrap_or_default(),
+        );
+        let access = self.access(base, raw.auth, raw.allow_groups, raw.allow_consumers, rc);
+        let has_auth = !access.auth.is_empty();
+        let rate_limits = self.rate_limits(base, raw.rate_limit, has_auth, rc.have_redis);
+        let cache = raw
+            .cache
+            .and_then(|c| self.route_cache(&format!("{base}.cache"), c, has_auth));
+        let concurrency_limit = self.concurrency_limit(base, raw.concurrency_limit, has_auth);
+        let ip_allow = self.cidrs(
+            &format!("{base}.ip_allow"),
+            raw.ip_allow.unwrap_or_default(),
+        );
+        let ip_deny = self.cidrs(&format!("{base}.ip_deny"), raw.ip_deny.unwrap_or_default());
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Route {
+            auth: access.auth,
+            allow_groups: access.allow_groups,
+            allow_consumers: access.allow_consumers,
+            ip_allow,
+            ip_deny,
+            rate_limits,
+            concurrency_limit,
+            cache,
+            name: raw.name,
+            hosts: m.hosts,
+            path: m.path,
+            methods: m.methods,
+            headers: m.headers,
+            upstream,
+            priority: raw.priority.unwrap_or(0),
+            rewrite,
+            request_headers,
+            response_headers,
+            max_body_size: raw.max_body_size.map(|s| s.0),
+        })
+    }
+
+    /// The hosts, path, methods and headers a route matches.
+    fn route_match(&mut self, base: &str, m: RawMatch, paths: &PathOptions) -> Match {
+        let mbase = format!("{base}.match");
+
+        let mut hosts = Vec::new();
+        for (j, h) in m.hosts.unwrap_or_default().into_iter().enumerate() {
+            match parse_host(&h) {
+                Ok(p) => hosts.push(p),
+                Err(msg) => self.error(format!("{mbase}.hosts[{j}]"), msg),
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+
+        let path = match (m.path_prefix, m.path_exact) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    mbase.clone(),
+                    "give either path_prefix or path_exact, not both",
+                );
+                PathMatch::Any
+            }
+            (Some(p), None) => match check_match_path(&p, paths) {
+                Ok(()) => {
+                    let trimmed = p.trim_end_matches('/');
+                    if trimmed.is_empty() {
+                        PathMatch::Prefix("/".to_string())
+                    } else {
+                        PathMatch::Prefix(trimmed.to_string())
+                    }
+                }
+                Err(msg) => {
+                    self.error(format!("{mbase}.path_prefix"), msg);
+                    PathMatch::Any
+                }
+            },
+            (None, Some(p)) => match check_match_path(&p, paths) {
+                Ok(()) => PathMatch::Exact(p),
+                Err(msg) => {
+                    self.error(format!("{mbase}.path_exact"), msg);
+                    PathMatch::Any
+                }
+            },
+            (None, None) => PathMatch::Any,
+        };
+
+        let mut methods = Vec::new();
+        for (j, name) in m.methods.unwrap_or_default().into_iter().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            match Method::from_bytes(upper.as_bytes()) {
+                Ok(method) if !name.is_empty() => {
+                    if !methods.contains(&method) {
+                        methods.push(method)
+                    }
+                }
+                _ => self.error(
+                    format!("{mbase}.methods[{j}]"),
+                    format!("\"{name}\" is not an HTTP method"),
+                ),
+            }
+        }
+
+        let mut headers = Vec::new();
+        for (name, value) in m.headers.unwrap_or_default() {
+            let place = format!("{mbase}.headers.{name}");
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Err(_), _) => self.error(place, "is not a valid header name"),
+                (_, Err(_)) => {
+                    self.error(place, format!("\"{value}\" is not a valid header value"))
+                }
+            }
+        }
+        Match {
+            hosts,
+            path,
+            methods,
+            headers,
+        }
+    }
+
+    /// The index of the pool a route sends to.
+    fn route_upstream(&mut self, base: &str, name: &str, upstreams: &[Upstream]) -> usize {
+        match upstreams.iter().position(|u| u.name == name) {
+            Some(i) => i,
+            None => {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.error(
+                    format!("{base}.upstream"),
+                    format!(
+                        "unknown upstream \"{}\" (known: {})",
+                        name,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                0
+            }
+        }
+    }
+
+    /// How the upstream path is derived from the matched one.
+    fn rewrite(
+        &mut self,
+        base: &str,
+        path: &PathMatch,
+        strip_prefix: Option<String>,
+        rewrite: Option<String>,
+    ) -> PathRewrite {
+        let matched_path = match path {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => Some(p.clone()),
+            PathMatch::Any => None,
+        };
+        match (strip_prefix, rewrite) {
+            (Some(_), Some(_)) => {
+                self.error(base, "give either strip_prefix or rewrite, not both");
+                PathRewrite::None
+            }
+            (Some(strip), None) => {
+                let strip_trimmed = strip.trim_end_matches('/').to_string();
+                match &matched_path {
+                    _ if check_path(&strip).is_err() => {
+                        self.error(format!("{base}.strip_prefix"), "must start with '/'");
+                        PathRewrite::None
+                    }
+                    None => {
+                        self.error(
+                            format!("{base}.strip_prefix"),
+                            "needs match.path_prefix or match.path_exact to strip from",
+                        );
+                        PathRewrite::None
+                    }
+                    Some(mp) if !segment_prefix(mp, &strip_trimmed) => {
+                        self.error(
+                            format!("{base}.strip_prefix"),
+                            format!("\"{strip}\" is not a leading part of the matched path \"{mp}\", so it would never apply"),
+                        );
+                        PathRewrite::None
+                    }
+                    Some(_) => PathRewrite::Strip(strip_trimmed),
+                }
+            }
+            (None, Some(to)) => match &matched_path {
+                _ if check_path(&to).is_err() => {
+                    self.error(format!("{base}.rewrite"), "must start with '/'");
+                    PathRewrite::None
+                }
+                None => {
+                    self.error(
+                        format!("{base}.rewrite"),
+                        "needs match.path_prefix or match.path_exact to replace",
+                    );
+                    PathRewrite::None
+                }
+                Some(from) => PathRewrite::Replace {
+                    from: from.clone(),
+                    to,
+                },
+            },
+            (None, None) => PathRewrite::None,
+        }
+    }
+
+    /// Who may call: the authentication methods and the group and consumer rules.
+    fn access(
+        &mut self,
+        base: &str,
+        auth_methods: Option<Vec<RawAuthMethod>>,
+        allow_groups: Option<Vec<String>>,
+        allow_consumers_names: Option<Vec<String>>,
+        rc: &RouteContext,
+    ) -> Access {
+        let (consumers, have_jwt) = (rc.consumers, rc.have_jwt);
+        let mut auth = Vec::new();
+        for m in auth_methods.unwrap_or_default() {
+            let m = match m {
+                RawAuthMethod::ApiKey => AuthMethod::ApiKey,
+                RawAuthMethod::Basic => AuthMethod::Basic,
+                RawAuthMethod::Jwt => {
+                    if !have_jwt {
+                        self.error(
+                            format!("{base}.auth"),
+                            "jwt needs at least one issuer in the top-level `jwt` section",
+                        );
+                    }
+                    AuthMethod::Jwt
+                }
+            };
+            if !auth.contains(&m) {
+                auth.push(m);
+            }
+        }
+        let allow_groups = allow_groups.unwrap_or_default();
+        let known_groups: Vec<&str> = consumers
+            .iter()
+            .flat_map(|c| c.groups.iter().map(String::as_str))
+            .collect();
+        for (j, g) in allow_groups.iter().enumerate() {
+            if !known_groups.contains(&g.as_str()) {
+                self.warn(
+                    format!("{base}.allow_groups[{j}]"),
+                    format!("no consumer is in group \"{g}\""),
+                );
+            }
+        }
+        let mut allow_consumers = Vec::new();
+        for (j, name) in allow_consumers_names.unwrap_or_default().iter().enumerate() {
+            match consumers.iter().position(|c| &c.name == name) {
+                Some(i) => allow_consumers.push(i),
+                None => self.error(
+                    format!("{base}.allow_consumers[{j}]"),
+                    format!("unknown consumer \"{name}\""),
+                ),
+            }
+        }
+        if auth.is_empty() && !(allow_groups.is_empty() && allow_consumers.is_empty()) {
+            self.error(
+                format!("{base}.auth"),
+                "allow_groups and allow_consumers need `auth` on the route: who the caller is must be known",
+            );
+        }
+        Access {
+            auth,
+            allow_groups,
+            allow_consumers,
+        }
+    }
+
+    fn transform(&mut self, base: &str, raw: RawHeaderTransform) -> HeaderTransform {
+        let mut out = HeaderTransform::default();
+        let pairs = |v: &mut Self, key: &str, map: std::collections::BTreeMap<String, String>| {
+            let mut list = Vec::new();
+            for (name, value) in map {
+                let place = format!("{base}.{key}.{name}");
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    (Ok(n), Ok(val)) => {
+                        if crate::wire::is_framing_or_hop(&n) {
+                            v.error(
+                                place,
+                                "is a hop-by-hop or framing header the gateway manages itself",
+                            );
+                        } else {
+                            list.push((n, val));
+                        }
+                    }
+                    (Err(_), _) => v.error(place, "is not a valid header name"),
+                    (_, Err(_)) => {
+                        v.error(place, format!("\"{value}\" is not a valid header value"))
+                    }
+                }
+            }
+            list
+        };
+        out.set = pairs(self, "set", raw.set);
+        out.add = pairs(self, "add", raw.add);
+        for (j, name) in raw.remove.into_iter().enumerate() {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => out.remove.push(n),
+                Err(_) => self.error(
+                    format!("{base}.remove[{j}]"),
+                    format!("\"{name}\" is not a valid header name"),
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// A host a route answers for: a name, or `*.` and a suffix.
+pub(super) fn parse_host(text: &str) -> Result<HostPattern, String> {
+    let lower = text.to_ascii_lowercase();
+    let (wild, rest) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let ok = !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !rest.starts_with('.')
+        && !rest.ends_with('.');
+    if !ok {
+        return Err(format!(
+            "\"{text}\" is not a host name; use e.g. api.example.com or *.example.org (no port)"
+        ));
+    }
+    Ok(if wild {
+        HostPattern::Suffix(format!(".{rest}"))
+    } else {
+        HostPattern::Exact(rest.to_string())
+    })
+}
+
+fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("\"{p}\" must start with '/'"));
+    }
+    if p.bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
+        return Err(format!(
+            "\"{p}\" must not contain spaces, control characters, '?' or '#'"
+        ));
+    }
+    Ok(())
+}
+
+/// A route's match path: a valid path, written in the canonical form requests are matched in
+/// (otherwise it could never match).
+fn check_match_path(p: &str, opts: &PathOptions) -> Result<(), String> {
+    check_path(p)?;
+    match crate::canonical::path(p, opts) {
+        Ok(c) if c == p => Ok(()),
+        Ok(c) => Err(format!(
+            "\"{p}\" is not in canonical form, so no request would match it: requests are matched after their path is normalised (see path_normalization); write \"{c}\""
+        )),
+        Err(e) => Err(format!("\"{p}\" can never match a request: {}", e.describe())),
+    }
+}
+
+fn route_signature(r: &Route) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{}",
+        r.hosts, r.path, r.methods, r.headers, r.priority
+    )
+}

@@ -1,0 +1,317 @@
+//! Upstream pools: peers (names resolved through the loader), weights, the balancing policy
+//! and its hash key, active health checks, timeouts, retries, TLS and the HTTP version.
+
+use super::super::raw::{
+    RawBalance, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol, RawUpstream,
+};
+use super::super::units;
+use super::super::{
+    Balance, HashKey, HealthCheck, HealthCheckKind, Peer, Protocol, Upstream, UpstreamTls,
+};
+use super::routes::parse_host;
+use super::{valid_name, Validator};
+use http::HeaderValue;
+use serde_yaml::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+impl Validator<'_> {
+    pub(super) fn upstreams(&mut self, value: Option<Value>) -> Vec<Upstream> {
+        let map = match value {
+            Some(Value::Mapping(m)) => m,
+            None | Some(Value::Null) => {
+                self.error(
+                    "upstreams",
+                    "is required: define at least one upstream pool",
+                );
+                return Vec::new();
+            }
+            Some(_) => {
+                self.error("upstreams", "must be a mapping of pool names to pools");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (k, v) in map {
+            let Some(name) = k.as_str().map(str::to_string) else {
+                self.error("upstreams", format!("pool name {k:?} is not a string"));
+                continue;
+            };
+            let base = format!("upstreams.{name}");
+            if !valid_name(&name) {
+                self.error(
+                    &base,
+                    "pool names use letters, digits, '_', '-' and '.' only",
+                );
+            }
+            if let Some(raw) = self.item::<RawUpstream>(&base, v) {
+                if let Some(up) = self.upstream(&base, name, raw) {
+                    out.push(up);
+                }
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, base: &str, name: String, raw: RawUpstream) -> Option<Upstream> {
+        let before = self.errors.len();
+        let mut peers: Vec<Peer> = Vec::new();
+        if raw.peers.is_empty() {
+            self.error(format!("{base}.peers"), "must list at least one peer");
+        }
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            let (addr_text, weight, path) = match p {
+                RawPeer::Address(a) => (a, None, format!("{base}.peers[{i}]")),
+                RawPeer::Detailed(d) => (d.address, d.weight, format!("{base}.peers[{i}].address")),
+            };
+            let weight = match weight {
+                None => 1,
+                Some(0) => {
+                    self.error(format!("{base}.peers[{i}].weight"), "must be at least 1");
+                    1
+                }
+                Some(w) if w > 1000 => {
+                    self.error(format!("{base}.peers[{i}].weight"), "must be at most 1000");
+                    1
+                }
+                Some(w) => w as usize,
+            };
+            match self.resolve(&addr_text) {
+                Ok(address) => {
+                    if peers.iter().any(|p| p.address == address) {
+                        self.error(path, format!("peer {address} is listed twice"));
+                    } else {
+                        peers.push(Peer { address, weight });
+                    }
+                }
+                Err(msg) => self.error(path, msg),
+            }
+        }
+
+        let balance_kind = raw.balance.unwrap_or(RawBalance::RoundRobin);
+        if raw.hash_key.is_some() && balance_kind != RawBalance::ConsistentHash {
+            self.warn(
+                format!("{base}.hash_key"),
+                "has no effect unless `balance: consistent_hash`",
+            );
+        }
+        let balance = match balance_kind {
+            RawBalance::RoundRobin => Balance::RoundRobin,
+            RawBalance::Random => Balance::Random,
+            RawBalance::LeastConn => Balance::LeastConn,
+            RawBalance::ConsistentHash => Balance::ConsistentHash(match raw.hash_key {
+                None | Some(RawHashKey::ClientIp) => HashKey::ClientIp,
+                Some(RawHashKey::Path) => HashKey::Path,
+                Some(RawHashKey::Header(h)) => HashKey::Header(h),
+                Some(RawHashKey::Cookie(c)) => HashKey::Cookie(c),
+                Some(RawHashKey::Query(q)) => HashKey::Query(q),
+            }),
+        };
+
+        let health_check = raw
+            .health_check
+            .and_then(|hc| self.health_check(&format!("{base}.health_check"), hc));
+
+        let positive =
+            |v: &mut Self, key: &str, d: Option<units::ConfDuration>, default: u64| match d {
+                None => Duration::from_secs(default),
+                Some(units::ConfDuration(d)) if d.is_zero() => {
+                    v.error(format!("{base}.{key}"), "must be greater than zero");
+                    Duration::from_secs(default)
+                }
+                Some(units::ConfDuration(d)) => d,
+            };
+        let connect_timeout = positive(self, "connect_timeout", raw.connect_timeout, 5);
+        let read_timeout = positive(self, "read_timeout", raw.read_timeout, 60);
+        let write_timeout = positive(self, "write_timeout", raw.write_timeout, 60);
+        let idle_timeout = positive(self, "idle_timeout", raw.idle_timeout, 60);
+        let retries = match raw.retries {
+            None => 1,
+            Some(r) if r > 10 => {
+                self.error(format!("{base}.retries"), "must be at most 10");
+                10
+            }
+            Some(r) => r as usize,
+        };
+        let passive_cooldown = raw
+            .passive_cooldown
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+        let tls = raw.tls.map(|t| {
+            let place = format!("{base}.tls");
+            if t.sni.is_empty() || parse_host(&t.sni).is_err() {
+                self.error(
+                    format!("{place}.sni"),
+                    format!("\"{}\" is not a host name", t.sni),
+                );
+            }
+            let ca = match t.ca_file {
+                None => None,
+                Some(path) => {
+                    let path = self.loader.path(&path);
+                    match self.loader.read(&path) {
+                        Ok(bytes) => {
+                            let mut reader = std::io::BufReader::new(bytes.as_slice());
+                            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut reader)
+                                .filter_map(|c| c.ok())
+                                .map(|c| c.as_ref().to_vec())
+                                .collect();
+                            if certs.is_empty() {
+                                self.error(
+                                    format!("{place}.ca_file"),
+                                    format!("{} holds no PEM certificate", path.display()),
+                                );
+                            }
+                            Some(certs)
+                        }
+                        Err(e) => {
+                            self.error(
+                                format!("{place}.ca_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let verify = t.verify.unwrap_or(true);
+            if !verify {
+                self.warn(
+                    format!("{place}.verify"),
+                    "peer certificates are not verified: anyone on the path can impersonate them",
+                );
+            }
+            UpstreamTls {
+                sni: t.sni.to_ascii_lowercase(),
+                verify,
+                ca,
+            }
+        });
+
+        let protocol = match (raw.protocol, &tls) {
+            (None | Some(RawProtocol::Http1), _) => Protocol::Http1,
+            (Some(RawProtocol::H2), Some(_)) | (Some(RawProtocol::H2c), None) => Protocol::H2,
+            (Some(RawProtocol::H2), None) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "h2 is HTTP/2 over TLS and this upstream has no tls: \
+                     use h2c for cleartext HTTP/2, or add tls",
+                );
+                Protocol::H2
+            }
+            (Some(RawProtocol::H2c), Some(_)) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "h2c is cleartext HTTP/2 and this upstream has tls: use h2",
+                );
+                Protocol::H2
+            }
+            (Some(RawProtocol::Auto), Some(_)) => Protocol::Auto,
+            (Some(RawProtocol::Auto), None) => {
+                self.error(
+                    format!("{base}.protocol"),
+                    "auto lets TLS (ALPN) pick the HTTP version and this upstream has no tls: \
+                     use http1 or h2c",
+                );
+                Protocol::Http1
+            }
+        };
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Upstream {
+            name,
+            peers,
+            balance,
+            health_check,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            idle_timeout,
+            retries,
+            passive_cooldown,
+            tls,
+            protocol,
+        })
+    }
+
+    fn health_check(&mut self, base: &str, raw: RawHealthCheck) -> Option<HealthCheck> {
+        let kind = match raw.kind {
+            RawHealthKind::Tcp => {
+                if raw.path.is_some() {
+                    self.error(format!("{base}.path"), "applies only to `kind: http`");
+                }
+                if raw.host.is_some() {
+                    self.error(format!("{base}.host"), "applies only to `kind: http`");
+                }
+                HealthCheckKind::Tcp
+            }
+            RawHealthKind::Http => {
+                let path = raw.path.unwrap_or_else(|| "/".to_string());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    self.error(
+                        format!("{base}.path"),
+                        format!("\"{path}\" must start with '/' and contain no spaces"),
+                    );
+                }
+                let host = raw.host.unwrap_or_else(|| "localhost".to_string());
+                if HeaderValue::from_str(&host).is_err() || host.is_empty() {
+                    self.error(format!("{base}.host"), "is not a valid Host header value");
+                }
+                HealthCheckKind::Http { path, host }
+            }
+        };
+        let interval = raw.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5));
+        let timeout = raw.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+        if interval < Duration::from_millis(10) {
+            self.error(format!("{base}.interval"), "must be at least 10ms");
+        }
+        if timeout.is_zero() {
+            self.error(format!("{base}.timeout"), "must be greater than zero");
+        } else if timeout > interval {
+            self.error(
+                format!("{base}.timeout"),
+                "must not be longer than the interval",
+            );
+        }
+        let count = |v: &mut Self, key: &str, n: Option<u64>, default: usize| match n {
+            None => default,
+            Some(0) => {
+                v.error(format!("{base}.{key}"), "must be at least 1");
+                default
+            }
+            Some(n) if n > 100 => {
+                v.error(format!("{base}.{key}"), "must be at most 100");
+                default
+            }
+            Some(n) => n as usize,
+        };
+        let unhealthy_after = count(self, "unhealthy_after", raw.unhealthy_after, 3);
+        let healthy_after = count(self, "healthy_after", raw.healthy_after, 2);
+        Some(HealthCheck {
+            kind,
+            interval,
+            timeout,
+            unhealthy_after,
+            healthy_after,
+        })
+    }
+
+    /// A peer address: an IP and port, or a name and port resolved now (the first address).
+    fn resolve(&self, text: &str) -> Result<SocketAddr, String> {
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Ok(a);
+        }
+        if !text.contains(':') {
+            return Err(format!("\"{text}\" needs a port, e.g. {text}:80"));
+        }
+        match self.loader.resolve(text) {
+            Ok(addrs) => addrs
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("\"{text}\" resolves to no address")),
+            Err(e) => Err(format!("cannot resolve \"{text}\": {e}")),
+        }
+    }
+}

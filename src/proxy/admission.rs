@@ -1,0 +1,223 @@
+//! Whether a request may go on, phase by phase before the upstream: who the client is, the
+//! canonical target and its route, HTTPS redirects, the route's access policy and limits, the
+//! body size, `Expect` and the read-ahead of chunked bodies. Each check returns an error with
+//! the status to answer; the answer itself is written by [`super::respond`].
+
+use super::ctx::{Client, Ctx};
+use super::target::Target;
+use crate::errors::status_error;
+use crate::front::FrontDoor;
+use crate::gateway::{CompiledRoute, Gateway};
+use crate::observe::metrics::AuthFailure;
+use crate::policy::limits::{KeyInput, Outcome};
+use crate::policy::Decision;
+use crate::router::RequestView;
+use http::header;
+use pingora_error::{ErrorType, Result};
+use pingora_proxy::Session;
+
+/// Who the client is: the connection's peer, unless that is a trusted proxy naming another
+/// address.
+pub(super) fn identify_client(door: &FrontDoor, session: &Session) -> Client {
+    let Some(peer) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    else {
+        return Client::default();
+    };
+    let local = || session.server_addr().and_then(|a| a.as_inet()).copied();
+    let (client, trusted) = door.client_address(local, peer, &session.req_header().headers);
+    Client {
+        ip: Some(client),
+        peer: Some(peer.to_canonical()),
+        peer_trusted: trusted,
+    }
+}
+
+/// Read the canonical host and path (refusing requests that have none), then find the route
+/// on them.
+pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
+    let req = session.req_header();
+    // (Two `Host` headers never get here: refused at the front door on HTTP/1, and by Pingora's
+    // own check on HTTP/2.)
+    if req.version == http::Version::HTTP_2 {
+        // HTTP/1 requests are checked at the front door; these are HTTP/2's equivalents.
+        if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            return Err(status_error(400, "a method with lower-case letters"));
+        }
+        if req.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            // Equal values pass the HTTP/2 library; an HTTP/1 upstream would get both.
+            return Err(status_error(400, "more than one Content-Length"));
+        }
+    }
+    let target =
+        Target::of(req, &ctx.gateway.path_normalization).map_err(|why| status_error(400, why))?;
+    let view = RequestView {
+        host: target.host(req).unwrap_or(""),
+        path: target.path(req),
+        method: &req.method,
+        headers: &req.headers,
+    };
+    ctx.route = ctx.gateway.router.lookup(&view);
+    ctx.request.target = target;
+    Ok(())
+}
+
+/// The HTTPS port to redirect to, when the request came in on a listener that redirects.
+pub(super) fn redirect_port(session: &Session, gateway: &Gateway) -> Option<u16> {
+    if gateway.redirects.is_empty() {
+        return None;
+    }
+    let port = session.server_addr()?.as_inet()?.port();
+    gateway
+        .redirects
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, https)| *https)
+}
+
+/// Run the route's IP rules, authentication and authorization; remember who the caller is.
+pub(super) async fn check_access(
+    route: &CompiledRoute,
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let headers = &session.req_header().headers;
+    let failure = match gateway
+        .policies
+        .check(&route.access, ctx.request.client.ip, headers)
+        .await
+    {
+        Decision::Allow(identity) => {
+            ctx.caller.identity = identity;
+            return Ok(());
+        }
+        Decision::Unauthorized => (401, AuthFailure::Unauthenticated),
+        Decision::Forbidden => (403, AuthFailure::Forbidden),
+    };
+    route.metrics.auth_failure(failure.1);
+    Err(status_error(failure.0, "refused by the route's policies"))
+}
+
+/// Count the request against the route's rate and concurrency limits; hold its slot.
+pub(super) async fn check_limits(
+    route: &CompiledRoute,
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    // Background revalidations of the cache are not client requests: they count against no
+    // limit.
+    if route.limits.is_empty() || session.as_downstream().is_subrequest() {
+        return Ok(());
+    }
+    let input = KeyInput {
+        consumer: ctx
+            .caller
+            .identity
+            .as_ref()
+            .map(|i| gateway.policies.identity_headers(i).0.as_bytes()),
+        client_ip: ctx.request.client.ip,
+        headers: &session.req_header().headers,
+    };
+    match route.limits.check(&gateway.limits, &input).await {
+        Outcome::Allowed(rate, guard) => {
+            ctx.caller.rate = rate;
+            ctx.caller.concurrency = guard;
+            Ok(())
+        }
+        refused => {
+            if let Outcome::RateLimited(state) = refused {
+                ctx.caller.rate = Some(state);
+            }
+            route.metrics.rate_limited();
+            Err(status_error(429, "over a rate or concurrency limit"))
+        }
+    }
+}
+
+/// Refuse a request whose declared body is over the route's `max_body_size`.
+pub(super) fn check_declared_size(route: &CompiledRoute, session: &Session) -> Result<()> {
+    let Some(max) = route.max_body_size else {
+        return Ok(());
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(status_error(413, "declared body over max_body_size"));
+    }
+    Ok(())
+}
+
+/// Count body bytes towards the current upstream attempt against `max_body_size`.
+pub(super) fn count_body(route: &CompiledRoute, len: usize, sent: &mut u64) -> Result<()> {
+    if let Some(max) = route.max_body_size {
+        *sent += len as u64;
+        if *sent > max {
+            return Err(status_error(413, "request body over max_body_size"));
+        }
+    }
+    Ok(())
+}
+
+/// Answer `Expect: 100-continue` here, once the request has passed every policy (so a refused
+/// client is not invited to send its body); the upstream then gets the request without
+/// `Expect`, as nginx does. An upstream that is asked to expect could answer before the body
+/// and then read the body that follows anyway as a request of its own. Returns whether the
+/// request had an `Expect` header (of any value), which is not sent on.
+pub(super) async fn continue_if_expected(session: &mut Session) -> Result<bool> {
+    let req = session.req_header();
+    let Some(expect) = req.headers.get(header::EXPECT) else {
+        return Ok(false);
+    };
+    let continues = req.version == http::Version::HTTP_11
+        && expect.as_bytes().eq_ignore_ascii_case(b"100-continue");
+    if !continues {
+        return Ok(true);
+    }
+    let downstream = session.as_downstream_mut();
+    // Pingora closes a connection whose response starts before the request body is read; a
+    // 100 is not that response, so keep-alive stays as it was.
+    let keepalive = downstream.get_keepalive();
+    downstream.write_continue_response().await?;
+    downstream.set_keepalive(keepalive);
+    Ok(true)
+}
+
+/// Read the start of a chunked body before any upstream is contacted, so that malformed chunk
+/// framing or an oversized body is refused while the upstream has seen nothing. Exactly one
+/// read: its bytes stay in Pingora's retry buffer (64 KiB), which the proxy replays to the
+/// upstream first, so nothing read here can be lost.
+pub(super) async fn read_ahead(session: &mut Session, max: Option<u64>) -> Result<()> {
+    let req = session.req_header();
+    let chunked = req.headers.contains_key(header::TRANSFER_ENCODING);
+    if !chunked || session.as_downstream().as_http1().is_none() {
+        return Ok(());
+    }
+    session.as_downstream_mut().enable_retry_buffering();
+    match session.as_downstream_mut().read_request_body().await {
+        Ok(Some(chunk)) => {
+            // Not counted towards the body size here: the bytes are counted when they are
+            // replayed to the upstream through `request_body_filter`.
+            if max.is_some_and(|m| chunk.len() as u64 > m) {
+                return Err(status_error(413, "request body over max_body_size"));
+            }
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => match e.etype() {
+            // The client's doing (a refused framing, a stall, a close): mapped by
+            // `errors::status_for` as the client's.
+            ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
+                Err(e.into_down())
+            }
+            _ => Err(status_error(400, "malformed request body")),
+        },
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-request state, grouped by what it is about: the request as read, the caller once known,
+//! the upstream attempts, and the guards that count the request and its connection while they
+//! live.
+
+use super::target::Target;
+use crate::gateway::{CompiledRoute, Gateway};
+use crate::policy::limits::RateState;
+use crate::policy::Identity;
+use crate::router::RouteId;
+use crate::server::RequestGuard;
+use crate::upstream::InFlight;
+use http::HeaderValue;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state (Pingora's `CTX`).
+pub struct Ctx {
+    /// The snapshot this request uses from start to end.
+    pub(super) gateway: Arc<Gateway>,
+    /// The matched route, once looked up.
+    pub(super) route: Option<RouteId>,
+    pub(super) request: Request,
+    pub(super) caller: Caller,
+    pub(super) upstream: Attempts,
+    pub(super) guards: Guards,
+}
+
+/// The request as the gateway read it.
+pub(super) struct Request {
+    pub(super) id: HeaderValue,
+    /// The canonical host and path every decision is made on.
+    pub(super) target: Target,
+    /// Who sent it.
+    pub(super) client: Client,
+    /// It carries `Expect`, which the gateway answers and does not forward.
+    pub(super) expect: bool,
+    /// When it started.
+    pub(super) start: Instant,
+    /// The status of an answer the gateway wrote itself (errors).
+    pub(super) error_status: Option<u16>,
+}
+
+/// Who sent a request.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Client {
+    /// The client's address: the connection's peer, or whom trusted proxies name.
+    pub(super) ip: Option<IpAddr>,
+    /// The connection's peer (after any PROXY header).
+    pub(super) peer: Option<IpAddr>,
+    /// The peer is one of the listener's trusted proxies.
+    pub(super) peer_trusted: bool,
+}
+
+/// The caller, as the route's policies and limits saw it.
+#[derive(Default)]
+pub(super) struct Caller {
+    /// Who the caller is, once authenticated.
+    pub(super) identity: Option<Identity>,
+    /// The tightest rate limit's state, for the `RateLimit-*` headers.
+    pub(super) rate: Option<RateState>,
+    /// Holds this request's concurrency slot until the request ends.
+    pub(super) concurrency: Option<pingora_limits::inflight::Guard>,
+}
+
+/// The tries at the upstream.
+#[derive(Default)]
+pub(super) struct Attempts {
+    /// Peers already tried (for retries).
+    pub(super) tried: Vec<SocketAddr>,
+    /// Counts this request against the chosen peer while it runs.
+    pub(super) in_flight: Option<InFlight>,
+    /// Connection retries used so far.
+    pub(super) retries: usize,
+    /// When the current attempt chose its peer.
+    pub(super) start: Option<Instant>,
+    /// The upstream's response status.
+    pub(super) status: Option<u16>,
+    /// Request body bytes sent towards the current attempt.
+    pub(super) body_bytes: u64,
+}
+
+/// What the request keeps counted while it lives.
+pub(super) struct Guards {
+    /// The client connection, counted in `tollgate_connections`.
+    pub(super) connection: Option<Arc<ConnectionGuard>>,
+    /// The request, counted as in flight for the drain.
+    pub(super) _in_flight: RequestGuard,
+}
+
+/// Counts an open client connection; the count drops when the last holder does.
+pub(super) struct ConnectionGuard(pub(super) prometheus::IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Ctx {
+    /// A request's state at its start, on `gateway`.
+    pub(super) fn new(gateway: Arc<Gateway>, in_flight: RequestGuard) -> Ctx {
+        Ctx {
+            gateway,
+            route: None,
+            request: Request {
+                id: HeaderValue::from_static("-"),
+                target: Target::default(),
+                client: Client::default(),
+                expect: false,
+                start: Instant::now(),
+                error_status: None,
+            },
+            caller: Caller::default(),
+            upstream: Attempts::default(),
+            guards: Guards {
+                connection: None,
+                _in_flight: in_flight,
+            },
+        }
+    }
+
+    /// The matched route, if any.
+    pub fn route(&self) -> Option<&CompiledRoute> {
+        self.route.map(|r| self.gateway.route(r))
+    }
+}

@@ -1,0 +1,244 @@
+//! Towards the upstream: choosing a peer of the route's pool (the hash key of a
+//! consistent-hash pool, retries on another peer after a failed connection), and shaping the
+//! request the upstream receives (the canonical path after the route's rewrite, the host, the
+//! forwarding and identity headers, the route's header transforms).
+
+use super::ctx::Ctx;
+use super::headers;
+use super::target::Target;
+use crate::config::{Balance, HashKey};
+use crate::errors::status_error;
+use crate::gateway::CompiledRoute;
+use crate::router;
+use crate::wire::{self, written, X_CONSUMER, X_CONSUMER_GROUPS};
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// Choose a peer of the route's pool for this attempt, skipping peers already tried.
+pub(super) fn choose_peer(
+    route: &CompiledRoute,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<Box<HttpPeer>> {
+    let pool = &route.pool;
+    let mut ip_buf = [0u8; 16];
+    let key: &[u8] = match &pool.config.balance {
+        Balance::ConsistentHash(k) => hash_key(
+            session,
+            &ctx.request.target,
+            ctx.request.client.ip,
+            k,
+            &mut ip_buf,
+        ),
+        _ => b"",
+    };
+    let attempts = &mut ctx.upstream;
+    // Release the previous attempt's in-flight slot before choosing again.
+    attempts.in_flight = None;
+    // Each attempt sends the body from its start (retries replay the buffered body).
+    attempts.body_bytes = 0;
+    match pool.select(key, &attempts.tried) {
+        Some((peer, guard)) => {
+            attempts.start = Some(Instant::now());
+            attempts.tried.push(guard.peer().address);
+            attempts.in_flight = Some(guard);
+            Ok(Box::new(peer))
+        }
+        None if attempts.tried.is_empty() => Err(status_error(503, "no healthy peer")),
+        // Every other peer is down too: report the connection failure that brought us here.
+        None => Err(status_error(502, "no other peer to retry on")),
+    }
+}
+
+/// The bytes a consistent-hash pool hashes on for this request.
+fn hash_key<'a>(
+    session: &'a Session,
+    target: &'a Target,
+    client: Option<IpAddr>,
+    key: &HashKey,
+    ip_buf: &'a mut [u8; 16],
+) -> &'a [u8] {
+    let req = session.req_header();
+    match key {
+        HashKey::ClientIp => ip_bytes(client, ip_buf),
+        HashKey::Path => target.path(req).as_bytes(),
+        HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()).unwrap_or(b""),
+        HashKey::Cookie(name) => headers::cookie(&req.headers, name).unwrap_or(b""),
+        HashKey::Query(name) => req
+            .uri
+            .query()
+            .and_then(|q| headers::query_param(q, name))
+            .unwrap_or(b""),
+    }
+}
+
+/// An address as hash input: 4 bytes for IPv4, 16 for IPv6, nothing when unknown.
+fn ip_bytes(ip: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            buf[..4].copy_from_slice(&v4.octets());
+            &buf[..4]
+        }
+        Some(IpAddr::V6(v6)) => {
+            *buf = v6.octets();
+            &buf[..]
+        }
+        None => b"",
+    }
+}
+
+/// After a failed connection: keep the peer out for the pool's cool-down, count the failure,
+/// and retry on another peer while the pool's retries last.
+pub(super) fn connect_failed(route: &CompiledRoute, peer: &HttpPeer, ctx: &mut Ctx, e: &mut Error) {
+    let pool = &route.pool;
+    if let Some(addr) = peer._address.as_inet() {
+        pool.cool_down(addr);
+    }
+    route.metrics.upstream_error(match e.etype() {
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectTimedout => "connect_timeout",
+        _ => "connect_error",
+    });
+    if ctx.upstream.retries < pool.config.retries {
+        ctx.upstream.retries += 1;
+        e.set_retry(true);
+    }
+}
+
+/// Shape the request the upstream receives.
+pub(super) fn shape_request(
+    route: &CompiledRoute,
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &Ctx,
+) -> Result<()> {
+    headers::strip_request_hop_by_hop(upstream_request);
+    set_target(route, session, upstream_request, ctx)?;
+    set_host(upstream_request, ctx)?;
+    if ctx.request.expect {
+        // Answered by the gateway (see `admission::continue_if_expected`).
+        upstream_request.remove_header(&header::EXPECT);
+    }
+    let host = ctx.request.target.forwarded_host(session.req_header());
+    let hop = headers::Hop {
+        client: ctx.request.client.ip,
+        peer: ctx.request.client.peer,
+        trusted: ctx.request.client.peer_trusted,
+        host: host.as_ref(),
+        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+    };
+    headers::set_forwarding(upstream_request, &hop);
+    upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    set_identity(upstream_request, ctx)?;
+    if !route.request_headers.is_empty() {
+        headers::apply_request(&route.request_headers, upstream_request);
+    }
+    Ok(())
+}
+
+/// The upstream receives exactly the path the route was matched on (after its rewrite), in
+/// origin form towards HTTP/1.
+fn set_target(
+    route: &CompiledRoute,
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &Ctx,
+) -> Result<()> {
+    let req = session.req_header();
+    let target = &ctx.request.target;
+    let path = target.path(req);
+    let rewritten = router::rewrite_path(&route.rewrite, path);
+    // A downstream HTTP/2 request's `:authority` goes to an HTTP/2 upstream as it came, unless
+    // it was not canonical.
+    let h2_upstream = upstream_request.version == http::Version::HTTP_2;
+    let authority = target
+        .upstream_host
+        .as_ref()
+        .filter(|_| h2_upstream && req.uri.authority().is_some());
+    if rewritten.is_none() && !target.path_changed() && !target.absolute_form && authority.is_none()
+    {
+        return Ok(());
+    }
+    let new_path = rewritten.as_deref().unwrap_or(path);
+    let pq = match req.uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path.to_string(),
+    };
+    // Towards an HTTP/2 upstream keep the scheme and authority (a downstream HTTP/2 request's
+    // `:authority`, which the upstream `:authority` is built from); towards HTTP/1 send
+    // origin-form.
+    let mut parts = if h2_upstream {
+        req.uri.clone().into_parts()
+    } else {
+        http::uri::Parts::default()
+    };
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(pq)
+            .map_err(|_| status_error(400, "invalid rewritten path"))?,
+    );
+    if let Some(a) = authority {
+        parts.authority = http::uri::Authority::try_from(a.as_bytes()).ok();
+    }
+    let uri =
+        http::Uri::from_parts(parts).map_err(|_| status_error(400, "invalid rewritten path"))?;
+    upstream_request.set_uri(uri);
+    Ok(())
+}
+
+/// `Host`: the canonical host when it differs from what the client sent; for an HTTP/1.0
+/// request without one (sent upstream as HTTP/1.1, which needs one) the peer's address, as
+/// nginx sends by default.
+fn set_host(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    if let Some(host) = &ctx.request.target.upstream_host {
+        upstream_request.insert_header(header::HOST, host.clone())?;
+    } else if !ctx.request.target.has_host() {
+        if let Some(peer) = ctx.upstream.tried.last() {
+            upstream_request.insert_header(header::HOST, peer.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Identity headers come from the gateway only, never from the client.
+fn set_identity(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+    if upstream_request.headers.contains_key(&X_CONSUMER) {
+        upstream_request.remove_header(&X_CONSUMER);
+    }
+    if upstream_request.headers.contains_key(&X_CONSUMER_GROUPS) {
+        upstream_request.remove_header(&X_CONSUMER_GROUPS);
+    }
+    if let Some(identity) = &ctx.caller.identity {
+        let (name, groups) = ctx.gateway.policies.identity_headers(identity);
+        upstream_request.insert_header(written::X_CONSUMER, name.clone())?;
+        if let Some(g) = groups {
+            upstream_request.insert_header(written::X_CONSUMER_GROUPS, g.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// The request id: the client's `X-Request-Id` when it is usable, else a new one.
+pub(super) fn request_id(session: &Session) -> http::HeaderValue {
+    headers::request_id(session.req_header().headers.get(&wire::X_REQUEST_ID))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_hash_on_their_octets() {
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            ip_bytes(Some("10.1.2.3".parse().unwrap()), &mut buf),
+            &[10, 1, 2, 3]
+        );
+        assert_eq!(ip_bytes(Some("::1".parse().unwrap()), &mut buf).len(), 16);
+        assert_eq!(ip_bytes(None, &mut buf), b"");
+    }
+}

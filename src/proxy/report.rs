@@ -1,0 +1,116 @@
+//! What a finished request leaves behind: its metrics and its access-log line.
+
+use super::ctx::Ctx;
+use crate::observe::access_log::{AccessLog, Entry, Strings};
+use crate::observe::metrics::{method_label, Metrics};
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_proxy::Session;
+
+/// Count the request and log its line.
+pub(super) fn report(
+    metrics: &Metrics,
+    access_log: Option<&AccessLog>,
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &Ctx,
+) {
+    if session.as_downstream().is_subrequest() {
+        return;
+    }
+    let req = session.req_header();
+    // The gateway's own refusal counts with its HTTP status even when a gRPC client got it as a
+    // gRPC status in an HTTP 200.
+    let status = ctx
+        .request
+        .error_status
+        .or_else(|| session.response_written().map(|r| r.status.as_u16()))
+        .unwrap_or(0);
+    let route = ctx.route();
+    let elapsed = ctx.request.start.elapsed();
+    metrics.record_request(
+        route.map(|r| &r.metrics),
+        method_label(&req.method),
+        status,
+        elapsed.as_secs_f64(),
+    );
+    let cache_status = route
+        .filter(|r| r.cache.is_some())
+        .map(|_| crate::cache::status_label(&session.cache.phase()));
+    if let (Some(route), Some(label)) = (route, cache_status) {
+        route.metrics.cache_status(label);
+    }
+    if let (Some(e), Some(route)) = (e, route) {
+        if let Some(kind) = upstream_error_kind(e) {
+            route.metrics.upstream_error(kind);
+        }
+    }
+    let Some(log) = access_log else {
+        return;
+    };
+    let target = &ctx.request.target;
+    log.write(Entry {
+        time: std::time::SystemTime::now(),
+        request_id: ctx.request.id.clone(),
+        client_ip: ctx.request.client.ip,
+        method: Some(req.method.clone()),
+        strings: Strings::new(
+            target.host(req),
+            target.path(req),
+            target.path_changed().then(|| req.uri.path()),
+            target.raw_host(req),
+        ),
+        status,
+        bytes_sent: session.body_bytes_sent() as u64,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        route: route.map(|r| r.name.clone()),
+        upstream: route.map(|r| r.metrics.upstream().clone()),
+        peer: ctx.upstream.tried.last().copied(),
+        upstream_status: ctx.upstream.status,
+        consumer: ctx
+            .caller
+            .identity
+            .as_ref()
+            .map(|i| ctx.gateway.policies.name_of(i)),
+        cache_status,
+        error: e.map(|e| e.etype().as_str()),
+    });
+}
+
+/// How an upstream failure is counted (connection failures are counted when they happen, see
+/// `forward::connect_failed`); `None` for errors that are not the upstream's.
+fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+    if e.esource() != &ErrorSource::Upstream {
+        return None;
+    }
+    match e.etype() {
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectTimedout
+        | ErrorType::ConnectError
+        | ErrorType::ConnectNoRoute => None,
+        ErrorType::ReadTimedout => Some("read_timeout"),
+        ErrorType::WriteTimedout => Some("write_timeout"),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => Some("reset"),
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => Some("protocol"),
+        _ => Some("other"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_are_counted_by_kind() {
+        let up = |t: ErrorType| {
+            let e = Error::new(t).into_up();
+            upstream_error_kind(&e)
+        };
+        assert_eq!(up(ErrorType::ReadTimedout), Some("read_timeout"));
+        assert_eq!(up(ErrorType::ConnectionClosed), Some("reset"));
+        assert_eq!(up(ErrorType::H1Error), Some("protocol"));
+        assert_eq!(up(ErrorType::ConnectRefused), None);
+        assert_eq!(up(ErrorType::InternalError), Some("other"));
+        let down = Error::new(ErrorType::ReadTimedout).into_down();
+        assert_eq!(upstream_error_kind(&down), None);
+    }
+}

@@ -1,0 +1,191 @@
+//! Towards the client: the upstream's answer shaped on its way (hop-by-hop headers, the
+//! route's transforms, request id, cache status, rate-limit state, closing while draining), and
+//! the answers the gateway writes itself: HTTPS redirects and errors (JSON, or gRPC statuses
+//! for gRPC clients), with the headers that explain a refusal.
+
+use super::ctx::Ctx;
+use super::headers;
+use crate::errors;
+use crate::wire::written;
+use bytes::Bytes;
+use http::header;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{FailToProxy, Session};
+
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
+/// Note the upstream's answer: its status, and its time to a response header. A `101` nobody
+/// asked for is refused: the bytes that follow are not an answer to the request.
+pub(super) fn upstream_answered(
+    session: &Session,
+    upstream_response: &ResponseHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    ctx.upstream.status = Some(upstream_response.status.as_u16());
+    if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+        && !session.as_downstream().is_upgrade_req()
+    {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "101 answer to a request that asked for no upgrade",
+        )
+        .into_up());
+    }
+    if let (Some(start), Some(route)) = (ctx.upstream.start, ctx.route()) {
+        route.metrics.upstream_time(start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Shape the response the client receives (from the upstream or the cache).
+pub(super) fn shape_response(
+    session: &mut Session,
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    draining: bool,
+) -> Result<()> {
+    headers::strip_response_hop_by_hop(resp);
+    if resp.status != http::StatusCode::SWITCHING_PROTOCOLS
+        && session.as_downstream().is_upgrade_req()
+    {
+        // A declined upgrade: what the client sent after its request may be meant for the other
+        // protocol, so the connection is not read as HTTP again; say so.
+        session.set_keepalive(None);
+    }
+    if draining {
+        // A response that started before the drain still closes its connection.
+        session.set_keepalive(None);
+    }
+    let route = ctx.route();
+    if let Some(t) = route.map(|r| &r.response_headers).filter(|t| !t.is_empty()) {
+        headers::apply_response(t, resp);
+    }
+    resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    if route.is_some_and(|r| r.cache.is_some()) {
+        let label = crate::cache::status_label(&session.cache.phase());
+        resp.insert_header(written::X_CACHE_STATUS, label)?;
+    }
+    if let Some(rate) = &ctx.caller.rate {
+        for (name, value) in rate.header_values() {
+            resp.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Answer a failed request with its status, unless an answer has started or the client is
+/// gone; close the connection unless the answer leaves no doubt about what follows.
+pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    let status = errors::status_for(e);
+    let started = session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational());
+    if status == 0 || started {
+        return FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        };
+    }
+    // Only an answer that left no unread body and no doubt about framing keeps the connection
+    // open.
+    let reusable = matches!(status, 404 | 502 | 503 | 504)
+        && !session.as_downstream().is_upgrade_req()
+        && session.as_downstream_mut().is_body_empty();
+    if !reusable {
+        session.set_keepalive(None);
+    }
+    if let Err(err) = write_error(session, status, ctx).await {
+        log::debug!("could not write the error response: {err}");
+    }
+    if !reusable && session.as_downstream().as_http1().is_some() {
+        // Read what the client already sent (briefly) before closing, so the close does not
+        // turn into a reset that destroys the answer before the client reads it. (An HTTP/2
+        // stream ends on its own; the connection carries on.)
+        let downstream = session.as_downstream_mut();
+        downstream.set_total_drain_timeout(Some(std::time::Duration::from_secs(1)));
+        let _ = downstream.drain_request_body().await;
+    }
+    ctx.request.error_status = Some(status);
+    FailToProxy {
+        error_code: status,
+        can_reuse_downstream: reusable,
+    }
+}
+
+/// Answer `308` to the same host and path over HTTPS.
+pub(super) async fn redirect_to_https(session: &mut Session, port: u16, ctx: &Ctx) -> Result<()> {
+    let req = session.req_header();
+    let host = ctx.request.target.host(req).unwrap_or("localhost");
+    let path = ctx.request.target.path(req);
+    let query = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = if port == 443 {
+        format!("https://{host}{path}{query}")
+    } else {
+        format!("https://{host}:{port}{path}{query}")
+    };
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header(header::LOCATION, location)?;
+    resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+/// The headers that explain a refusal, in JSON and gRPC answers alike: the route's
+/// authentication challenges on a 401, the rate-limit state on a 429.
+fn refusal_headers(resp: &mut ResponseHeader, status: u16, ctx: &Ctx) -> Result<()> {
+    if let (401, Some(route)) = (status, ctx.route()) {
+        for challenge in route.access.challenges() {
+            resp.append_header(header::WWW_AUTHENTICATE, challenge)?;
+        }
+    }
+    if let (429, Some(rate)) = (status, &ctx.caller.rate) {
+        resp.insert_header(header::RETRY_AFTER, rate.reset)?;
+        for (name, value) in rate.header_values() {
+            resp.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A gRPC client is answered in gRPC terms: HTTP 200 carrying only headers, with
+/// `grpc-status` and `grpc-message` ("trailers-only"), so it sees e.g. `UNAUTHENTICATED`
+/// rather than a transport error about an unexpected content type.
+async fn write_grpc_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header(&GRPC_STATUS, errors::grpc_code(status) as u32)?;
+    resp.insert_header(&GRPC_MESSAGE, errors::message_for(status))?;
+    resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    refusal_headers(&mut resp, status, ctx)?;
+    if session.req_header().version != http::Version::HTTP_2 {
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
+/// The gateway's own error answer: the JSON body with the request id.
+async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
+    if errors::is_grpc(session.req_header().headers.get(header::CONTENT_TYPE)) {
+        return write_grpc_error(session, status, ctx).await;
+    }
+    let request_id = &ctx.request.id;
+    let body = errors::body(status, request_id.to_str().unwrap_or("-"));
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(written::X_REQUEST_ID, request_id.clone())?;
+    refusal_headers(&mut resp, status, ctx)?;
+    if status == 503 || (status == 429 && ctx.caller.rate.is_none()) {
+        resp.insert_header(header::RETRY_AFTER, "1")?;
+    }
+    let body = if session.req_header().method == http::Method::HEAD {
+        // The same header, no body (on HTTP/2 a body would be a protocol error).
+        Bytes::new()
+    } else {
+        body
+    };
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

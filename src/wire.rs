@@ -1,0 +1,81 @@
+//! Wire-level facts every module may use (a leaf: it imports nothing from the crate): the
+//! header names the gateway reads and writes, which headers are hop-by-hop or frame a message,
+//! and the digest API keys are stored and compared as.
+
+use http::header::HeaderName;
+use sha2::{Digest, Sha256};
+
+/// `X-Request-Id`, the name the gateway reads and writes.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Consumer`: the authenticated consumer's name, sent upstream.
+pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+/// `X-Consumer-Groups`: its groups, comma-separated.
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
+/// The names the gateway adds, as written on the wire. Pingora keeps each added header's
+/// written case beside the header map; from a `&'static str` it takes that case as is, where a
+/// `HeaderName` costs a search among the standard names and a copy of the name per request.
+pub mod written {
+    pub const X_REQUEST_ID: &str = "X-Request-Id";
+    pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+    pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+    pub const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+    pub const X_CONSUMER: &str = "X-Consumer";
+    pub const X_CONSUMER_GROUPS: &str = "X-Consumer-Groups";
+    pub const X_CACHE_STATUS: &str = "X-Cache-Status";
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras): never forwarded.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers that define message framing (and the host); the gateway manages them itself.
+pub const FRAMING: &[&str] = &["content-length", "transfer-encoding", "host"];
+
+/// True for headers a route's transform may not set: hop-by-hop and framing headers.
+pub fn is_framing_or_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n) || (FRAMING.contains(&n) && n != "host")
+}
+
+/// SHA-256 of an API key; keys are stored and compared only as digests.
+pub fn key_digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_and_hop_by_hop_headers() {
+        for name in [
+            "connection",
+            "te",
+            "upgrade",
+            "content-length",
+            "transfer-encoding",
+        ] {
+            assert!(is_framing_or_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["host", "x-api-key", "authorization"] {
+            assert!(!is_framing_or_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn key_digests_are_sha256() {
+        assert_eq!(
+            hex::encode(key_digest(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
