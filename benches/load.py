@@ -7,6 +7,7 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
 
   direct      load generator -> upstream, no proxy (the ceiling)
   proxy       one route, no policies
+  access-log  the same with the JSON access log written to a file
   policies    1,000 routes, API-key auth (1,000 consumers) and a rate limit that is never hit
   cache-hit   a cached route, every request a hit
   pingora-bare
@@ -155,6 +156,12 @@ def tollgate_config(d, scenario, port, upstream_port, threads):
     )
     if scenario == "proxy":
         return head + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app}\n"
+    if scenario == "access-log":
+        return (
+            head
+            + f"access_log: {{path: {d}/access.log}}\n"
+            + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app}\n"
+        )
     if scenario == "cache-hit":
         return (
             head
@@ -180,6 +187,7 @@ SCENARIO_REQUEST = {
     # path, headers, Host override
     "direct": ("/items/1", [], None),
     "proxy": ("/items/1", [], None),
+    "access-log": ("/items/1", [], None),
     "cache-hit": ("/items/1", [], None),
     "policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
     "pingora-bare": ("/items/1", [], None),

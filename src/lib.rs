@@ -1,10 +1,13 @@
 //! Tollgate: an API gateway on Cloudflare's Pingora.
 //!
 //! A request travels: listener → front door ([`front`]: PROXY header, strict HTTP/1 reading,
-//! timeouts) → canonical path and host ([`canonical`]) → route lookup ([`router`]) → policies →
-//! upstream pool ([`upstream`]) → upstream, with the [`proxy`] module's `ProxyHttp`
-//! implementation calling into the modules that own each step. The configuration ([`config`]) is validated into a checked
-//! model before anything listens; [`gateway::Gateway`] is the immutable runtime snapshot.
+//! timeouts; the connection loop is in [`server`]) → canonical path and host ([`canonical`]) →
+//! route lookup ([`router`]) → policies and limits ([`policy`]) → cache ([`cache`]) → upstream
+//! pool ([`upstream`]) → upstream, with the [`proxy`] module's `ProxyHttp` implementation
+//! calling into the modules that own each step, and [`observe`] reporting what happened. The
+//! configuration ([`config`]) is validated into a checked model before anything listens;
+//! [`gateway::Gateway`] is the immutable runtime snapshot of compiled routes; [`server`] holds
+//! what lives as long as the process. `docs/ARCHITECTURE.md` has the module map.
 
 pub mod admin;
 pub mod cache;

@@ -336,6 +336,19 @@ impl Pool {
         Some((peer, InFlight(stats)))
     }
 
+    /// What a consistent-hash pool hashes on; `None` for the other policies.
+    pub fn hash_key(&self) -> Option<&crate::config::HashKey> {
+        match &self.config.balance {
+            Balance::ConsistentHash(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// How many times a failed connection is retried on another peer.
+    pub fn retries(&self) -> usize {
+        self.config.retries
+    }
+
     /// Keep `address` out of selection for the passive cool-down (after a refused connection).
     pub fn cool_down(&self, address: &SocketAddr) {
         if self.config.passive_cooldown.is_zero() {
@@ -533,3 +546,6 @@ impl BackendIter for LeastConnIter {
         Some(&self.sel.backends[i].0)
     }
 }
+
+#[cfg(test)]
+mod tests;

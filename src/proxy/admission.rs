@@ -221,3 +221,56 @@ pub(super) async fn read_ahead(session: &mut Session, max: Option<u64>) -> Resul
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::observe::metrics::Metrics;
+    use crate::policy::limits::LimitStore;
+    use std::sync::Arc;
+
+    fn gateway(routes: &str) -> Gateway {
+        let text = format!(
+            "listeners: [{{address: 127.0.0.1:1}}]\nupstreams: {{a: {{peers: [127.0.0.1:2]}}}}\nroutes:\n{routes}"
+        );
+        let config = crate::config::parse(&text).expect("valid");
+        Gateway::new(
+            &config,
+            Arc::new(LimitStore::default()),
+            Arc::new(Cache::new(&config.process.cache)),
+            &Metrics::new(),
+            None,
+        )
+    }
+
+    #[test]
+    fn bodies_count_against_the_routes_limit_per_attempt() {
+        let gw = gateway("  - {name: small, match: {path_prefix: /s}, upstream: a, max_body_size: 10}\n  - {name: any, match: {}, upstream: a}\n");
+        let (small, any) = (gw.route(0), gw.route(1));
+        let mut sent = 0;
+        assert!(count_body(small, 6, &mut sent).is_ok());
+        assert!(count_body(small, 4, &mut sent).is_ok());
+        let e = count_body(small, 1, &mut sent).expect_err("over the limit");
+        assert_eq!(crate::errors::status_for(&e), 413);
+        // A route without a limit does not count.
+        let mut unlimited = 0;
+        assert!(count_body(any, 1 << 30, &mut unlimited).is_ok());
+        assert_eq!(unlimited, 0);
+    }
+
+    #[test]
+    fn the_snapshot_hands_each_route_its_compiled_parts() {
+        let gw = gateway("  - {name: r, match: {path_prefix: /r}, upstream: a, auth: [api_key], cache: {ttl: 1s}}\n");
+        let r = gw.route(0);
+        assert_eq!(&*r.name, "r");
+        assert_eq!(r.pool.config.name, "a");
+        assert!(Arc::ptr_eq(&r.pool, &gw.pools[0]));
+        assert!(r.access.authenticates());
+        assert_eq!(
+            r.access.challenges().collect::<Vec<_>>(),
+            vec!["ApiKey realm=\"tollgate\""]
+        );
+        assert!(r.cache.is_some() && r.limits.is_empty());
+    }
+}

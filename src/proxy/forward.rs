@@ -6,7 +6,7 @@
 use super::ctx::Ctx;
 use super::headers;
 use super::target::Target;
-use crate::config::{Balance, HashKey};
+use crate::config::HashKey;
 use crate::errors::status_error;
 use crate::gateway::CompiledRoute;
 use crate::router;
@@ -27,15 +27,15 @@ pub(super) fn choose_peer(
 ) -> Result<Box<HttpPeer>> {
     let pool = &route.pool;
     let mut ip_buf = [0u8; 16];
-    let key: &[u8] = match &pool.config.balance {
-        Balance::ConsistentHash(k) => hash_key(
+    let key: &[u8] = match pool.hash_key() {
+        Some(k) => hash_key(
             session,
             &ctx.request.target,
             ctx.request.client.ip,
             k,
             &mut ip_buf,
         ),
-        _ => b"",
+        None => b"",
     };
     let attempts = &mut ctx.upstream;
     // Release the previous attempt's in-flight slot before choosing again.
@@ -104,7 +104,7 @@ pub(super) fn connect_failed(route: &CompiledRoute, peer: &HttpPeer, ctx: &mut C
         ErrorType::ConnectTimedout => "connect_timeout",
         _ => "connect_error",
     });
-    if ctx.upstream.retries < pool.config.retries {
+    if ctx.upstream.retries < pool.retries() {
         ctx.upstream.retries += 1;
         e.set_retry(true);
     }

@@ -58,7 +58,7 @@ fn sni_http2_forwarded_proto_and_redirect() {
     )
     .unwrap();
     let _gw = Running(
-        Command::new(bin())
+        command()
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())

@@ -58,3 +58,50 @@ impl Validator<'_> {
         Some(AdminConfig { address, token })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::testing::*;
+
+    #[test]
+    fn the_admin_token_comes_from_the_environment() {
+        let machine = Fixed::default()
+            .var("ADMIN_TOKEN", "0123456789abcdef")
+            .var("SHORT_TOKEN", "short");
+        let c = load_with(
+            &file("admin: {address: 127.0.0.1:9901, token_env: ADMIN_TOKEN}\n"),
+            &machine,
+        );
+        let admin = c.process.admin.expect("admin");
+        assert_eq!(admin.token.as_deref(), Some("0123456789abcdef"));
+        assert_reported(
+            &errors_with(&file("admin: {token_env: SHORT_TOKEN}\n"), &machine),
+            &["admin.token_env: the token in SHORT_TOKEN must be at least 16 characters"],
+        );
+        assert_reported(
+            &errors_with(&file("admin: {token_env: NOT_SET}\n"), &machine),
+            &["admin.token_env: environment variable NOT_SET is not set"],
+        );
+    }
+
+    #[test]
+    fn the_admin_address_is_its_own() {
+        assert_reported(
+            &errors(&file("admin: {address: '0.0.0.0:1'}\n")),
+            &["admin.address: must not share a port with a traffic listener"],
+        );
+        assert_reported(
+            &errors(&file("admin: {address: nope}\n")),
+            &["admin.address: \"nope\" is not an IP address and port"],
+        );
+        let c = load_with(
+            &file("admin: {address: '0.0.0.0:9901'}\n"),
+            &Fixed::default(),
+        );
+        assert!(c.warnings[0]
+            .to_string()
+            .starts_with("admin.address: the admin listener is reachable from other hosts"));
+        assert_eq!(c.process.admin.map(|a| a.address.port()), Some(9901));
+    }
+}

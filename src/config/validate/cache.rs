@@ -121,3 +121,46 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::super::CacheKeyPart;
+    use super::super::testing::*;
+
+    #[test]
+    fn cache_sizes_and_route_rules() {
+        let c = load_with(
+            &format!("{LISTENER}{POOL}cache: {{max_size: 64MiB, max_object_size: 1MiB}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a, cache: {{ttl: 30s, key: [path, path, 'header:Accept-Language']}}}}\n"),
+            &Fixed::default(),
+        );
+        assert_eq!(c.process.cache.max_size, 64 << 20);
+        let rc = c.routing.routes[0].cache.as_ref().expect("cache");
+        assert_eq!(
+            rc.key,
+            vec![
+                CacheKeyPart::Path,
+                CacheKeyPart::Header(http::HeaderName::from_static("accept-language"))
+            ]
+        );
+        assert_eq!(rc.methods, vec![http::Method::GET, http::Method::HEAD]);
+        let e = errors(&format!("{LISTENER}{POOL}cache: {{max_size: 4MiB, max_object_size: 2MiB}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a, cache: {{ttl: 9000h, key: [host, consumer, 'cookie:x'], methods: [POST]}}}}\n"));
+        assert_reported(
+            &e,
+            &[
+                "cache.max_object_size: must be at most a quarter of max_size",
+                "routes[0].cache.key[2]: \"cookie:x\" is not a cache key part",
+                "routes[0].cache.key[1]: `consumer` needs `auth` on the route",
+                "routes[0].cache.methods[0]: \"POST\" cannot be cached",
+                "routes[0].cache.ttl: must be at most a year",
+            ],
+        );
+        let c = load_with(
+            &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, cache: {{key: [host]}}}}\n"),
+            &Fixed::default(),
+        );
+        assert!(c.warnings[0]
+            .to_string()
+            .starts_with("routes[0].cache.key: does not include `path`"));
+    }
+}

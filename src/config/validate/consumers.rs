@@ -153,3 +153,92 @@ impl Validator<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::testing::*;
+    use crate::wire::key_digest;
+
+    #[test]
+    fn consumers_keys_and_users() {
+        let hash = "$2b$04$abcdefghijklmnopqrstuuJ5zXbL0s7Cq1mH3XqkS9Vd0m9mXcQ3u";
+        let c = load_with(
+            &file(&format!("consumers:\n  - {{name: alice, groups: [staff], api_keys: [alice-key-1, 'sha256:{}'], basic_auth: {{username: alice, password_hash: '{hash}'}}}}\napi_key_header: X-Key\n", hex::encode(key_digest(b"other-key")))),
+            &Fixed::default(),
+        );
+        let alice = &c.routing.consumers[0];
+        assert_eq!(
+            alice.api_key_digests,
+            vec![key_digest(b"alice-key-1"), key_digest(b"other-key")]
+        );
+        assert_eq!(
+            alice.basic_auth.as_ref().map(|b| b.0.as_str()),
+            Some("alice")
+        );
+        assert_eq!(c.routing.api_key_header.as_str(), "x-key");
+        let e = errors(&file("consumers:\n  - {name: a, api_keys: [short, 'sha256:zz'], basic_auth: {username: 'a:b', password_hash: plain}}\n  - {name: a, groups: ['bad group'], api_keys: [shared-key-1]}\n  - {name: c, api_keys: [shared-key-1]}\napi_key_header: content-length\n"));
+        assert_reported(
+            &e,
+            &[
+                "consumers[0].api_keys[0]: an API key must be at least 8 characters",
+                "consumers[0].api_keys[1]: a sha256: key must be 64 hexadecimal digits",
+                "consumers[0].basic_auth.username: must be non-empty and contain no ':'",
+                "consumers[0].basic_auth.password_hash: is not a bcrypt hash",
+                "consumers[1].name: consumer \"a\" is defined twice",
+                "consumers[1].groups[0]: group names use letters",
+                "consumers[2].api_keys[0]: this key is already given to consumer \"a\"",
+                "api_key_header: \"content-length\" is not a usable header name",
+            ],
+        );
+    }
+
+    #[test]
+    fn issuers_and_their_keys() {
+        let machine = Fixed::default()
+            .file(
+                "rsa.pem",
+                include_str!("../../../tests/fixtures/rsa-public.pem"),
+            )
+            .file(
+                "jwks.json",
+                include_str!("../../../tests/fixtures/jwks.json"),
+            )
+            .var("JWT_SECRET", "0123456789abcdef0123456789abcdef")
+            .var("SHORT_SECRET", "short");
+        let c = load_with(
+            &file("jwt:\n  - {issuer: a, algorithms: [RS256], public_key_file: rsa.pem, audience: api}\n  - {issuer: b, algorithms: [HS256], secret_env: JWT_SECRET, audience: [api]}\n  - {issuer: c, algorithms: [RS256, ES256], jwks_file: jwks.json, audience: api}\n"),
+            &machine,
+        );
+        assert_eq!(c.routing.jwt.len(), 3);
+        assert_eq!(c.routing.jwt[0].keys[0].algorithms.len(), 1);
+        assert_eq!(c.routing.jwt[0].consumer_claim, "sub");
+        assert!(!c.routing.jwt[2].keys.is_empty());
+        let e = errors_with(
+            &file("jwt:\n  - {issuer: a, algorithms: [RS256], public_key_file: gone.pem}\n  - {issuer: b, algorithms: [HS256], secret_env: UNSET}\n  - {issuer: c, algorithms: [HS256], public_key_file: rsa.pem}\n  - {issuer: d, algorithms: [none], secret_env: JWT_SECRET}\n  - {issuer: a, algorithms: [HS256], secret_env: JWT_SECRET, leeway: 10m}\n"),
+            &machine,
+        );
+        assert_reported(
+            &e,
+            &[
+                "jwt[0].public_key_file: cannot read gone.pem",
+                "jwt[1].secret_env: environment variable UNSET is not set or empty",
+                "jwt[2].algorithms: none of the algorithms fits an RSA key",
+                "jwt[3].algorithms[0]: \"none\" is not a supported algorithm",
+                "jwt[4].leeway: must be at most 5m",
+            ],
+        );
+        let c = load_with(
+            &file("jwt: [{issuer: s, algorithms: [HS256], secret_env: SHORT_SECRET}]\n"),
+            &machine,
+        );
+        let warnings: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert_reported(
+            &warnings,
+            &[
+                "jwt[0].secret_env: the secret in SHORT_SECRET is shorter than 32 bytes",
+                "jwt[0].audience: not set",
+            ],
+        );
+    }
+}

@@ -106,3 +106,55 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::super::LimitKey;
+    use super::super::testing::*;
+
+    fn route(extra: &str) -> String {
+        format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a{extra}}}\n")
+    }
+
+    #[test]
+    fn limits_and_their_keys() {
+        let c = load_with(
+            &route(", rate_limit: [{requests: 5, per: 1m, key: 'header:X-Tenant'}], concurrency_limit: {max: 2, key: client_ip}"),
+            &Fixed::default(),
+        );
+        let r = &c.routing.routes[0];
+        assert_eq!(
+            r.rate_limits[0].key,
+            LimitKey::Header(http::HeaderName::from_static("x-tenant"))
+        );
+        assert_eq!(r.concurrency_limit.as_ref().map(|c| c.max), Some(2));
+        assert_reported(
+            &errors(&route(", rate_limit: [{requests: 5, per: 1m, key: consumer}, {requests: 5, per: 25h, key: route}, {requests: 5, per: 25h, key: route}], concurrency_limit: {max: 1, key: consumer}")),
+            &[
+                "routes[0].rate_limit[0].key: `key: consumer` needs `auth` on the route",
+                "routes[0].rate_limit[1].per: must be between 1s and 24h",
+                "routes[0].rate_limit[2]: is the same as an earlier limit of this route",
+                "routes[0].concurrency_limit.key: `key: consumer` needs `auth`",
+            ],
+        );
+    }
+
+    #[test]
+    fn global_limits_need_redis() {
+        let limit = ", rate_limit: [{requests: 5, per: 1m, key: route, scope: global}]";
+        assert_reported(
+            &errors(&route(limit)),
+            &["routes[0].rate_limit[0].scope: global limits are counted in Redis"],
+        );
+        let c = load_with(
+            &format!("{}redis: {{url: 'redis://127.0.0.1:6379'}}\n", route(limit)),
+            &Fixed::default(),
+        );
+        assert!(c.routing.routes[0].rate_limits[0].global);
+        assert_eq!(
+            c.routing.redis.map(|r| r.timeout),
+            Some(std::time::Duration::from_millis(50))
+        );
+    }
+}

@@ -152,3 +152,97 @@ impl Validator<'_> {
         Ok(names)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::testing::*;
+    use crate::config::ForwardedHeader;
+
+    fn errors(text: &str) -> Vec<String> {
+        errors_with(text, &Fixed::default())
+    }
+
+    #[test]
+    fn listener_settings() {
+        let c = crate::config::parse(&format!(
+            "listeners:\n  - {{address: 127.0.0.1:1, trusted_proxies: [10.0.0.0/8, 192.0.2.7], forwarded_header: forwarded, proxy_protocol: true, max_connections_per_ip: 50}}\n{POOL}{ROUTE}"
+        ))
+        .expect("valid");
+        let l = &c.process.listeners[0];
+        assert_eq!(l.trusted_proxies.len(), 2);
+        assert_eq!(l.forwarded_header, ForwardedHeader::Forwarded);
+        assert!(l.proxy_protocol);
+        assert_eq!(l.max_connections_per_ip, Some(50));
+        let e = errors(&format!(
+            "listeners:\n  - {{address: 127.0.0.1:1, trusted_proxies: [10.0.0.0/33, nope], max_connections_per_ip: 0}}\n  - {{address: 127.0.0.1:2, forwarded_header: x-real-ip, proxy_protocol: maybe}}\n{POOL}{ROUTE}"
+        ));
+        for place in [
+            "listeners[0].trusted_proxies[0]:",
+            "listeners[0].trusted_proxies[1]:",
+            "listeners[0].max_connections_per_ip:",
+            "listeners[1].forwarded_header:",
+            "listeners[1].proxy_protocol:",
+        ] {
+            assert!(e.iter().any(|m| m.starts_with(place)), "{place} in {e:?}");
+        }
+        let c = crate::config::parse(&format!(
+            "listeners: [{{address: 127.0.0.1:1, forwarded_header: forwarded}}]\n{POOL}{ROUTE}"
+        ))
+        .expect("valid");
+        assert!(c.warnings[0]
+            .to_string()
+            .starts_with("listeners[0].forwarded_header:"));
+    }
+
+    /// A machine holding a certificate for `names` and its key.
+    fn with_certificate(names: &[&str]) -> Fixed {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).expect("certificate");
+        Fixed::default()
+            .file("cert.pem", c.cert.pem())
+            .file("key.pem", c.key_pair.serialize_pem())
+            .file("junk.pem", "not a certificate")
+    }
+
+    #[test]
+    fn certificates_are_read_and_their_names_kept() {
+        let machine = with_certificate(&["api.test", "*.example.org"]);
+        let c = load_with(
+            &format!("listeners:\n  - {{address: 127.0.0.1:1, tls: {{cert: cert.pem, key: key.pem}}}}\n{POOL}{ROUTE}"),
+            &machine,
+        );
+        let l = &c.process.listeners[0];
+        assert_eq!(l.tls[0].names, vec!["api.test", "*.example.org"]);
+        assert_eq!(l.tls[0].cert, "/conf/cert.pem");
+        // TLS listeners offer HTTP/2 unless told not to.
+        assert!(l.http2);
+        let e = errors_with(
+            &format!("listeners:\n  - {{address: 127.0.0.1:1, tls: {{cert: missing.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:2, tls: {{cert: junk.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:3, tls: {{cert: cert.pem}}}}\n  - {{address: 127.0.0.1:4, tls: {{cert: cert.pem, key: key.pem}}, redirect_https: 443}}\n{POOL}{ROUTE}"),
+            &machine,
+        );
+        assert_reported(
+            &e,
+            &[
+                "listeners[0].tls.certificates[0]: cannot read /conf/missing.pem",
+                "listeners[1].tls.certificates[0]: no certificate in /conf/junk.pem",
+                "listeners[2].tls: give both cert and key",
+                "listeners[3].redirect_https: a TLS listener cannot redirect to HTTPS",
+            ],
+        );
+    }
+
+    #[test]
+    fn addresses_are_ip_and_port_and_listed_once() {
+        let e = errors(&format!(
+            "listeners:\n  - {{address: localhost:80}}\n  - {{address: 127.0.0.1:5}}\n  - {{address: 127.0.0.1:5}}\n{POOL}{ROUTE}"
+        ));
+        assert_reported(
+            &e,
+            &[
+                "listeners[0].address: \"localhost:80\" is not an IP address and port",
+                "listeners[2].address: 127.0.0.1:5 is listed twice",
+            ],
+        );
+    }
+}

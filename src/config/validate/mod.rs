@@ -434,3 +434,107 @@ fn remove_element(value: &mut Value, segments: &[Segment]) -> bool {
         _ => false,
     }
 }
+
+/// What the validators' unit tests share: a minimal valid file in parts, and validation
+/// through a [`Fixed`](super::loader::Fixed) loader.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::super::loader::Fixed;
+    use super::super::{parse_with, Config};
+
+    /// One listener.
+    pub const LISTENER: &str = "listeners: [{address: 127.0.0.1:1}]\n";
+    /// One pool, `a`.
+    pub const POOL: &str = "upstreams: {a: {peers: [127.0.0.1:2]}}\n";
+    /// One route to `a`.
+    pub const ROUTE: &str = "routes: [{name: r, match: {}, upstream: a}]\n";
+
+    /// The listener, pool and route with `extra` top-level settings.
+    pub fn file(extra: &str) -> String {
+        format!("{LISTENER}{POOL}{ROUTE}{extra}")
+    }
+
+    /// Every problem of `text` read through `loader`, as printed.
+    pub fn errors_with(text: &str, loader: &Fixed) -> Vec<String> {
+        match parse_with(text, loader) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    /// Every problem of `text`, with nothing on the machine.
+    pub fn errors(text: &str) -> Vec<String> {
+        errors_with(text, &Fixed::default())
+    }
+
+    /// The valid configuration `text`.
+    pub fn load_with(text: &str, loader: &Fixed) -> Config {
+        match parse_with(text, loader) {
+            Ok(c) => c,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// Assert that one of `errors` starts with each of `expected`.
+    pub fn assert_reported(errors: &[String], expected: &[&str]) {
+        for e in expected {
+            assert!(
+                errors.iter().any(|m| m.starts_with(e)),
+                "{e:?} not in {errors:#?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+
+    #[test]
+    fn every_problem_of_an_item_is_reported_at_its_place_in_the_file() {
+        // The bad key of element 1 takes the element out; element 2's problem is still
+        // reported at its own index, and no "missing field" follows the removed key.
+        let e = errors(&file(
+            "",
+        ).replace(
+            "routes: [{name: r, match: {}, upstream: a}]",
+            "routes:\n  - name: r\n    match: {}\n    upstream: a\n    rate_limit:\n      - {requests: 1, per: 1s, key: route}\n      - {requests: 1, per: 1s, key: nobody}\n      - {requests: 1, per: soon, key: route}\n    priority: high\n",
+        ));
+        assert_reported(
+            &e,
+            &[
+                "routes[0].rate_limit[1].key: \"nobody\" is not a limit key",
+                "routes[0].rate_limit[2].per:",
+                "routes[0].priority:",
+            ],
+        );
+        assert!(!e.iter().any(|m| m.contains("missing field")), "{e:#?}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_get_a_suggestion() {
+        let e = errors(&file("acess_log: {path: stdout}\n"));
+        assert_eq!(
+            e,
+            vec!["acess_log: unknown key (did you mean \"access_log\"?)".to_string()]
+        );
+        let e = errors("- just a list\n");
+        assert_eq!(
+            e,
+            vec!["the configuration must be a YAML mapping of keys to values".to_string()]
+        );
+    }
+
+    #[test]
+    fn required_sections_are_named() {
+        let e = errors("threads: 1\n");
+        assert_reported(
+            &e,
+            &[
+                "listeners: is required",
+                "upstreams: is required",
+                "routes: is required",
+            ],
+        );
+    }
+}

@@ -192,9 +192,9 @@ impl Validator<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+mod front_door_tests {
     use crate::canonical::EscapedSlashes;
-    use crate::config::{parse, ForwardedHeader};
+    use crate::config::parse;
     use std::time::Duration;
 
     const BASE: &str =
@@ -226,38 +226,6 @@ mod tests {
     }
 
     #[test]
-    fn listener_settings() {
-        let c = parse(&format!(
-            "listeners:\n  - {{address: 127.0.0.1:1, trusted_proxies: [10.0.0.0/8, 192.0.2.7], forwarded_header: forwarded, proxy_protocol: true, max_connections_per_ip: 50}}\n{BASE}"
-        ))
-        .unwrap();
-        let l = &c.process.listeners[0];
-        assert_eq!(l.trusted_proxies.len(), 2);
-        assert_eq!(l.forwarded_header, ForwardedHeader::Forwarded);
-        assert!(l.proxy_protocol);
-        assert_eq!(l.max_connections_per_ip, Some(50));
-        let e = errors(&format!(
-            "listeners:\n  - {{address: 127.0.0.1:1, trusted_proxies: [10.0.0.0/33, nope], max_connections_per_ip: 0}}\n  - {{address: 127.0.0.1:2, forwarded_header: x-real-ip, proxy_protocol: maybe}}\n{BASE}"
-        ));
-        for place in [
-            "listeners[0].trusted_proxies[0]:",
-            "listeners[0].trusted_proxies[1]:",
-            "listeners[0].max_connections_per_ip:",
-            "listeners[1].forwarded_header:",
-            "listeners[1].proxy_protocol:",
-        ] {
-            assert!(e.iter().any(|m| m.starts_with(place)), "{place} in {e:?}");
-        }
-        let c = parse(&format!(
-            "listeners: [{{address: 127.0.0.1:1, forwarded_header: forwarded}}]\n{BASE}"
-        ))
-        .unwrap();
-        assert!(c.warnings[0]
-            .to_string()
-            .starts_with("listeners[0].forwarded_header:"));
-    }
-
-    #[test]
     fn timeouts_and_paths() {
         let c = parse(&format!(
             "listeners: [{{address: 127.0.0.1:1}}]\nclient_header_timeout: 2s\nclient_body_timeout: 500ms\nclient_body_min_rate: 1KiB\nclient_send_timeout: 5s\npath_normalization: {{merge_slashes: false, escaped_slashes: decode, semicolons: keep}}\n{BASE}"
@@ -285,36 +253,63 @@ mod tests {
             assert!(e.iter().any(|m| m.starts_with(place)), "{place} in {e:?}");
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::loader::Fixed;
+    use super::super::testing::*;
 
     #[test]
-    fn route_paths_must_be_canonical() {
-        let e = errors(
-            "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: a, match: {path_prefix: /api//admin}, upstream: a}\n  - {name: b, match: {path_exact: /%61pi}, upstream: a}\n  - {name: c, match: {path_prefix: /x/../y}, upstream: a}\n  - {name: d, match: {path_prefix: /a%2fb}, upstream: a}\n",
+    fn process_defaults_come_from_the_machine_and_relative_paths_are_pinned() {
+        let mut machine = Fixed::default();
+        machine.cpus = 7;
+        let c = load_with(&file("pid_file: run/t.pid\n"), &machine);
+        assert_eq!(c.process.server.threads, 7);
+        assert_eq!(c.process.server.pid_file, "/conf/run/t.pid");
+        assert_eq!(c.process.server.upgrade_sock, "/tmp/tollgate-upgrade.sock");
+        assert_reported(
+            &errors(&file("threads: 0\nversion: 2\npid_file: ''\n")),
+            &[
+                "threads: must be at least 1",
+                "version: unsupported configuration version 2",
+                "pid_file: must not be empty",
+            ],
         );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("routes[0].match.path_prefix:")
-                    && m.contains("write \"/api/admin\"")),
-            "{e:?}"
+    }
+
+    #[test]
+    fn header_size_and_keepalive_bounds() {
+        assert_eq!(
+            load_with(&file(""), &Fixed::default())
+                .routing
+                .max_request_header_size,
+            64 * 1024
         );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("routes[1].match.path_exact:")
-                    && m.contains("write \"/api\"")),
-            "{e:?}"
+        assert_reported(
+            &errors(&file("max_request_header_size: 100\n")),
+            &["max_request_header_size: must be at least 1KiB"],
         );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("routes[2].match.path_prefix:")),
-            "{e:?}"
+        assert_reported(
+            &errors(&file("max_request_header_size: 2MiB\n")),
+            &["max_request_header_size: must be below 1MiB"],
         );
-        assert!(
-            e.iter()
-                .any(|m| m.starts_with("routes[3].match.path_prefix:")
-                    && m.contains("encoded slash")),
-            "{e:?}"
+    }
+
+    #[test]
+    fn the_access_log_directory_must_exist() {
+        let machine = Fixed::default();
+        let c = load_with(&file("access_log: {path: access.log}\n"), &machine);
+        assert_eq!(c.process.access_log.as_deref(), Some("/conf/access.log"));
+        let c = load_with(&file("access_log: {path: stdout}\n"), &machine);
+        assert_eq!(c.process.access_log.as_deref(), Some("stdout"));
+        assert_reported(
+            &errors_with(&file("access_log: {path: logs/access.log}\n"), &machine),
+            &["access_log.path: directory /conf/logs does not exist"],
         );
-        // With merging off, a double slash is a path of its own; with `keep`, %2F is too.
-        parse("listeners: [{address: 127.0.0.1:1}]\npath_normalization: {merge_slashes: false, escaped_slashes: keep}\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: a, match: {path_prefix: /api//admin}, upstream: a}\n  - {name: d, match: {path_prefix: /a%2Fb}, upstream: a}\n").unwrap();
+        assert_reported(
+            &errors(&file("access_log: {path: ''}\n")),
+            &["access_log.path: must be a file path or \"stdout\""],
+        );
     }
 }
