@@ -1,11 +1,13 @@
 //! The file format: serde types that mirror the YAML exactly. Nothing here is used at run time;
 //! the validators ([`super::validate`]) turn these into the checked model. Settings written as
 //! `kind:NAME` strings (hash keys, limit keys, cache key parts) are read into typed enums here,
-//! in one place, with the message a person sees when one is wrong.
+//! in one place, with the message a person sees when one is wrong; a wrong one is kept as its
+//! message ([`Parsed`]) so that its validator reports it at its place and goes on checking the
+//! rest of the item.
 
 use super::units::{ConfDuration, ConfSize};
 use http::HeaderName;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
 /// One entry of `listeners`.
@@ -133,7 +135,7 @@ pub struct RawHealthCheck {
 pub struct RawUpstream {
     pub peers: Vec<RawPeer>,
     pub balance: Option<RawBalance>,
-    pub hash_key: Option<RawHashKey>,
+    pub hash_key: Option<Parsed<RawHashKey>>,
     pub health_check: Option<RawHealthCheck>,
     pub connect_timeout: Option<ConfDuration>,
     pub read_timeout: Option<ConfDuration>,
@@ -204,7 +206,7 @@ pub struct RawRouteCache {
     pub ttl: Option<ConfDuration>,
     pub stale_while_revalidate: Option<ConfDuration>,
     pub stale_if_error: Option<ConfDuration>,
-    pub key: Option<Vec<RawCacheKeyPart>>,
+    pub key: Option<Vec<Parsed<RawCacheKeyPart>>>,
     pub methods: Option<Vec<String>>,
 }
 
@@ -235,7 +237,7 @@ pub enum RawScope {
 pub struct RawRateLimit {
     pub requests: u64,
     pub per: ConfDuration,
-    pub key: RawLimitKey,
+    pub key: Parsed<RawLimitKey>,
     pub scope: Option<RawScope>,
 }
 
@@ -243,7 +245,7 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawConcurrencyLimit {
     pub max: u64,
-    pub key: RawLimitKey,
+    pub key: Parsed<RawLimitKey>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,14 +329,24 @@ pub struct RawAccessLog {
     pub format: Option<RawLogFormat>,
 }
 
+/// A setting read from a string into `T`: the value, or the message saying why the string is
+/// not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<T>(pub Result<T, String>);
+
+impl<'de, T: TryFrom<String, Error = String>> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Parsed(T::try_from(s)))
+    }
+}
+
 /// A request header named in a `header:NAME` setting.
 fn header_name(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
 /// `upstreams.NAME.hash_key`: `client_ip`, `path`, `header:NAME`, `cookie:NAME` or `query:NAME`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawHashKey {
     ClientIp,
     Path,
@@ -373,8 +385,7 @@ impl TryFrom<String> for RawHashKey {
 
 /// What a rate or concurrency limit counts by: `consumer`, `client_ip`, `route` or
 /// `header:NAME`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawLimitKey {
     Consumer,
     ClientIp,
@@ -401,8 +412,7 @@ impl TryFrom<String> for RawLimitKey {
 }
 
 /// A part of a route's cache key: `host`, `path`, `query`, `header:NAME` or `consumer`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawCacheKeyPart {
     Host,
     Path,

@@ -41,8 +41,8 @@ pub enum Identity {
 pub struct TokenIdentity {
     /// The configured consumer the token names, if any.
     pub consumer: Option<ConsumerId>,
-    /// The bearer's name, as logged.
-    pub name_text: Arc<str>,
+    /// The bearer's name as logged: the `X-Consumer` value, when it is text.
+    pub name_text: Option<Arc<str>>,
     pub name: HeaderValue,
     /// The consumer's groups and the token's own.
     pub groups: Vec<String>,
@@ -234,10 +234,10 @@ impl Policies {
         }
     }
 
-    /// The caller's name, as logged.
-    pub fn name_of(&self, identity: &Identity) -> Arc<str> {
+    /// The caller's name as logged: what `X-Consumer` carries, when it is text.
+    pub fn name_of(&self, identity: &Identity) -> Option<Arc<str>> {
         match identity {
-            Identity::Consumer(id) => self.consumers[*id].name.clone(),
+            Identity::Consumer(id) => Some(self.consumers[*id].name.clone()),
             Identity::Token(t) => t.name_text.clone(),
         }
     }
@@ -269,11 +269,12 @@ impl Policies {
         let groups_header = (!groups.is_empty())
             .then(|| HeaderValue::from_str(&groups.join(",")).ok())
             .flatten();
+        let name =
+            HeaderValue::from_str(&claimed.name).unwrap_or_else(|_| HeaderValue::from_static("-"));
         TokenIdentity {
             consumer,
-            name_text: Arc::from(claimed.name.as_str()),
-            name: HeaderValue::from_str(&claimed.name)
-                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            name_text: name.to_str().ok().map(Arc::from),
+            name,
             groups,
             groups_header,
         }

@@ -70,7 +70,7 @@ pub(super) fn report(
             .caller
             .identity
             .as_ref()
-            .map(|i| ctx.gateway.policies.name_of(i)),
+            .and_then(|i| ctx.gateway.policies.name_of(i)),
         cache_status,
         error: e.map(|e| e.etype().as_str()),
     });

@@ -32,7 +32,7 @@ impl Readiness {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => return self.lifecycle.begin_drain(),
             }
         }
         let _ = shutdown.changed().await;

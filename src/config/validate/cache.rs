@@ -1,7 +1,7 @@
 //! The response cache: its memory, and each route's caching rules (key parts, methods,
 //! freshness and stale windows).
 
-use super::super::raw::{RawCache, RawCacheKeyPart, RawRouteCache};
+use super::super::raw::{Parsed, RawCache, RawCacheKeyPart, RawRouteCache};
 use super::super::{CacheConfig, CacheKeyPart, RouteCache};
 use super::Validator;
 use http::Method;
@@ -46,13 +46,22 @@ impl Validator<'_> {
         let before = self.errors.len();
         let mut key = Vec::new();
         let parts = raw.key.unwrap_or_else(|| {
-            vec![
+            [
                 RawCacheKeyPart::Host,
                 RawCacheKeyPart::Path,
                 RawCacheKeyPart::Query,
             ]
+            .map(|p| Parsed(Ok(p)))
+            .to_vec()
         });
         for (j, part) in parts.into_iter().enumerate() {
+            let part = match part.0 {
+                Ok(part) => part,
+                Err(msg) => {
+                    self.error(format!("{place}.key[{j}]"), msg);
+                    continue;
+                }
+            };
             let p = match part {
                 RawCacheKeyPart::Host => CacheKeyPart::Host,
                 RawCacheKeyPart::Path => CacheKeyPart::Path,

@@ -1,7 +1,9 @@
 //! Rate and concurrency limits of a route (what each counts by, how often, where), and the
 //! Redis server that holds global counters.
 
-use super::super::raw::{RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRedis, RawScope};
+use super::super::raw::{
+    Parsed, RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRedis, RawScope,
+};
 use super::super::{ConcurrencyLimit, LimitKey, RateLimit, RedisConfig};
 use super::Validator;
 use serde_yaml::Value;
@@ -9,7 +11,19 @@ use std::time::Duration;
 
 impl Validator<'_> {
     /// What a limit counts by; `consumer` needs the route to authenticate its callers.
-    fn limit_key(&mut self, place: String, key: RawLimitKey, has_auth: bool) -> Option<LimitKey> {
+    fn limit_key(
+        &mut self,
+        place: String,
+        key: Parsed<RawLimitKey>,
+        has_auth: bool,
+    ) -> Option<LimitKey> {
+        let key = match key.0 {
+            Err(msg) => {
+                self.error(place, msg);
+                return None;
+            }
+            Ok(key) => key,
+        };
         let key = match key {
             RawLimitKey::Consumer => LimitKey::Consumer,
             RawLimitKey::ClientIp => LimitKey::ClientIp,

@@ -117,20 +117,38 @@ impl Validator<'_> {
         }
     }
 
-    /// Check a certificate and key pair and return the DNS names the certificate is for.
+    /// Check a certificate and key pair as the listener will load them (every PEM section
+    /// must read; the first PKCS#1, PKCS#8 or SEC1 key is the key) and return the DNS names the
+    /// certificate is for.
     fn tls_names(&self, cert: &str, key: &str) -> Result<Vec<String>, String> {
-        let read = |p: &str| self.loader.read(std::path::Path::new(p));
-        let (cert_pem, key_pem) = match (read(cert), read(key)) {
-            (Ok(c), Ok(k)) => (c, k),
-            (Err(e), _) | (_, Err(e)) => return Err(format!("cannot read {cert} or {key}: {e}")),
+        use rustls_pemfile::Item;
+        let read = |p: &str| -> Result<Vec<Item>, String> {
+            let bytes = self
+                .loader
+                .read(std::path::Path::new(p))
+                .map_err(|e| format!("cannot read {cert} or {key}: {e}"))?;
+            rustls_pemfile::read_all(&mut bytes.as_slice())
+                .collect::<Result<Vec<Item>, _>>()
+                .map_err(|e| {
+                    format!(
+                        "cannot read {cert} or {key}: a PEM section of {p} cannot be read ({e})"
+                    )
+                })
         };
-        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-            .filter_map(Result::ok)
+        let (cert_items, key_items) = (read(cert)?, read(key)?);
+        let certs: Vec<_> = cert_items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::X509Certificate(c) => Some(c),
+                _ => None,
+            })
             .collect();
-        let has_key = matches!(
-            rustls_pemfile::private_key(&mut key_pem.as_slice()),
-            Ok(Some(_))
-        );
+        let has_key = key_items.iter().any(|item| {
+            matches!(
+                item,
+                Item::Pkcs1Key(_) | Item::Pkcs8Key(_) | Item::Sec1Key(_)
+            )
+        });
         let Some(leaf) = certs.first().filter(|_| has_key) else {
             return Err(format!("no certificate in {cert} or no key in {key}"));
         };
@@ -203,6 +221,10 @@ mod tests {
             .file("cert.pem", c.cert.pem())
             .file("key.pem", c.key_pair.serialize_pem())
             .file("junk.pem", "not a certificate")
+            .file(
+                "broken.pem",
+                "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+            )
     }
 
     #[test]
@@ -218,7 +240,7 @@ mod tests {
         // TLS listeners offer HTTP/2 unless told not to.
         assert!(l.http2);
         let e = errors_with(
-            &format!("listeners:\n  - {{address: 127.0.0.1:1, tls: {{cert: missing.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:2, tls: {{cert: junk.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:3, tls: {{cert: cert.pem}}}}\n  - {{address: 127.0.0.1:4, tls: {{cert: cert.pem, key: key.pem}}, redirect_https: 443}}\n{POOL}{ROUTE}"),
+            &format!("listeners:\n  - {{address: 127.0.0.1:1, tls: {{cert: missing.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:2, tls: {{cert: junk.pem, key: key.pem}}}}\n  - {{address: 127.0.0.1:3, tls: {{cert: cert.pem}}}}\n  - {{address: 127.0.0.1:4, tls: {{cert: cert.pem, key: key.pem}}, redirect_https: 443}}\n  - {{address: 127.0.0.1:5, tls: {{cert: broken.pem, key: key.pem}}}}\n{POOL}{ROUTE}"),
             &machine,
         );
         assert_reported(
@@ -228,6 +250,7 @@ mod tests {
                 "listeners[1].tls.certificates[0]: no certificate in /conf/junk.pem",
                 "listeners[2].tls: give both cert and key",
                 "listeners[3].redirect_https: a TLS listener cannot redirect to HTTPS",
+                "listeners[4].tls.certificates[0]: cannot read /conf/broken.pem or /conf/key.pem: a PEM section",
             ],
         );
     }

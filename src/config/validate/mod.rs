@@ -128,20 +128,22 @@ impl<'a> Validator<'a> {
 
     /// Deserialize one item, reporting a failure at `base` plus the path inside the item. serde
     /// stops at the first problem, so the offending entry is removed and the item tried again,
-    /// until it passes: every problem in the item is reported. A bad map entry is removed by
-    /// itself; a list element that cannot do without it (a required field) is removed whole,
-    /// and the places of the elements after it are still reported as they are in the file.
-    /// What is left is returned, so the item's other problems are checked too (the file is
-    /// refused anyway).
+    /// until it passes: every problem of the file's format in the item is reported. A bad map
+    /// entry is removed by itself; a list element that cannot do without it (a required field)
+    /// is removed whole, and the places of the elements after it are still reported as they are
+    /// in the file. An item that had any such problem is not checked further (`None`): what is
+    /// left of it is not what the file says, and would only produce misleading follow-ups.
     fn item<T: DeserializeOwned>(&mut self, base: &str, mut value: Value) -> Option<T> {
+        let mut failed = false;
         let mut removed = Removed::default();
         // A key just removed: the "missing field" that may follow is its consequence.
         let mut dropped: Option<(String, String)> = None;
         for _ in 0..50 {
             let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(t) => return Some(t),
+                Ok(t) => return (!failed).then_some(t),
                 Err(e) => e,
             };
+            failed = true;
             let segments: Vec<Segment> = e.path().iter().cloned().collect();
             let place = removed.original(&segments);
             let message = e.inner().to_string();
@@ -492,23 +494,44 @@ mod tests {
 
     #[test]
     fn every_problem_of_an_item_is_reported_at_its_place_in_the_file() {
-        // The bad key of element 1 takes the element out; element 2's problem is still
-        // reported at its own index, and no "missing field" follows the removed key.
-        let e = errors(&file(
-            "",
-        ).replace(
+        // Element 1 goes (it cannot do without its bad `requests`); element 2's problem is still
+        // reported at its own index, no "missing field" follows a removed key, and the rest of
+        // the item is checked too.
+        let text = file("").replace(
             "routes: [{name: r, match: {}, upstream: a}]",
-            "routes:\n  - name: r\n    match: {}\n    upstream: a\n    rate_limit:\n      - {requests: 1, per: 1s, key: route}\n      - {requests: 1, per: 1s, key: nobody}\n      - {requests: 1, per: soon, key: route}\n    priority: high\n",
-        ));
+            "routes:\n  - name: r\n    match: {}\n    upstream: a\n    rate_limit:\n      - {requests: 1, per: 1s, key: route}\n      - {requests: many, per: 1s, key: route}\n      - {requests: 1, per: soon, key: route}\n    priority: high\n",
+        );
+        let e = errors(&text);
         assert_reported(
             &e,
             &[
-                "routes[0].rate_limit[1].key: \"nobody\" is not a limit key",
+                "routes[0].rate_limit[1].requests:",
                 "routes[0].rate_limit[2].per:",
                 "routes[0].priority:",
             ],
         );
-        assert!(!e.iter().any(|m| m.contains("missing field")), "{e:#?}");
+        assert_eq!(e.len(), 3, "{e:#?}");
+    }
+
+    #[test]
+    fn a_bad_key_string_is_reported_where_it_is_and_its_item_checked_on() {
+        // Typed keys that do not parse are reported by their validator: the elements after one
+        // keep their places, and the route's other problems are all reported.
+        let text = file("").replace(
+            "routes: [{name: r, match: {}, upstream: a}]",
+            "routes:\n  - name: r\n    match: {}\n    upstream: b\n    rate_limit:\n      - {requests: 5, per: 1m, key: nobody}\n      - {requests: 0, per: 1m, key: route}\n    cache: {key: [host, 'cookie:x', consumer]}\n",
+        );
+        let e = errors(&text);
+        assert_eq!(
+            e,
+            vec![
+                "routes[0].upstream: unknown upstream \"b\" (known: a)",
+                "routes[0].rate_limit[0].key: \"nobody\" is not a limit key: use consumer, client_ip, route or header:NAME",
+                "routes[0].rate_limit[1].requests: must be at least 1",
+                "routes[0].cache.key[1]: \"cookie:x\" is not a cache key part: use host, path, query, header:NAME or consumer",
+                "routes[0].cache.key[2]: `consumer` needs `auth` on the route: who the caller is must be known",
+            ]
+        );
     }
 
     #[test]

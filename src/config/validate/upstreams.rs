@@ -2,7 +2,8 @@
 //! and its hash key, active health checks, timeouts, retries, TLS and the HTTP version.
 
 use super::super::raw::{
-    RawBalance, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol, RawUpstream,
+    Parsed, RawBalance, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol,
+    RawUpstream,
 };
 use super::super::units;
 use super::super::{
@@ -89,7 +90,15 @@ impl Validator<'_> {
         }
 
         let balance_kind = raw.balance.unwrap_or(RawBalance::RoundRobin);
-        if raw.hash_key.is_some() && balance_kind != RawBalance::ConsistentHash {
+        let hash_key = match raw.hash_key {
+            None => None,
+            Some(Parsed(Ok(k))) => Some(k),
+            Some(Parsed(Err(msg))) => {
+                self.error(format!("{base}.hash_key"), msg);
+                None
+            }
+        };
+        if hash_key.is_some() && balance_kind != RawBalance::ConsistentHash {
             self.warn(
                 format!("{base}.hash_key"),
                 "has no effect unless `balance: consistent_hash`",
@@ -99,7 +108,7 @@ impl Validator<'_> {
             RawBalance::RoundRobin => Balance::RoundRobin,
             RawBalance::Random => Balance::Random,
             RawBalance::LeastConn => Balance::LeastConn,
-            RawBalance::ConsistentHash => Balance::ConsistentHash(match raw.hash_key {
+            RawBalance::ConsistentHash => Balance::ConsistentHash(match hash_key {
                 None | Some(RawHashKey::ClientIp) => HashKey::ClientIp,
                 Some(RawHashKey::Path) => HashKey::Path,
                 Some(RawHashKey::Header(h)) => HashKey::Header(h),
