@@ -5,6 +5,7 @@
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
+use crate::errors::{Problem, PROBLEM_JSON};
 use crate::gateway::Gateway;
 use crate::observe::metrics::Metrics;
 use crate::server::readiness::Readiness;
@@ -181,11 +182,30 @@ fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+/// A problem details answer (RFC 9457), as the gateway's own errors are.
+fn problem(
+    kind: Problem,
+    detail: &str,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response<Vec<u8>> {
+    let body = kind.body(None, None, Some(detail), extra).to_vec();
+    Response::builder()
+        .status(kind.status)
+        .header(header::CONTENT_TYPE, PROBLEM_JSON)
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// An admin error with `status` and what went wrong.
 fn error(status: u16, message: &str) -> Response<Vec<u8>> {
-    json(
-        status,
-        serde_json::json!({ "error": message, "status": status }),
-    )
+    let kind = match status {
+        400 => Problem::ADMIN_INVALID,
+        404 => Problem::ADMIN_NOT_FOUND,
+        409 => Problem::ADMIN_CONFLICT,
+        _ => Problem::for_status(status),
+    };
+    problem(kind, message, None)
 }
 
 impl Admin {
@@ -379,12 +399,10 @@ impl ServeHttp for Admin {
                     200,
                     serde_json::json!({ "result": "applied", "needs_upgrade": needs_upgrade }),
                 ),
-                crate::reload::Outcome::Refused(errors) => json(
-                    422,
-                    serde_json::json!({
-                        "result": "refused",
-                        "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-                    }),
+                crate::reload::Outcome::Refused(errors) => problem(
+                    Problem::CONFIG_REFUSED,
+                    Problem::CONFIG_REFUSED.detail,
+                    Some(("errors", errors.iter().map(|e| e.to_string()).collect())),
                 ),
             },
             ("POST", "/cache/purge") => self.purge(&body),

@@ -1,6 +1,8 @@
-//! How failures become answers: the status code for each kind of error, and the JSON body
-//! `{"error": "...", "status": N, "request_id": "..."}`. Messages are fixed per status, so no
-//! address, file name or stack trace can leak to a client.
+//! How failures become answers: the status code for each kind of error, and the body: an RFC 9457
+//! problem details object (`application/problem+json`) with `type`, `title`, `status`, `detail`,
+//! `instance` and the `request_id` extension. Each kind of problem has a short, stable `type`
+//! URI ([`Problem::type_uri`]); titles and details are fixed per kind, so no address, file name
+//! or stack trace can leak to a client.
 
 use bytes::Bytes;
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -81,26 +83,128 @@ fn client_read_failure(e: &Error) -> Option<BodyRefused> {
         .copied()
 }
 
-/// The fixed, client-safe message for a status.
-pub fn message_for(status: u16) -> &'static str {
-    match status {
-        400 => "malformed request",
-        401 => "authentication required",
-        403 => "forbidden",
-        404 => "no route matches this request",
-        405 => "method not allowed",
-        408 => "request timed out",
-        413 => "request body too large",
-        429 => "too many requests",
-        431 => "request header fields too large",
-        500 => "internal gateway error",
-        501 => "not implemented",
-        502 => "upstream connection failed",
-        503 => "no healthy upstream peer",
-        504 => "upstream timed out",
-        505 => "HTTP version not supported",
-        _ => "request failed",
+/// The media type of problem details (RFC 9457 section 3).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// What every problem `type` URI starts with: a tag URI (RFC 4151), a stable identifier that is
+/// not meant to be dereferenced. The README lists every kind.
+pub const PROBLEM_TYPE_PREFIX: &str = "tag:tollgate,2026:";
+
+/// A kind of problem the gateway (or its admin API) answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    /// The last part of the `type` URI.
+    pub slug: &'static str,
+    pub status: u16,
+    /// The same for every occurrence of the kind.
+    pub title: &'static str,
+    /// What happened, in words a client can act on.
+    pub detail: &'static str,
+}
+
+macro_rules! problems {
+    ($($name:ident = $slug:literal, $status:literal, $title:literal, $detail:literal;)*) => {
+        impl Problem {
+            $(pub const $name: Problem = Problem {
+                slug: $slug,
+                status: $status,
+                title: $title,
+                detail: $detail,
+            };)*
+            /// Every kind, for the documentation and tests.
+            pub const ALL: &'static [Problem] = &[$(Problem::$name),*];
+        }
+    };
+}
+
+problems! {
+    BAD_REQUEST = "bad-request", 400, "Bad request", "malformed request";
+    UNAUTHENTICATED = "unauthenticated", 401, "Authentication required", "authentication required";
+    FORBIDDEN = "forbidden", 403, "Forbidden", "forbidden";
+    NO_ROUTE = "no-route", 404, "No route", "no route matches this request";
+    METHOD_NOT_ALLOWED = "method-not-allowed", 405, "Method not allowed", "method not allowed";
+    REQUEST_TIMEOUT = "request-timeout", 408, "Request timeout", "request timed out";
+    BODY_TOO_LARGE = "body-too-large", 413, "Request body too large", "request body too large";
+    RATE_LIMITED = "rate-limited", 429, "Rate limit exceeded", "too many requests";
+    CONCURRENCY_LIMITED = "concurrency-limited", 429, "Concurrency limit exceeded", "too many requests in flight";
+    HEADER_TOO_LARGE = "header-too-large", 431, "Request header fields too large", "request header fields too large";
+    INTERNAL = "internal-error", 500, "Internal gateway error", "internal gateway error";
+    NOT_IMPLEMENTED = "not-implemented", 501, "Not implemented", "not implemented";
+    UPSTREAM_FAILED = "upstream-failed", 502, "Upstream connection failed", "upstream connection failed";
+    NO_HEALTHY_UPSTREAM = "no-healthy-upstream", 503, "No healthy upstream", "no healthy upstream peer";
+    UPSTREAM_TIMEOUT = "upstream-timeout", 504, "Upstream timed out", "upstream timed out";
+    VERSION_NOT_SUPPORTED = "version-not-supported", 505, "HTTP version not supported", "HTTP version not supported";
+    REQUEST_FAILED = "request-failed", 0, "Request failed", "request failed";
+    ADMIN_NOT_FOUND = "admin-not-found", 404, "Not found", "no such admin endpoint";
+    ADMIN_INVALID = "admin-invalid-request", 400, "Invalid admin request", "the request could not be read";
+    ADMIN_CONFLICT = "admin-conflict", 409, "Conflict", "the request does not apply to this resource";
+    CONFIG_REFUSED = "config-refused", 422, "Configuration refused", "the configuration file is invalid; the running configuration keeps serving";
+}
+
+impl Problem {
+    /// The kind of problem a gateway answer with `status` reports.
+    pub fn for_status(status: u16) -> Problem {
+        match status {
+            400 => Problem::BAD_REQUEST,
+            401 => Problem::UNAUTHENTICATED,
+            403 => Problem::FORBIDDEN,
+            404 => Problem::NO_ROUTE,
+            405 => Problem::METHOD_NOT_ALLOWED,
+            408 => Problem::REQUEST_TIMEOUT,
+            413 => Problem::BODY_TOO_LARGE,
+            429 => Problem::RATE_LIMITED,
+            431 => Problem::HEADER_TOO_LARGE,
+            500 => Problem::INTERNAL,
+            501 => Problem::NOT_IMPLEMENTED,
+            502 => Problem::UPSTREAM_FAILED,
+            503 => Problem::NO_HEALTHY_UPSTREAM,
+            504 => Problem::UPSTREAM_TIMEOUT,
+            505 => Problem::VERSION_NOT_SUPPORTED,
+            _ => Problem {
+                status,
+                ..Problem::REQUEST_FAILED
+            },
+        }
     }
+
+    /// The `type` member: the prefix and the kind's slug.
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_TYPE_PREFIX}{}", self.slug)
+    }
+
+    /// The problem details body. `instance` is the request's path when it is known, `detail`
+    /// replaces the kind's own, and `extra` members (e.g. a list of errors) are added.
+    pub fn body(
+        &self,
+        request_id: Option<&str>,
+        instance: Option<&str>,
+        detail: Option<&str>,
+        extra: Option<(&str, serde_json::Value)>,
+    ) -> Bytes {
+        let mut v = serde_json::json!({
+            "type": self.type_uri(),
+            "title": self.title,
+            "status": self.status,
+            "detail": detail.unwrap_or(self.detail),
+        });
+        if let Some(m) = v.as_object_mut() {
+            if let Some(i) = instance {
+                m.insert("instance".into(), i.into());
+            }
+            if let Some(id) = request_id {
+                m.insert("request_id".into(), id.into());
+            }
+            if let Some((k, x)) = extra {
+                m.insert(k.into(), x);
+            }
+        }
+        Bytes::from(v.to_string())
+    }
+}
+
+/// The fixed, client-safe message for a status (what a gRPC client gets as `grpc-message`).
+pub fn message_for(status: u16) -> &'static str {
+    Problem::for_status(status).detail
 }
 
 /// The gRPC status code a gRPC client gets for a gateway answer with HTTP `status`: the gRPC
@@ -130,14 +234,9 @@ pub fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
     })
 }
 
-/// The JSON error body.
-pub fn body(status: u16, request_id: &str) -> Bytes {
-    let v = serde_json::json!({
-        "error": message_for(status),
-        "status": status,
-        "request_id": request_id,
-    });
-    Bytes::from(v.to_string())
+/// The problem details body of a gateway answer with `status`.
+pub fn body(status: u16, request_id: &str, instance: Option<&str>) -> Bytes {
+    Problem::for_status(status).body(Some(request_id), instance, None, None)
 }
 
 #[cfg(test)]
@@ -196,11 +295,27 @@ mod tests {
     }
 
     #[test]
-    fn body_is_json() {
-        let b = body(503, "id-1");
+    fn bodies_are_problem_details() {
+        let b = body(503, "id-1", Some("/api/x"));
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["type"], "tag:tollgate,2026:no-healthy-upstream");
+        assert_eq!(v["title"], "No healthy upstream");
         assert_eq!(v["status"], 503);
+        assert_eq!(v["detail"], "no healthy upstream peer");
+        assert_eq!(v["instance"], "/api/x");
         assert_eq!(v["request_id"], "id-1");
-        assert_eq!(v["error"], "no healthy upstream peer");
+        let v: serde_json::Value =
+            serde_json::from_slice(&Problem::for_status(418).body(None, None, None, None)).unwrap();
+        assert_eq!(v["status"], 418);
+        assert_eq!(v["type"], "tag:tollgate,2026:request-failed");
+        assert!(v.get("instance").is_none() && v.get("request_id").is_none());
+    }
+
+    #[test]
+    fn every_kind_has_its_own_type() {
+        let mut slugs: Vec<&str> = Problem::ALL.iter().map(|p| p.slug).collect();
+        slugs.sort_unstable();
+        slugs.dedup();
+        assert_eq!(slugs.len(), Problem::ALL.len());
     }
 }

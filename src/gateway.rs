@@ -112,7 +112,7 @@ impl Gateway {
                     path: r.path.clone(),
                     methods: r.methods.clone(),
                     access: Access::new(r),
-                    limits: limits.compile(r, routing.redis.as_ref()),
+                    limits: limits.compile(r, routing.redis.as_ref(), routing.rate_limit_headers),
                     cache: r
                         .cache
                         .as_ref()

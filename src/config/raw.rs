@@ -468,3 +468,12 @@ mod tests {
             .contains("is not a cache key part"));
     }
 }
+
+/// `rate_limit_headers`: which rate-limit headers responses carry.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawRateLimitHeaders {
+    Standard,
+    Legacy,
+    Both,
+}

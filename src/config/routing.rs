@@ -25,6 +25,20 @@ pub struct Routing {
     pub jwt: Vec<JwtIssuer>,
     /// Shared state for global limits.
     pub redis: Option<RedisConfig>,
+    /// Which rate-limit headers responses carry.
+    pub rate_limit_headers: RateLimitHeaders,
+}
+
+/// Which rate-limit headers responses of rate-limited routes carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+    #[default]
+    Standard,
+    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, as earlier drafts had.
+    Legacy,
+    /// Both.
+    Both,
 }
 
 /// An upstream pool.

@@ -312,16 +312,16 @@ impl FrontDoor {
     }
 }
 
-/// A complete HTTP/1.1 answer for a refusal at the door: the JSON error body, the request id,
-/// and `Connection: close`.
+/// A complete HTTP/1.1 answer for a refusal at the door: the problem details body, the request
+/// id, and `Connection: close`. (No `instance`: the request could not be read.)
 pub fn refusal_response(status: u16, request_id: &str) -> Vec<u8> {
-    let body = crate::errors::body(status, request_id);
+    let body = crate::errors::body(status, request_id, None);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Error");
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -14,8 +14,11 @@
 //! Counters live in [`LimitStore`], outside the configuration snapshot, keyed by a digest of the
 //! route name and the limit itself: a reload that leaves a limit unchanged keeps its counts.
 
-use crate::config::{LimitKey, RedisConfig, Route};
+mod global;
+
+use crate::config::{LimitKey, RateLimitHeaders, RedisConfig, Route};
 use arc_swap::ArcSwapOption;
+use global::{RedisCounter, SLIDING_WINDOW_LUA};
 use http::header::{HeaderMap, HeaderValue};
 use pingora_limits::inflight::{Guard, Inflight};
 use pingora_limits::rate::Rate;
@@ -104,12 +107,20 @@ impl LimitStore {
         Some(r)
     }
 
-    /// Compile a route's limits, reusing the counters of unchanged limits.
-    pub fn compile(&self, route: &Route, redis: Option<&RedisConfig>) -> RouteLimits {
-        let rates = route
+    /// Compile a route's limits, reusing the counters of unchanged limits; `headers` says which
+    /// rate-limit headers its responses carry.
+    pub fn compile(
+        &self,
+        route: &Route,
+        redis: Option<&RedisConfig>,
+        headers: RateLimitHeaders,
+    ) -> RouteLimits {
+        let names = policy_names(&route.rate_limits);
+        let rates: Vec<CompiledRate> = route
             .rate_limits
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(index, l)| {
                 let id = limit_id(&format!(
                     "rate|{}|{}|{}|{}|{}",
                     route.name,
@@ -121,6 +132,8 @@ impl LimitStore {
                 let (local, phase) = self.rate(l.per);
                 CompiledRate {
                     id,
+                    index,
+                    name: names[index].clone(),
                     limit: l.requests,
                     per: l.per,
                     key: l.key.clone(),
@@ -142,7 +155,18 @@ impl LimitStore {
                 max: c.max,
                 key: c.key.clone(),
             });
-        RouteLimits { rates, concurrency }
+        let policy = (!rates.is_empty())
+            .then(|| {
+                let list: Vec<String> = rates.iter().map(CompiledRate::policy_item).collect();
+                HeaderValue::from_str(&list.join(", ")).ok()
+            })
+            .flatten();
+        RouteLimits {
+            rates,
+            concurrency,
+            headers,
+            policy,
+        }
     }
 
     fn note_fallback(&self, why: &str) {
@@ -160,6 +184,32 @@ impl LimitStore {
     }
 }
 
+/// Each rate limit's policy name in the `RateLimit` headers: what it counts by and its window
+/// (`client_ip/60s`), numbered when two would share a name.
+fn policy_names(limits: &[crate::config::RateLimit]) -> Vec<String> {
+    let base: Vec<String> = limits
+        .iter()
+        .map(|l| {
+            let per = if l.per.subsec_millis() == 0 {
+                format!("{}s", l.per.as_secs())
+            } else {
+                format!("{}ms", l.per.as_millis())
+            };
+            format!("{}/{per}", l.key)
+        })
+        .collect();
+    base.iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if base.iter().filter(|n| *n == name).count() > 1 {
+                format!("{name}#{}", i + 1)
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
+}
+
 fn limit_id(definition: &str) -> u64 {
     let d = Sha256::digest(definition.as_bytes());
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
@@ -167,6 +217,10 @@ fn limit_id(definition: &str) -> u64 {
 
 struct CompiledRate {
     id: u64,
+    /// Its place among the route's rate limits.
+    index: usize,
+    /// Its policy name in the `RateLimit` headers.
+    name: String,
     limit: u64,
     per: Duration,
     key: LimitKey,
@@ -174,6 +228,18 @@ struct CompiledRate {
     /// Per key, where in the window (in thousandths) a fresh key's first request came.
     phase: Arc<Rate>,
     global: Option<Arc<RedisCounter>>,
+}
+
+impl CompiledRate {
+    /// This limit as a `RateLimit-Policy` list member: name, quota and window (seconds, when
+    /// whole).
+    fn policy_item(&self) -> String {
+        let mut item = format!("\"{}\";q={}", self.name, self.limit);
+        if self.per.subsec_nanos() == 0 {
+            item.push_str(&format!(";w={}", self.per.as_secs()));
+        }
+        item
+    }
 }
 
 struct CompiledConcurrency {
@@ -186,6 +252,10 @@ struct CompiledConcurrency {
 pub struct RouteLimits {
     rates: Vec<CompiledRate>,
     concurrency: Option<CompiledConcurrency>,
+    /// Which rate-limit headers responses carry.
+    headers: RateLimitHeaders,
+    /// `RateLimit-Policy`: every rate limit of the route.
+    policy: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for RouteLimits {
@@ -205,25 +275,20 @@ pub struct KeyInput<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// The state of the tightest rate limit, for the `RateLimit-*` headers.
+/// The state of the tightest rate limit, for the `RateLimit` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateState {
     pub limit: u64,
+    /// Requests the caller may still send now.
     pub remaining: u64,
-    /// Seconds until the current window ends.
+    /// Seconds until the key's window turns; for a refused request, until one more fits.
     pub reset: u64,
+    /// Which of the route's rate limits this is.
+    pub policy: usize,
 }
 
-impl RateState {
-    /// The `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` values.
-    pub fn header_values(&self) -> [(&'static str, HeaderValue); 3] {
-        [
-            ("ratelimit-limit", HeaderValue::from(self.limit)),
-            ("ratelimit-remaining", HeaderValue::from(self.remaining)),
-            ("ratelimit-reset", HeaderValue::from(self.reset)),
-        ]
-    }
-}
+/// The rate-limit headers of one response.
+pub type RateHeaderValues = [Option<(&'static str, HeaderValue)>; 5];
 
 /// The decision of a route's limits.
 pub enum Outcome {
@@ -264,6 +329,27 @@ impl RouteLimits {
     /// True when the route has rate limits.
     pub fn limits_rate(&self) -> bool {
         !self.rates.is_empty()
+    }
+
+    /// The rate-limit headers for `state` (draft-ietf-httpapi-ratelimit-headers): the route's
+    /// `RateLimit-Policy` and the `RateLimit` of the tightest limit, its remaining requests and
+    /// seconds to reset; or the older `RateLimit-Limit`/`-Remaining`/`-Reset`; or both.
+    pub fn headers(&self, state: &RateState) -> RateHeaderValues {
+        let mut out: RateHeaderValues = Default::default();
+        let standard = self.headers != RateLimitHeaders::Legacy;
+        let legacy = self.headers != RateLimitHeaders::Standard;
+        if standard {
+            let name = self.rates.get(state.policy).map_or("", |r| r.name.as_str());
+            let value = format!("\"{name}\";r={};t={}", state.remaining, state.reset);
+            out[0] = self.policy.clone().map(|p| ("RateLimit-Policy", p));
+            out[1] = HeaderValue::from_str(&value).ok().map(|v| ("RateLimit", v));
+        }
+        if legacy {
+            out[2] = Some(("RateLimit-Limit", HeaderValue::from(state.limit)));
+            out[3] = Some(("RateLimit-Remaining", HeaderValue::from(state.remaining)));
+            out[4] = Some(("RateLimit-Reset", HeaderValue::from(state.reset)));
+        }
+        out
     }
 
     /// True when the route has no limits at all.
@@ -345,7 +431,8 @@ fn counter_key(limit_id: u64, key: &[u8]) -> u64 {
 /// (a new key, or one idle for a window), the key is held to `limit × (1 − f₀)` in this window,
 /// `f₀` being where in the window its first request came: a key that starts in the middle of a
 /// window gets the share of the limit that a window starting with it would leave, not a whole
-/// window's allowance on top of the next one.
+/// window's allowance on top of the next one. (The limiter's windows are shared by all keys;
+/// Redis, below, phases each key's windows from its first request instead.)
 fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
     let mut parts = limit.local.rate_with(&k, |c| c);
     if parts.curr_samples == 0 {
@@ -355,7 +442,8 @@ fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
     }
     let f = parts.current_interval_fraction;
     let current = limit.local.observe(&k, 1);
-    let (estimate, cap) = if parts.prev_samples > 0 {
+    let fresh = parts.prev_samples <= 0;
+    let (estimate, cap) = if !fresh {
         (
             parts.prev_samples as f64 * (1.0 - f) + current as f64,
             limit.limit as f64,
@@ -375,181 +463,56 @@ fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
         let cap = (limit.limit as f64 * (1.0 - f0)).round().max(1.0);
         (current as f64, cap)
     };
-    let reset = ((1.0 - f) * limit.per.as_secs_f64()).ceil() as u64;
     // The estimate blends a fraction of the previous window: compare it rounded, or a small
     // limit would lose one request per window to the fraction.
     let allowed = estimate.round() <= cap;
     if !allowed {
         limit.local.observe(&k, -1);
-    } else if parts.prev_samples <= 0 && current == 1 {
+    } else if fresh && current == 1 {
         // The first request of a fresh window: remember where in the window it came.
         limit.phase.observe(&k, ((f * 1000.0) as isize).max(1));
     }
+    let windows = if allowed {
+        // Until the window turns, when more is allowed.
+        1.0 - f
+    } else {
+        let prev = parts.prev_samples.max(0) as f64;
+        let admitted = (current - 1).max(0) as f64;
+        wait_for_one(limit.limit as f64, cap, prev, admitted, f)
+    };
     let remaining = (cap - estimate).round().max(0.0) as u64;
     (
         allowed,
         RateState {
             limit: limit.limit,
             remaining: if allowed { remaining } else { 0 },
-            reset: reset.max(1),
+            reset: ((windows * limit.per.as_secs_f64()).ceil() as u64).max(1),
+            policy: limit.index,
         },
     )
 }
 
-/// The sliding-window decision in Redis, atomic and on Redis's clock. Windows are phased per
-/// key from its first request (kept while the key stays active), so a key that starts in the
-/// middle of a clock-aligned window does not get that window's full allowance on top of the
-/// next one. KEYS[1]: the counter's base name; ARGV: limit, window in milliseconds. Returns
-/// {admitted, remaining, reset_ms}.
-const SLIDING_WINDOW_LUA: &str = r#"
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch_key = KEYS[1] .. ':epoch'
-local epoch = tonumber(redis.call('GET', epoch_key))
-if epoch == nil then
-  epoch = now
-  redis.call('SET', epoch_key, string.format('%d', epoch), 'PX', window * 3)
-else
-  redis.call('PEXPIRE', epoch_key, window * 3)
-end
-local index = math.floor((now - epoch) / window)
-local elapsed = now - epoch - index * window
-local cur_key = KEYS[1] .. ':' .. string.format('%d', index)
-local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. string.format('%d', index - 1)) or '0')
-local cur = tonumber(redis.call('GET', cur_key) or '0')
-local weight = (window - elapsed) / window
-local reset = window - elapsed
-if math.floor(prev * weight + cur + 1 + 0.5) > limit then
-  return {0, 0, reset}
-end
-cur = redis.call('INCR', cur_key)
-if cur == 1 then
-  redis.call('PEXPIRE', cur_key, window * 2 + 1000)
-end
-local remaining = math.floor(limit - (prev * weight + cur) + 0.5)
-if remaining < 0 then remaining = 0 end
-return {1, remaining, reset}
-"#;
-
-/// A Redis server holding global counters, with a lazily made, self-healing connection.
-pub struct RedisCounter {
-    client: redis::Client,
-    conn: ArcSwapOption<redis::aio::ConnectionManager>,
-    connecting: AtomicBool,
-    next_attempt_ms: AtomicU64,
-    timeout: Duration,
-    script: redis::Script,
-    epoch: Instant,
-}
-
-impl RedisCounter {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
+/// How long (in windows) until one more request fits, for a key refused `f` into a window in
+/// which it may send `cap` (the limit, or a fresh key's share) and has sent `current`, after
+/// `prev` in the window before.
+fn wait_for_one(limit: f64, cap: f64, prev: f64, current: f64, f: f64) -> f64 {
+    // The point in a window at which `count` requests of the window before leave room for
+    // `room` more, in the sliding estimate.
+    let fits = |count: f64, room: f64| -> f64 {
+        if count <= 0.0 || room >= count {
+            0.0
+        } else {
+            1.0 - room.max(0.0) / count
         }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        if now < self.next_attempt_ms.load(Ordering::Relaxed) {
-            return Err("not connected".into());
-        }
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return Err("connecting".into());
-        }
-        // Cleared however this ends, also when the caller's timeout drops this future.
-        struct Connecting<'a>(&'a AtomicBool);
-        impl Drop for Connecting<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let _connecting = Connecting(&self.connecting);
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        // Until this attempt ends (or is dropped by the caller's timeout), others fall back;
-        // a failed attempt is not repeated for a second.
-        self.next_attempt_ms.store(now + 1000, Ordering::Relaxed);
-        match redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await {
-            Ok(c) => {
-                self.conn.store(Some(Arc::new(c.clone())));
-                Ok(c)
-            }
-            Err(e) => Err(format!("cannot connect: {e}")),
-        }
-    }
-
-    /// One decision in Redis; connecting (when needed) and the script together take at most
-    /// `timeout`.
-    async fn decide(&self, limit: &CompiledRate, key: &[u8]) -> Result<(bool, RateState), String> {
-        let digest = Sha256::digest(key);
-        let name = format!(
-            "tollgate:rl:{:016x}:{:016x}",
-            limit.id,
-            u64::from_be_bytes([
-                digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
-                digest[7]
-            ])
-        );
-        let work = async {
-            let mut conn = self.connection().await?;
-            let mut invocation = self.script.key(name);
-            invocation
-                .arg(limit.limit)
-                .arg(limit.per.as_millis() as u64);
-            invocation
-                .invoke_async::<(i64, i64, i64)>(&mut conn)
-                .await
-                .map_err(|e| format!("script failed: {e}"))
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok((ok, remaining, reset_ms))) => Ok((
-                ok == 1,
-                RateState {
-                    limit: limit.limit,
-                    remaining: remaining.max(0) as u64,
-                    reset: (reset_ms.max(0) as u64).div_ceil(1000).max(1),
-                },
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+    };
+    if current + 1.0 <= cap {
+        // This window's own requests leave room: wait until the previous window's fade out.
+        (fits(prev, cap - current - 1.0) - f).max(0.0)
+    } else {
+        // This window is full: wait into the next, where this window's requests fade out.
+        1.0 - f + fits(current, limit - 1.0)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// 200,000 fresh keys in one window, far more than the sketches have slots: shared slots must
-    /// not cap a key below its allowance (a summed phase once read as "started after the end of
-    /// the window" and held keys to one request).
-    #[test]
-    fn many_fresh_keys_keep_their_allowance() {
-        let config = crate::config::parse(
-            "listeners: [{address: 127.0.0.1:1}]\nupstreams: {u: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: r, match: {}, upstream: u, rate_limit: [{requests: 1000000, per: 1s, key: client_ip}]}\n",
-        )
-        .expect("test configuration");
-        let store = LimitStore::default();
-        let limits = store.compile(&config.routing.routes[0], None);
-        let headers = HeaderMap::new();
-        // The keys start in the middle of a window (windows count from the limit's creation), so
-        // each one's phase is about 500/1000 and two of them in one slot sum past the window.
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        for round in 0..2 {
-            for i in 0..200_000u32 {
-                let input = KeyInput {
-                    consumer: None,
-                    client_ip: Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
-                    headers: &headers,
-                };
-                let outcome = futures::executor::block_on(limits.check(&store, &input));
-                assert!(
-                    matches!(outcome, Outcome::Allowed(..)),
-                    "key {i} refused in round {round}"
-                );
-            }
-        }
-    }
-}
+mod tests;

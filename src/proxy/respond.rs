@@ -5,7 +5,7 @@
 
 use super::ctx::Ctx;
 use super::headers;
-use crate::errors;
+use crate::errors::{self, Problem};
 use crate::wire::written;
 use bytes::Bytes;
 use http::header;
@@ -67,8 +67,8 @@ pub(super) fn shape_response(
         let label = crate::cache::status_label(&session.cache.phase());
         resp.insert_header(written::X_CACHE_STATUS, label)?;
     }
-    if let Some(rate) = &ctx.caller.rate {
-        for (name, value) in rate.header_values() {
+    if let (Some(rate), Some(route)) = (&ctx.caller.rate, route) {
+        for (name, value) in route.limits.headers(rate).into_iter().flatten() {
             resp.insert_header(name, value)?;
         }
     }
@@ -140,9 +140,9 @@ fn refusal_headers(resp: &mut ResponseHeader, status: u16, ctx: &Ctx) -> Result<
             resp.append_header(header::WWW_AUTHENTICATE, challenge)?;
         }
     }
-    if let (429, Some(rate)) = (status, &ctx.caller.rate) {
+    if let (429, Some(rate), Some(route)) = (status, &ctx.caller.rate, ctx.route()) {
         resp.insert_header(header::RETRY_AFTER, rate.reset)?;
-        for (name, value) in rate.header_values() {
+        for (name, value) in route.limits.headers(rate).into_iter().flatten() {
             resp.insert_header(name, value)?;
         }
     }
@@ -165,15 +165,21 @@ async fn write_grpc_error(session: &mut Session, status: u16, ctx: &Ctx) -> Resu
     session.write_response_header(Box::new(resp), true).await
 }
 
-/// The gateway's own error answer: the JSON body with the request id.
+/// The gateway's own error answer: problem details with the request id.
 async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()> {
     if errors::is_grpc(session.req_header().headers.get(header::CONTENT_TYPE)) {
         return write_grpc_error(session, status, ctx).await;
     }
     let request_id = &ctx.request.id;
-    let body = errors::body(status, request_id.to_str().unwrap_or("-"));
+    let kind = match status {
+        // Over a limit without a rate state: the concurrency limit.
+        429 if ctx.caller.rate.is_none() => Problem::CONCURRENCY_LIMITED,
+        _ => Problem::for_status(status),
+    };
+    let instance = ctx.request.target.path(session.req_header());
+    let body = kind.body(request_id.to_str().ok(), Some(instance), None, None);
     let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_TYPE, errors::PROBLEM_JSON)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(written::X_REQUEST_ID, request_id.clone())?;
     refusal_headers(&mut resp, status, ctx)?;

@@ -190,7 +190,8 @@ fn tcp_health_check_and_503_when_no_peer_is_healthy() {
     assert!(got_503, "never answered 503 with every peer down");
     let r = gw.get("/", &[]);
     assert_eq!(r.json()["status"], 503);
-    assert_eq!(r.json()["error"], "no healthy upstream peer");
+    assert_eq!(r.json()["detail"], "no healthy upstream peer");
+    assert_eq!(r.json()["type"], "tag:tollgate,2026:no-healthy-upstream");
     assert!(!r.text().contains(&dead.port().to_string()));
 }
 

@@ -483,14 +483,27 @@ mod framing {
         ))
     }
 
-    /// `raw` is answered with `status` and the JSON body, the connection is closed, and the
-    /// upstream saw nothing.
+    /// `raw` is answered with `status` and the problem details body, the connection is closed,
+    /// and the upstream saw nothing.
     fn refused_with(gw: &Gateway, up: &Upstream, raw: &[u8], status: u16, case: &str) {
         let before = up.count();
         let r = gw.raw(raw);
         assert_eq!(r.status, status, "{case}: got {} {}", r.status, r.text());
         assert!(r.closed, "{case}: connection left open");
         assert_eq!(r.json()["status"], status, "{case}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{case}"
+        );
+        let kind = tollgate::errors::Problem::for_status(status);
+        assert_eq!(r.json()["type"], kind.type_uri(), "{case}");
+        assert_eq!(r.json()["title"], kind.title, "{case}");
+        assert_eq!(
+            r.json()["request_id"].as_str(),
+            r.header("x-request-id"),
+            "{case}"
+        );
         assert!(r.header("x-request-id").is_some(), "{case}");
         assert_eq!(up.count(), before, "{case}: the upstream received it");
     }

@@ -159,7 +159,11 @@ fn route_limits(store: &LimitStore, extra: &str, limit: &str) -> RouteLimits {
         "listeners: [{{address: 127.0.0.1:1}}]\nupstreams: {{u: {{peers: [127.0.0.1:2]}}}}\n{extra}routes:\n  - {{name: r, match: {{}}, upstream: u, rate_limit: [{limit}]}}\n"
     );
     let c = config::parse(&text).expect("valid config");
-    store.compile(&c.routing.routes[0], c.routing.redis.as_ref())
+    store.compile(
+        &c.routing.routes[0],
+        c.routing.redis.as_ref(),
+        tollgate::config::RateLimitHeaders::Standard,
+    )
 }
 
 #[test]

@@ -321,6 +321,9 @@ fn admin_health_readiness_and_token() {
     for path in ["/readyz", "/metrics", "/status", "/cache"] {
         let r = admin_get(s.admin, path, None);
         assert_eq!(r.status, 401, "{path}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json()["type"], "tag:tollgate,2026:unauthenticated");
+        assert_eq!(r.json()["detail"], "admin token required");
         assert_eq!(
             admin_get(s.admin, path, Some("wrong-token-0123456789")).status,
             401,
@@ -328,7 +331,10 @@ fn admin_health_readiness_and_token() {
         );
         assert_eq!(admin_get(s.admin, path, Some(TOKEN)).status, 200, "{path}");
     }
-    assert_eq!(admin_get(s.admin, "/nope", Some(TOKEN)).status, 404);
+    let r = admin_get(s.admin, "/nope", Some(TOKEN));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "tag:tollgate,2026:admin-not-found");
+    assert_eq!(r.json()["detail"], "no such admin endpoint");
 }
 
 /// Debian's Chromium, headless, as the machine's probe runs it.

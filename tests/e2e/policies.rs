@@ -50,7 +50,8 @@ fn group_rule_refuses_others_with_403() {
     let gw = gateway(&up);
     let r = gw.get("/staff/x", &[("x-api-key", "carol-key-1")]);
     assert_eq!(r.status, 403);
-    assert_eq!(r.json()["error"], "forbidden");
+    assert_eq!(r.json()["detail"], "forbidden");
+    assert_eq!(r.json()["type"], "tag:tollgate,2026:forbidden");
     assert_eq!(up.count(), 0);
     assert_eq!(
         gw.get("/staff/x", &[("x-api-key", "alice-key-1")]).status,

@@ -12,26 +12,71 @@ fn local_limit_answers_429_with_headers_and_spares_the_upstream() {
         "upstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 5, per: 1m, key: client_ip}}]}}\n",
         up.addr
     ));
+    // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left of it. The first
+    // request of a fresh key has the rest of its whole allowance left.
     for i in 0..5u64 {
         let r = gw.get("/", &[]);
         assert_eq!(r.status, 200);
-        assert_eq!(r.header("ratelimit-limit"), Some("5"));
         assert_eq!(
-            r.header("ratelimit-remaining"),
-            Some((4 - i).to_string().as_str())
+            r.header("ratelimit-policy"),
+            Some("\"client_ip/60s\";q=5;w=60")
         );
-        let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
-        assert!((1..=60).contains(&reset), "{reset}");
+        let rl = r.header("ratelimit").unwrap_or_default().to_string();
+        let prefix = format!("\"client_ip/60s\";r={};t=", 4 - i);
+        assert!(rl.starts_with(&prefix), "{rl}");
+        let t: u64 = rl[prefix.len()..].parse().unwrap();
+        assert!((1..=60).contains(&t), "{t}");
+        assert_eq!(
+            r.header("ratelimit-limit"),
+            None,
+            "the older headers are an option"
+        );
     }
     for _ in 0..3 {
         let r = gw.get("/", &[]);
         assert_eq!(r.status, 429);
         assert_eq!(r.json()["status"], 429);
-        assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+        assert_eq!(r.json()["type"], "tag:tollgate,2026:rate-limited");
+        let rl = r.header("ratelimit").unwrap_or_default().to_string();
+        assert!(rl.starts_with("\"client_ip/60s\";r=0;t="), "{rl}");
+        // When one more request fits: the five sent now fade out of the sliding estimate in
+        // the next window, so this can be past the current window's end.
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-        assert!((1..=60).contains(&retry), "{retry}");
+        assert!((1..=120).contains(&retry), "{retry}");
+        assert!(rl.ends_with(&format!(";t={retry}")), "{rl}");
     }
     assert_eq!(up.count(), 5);
+}
+
+#[test]
+fn the_older_headers_are_a_compatibility_option() {
+    let up = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        "rate_limit_headers: both\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 3, per: 10s, key: route}}]}}\n",
+        up.addr
+    ));
+    let r = gw.get("/", &[]);
+    assert_eq!(r.header("ratelimit-policy"), Some("\"route/10s\";q=3;w=10"));
+    assert!(r
+        .header("ratelimit")
+        .unwrap_or_default()
+        .starts_with("\"route/10s\";r=2;t="));
+    assert_eq!(r.header("ratelimit-limit"), Some("3"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("2"));
+    let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&reset), "{reset}");
+    gw.rewrite(&format!(
+        "rate_limit_headers: legacy\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 3, per: 10s, key: route}}]}}\n",
+        up.addr
+    ));
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .get("/", &[])
+        .header("ratelimit-policy")
+        .is_none()));
+    let r = gw.get("/", &[]);
+    assert!(r.header("ratelimit").is_none());
+    assert!(r.header("ratelimit-limit").is_some());
 }
 
 #[test]

@@ -70,6 +70,8 @@ fn a_broken_file_is_refused_and_the_old_configuration_serves() {
     ));
     let r = admin_call(admin, "POST", "/reload");
     assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.json()["type"], "tag:tollgate,2026:config-refused");
     let errors = r.json()["errors"].to_string();
     assert!(errors.contains("unknown upstream"), "{errors}");
     gw.rewrite("routes: [[[");

@@ -39,7 +39,7 @@ fn routing_precedence_end_to_end() {
 }
 
 #[test]
-fn no_route_is_404_json_and_upstream_untouched() {
+fn no_route_is_404_problem_details_and_upstream_untouched() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
     let gw = two_pools(
@@ -47,13 +47,19 @@ fn no_route_is_404_json_and_upstream_untouched() {
         &b,
         "  - {name: api, match: {path_prefix: /api}, upstream: a}\n",
     );
-    let r = gw.get("/other", &[("x-request-id", "req-404")]);
+    let r = gw.get("/other//x?q=1", &[("x-request-id", "req-404")]);
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    // RFC 9457 problem details: type, title, status, detail, instance (the canonical path),
+    // and the request id as an extension member.
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let j = r.json();
+    assert_eq!(j["type"], "tag:tollgate,2026:no-route");
+    assert_eq!(j["title"], "No route");
     assert_eq!(j["status"], 404);
+    assert_eq!(j["detail"], "no route matches this request");
+    assert_eq!(j["instance"], "/other/x");
     assert_eq!(j["request_id"], "req-404");
-    assert!(j["error"].as_str().unwrap().contains("no route"));
+    assert_eq!(j.as_object().map(|o| o.len()), Some(6), "{j}");
     assert_eq!(a.count(), 0);
 }
 

@@ -2,14 +2,23 @@
 //! Redis server that holds global counters.
 
 use super::super::raw::{
-    Parsed, RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRedis, RawScope,
+    Parsed, RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRateLimitHeaders, RawRedis, RawScope,
 };
-use super::super::{ConcurrencyLimit, LimitKey, RateLimit, RedisConfig};
+use super::super::{ConcurrencyLimit, LimitKey, RateLimit, RateLimitHeaders, RedisConfig};
 use super::Validator;
 use serde_yaml::Value;
 use std::time::Duration;
 
 impl Validator<'_> {
+    /// Which rate-limit headers responses carry (`standard` by default).
+    pub(super) fn rate_limit_headers(&mut self, value: Option<Value>) -> RateLimitHeaders {
+        match value.and_then(|v| self.item::<RawRateLimitHeaders>("rate_limit_headers", v)) {
+            None | Some(RawRateLimitHeaders::Standard) => RateLimitHeaders::Standard,
+            Some(RawRateLimitHeaders::Legacy) => RateLimitHeaders::Legacy,
+            Some(RawRateLimitHeaders::Both) => RateLimitHeaders::Both,
+        }
+    }
+
     /// What a limit counts by; `consumer` needs the route to authenticate its callers.
     fn limit_key(
         &mut self,

@@ -43,6 +43,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "cache",
     "admin",
     "access_log",
+    "rate_limit_headers",
 ];
 
 /// Collects the problems of one file while its domains are checked.
@@ -239,6 +240,7 @@ impl<'a> Validator<'a> {
         let mut api_key_header = None;
         let mut jwt = None;
         let mut redis = None;
+        let mut rate_limit_headers = None;
         let mut cache = None;
         let mut admin = None;
         let mut access_log = None;
@@ -262,6 +264,7 @@ impl<'a> Validator<'a> {
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
                 "redis" => redis = Some(v),
+                "rate_limit_headers" => rate_limit_headers = Some(v),
                 "cache" => cache = Some(v),
                 "admin" => admin = Some(v),
                 "access_log" => access_log = Some(v),
@@ -293,6 +296,7 @@ impl<'a> Validator<'a> {
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
         let redis = redis.and_then(|v| self.redis(v));
+        let rate_limit_headers = self.rate_limit_headers(rate_limit_headers);
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
         let access_log = access_log.and_then(|v| self.access_log(v));
@@ -323,6 +327,7 @@ impl<'a> Validator<'a> {
             api_key_header,
             jwt,
             redis,
+            rate_limit_headers,
         };
         Some((process, routing))
     }
