@@ -69,6 +69,8 @@ pub struct Gateway {
     pub redirects: Vec<(u16, u16)>,
     /// Unique per snapshot in this process (what per-thread caches are keyed on).
     pub generation: u64,
+    /// `Cache-Status` and/or `X-Cache-Status` on cached routes.
+    pub cache_status_headers: crate::config::HeaderStyle,
 }
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -141,6 +143,7 @@ impl Gateway {
             limits,
             max_request_header_size: routing.max_request_header_size,
             path_normalization: routing.path_normalization,
+            cache_status_headers: routing.cache_status_headers,
             policies: Policies::new(routing),
         }
     }

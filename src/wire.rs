@@ -23,6 +23,7 @@ pub mod written {
     pub const X_CONSUMER: &str = "X-Consumer";
     pub const X_CONSUMER_GROUPS: &str = "X-Consumer-Groups";
     pub const X_CACHE_STATUS: &str = "X-Cache-Status";
+    pub const CACHE_STATUS: &str = "Cache-Status";
 }
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1 and the usual extras): never forwarded.

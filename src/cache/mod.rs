@@ -135,18 +135,22 @@ impl RouteCacheRules {
         }
     }
 
-    /// Whether this request may use the cache at all.
+    /// Whether this request may use the cache at all: `Err` says why not (`method`: not a
+    /// cached method; `request`: it carries credentials and the route's key has no `consumer`).
     pub fn request_cacheable(
         &self,
         method: &Method,
         headers: &HeaderMap,
         authenticated: bool,
-    ) -> bool {
+    ) -> Result<(), &'static str> {
         if !self.config.methods.contains(method) {
-            return false;
+            return Err("method");
         }
         let credentials = authenticated || headers.contains_key(header::AUTHORIZATION);
-        !credentials || self.config.per_consumer()
+        if credentials && !self.config.per_consumer() {
+            return Err("request");
+        }
+        Ok(())
     }
 
     /// The cache key: the route, its generation and the configured parts, each length-prefixed.
@@ -241,6 +245,69 @@ impl RouteCacheRules {
         }
         vb.finalize()
     }
+}
+
+/// How a response met the cache, for its `Cache-Status` (RFC 9211).
+pub struct Outcome<'a> {
+    pub phase: CachePhase,
+    /// The stored response's metadata, when there is one.
+    pub meta: Option<&'a CacheMeta>,
+    /// The upstream's status, when it was asked.
+    pub upstream_status: Option<u16>,
+    /// The upstream's response was found storable.
+    pub stored: bool,
+    /// Why the cache was not used for this request (`method`, `request`), when it was not.
+    pub skipped: Option<&'static str>,
+    /// The cache was looked up (and, if the phase says nothing else, missed).
+    pub looked_up: bool,
+}
+
+/// The `Cache-Status` field value (RFC 9211) of a response, with Tollgate as the cache:
+/// `tollgate; hit; ttl=57` (fresh; a negative `ttl` for a stale copy served), `tollgate;
+/// fwd=miss; fwd-status=200; stored`, `tollgate; fwd=stale; fwd-status=304` (revalidated),
+/// `tollgate; fwd=bypass` (or `method`, `request`: the cache was not used).
+pub fn cache_status(o: &Outcome) -> String {
+    let ttl = || {
+        o.meta.map(|m| {
+            let now = SystemTime::now();
+            match m.fresh_until().duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+            }
+        })
+    };
+    let mut out = String::from("tollgate; ");
+    match o.phase {
+        CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating => {
+            out.push_str("hit");
+            if let Some(t) = ttl() {
+                out.push_str(&format!("; ttl={t}"));
+            }
+            return out;
+        }
+        CachePhase::Miss => out.push_str("fwd=miss"),
+        CachePhase::Expired | CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            out.push_str("fwd=stale")
+        }
+        // Looked up, missed, and the response turned out not storable.
+        _ if o.looked_up => out.push_str("fwd=miss"),
+        _ => {
+            out.push_str("fwd=");
+            out.push_str(o.skipped.unwrap_or("bypass"));
+        }
+    }
+    if let Some(s) = o.upstream_status {
+        out.push_str(&format!("; fwd-status={s}"));
+    }
+    if o.stored {
+        out.push_str("; stored");
+    }
+    if matches!(o.phase, CachePhase::Revalidated) {
+        if let Some(t) = ttl() {
+            out.push_str(&format!("; ttl={t}"));
+        }
+    }
+    out
 }
 
 /// The `X-Cache-Status` value for where a response came from.

@@ -469,10 +469,10 @@ mod tests {
     }
 }
 
-/// `rate_limit_headers`: which rate-limit headers responses carry.
+/// `rate_limit_headers` and `cache_status_headers`: which convention responses follow.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum RawRateLimitHeaders {
+pub enum RawHeaderStyle {
     Standard,
     Legacy,
     Both,

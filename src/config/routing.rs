@@ -26,19 +26,36 @@ pub struct Routing {
     /// Shared state for global limits.
     pub redis: Option<RedisConfig>,
     /// Which rate-limit headers responses carry.
-    pub rate_limit_headers: RateLimitHeaders,
+    pub rate_limit_headers: HeaderStyle,
+    /// Which cache status headers responses of cached routes carry.
+    pub cache_status_headers: HeaderStyle,
 }
 
-/// Which rate-limit headers responses of rate-limited routes carry.
+/// Which of two header conventions responses follow: the standard one, the older one most
+/// software still reads, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RateLimitHeaders {
-    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub enum HeaderStyle {
+    /// Rate limits: `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers);
+    /// caching: `Cache-Status` (RFC 9211).
     #[default]
     Standard,
-    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, as earlier drafts had.
+    /// Rate limits: `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, as earlier
+    /// drafts had; caching: `X-Cache-Status`.
     Legacy,
     /// Both.
     Both,
+}
+
+impl HeaderStyle {
+    /// Whether the standard headers are sent.
+    pub fn standard(self) -> bool {
+        self != HeaderStyle::Legacy
+    }
+
+    /// Whether the older headers are sent.
+    pub fn legacy(self) -> bool {
+        self != HeaderStyle::Standard
+    }
 }
 
 /// An upstream pool.

@@ -16,7 +16,7 @@
 
 mod global;
 
-use crate::config::{LimitKey, RateLimitHeaders, RedisConfig, Route};
+use crate::config::{HeaderStyle, LimitKey, RedisConfig, Route};
 use arc_swap::ArcSwapOption;
 use global::{RedisCounter, SLIDING_WINDOW_LUA};
 use http::header::{HeaderMap, HeaderValue};
@@ -113,7 +113,7 @@ impl LimitStore {
         &self,
         route: &Route,
         redis: Option<&RedisConfig>,
-        headers: RateLimitHeaders,
+        headers: HeaderStyle,
     ) -> RouteLimits {
         let names = policy_names(&route.rate_limits);
         let rates: Vec<CompiledRate> = route
@@ -253,7 +253,7 @@ pub struct RouteLimits {
     rates: Vec<CompiledRate>,
     concurrency: Option<CompiledConcurrency>,
     /// Which rate-limit headers responses carry.
-    headers: RateLimitHeaders,
+    headers: HeaderStyle,
     /// `RateLimit-Policy`: every rate limit of the route.
     policy: Option<HeaderValue>,
 }
@@ -336,8 +336,7 @@ impl RouteLimits {
     /// seconds to reset; or the older `RateLimit-Limit`/`-Remaining`/`-Reset`; or both.
     pub fn headers(&self, state: &RateState) -> RateHeaderValues {
         let mut out: RateHeaderValues = Default::default();
-        let standard = self.headers != RateLimitHeaders::Legacy;
-        let legacy = self.headers != RateLimitHeaders::Standard;
+        let (standard, legacy) = (self.headers.standard(), self.headers.legacy());
         if standard {
             let name = self.rates.get(state.policy).map_or("", |r| r.name.as_str());
             let value = format!("\"{name}\";r={};t={}", state.remaining, state.reset);

@@ -23,7 +23,19 @@ pub struct Ctx {
     pub(super) request: Request,
     pub(super) caller: Caller,
     pub(super) upstream: Attempts,
+    pub(super) cache: CacheUse,
     pub(super) guards: Guards,
+}
+
+/// How the request used the route's cache, for `Cache-Status`.
+#[derive(Default)]
+pub(super) struct CacheUse {
+    /// Why the cache was not used (`method`, `request`).
+    pub(super) skipped: Option<&'static str>,
+    /// The upstream's response was found storable.
+    pub(super) stored: bool,
+    /// The cache was looked up.
+    pub(super) looked_up: bool,
 }
 
 /// The request as the gateway read it.
@@ -113,6 +125,7 @@ impl Ctx {
             },
             caller: Caller::default(),
             upstream: Attempts::default(),
+            cache: CacheUse::default(),
             guards: Guards {
                 connection: None,
                 _in_flight: in_flight,

@@ -148,12 +148,16 @@ impl ProxyHttp for Tollgate {
             return Ok(());
         };
         let req = session.req_header();
-        if rules.request_cacheable(&req.method, &req.headers, ctx.caller.identity.is_some()) {
-            let cache = &ctx.gateway.cache;
-            session
-                .cache
-                .enable(cache.store, None, None, Some(cache.lock), None);
-            session.cache.set_max_file_size_bytes(cache.max_object_size);
+        match rules.request_cacheable(&req.method, &req.headers, ctx.caller.identity.is_some()) {
+            Ok(()) => {
+                ctx.cache.looked_up = true;
+                let cache = &ctx.gateway.cache;
+                session
+                    .cache
+                    .enable(cache.store, None, None, Some(cache.lock), None);
+                session.cache.set_max_file_size_bytes(cache.max_object_size);
+            }
+            Err(why) => ctx.cache.skipped = Some(why),
         }
         Ok(())
     }
@@ -246,10 +250,12 @@ impl ProxyHttp for Tollgate {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        match ctx.route().and_then(|r| r.cache.as_ref()) {
-            Some(rules) => Ok(rules.response_cacheable(resp)),
-            None => Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled)),
-        }
+        let verdict = match ctx.route().and_then(|r| r.cache.as_ref()) {
+            Some(rules) => rules.response_cacheable(resp),
+            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+        };
+        ctx.cache.stored = matches!(verdict, RespCacheable::Cacheable(_));
+        Ok(verdict)
     }
 
     /// A stored response's variant: the request headers its `Vary` names.

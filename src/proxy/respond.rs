@@ -64,13 +64,34 @@ pub(super) fn shape_response(
     }
     resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
     if route.is_some_and(|r| r.cache.is_some()) {
-        let label = crate::cache::status_label(&session.cache.phase());
-        resp.insert_header(written::X_CACHE_STATUS, label)?;
+        cache_status(session, resp, ctx)?;
     }
     if let (Some(rate), Some(route)) = (&ctx.caller.rate, route) {
         for (name, value) in route.limits.headers(rate).into_iter().flatten() {
             resp.insert_header(name, value)?;
         }
+    }
+    Ok(())
+}
+
+/// `Cache-Status` (RFC 9211) and/or `X-Cache-Status`, as `cache_status_headers` says.
+fn cache_status(session: &Session, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    let style = ctx.gateway.cache_status_headers;
+    let phase = session.cache.phase();
+    if style.standard() {
+        let value = crate::cache::cache_status(&crate::cache::Outcome {
+            phase,
+            meta: session.cache.maybe_cache_meta(),
+            upstream_status: ctx.upstream.status,
+            stored: ctx.cache.stored,
+            skipped: ctx.cache.skipped,
+            looked_up: ctx.cache.looked_up,
+        });
+        resp.insert_header(written::CACHE_STATUS, value)?;
+    }
+    if style.legacy() {
+        let label = crate::cache::status_label(&phase);
+        resp.insert_header(written::X_CACHE_STATUS, label)?;
     }
     Ok(())
 }

@@ -93,7 +93,7 @@ fn gateway(o: &Origin, route_cache: &str) -> Gateway {
     let admin_port = closed_port().port();
     Gateway::start_with_env(
         &format!(
-            "cache: {{max_size: 4MiB, max_object_size: 256KiB}}\nadmin: {{address: 127.0.0.1:{admin_port}, token_env: TEST_ADMIN_TOKEN}}\nconsumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\n  - {{name: bob, api_keys: [bob-key-11]}}\nupstreams:\n  o: {{peers: [\"{}\"], read_timeout: 2s}}\nroutes:\n  - {{name: c, match: {{path_prefix: /c}}, upstream: o, cache: {route_cache}}}\n  - {{name: mine, match: {{path_prefix: /mine}}, upstream: o, auth: [api_key], cache: {{ttl: 60s, key: [host, path, query, consumer]}}}}\n  - {{name: shared, match: {{path_prefix: /shared}}, upstream: o, auth: [api_key], cache: {{ttl: 60s}}}}\n  - {{name: plain, match: {{path_prefix: /plain}}, upstream: o}}\n",
+            "cache_status_headers: both\ncache: {{max_size: 4MiB, max_object_size: 256KiB}}\nadmin: {{address: 127.0.0.1:{admin_port}, token_env: TEST_ADMIN_TOKEN}}\nconsumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\n  - {{name: bob, api_keys: [bob-key-11]}}\nupstreams:\n  o: {{peers: [\"{}\"], read_timeout: 2s}}\nroutes:\n  - {{name: c, match: {{path_prefix: /c}}, upstream: o, cache: {route_cache}}}\n  - {{name: mine, match: {{path_prefix: /mine}}, upstream: o, auth: [api_key], cache: {{ttl: 60s, key: [host, path, query, consumer]}}}}\n  - {{name: shared, match: {{path_prefix: /shared}}, upstream: o, auth: [api_key], cache: {{ttl: 60s}}}}\n  - {{name: plain, match: {{path_prefix: /plain}}, upstream: o}}\n",
             o.up.addr
         ),
         &[("TEST_ADMIN_TOKEN", TOKEN)],
@@ -107,8 +107,61 @@ fn admin_port(gw: &Gateway) -> u16 {
     conf[at..].split(',').next().unwrap().parse().unwrap()
 }
 
+/// `X-Cache-Status` (these tests run with `cache_status_headers: both`).
 fn status(r: &Response) -> &str {
     r.header("x-cache-status").unwrap_or("<none>")
+}
+
+#[test]
+fn cache_status_follows_rfc_9211() {
+    let o = origin();
+    let gw = Gateway::start(&format!(
+        "consumers: [{{name: alice, api_keys: [alice-key-1]}}]\nupstreams:\n  o: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: c, match: {{path_prefix: /c}}, upstream: o, cache: {{ttl: 60s}}}}\n  - {{name: shared, match: {{path_prefix: /shared}}, upstream: o, auth: [api_key], cache: {{ttl: 60s}}}}\n",
+        o.up.addr
+    ));
+    let cs = |r: &Response| r.header("cache-status").unwrap_or("<none>").to_string();
+    let miss = gw.get("/c/a", &[]);
+    assert_eq!(cs(&miss), "tollgate; fwd=miss; fwd-status=200; stored");
+    // By default only the standard field.
+    assert_eq!(miss.header("x-cache-status"), None);
+    let hit = gw.get("/c/a", &[]);
+    let ttl: i64 = cs(&hit)
+        .strip_prefix("tollgate; hit; ttl=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-1000);
+    assert!((55..=60).contains(&ttl), "{}", cs(&hit));
+    // Not stored: the upstream said no-store.
+    assert_eq!(
+        cs(&gw.get("/c/ns?cc=no-store", &[])),
+        "tollgate; fwd=miss; fwd-status=200"
+    );
+    // Revalidated with the upstream (no-cache and a validator).
+    gw.get("/c/nc?cc=no-cache&etag=v1", &[]);
+    let r = cs(&gw.get("/c/nc?cc=no-cache&etag=v1", &[]));
+    assert!(r.starts_with("tollgate; fwd=stale; fwd-status=304"), "{r}");
+    // The cache not used: a method it does not cache, credentials on a shared key.
+    let post =
+        gw.raw(b"POST /c/a HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(cs(&post), "tollgate; fwd=method; fwd-status=200");
+    let keyed = gw.get("/shared/x", &[("x-api-key", "alice-key-1")]);
+    assert_eq!(cs(&keyed), "tollgate; fwd=request; fwd-status=200");
+    // A stale copy served while the upstream fails: a hit with a negative ttl.
+    let gw2 = Gateway::start(&format!(
+        "upstreams:\n  o: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: c, match: {{}}, upstream: o, cache: {{ttl: 1s, stale_if_error: 60s}}}}\n",
+        o.up.addr
+    ));
+    gw2.get("/s", &[]);
+    std::thread::sleep(Duration::from_millis(2100));
+    o.failing.store(true, Ordering::SeqCst);
+    let stale = gw2.get("/s", &[]);
+    o.failing.store(false, Ordering::SeqCst);
+    assert_eq!(stale.status, 200);
+    let v = cs(&stale);
+    let ttl: i64 = v
+        .strip_prefix("tollgate; hit; ttl=")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(ttl < 0, "{v}");
 }
 
 #[test]
@@ -302,7 +355,13 @@ fn stale_if_error_when_the_upstream_is_gone() {
     std::thread::sleep(Duration::from_millis(1200));
     let r = gw.get("/gone", &[]);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(status(&r), "STALE");
+    // A stale copy served: a hit past its freshness (RFC 9211).
+    assert!(
+        r.header("cache-status")
+            .is_some_and(|v| v.starts_with("tollgate; hit; ttl=-")),
+        "{:?}",
+        r.header("cache-status")
+    );
     assert_eq!(r.text(), "hello");
 }
 

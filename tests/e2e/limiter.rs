@@ -162,7 +162,7 @@ fn route_limits(store: &LimitStore, extra: &str, limit: &str) -> RouteLimits {
     store.compile(
         &c.routing.routes[0],
         c.routing.redis.as_ref(),
-        tollgate::config::RateLimitHeaders::Standard,
+        tollgate::config::HeaderStyle::Standard,
     )
 }
 

@@ -141,7 +141,10 @@ fn limits_cache_and_health_survive_a_reload() {
         assert_eq!(gw.get("/l", &[]).status, 200);
     }
     gw.get("/c/x", &[]);
-    assert_eq!(gw.get("/c/x", &[]).header("x-cache-status"), Some("HIT"));
+    assert!(gw
+        .get("/c/x", &[])
+        .header("cache-status")
+        .is_some_and(|v| v.starts_with("tollgate; hit")));
     // Reload with an unrelated change.
     gw.rewrite(&conf(
         "  - {name: extra, match: {path_prefix: /e}, upstream: a}\n",
@@ -151,7 +154,10 @@ fn limits_cache_and_health_survive_a_reload() {
     // The limit's count carried over, the cache too, and the dead peer is still out: no
     // request fails because of it.
     assert_eq!(gw.get("/l", &[]).status, 429);
-    assert_eq!(gw.get("/c/x", &[]).header("x-cache-status"), Some("HIT"));
+    assert!(gw
+        .get("/c/x", &[])
+        .header("cache-status")
+        .is_some_and(|v| v.starts_with("tollgate; hit")));
     let st = admin_call(admin, "GET", "/status").json();
     let dead_peer = st["upstreams"][0]["peers"]
         .as_array()

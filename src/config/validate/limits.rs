@@ -2,20 +2,21 @@
 //! Redis server that holds global counters.
 
 use super::super::raw::{
-    Parsed, RawConcurrencyLimit, RawLimitKey, RawRateLimit, RawRateLimitHeaders, RawRedis, RawScope,
+    Parsed, RawConcurrencyLimit, RawHeaderStyle, RawLimitKey, RawRateLimit, RawRedis, RawScope,
 };
-use super::super::{ConcurrencyLimit, LimitKey, RateLimit, RateLimitHeaders, RedisConfig};
+use super::super::{ConcurrencyLimit, HeaderStyle, LimitKey, RateLimit, RedisConfig};
 use super::Validator;
 use serde_yaml::Value;
 use std::time::Duration;
 
 impl Validator<'_> {
-    /// Which rate-limit headers responses carry (`standard` by default).
-    pub(super) fn rate_limit_headers(&mut self, value: Option<Value>) -> RateLimitHeaders {
-        match value.and_then(|v| self.item::<RawRateLimitHeaders>("rate_limit_headers", v)) {
-            None | Some(RawRateLimitHeaders::Standard) => RateLimitHeaders::Standard,
-            Some(RawRateLimitHeaders::Legacy) => RateLimitHeaders::Legacy,
-            Some(RawRateLimitHeaders::Both) => RateLimitHeaders::Both,
+    /// Which header convention (`key`: `rate_limit_headers` or `cache_status_headers`)
+    /// responses follow (`standard` by default).
+    pub(super) fn header_style(&mut self, key: &str, value: Option<Value>) -> HeaderStyle {
+        match value.and_then(|v| self.item::<RawHeaderStyle>(key, v)) {
+            None | Some(RawHeaderStyle::Standard) => HeaderStyle::Standard,
+            Some(RawHeaderStyle::Legacy) => HeaderStyle::Legacy,
+            Some(RawHeaderStyle::Both) => HeaderStyle::Both,
         }
     }
 

@@ -44,6 +44,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "admin",
     "access_log",
     "rate_limit_headers",
+    "cache_status_headers",
 ];
 
 /// Collects the problems of one file while its domains are checked.
@@ -241,6 +242,7 @@ impl<'a> Validator<'a> {
         let mut jwt = None;
         let mut redis = None;
         let mut rate_limit_headers = None;
+        let mut cache_status_headers = None;
         let mut cache = None;
         let mut admin = None;
         let mut access_log = None;
@@ -265,6 +267,7 @@ impl<'a> Validator<'a> {
                 "jwt" => jwt = Some(v),
                 "redis" => redis = Some(v),
                 "rate_limit_headers" => rate_limit_headers = Some(v),
+                "cache_status_headers" => cache_status_headers = Some(v),
                 "cache" => cache = Some(v),
                 "admin" => admin = Some(v),
                 "access_log" => access_log = Some(v),
@@ -296,7 +299,8 @@ impl<'a> Validator<'a> {
         let api_key_header = self.api_key_header(api_key_header);
         let jwt = self.jwt(jwt);
         let redis = redis.and_then(|v| self.redis(v));
-        let rate_limit_headers = self.rate_limit_headers(rate_limit_headers);
+        let rate_limit_headers = self.header_style("rate_limit_headers", rate_limit_headers);
+        let cache_status_headers = self.header_style("cache_status_headers", cache_status_headers);
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
         let access_log = access_log.and_then(|v| self.access_log(v));
@@ -328,6 +332,7 @@ impl<'a> Validator<'a> {
             jwt,
             redis,
             rate_limit_headers,
+            cache_status_headers,
         };
         Some((process, routing))
     }

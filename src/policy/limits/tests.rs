@@ -11,7 +11,7 @@ fn many_fresh_keys_keep_their_allowance() {
     )
     .expect("test configuration");
     let store = LimitStore::default();
-    let limits = store.compile(&config.routing.routes[0], None, RateLimitHeaders::Standard);
+    let limits = store.compile(&config.routing.routes[0], None, HeaderStyle::Standard);
     let headers = HeaderMap::new();
     // The keys start in the middle of a window (windows count from the limit's creation), so
     // each one's phase is about 500/1000 and two of them in one slot sum past the window.
@@ -32,7 +32,7 @@ fn many_fresh_keys_keep_their_allowance() {
     }
 }
 
-fn route_limits(limits: &str, headers: RateLimitHeaders) -> (LimitStore, RouteLimits) {
+fn route_limits(limits: &str, headers: HeaderStyle) -> (LimitStore, RouteLimits) {
     let config = crate::config::parse(&format!(
         "listeners: [{{address: 127.0.0.1:1}}]\nupstreams: {{u: {{peers: [127.0.0.1:2]}}}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u, rate_limit: [{limits}]}}\n"
     ))
@@ -63,7 +63,7 @@ fn state(o: Outcome) -> RateState {
 fn a_fresh_key_at_a_windows_start_has_its_allowance_and_retry_after_is_honest() {
     let (store, limits) = route_limits(
         "{requests: 5, per: 1s, key: client_ip}",
-        RateLimitHeaders::Standard,
+        HeaderStyle::Standard,
     );
     // At the start of the limiter's window: the first request leaves four.
     let remaining: Vec<u64> = (0..5)
@@ -94,7 +94,7 @@ fn waiting_for_one_more_request() {
 fn headers_follow_the_draft_or_the_older_trio() {
     let (store, limits) = route_limits(
         "{requests: 100, per: 1m, key: client_ip}, {requests: 5, per: 1500ms, key: route}",
-        RateLimitHeaders::Standard,
+        HeaderStyle::Standard,
     );
     let s = state(check(&store, &limits, 2));
     assert_eq!(s.policy, 1, "the tightest limit");
@@ -114,10 +114,7 @@ fn headers_follow_the_draft_or_the_older_trio() {
     assert_eq!(h[1].0, "RateLimit");
     assert!(h[1].1.starts_with("\"route/1500ms\";r=4;t="), "{h:?}");
     assert_eq!(h.len(), 2);
-    let (store, both) = route_limits(
-        "{requests: 3, per: 10s, key: client_ip}",
-        RateLimitHeaders::Both,
-    );
+    let (store, both) = route_limits("{requests: 3, per: 10s, key: client_ip}", HeaderStyle::Both);
     let s = state(check(&store, &both, 3));
     let names: Vec<&str> = both
         .headers(&s)
@@ -137,7 +134,7 @@ fn headers_follow_the_draft_or_the_older_trio() {
     );
     let (store, legacy) = route_limits(
         "{requests: 3, per: 10s, key: client_ip}",
-        RateLimitHeaders::Legacy,
+        HeaderStyle::Legacy,
     );
     let s = state(check(&store, &legacy, 4));
     let h: Vec<(&str, String)> = legacy
@@ -155,7 +152,7 @@ fn headers_follow_the_draft_or_the_older_trio() {
 fn policy_names_are_unique() {
     let (_, limits) = route_limits(
         "{requests: 5, per: 1s, key: client_ip}, {requests: 50, per: 1s, key: client_ip}",
-        RateLimitHeaders::Standard,
+        HeaderStyle::Standard,
     );
     let names: Vec<&str> = limits.rates.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, vec!["client_ip/1s#1", "client_ip/1s#2"]);
