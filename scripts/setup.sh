@@ -5,8 +5,9 @@
 # (the status page is tested in a real headless browser), systemd (for
 # `systemd-analyze verify` of the unit), nginx-light (the load bench's baseline, which the
 # bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
-# real PROXY-protocol balancer in front of the gateway) and slowhttptest (slowloris and
-# slow-body attacks).
+# real PROXY-protocol balancer in front of the gateway), slowhttptest (slowloris and
+# slow-body attacks) and prometheus, for its `promtool check metrics` (installed without its
+# recommended extras, and not started).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -23,4 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing: prometheus (for promtool)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  [ ${#missing[@]} -gt 0 ] || $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi

@@ -221,6 +221,15 @@ impl Admin {
         bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
     }
 
+    /// `/readyz`: 200 once the listeners accept, 503 while starting and once draining.
+    fn readiness(&self) -> Response<Vec<u8>> {
+        match (self.lifecycle.is_ready(), self.lifecycle.is_draining()) {
+            (_, true) => json(503, serde_json::json!({ "status": "draining" })),
+            (false, _) => json(503, serde_json::json!({ "status": "starting" })),
+            (true, false) => json(200, serde_json::json!({ "status": "ready" })),
+        }
+    }
+
     fn status(&self) -> serde_json::Value {
         let gw = self.state.load();
         let routes: Vec<serde_json::Value> = gw
@@ -349,8 +358,13 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        // Liveness and readiness answer without the token: load balancers and Kubernetes
+        // probes cannot send one, and the answers say nothing an attacker could use.
         if path == "/healthz" {
             return json(200, serde_json::json!({ "status": "ok" }));
+        }
+        if path == "/readyz" && method == http::Method::GET {
+            return self.readiness();
         }
         if path == "/" && method == http::Method::GET {
             // The page holds no data; it asks for the token (if any) and sends it with its calls.
@@ -375,20 +389,11 @@ impl ServeHttp for Admin {
             return r;
         }
         match (method.as_str(), path.as_str()) {
-            ("GET", "/readyz") => {
-                let ready = self.lifecycle.is_ready();
-                let draining = self.lifecycle.is_draining();
-                match (ready, draining) {
-                    (_, true) => json(503, serde_json::json!({ "status": "draining" })),
-                    (false, _) => json(503, serde_json::json!({ "status": "starting" })),
-                    (true, false) => json(200, serde_json::json!({ "status": "ready" })),
-                }
-            }
             ("GET", "/metrics") => {
                 let body = self.metrics.render(&self.state.load().stats()).into_bytes();
                 Response::builder()
                     .status(200)
-                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .header(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)
                     .header(header::CONTENT_LENGTH, body.len())
                     .body(body)
                     .unwrap_or_else(|_| Response::new(Vec::new()))

@@ -84,6 +84,7 @@ impl Reloader {
                     .config_reloads
                     .with_label_values(&["failure"])
                     .inc();
+                self.metrics.config_loaded(false);
                 for e in &errors {
                     log::error!("reload refused, the old configuration keeps serving: {e}");
                 }
@@ -113,6 +114,7 @@ impl Reloader {
             .config_reloads
             .with_label_values(&["success"])
             .inc();
+        self.metrics.config_loaded(true);
         if needs_upgrade.is_empty() {
             log::info!("configuration reloaded from {}", self.path.display());
         } else {

@@ -139,6 +139,7 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
-    /// The bearer token every call but `/healthz` must carry, when set.
+    /// The bearer token every call but `/healthz`, `/readyz` and the status page must carry,
+    /// when set.
     pub token: Option<String>,
 }

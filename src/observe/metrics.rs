@@ -66,7 +66,8 @@ pub struct RouteMetrics {
     name: Arc<str>,
     upstream: Arc<str>,
     families: Families,
-    ratelimit_rejected: IntCounter,
+    /// Refusals by a rate limit and by the concurrency limit.
+    ratelimit_rejected: [IntCounter; 2],
     request_duration: OnceLock<Histogram>,
     upstream_duration: OnceLock<Histogram>,
     auth_failures: [OnceLock<IntCounter>; 2],
@@ -118,9 +119,9 @@ impl RouteMetrics {
             .inc();
     }
 
-    /// Count a request refused by a rate or concurrency limit.
-    pub fn rate_limited(&self) {
-        self.ratelimit_rejected.inc();
+    /// Count a request refused by a rate limit (`concurrency`: by the concurrency limit).
+    pub fn rate_limited(&self, concurrency: bool) {
+        self.ratelimit_rejected[usize::from(concurrency)].inc();
     }
 
     /// Count a request on a cached route by its `X-Cache-Status` (one of [`CACHE_LABELS`]).
@@ -208,6 +209,9 @@ pub struct Metrics {
     /// Client connections open now.
     pub connections: IntGauge,
     pub config_reloads: IntCounterVec,
+    build_info: IntGaugeVec,
+    last_reload_successful: IntGauge,
+    last_reload_success_time: IntGauge,
     pub access_log_dropped: IntCounter,
     front_door_refusals: IntCounterVec,
     peer_healthy: IntGaugeVec,
@@ -261,6 +265,12 @@ fn single_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+/// The Pingora release the gateway is built on.
+const PINGORA_VERSION: &str = "0.9";
+
+/// The exposition format's media type (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// A bounded label for a request method.
 pub fn method_label(m: &http::Method) -> &'static str {
     match *m {
@@ -287,13 +297,16 @@ impl Metrics {
         let m = Metrics {
             request_duration: histogram(&r, "tollgate_request_duration_seconds", "Time from the request to the end of the response, by route.", &["route"]),
             unrouted_duration: OnceLock::new(),
-            requests: counter(&r, "tollgate_requests_total", "Requests answered, by route, method and status.", &["route", "method", "status"]),
+            requests: counter(&r, "tollgate_requests_total", "Requests answered, by route, method and status code.", &["route", "method", "code"]),
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
-            ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a rate or concurrency limit, by route.", &["route"]),
+            ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
             auth_failures: counter(&r, "tollgate_auth_failures_total", "Requests refused by authentication (unauthenticated) or authorization (forbidden), by route.", &["route", "reason"]),
             cache_requests: counter(&r, "tollgate_cache_requests_total", "Requests on cached routes, by route and X-Cache-Status.", &["route", "status"]),
-            connections: gauge(&r, "tollgate_connections", "Client connections currently open."),
+            connections: gauge(&r, "tollgate_open_client_connections", "Client connections open now."),
+            build_info: gauge_vec(&r, "tollgate_build_info", "Always 1; the labels say which build runs.", &["version", "pingora_version"]),
+            last_reload_successful: gauge(&r, "tollgate_config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 when it was refused."),
+            last_reload_success_time: gauge(&r, "tollgate_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded or reloaded successfully (Unix time)."),
             config_reloads: counter(&r, "tollgate_config_reloads_total", "Configuration reloads, by result.", &["result"]),
             access_log_dropped: single_counter(&r, "tollgate_access_log_dropped_total", "Access log lines dropped because the writer fell behind."),
             front_door_refusals: counter(&r, "tollgate_front_door_refusals_total", "Requests and connections refused at the front door, before routing, by reason.", &["reason"]),
@@ -307,6 +320,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), PINGORA_VERSION])
+            .set(1);
+        m.config_loaded(true);
         Arc::new(m)
     }
 
@@ -322,7 +339,8 @@ impl Metrics {
             slot,
             generation,
             // Every route's refusal count is there from the start, so dashboards see zeros.
-            ratelimit_rejected: self.ratelimit_rejected.with_label_values(&[&name]),
+            ratelimit_rejected: ["rate", "concurrency"]
+                .map(|kind| self.ratelimit_rejected.with_label_values(&[&name, kind])),
             upstream: Arc::from(upstream),
             name,
             families: Families {
@@ -397,6 +415,18 @@ impl Metrics {
                     .get_or_init(|| self.request_duration.with_label_values(&["none"]))
                     .observe(seconds);
             }
+        }
+    }
+
+    /// Record a configuration load or reload: whether it succeeded, and when it last did.
+    pub fn config_loaded(&self, ok: bool) {
+        self.last_reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.last_reload_success_time.set(now);
         }
     }
 

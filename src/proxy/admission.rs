@@ -129,10 +129,14 @@ pub(super) async fn check_limits(
             Ok(())
         }
         refused => {
-            if let Outcome::RateLimited(state) = refused {
-                ctx.caller.rate = Some(state);
-            }
-            route.metrics.rate_limited();
+            let concurrency = match refused {
+                Outcome::RateLimited(state) => {
+                    ctx.caller.rate = Some(state);
+                    false
+                }
+                _ => true,
+            };
+            route.metrics.rate_limited(concurrency);
             Err(status_error(429, "over a rate or concurrency limit"))
         }
     }

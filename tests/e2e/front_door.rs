@@ -625,9 +625,8 @@ mod framing {
             "{metrics}"
         );
         assert!(
-            metrics.contains(
-                "tollgate_requests_total{method=\"POST\",route=\"none\",status=\"400\"} 1"
-            ),
+            metrics
+                .contains("tollgate_requests_total{code=\"400\",method=\"POST\",route=\"none\"} 1"),
             "{metrics}"
         );
     }

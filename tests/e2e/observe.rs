@@ -90,28 +90,28 @@ fn metrics_count_exactly_what_happened() {
     assert_eq!(
         metric(
             &m,
-            r#"tollgate_requests_total{method="GET",route="open",status="200"}"#
+            r#"tollgate_requests_total{code="200",method="GET",route="open"}"#
         ),
         3.0
     );
     assert_eq!(
         metric(
             &m,
-            r#"tollgate_requests_total{method="GET",route="none",status="404"}"#
+            r#"tollgate_requests_total{code="404",method="GET",route="none"}"#
         ),
         1.0
     );
     assert_eq!(
         metric(
             &m,
-            r#"tollgate_requests_total{method="GET",route="keyed",status="401"}"#
+            r#"tollgate_requests_total{code="401",method="GET",route="keyed"}"#
         ),
         2.0
     );
     assert_eq!(
         metric(
             &m,
-            r#"tollgate_requests_total{method="GET",route="limited",status="429"}"#
+            r#"tollgate_requests_total{code="429",method="GET",route="limited"}"#
         ),
         1.0
     );
@@ -151,7 +151,10 @@ fn metrics_count_exactly_what_happened() {
         2.0
     );
     assert_eq!(
-        metric(&m, r#"tollgate_ratelimit_rejected_total{route="limited"}"#),
+        metric(
+            &m,
+            r#"tollgate_ratelimit_rejected_total{kind="rate",route="limited"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -183,6 +186,33 @@ fn metrics_count_exactly_what_happened() {
         0.0
     );
     assert_eq!(metric(&m, "tollgate_ratelimit_redis_fallbacks_total"), 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            r#"tollgate_ratelimit_rejected_total{kind="concurrency",route="limited"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "tollgate_build_info{{pingora_version=\"0.9\",version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    assert_eq!(metric(&m, "tollgate_config_last_reload_successful"), 1.0);
+    let loaded = metric(&m, "tollgate_config_last_reload_success_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&loaded),
+        "{loaded} {now}"
+    );
     assert!(metric(&m, "process_resident_memory_bytes") > 0.0);
     // Labels come from the configuration, never from request paths.
     assert!(!m.contains("/open/x") && !m.contains("nowhere"));
@@ -197,12 +227,12 @@ fn the_connections_gauge_follows_open_connections() {
     let r = read_response(&mut c);
     assert_eq!(r.status, 200);
     let m = admin_get(s.admin, "/metrics", None).text();
-    assert_eq!(metric(&m, "tollgate_connections"), 1.0);
+    assert_eq!(metric(&m, "tollgate_open_client_connections"), 1.0);
     drop(c);
     assert!(wait_until(Duration::from_secs(5), || {
         metric(
             &admin_get(s.admin, "/metrics", None).text(),
-            "tollgate_connections",
+            "tollgate_open_client_connections",
         ) == 0.0
     }));
 }
@@ -310,15 +340,15 @@ fn access_log_lines_are_json_with_every_field() {
 #[test]
 fn admin_health_readiness_and_token() {
     let s = setup(None, true);
+    // Probes need no token.
     assert_eq!(admin_get(s.admin, "/healthz", None).status, 200);
     assert!(wait_until(Duration::from_secs(5), || admin_get(
-        s.admin,
-        "/readyz",
-        Some(TOKEN)
+        s.admin, "/readyz", None
     )
     .status
         == 200));
-    for path in ["/readyz", "/metrics", "/status", "/cache"] {
+    assert_eq!(admin_get(s.admin, "/readyz", Some(TOKEN)).status, 200);
+    for path in ["/metrics", "/status", "/cache"] {
         let r = admin_get(s.admin, path, None);
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
@@ -440,4 +470,45 @@ fn readyz_turns_503_as_soon_as_draining_starts() {
         .wait_exit(Duration::from_secs(10))
         .expect("the gateway did not exit");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn metrics_pass_promtool_and_declare_their_format() {
+    let s = setup(None, false);
+    // Traffic of every kind first, so that every family has series.
+    for path in [
+        "/open/x",
+        "/nowhere",
+        "/keyed",
+        "/limited",
+        "/limited",
+        "/cached/a",
+        "/cached/a",
+    ] {
+        s.gw.get(path, &[]);
+    }
+    let r = admin_get(s.admin, "/metrics", None);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/setup.sh installs the prometheus package)");
+    lint.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&r.body)
+        .expect("write the metrics");
+    let out = lint.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
