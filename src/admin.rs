@@ -8,7 +8,6 @@ use crate::config::AdminConfig;
 use crate::errors::{Problem, PROBLEM_JSON};
 use crate::gateway::Gateway;
 use crate::observe::metrics::Metrics;
-use crate::server::readiness::Readiness;
 use crate::server::Lifecycle;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -42,26 +41,32 @@ pub struct Admin {
 pub struct AdminServer {
     app: Arc<Admin>,
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
-    /// The traffic listeners whose readiness `/readyz` reports.
-    listeners: Vec<std::net::SocketAddr>,
 }
 
 impl AdminServer {
-    /// Bind the admin address.
+    /// Bind the admin address. `upgrade`: this process takes over from a running one, which
+    /// still listens on the address until it has drained (`SO_REUSEPORT` lets both bind it
+    /// then). Outside an upgrade an address something already answers on is refused, so two
+    /// gateways never share an admin port.
     pub fn bind(
         config: &AdminConfig,
         state: Arc<ArcSwap<Gateway>>,
         metrics: Arc<Metrics>,
         reloader: Arc<crate::reload::Reloader>,
         lifecycle: Arc<Lifecycle>,
-        listeners: Vec<std::net::SocketAddr>,
+        upgrade: bool,
     ) -> std::io::Result<AdminServer> {
-        // SO_REUSEPORT: during an upgrade the new process binds while the old one still listens.
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(config.address),
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
         )?;
+        if !upgrade && admin_answers(config.address) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process listens there (only an upgrade may share it)",
+            ));
+        }
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.bind(&config.address.into())?;
@@ -77,9 +82,22 @@ impl AdminServer {
                 reloader,
             }),
             listener: std::sync::Mutex::new(Some(listener)),
-            listeners,
         })
     }
+}
+
+/// Whether something accepts connections on `address` (a wildcard address is probed on
+/// loopback).
+fn admin_answers(address: std::net::SocketAddr) -> bool {
+    let mut probe = address;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if probe.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
 }
 
 async fn serve_connection(app: Arc<Admin>, tcp: tokio::net::TcpStream) {
@@ -146,12 +164,7 @@ impl BackgroundService for AdminServer {
                 log::error!("admin: cannot start its thread: {e}");
             }
         }
-        Readiness {
-            lifecycle: self.app.lifecycle.clone(),
-            listeners: self.listeners.clone(),
-        }
-        .run(&mut shutdown)
-        .await;
+        let _ = shutdown.changed().await;
     }
 }
 

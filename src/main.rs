@@ -21,6 +21,7 @@ use tollgate::policy::limits::LimitStore;
 use tollgate::proxy::Tollgate;
 use tollgate::reload::Reloader;
 use tollgate::server::connection::Connections;
+use tollgate::server::readiness::Readiness;
 use tollgate::server::signals::{ExitOnInterrupt, ReloadOnHangup};
 use tollgate::server::{self, DrainPlan, Lifecycle, ServiceFor};
 use tollgate::upstream::HealthChecker;
@@ -169,6 +170,14 @@ fn main() -> ExitCode {
         test: false,
         conf: None,
     };
+    let listeners: Vec<std::net::SocketAddr> =
+        process.listeners.iter().map(|l| l.address).collect();
+    if !cli.upgrade {
+        if let Err(e) = server::check_listeners(&listeners) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
@@ -259,9 +268,24 @@ fn main() -> ExitCode {
         server.add_service(h2c);
     }
     server.add_service(background_service("health checks", health.clone()));
-    let route_count = config.routing.routes.len();
-    let listeners: Vec<std::net::SocketAddr> =
-        process.listeners.iter().map(|l| l.address).collect();
+    let announce = format!(
+        "tollgate {} serving {} route(s) on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.routing.routes.len(),
+        listeners
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    server.add_service(background_service(
+        "readiness",
+        Readiness {
+            lifecycle: lifecycle.clone(),
+            listeners: listeners.clone(),
+            announce,
+        },
+    ));
     let admin_config = process.admin.clone();
     let reloader = Arc::new(Reloader::new(
         cli.conf.clone(),
@@ -276,14 +300,7 @@ fn main() -> ExitCode {
         ReloadOnHangup(reloader.clone()),
     ));
     if let Some(admin) = &admin_config {
-        match AdminServer::bind(
-            admin,
-            gateway,
-            metrics,
-            reloader,
-            lifecycle,
-            listeners.clone(),
-        ) {
+        match AdminServer::bind(admin, gateway, metrics, reloader, lifecycle, cli.upgrade) {
             Ok(a) => {
                 server.add_service(background_service("admin", a));
             }
@@ -293,15 +310,5 @@ fn main() -> ExitCode {
             }
         }
     }
-    log::info!(
-        "tollgate {} serving {} route(s) on {}",
-        env!("CARGO_PKG_VERSION"),
-        route_count,
-        listeners
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     server.run_forever()
 }

@@ -143,6 +143,29 @@ impl Lifecycle {
     }
 }
 
+/// Check, before anything starts, that every traffic listener's address can be bound (as
+/// Pingora binds it: `SO_REUSEADDR`, no `SO_REUSEPORT`): a taken port or an address this host
+/// does not have is one clear error and a non-zero exit, not a worker thread that retries and
+/// panics while the process looks alive. (An upgrade receives its sockets instead.)
+pub fn check_listeners(addresses: &[std::net::SocketAddr]) -> Result<(), String> {
+    for address in addresses {
+        let bound = socket2::Socket::new(
+            socket2::Domain::for_address(*address),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&(*address).into())?;
+            s.listen(1)
+        });
+        if let Err(e) = bound {
+            return Err(format!("cannot listen on {address}: {e}"));
+        }
+    }
+    Ok(())
+}
+
 /// Which proxy service a listener joins. Pingora sets cleartext HTTP/2 (h2c) per service, so
 /// when plain listeners disagree on it the h2c ones get a second service (with its own worker
 /// threads); TLS listeners ignore h2c (ALPN decides) and join the first.
@@ -210,6 +233,16 @@ mod tests {
         assert_eq!(service_for(&plain, true), ServiceFor::Main);
         assert_eq!(service_for(&tls, true), ServiceFor::Main);
         assert_eq!(service_for(&h2c, false), ServiceFor::Main);
+    }
+
+    #[test]
+    fn a_taken_address_is_reported() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("address");
+        let e = check_listeners(&[addr]).expect_err("taken");
+        assert!(e.starts_with(&format!("cannot listen on {addr}: ")), "{e}");
+        drop(taken);
+        assert!(check_listeners(&[addr]).is_ok());
     }
 
     #[test]

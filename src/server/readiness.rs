@@ -1,8 +1,11 @@
-//! Readiness: the process is ready once every traffic listener accepts connections, and
-//! draining as soon as a shutdown begins (what the admin API's `/readyz` reports).
+//! Readiness: the process is ready once every traffic listener accepts connections (then, and
+//! not before, it says it serves), and draining as soon as a shutdown begins (what the admin
+//! API's `/readyz` reports).
 
 use super::Lifecycle;
+use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,15 @@ pub struct Readiness {
     pub lifecycle: Arc<Lifecycle>,
     /// The traffic listeners' addresses.
     pub listeners: Vec<SocketAddr>,
+    /// Logged once every listener accepts.
+    pub announce: String,
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.run(&mut shutdown).await;
+    }
 }
 
 impl Readiness {
@@ -28,6 +40,7 @@ impl Readiness {
             }
             if all {
                 self.lifecycle.set_ready();
+                log::info!("{}", self.announce);
                 break;
             }
             tokio::select! {

@@ -308,3 +308,58 @@ fn a_taken_admin_port_stops_the_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_taken_traffic_port_exits_at_once_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(
+        &path,
+        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nlisteners: [{{address: 127.0.0.1:{port}}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("serving") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_gateways_never_share_an_admin_port() {
+    let admin = closed_port().port();
+    let first = Gateway::start(&format!(
+        "admin: {{address: 127.0.0.1:{admin}}}\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n"
+    ));
+    // The first says it serves once its listener accepts.
+    assert!(wait_until(std::time::Duration::from_secs(5), || first
+        .log()
+        .contains("serving 1 route(s) on 127.0.0.1:")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    let traffic = closed_port().port();
+    std::fs::write(
+        &path,
+        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nlisteners: [{{address: 127.0.0.1:{traffic}}}]\nadmin: {{address: 127.0.0.1:{admin}}}\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
+    )
+    .unwrap();
+    let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "cannot listen on the admin address 127.0.0.1:{admin}"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

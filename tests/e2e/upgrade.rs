@@ -266,7 +266,15 @@ fn the_upgrade_command_replaces_a_daemon_or_leaves_it_serving() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("tollgate.yaml");
     let port = closed_port().port();
-    std::fs::write(&conf, config(dir.path(), port, &up, 1)).unwrap();
+    // With an admin listener, which the new process binds beside the old one's.
+    let admin = closed_port().port();
+    let with_admin = |generation| {
+        format!(
+            "{}admin: {{address: 127.0.0.1:{admin}}}\n",
+            config(dir.path(), port, &up, generation)
+        )
+    };
+    std::fs::write(&conf, with_admin(1)).unwrap();
     let pid_file = dir.path().join("t.pid");
     let status = Command::new(bin())
         .args(["-d", "-c"])
@@ -305,7 +313,7 @@ fn the_upgrade_command_replaces_a_daemon_or_leaves_it_serving() {
 
     // A good one: a new daemon takes over, the old one exits. (The new daemon inherits the
     // command's output, so it goes to a file rather than a pipe this test would wait on.)
-    std::fs::write(&conf, config(dir.path(), port, &up, 2)).unwrap();
+    std::fs::write(&conf, with_admin(2)).unwrap();
     let log = dir.path().join("upgrade.log");
     let status = Command::new(bin())
         .args(["upgrade", "-c"])
@@ -330,6 +338,14 @@ fn the_upgrade_command_replaces_a_daemon_or_leaves_it_serving() {
             != 0),
         "the old daemon did not exit"
     );
+    // The admin listener is the new process's now.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let st = send_raw(
+            admin,
+            b"GET /status HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        );
+        st.status == 200 && st.text().contains("\"ready\":true")
+    }));
     unsafe {
         libc::kill(second, libc::SIGTERM);
     }
