@@ -101,7 +101,7 @@ fn hash_password(cost: u32) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    tollgate::observe::log::init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword { cost }) => return hash_password(cost),

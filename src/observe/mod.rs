@@ -2,4 +2,5 @@
 //! ([`access_log`]), written by a thread of its own so no worker thread waits on a disk.
 
 pub mod access_log;
+pub mod log;
 pub mod metrics;

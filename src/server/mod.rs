@@ -91,8 +91,17 @@ impl Lifecycle {
         if self.draining.swap(true, Ordering::AcqRel) {
             return;
         }
-        log::info!("draining: each kept-alive connection is closed after its next answer");
         let plan = self.plan.lock().ok().and_then(|mut p| p.take());
+        match &plan {
+            Some(p) => log::info!(
+                "draining: each kept-alive connection is closed after its next answer; grace period {}s, then at most {}s for requests in flight",
+                p.grace.as_secs(),
+                p.timeout.as_secs()
+            ),
+            None => log::info!(
+                "draining: each kept-alive connection is closed after its next answer"
+            ),
+        }
         if let Some(plan) = plan {
             self.clone().run_drain(plan);
         }

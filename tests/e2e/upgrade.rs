@@ -30,7 +30,7 @@ fn spawn(conf: &Path, upgrade: bool, log: &Path) -> Child {
 
 fn config(dir: &Path, port: u16, up: &Upstream, generation: usize) -> String {
     format!(
-        "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 5\nlisteners:\n  - address: 127.0.0.1:{port}\nupstreams:\n  a: {{peers: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - name: r\n    match: {{}}\n    upstream: a\n    response_headers: {{set: {{x-generation: \"{generation}\"}}}}\n",
+        "threads: 2\npid_file: {d}/t.pid\nupgrade_sock: {d}/upgrade.sock\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 5\nlisteners:\n  - address: 127.0.0.1:{port}\nupstreams:\n  a: {{peers: [\"{}\"], read_timeout: 10s}}\nroutes:\n  - name: r\n    match: {{}}\n    upstream: a\n    response_headers: {{set: {{x-generation: \"{generation}\"}}}}\n  - {{name: c, match: {{path_prefix: /c}}, upstream: a, cache: {{ttl: 60s}}}}\n",
         up.addr,
         d = dir.display()
     )
@@ -125,6 +125,20 @@ fn five_upgrades_under_load_lose_nothing() {
         .load(Ordering::SeqCst)
         > 50));
 
+    // Cached responses (their metadata is stored), and a reload.
+    for _ in 0..3 {
+        let r = send_raw(
+            port,
+            b"GET /c/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200);
+    }
+    signal(current.id(), libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("configuration reloaded")
+    }));
     let mut slow = None;
     for generation in 1..=5 {
         std::fs::write(&conf, config(dir.path(), port, &up, generation)).unwrap();
@@ -171,6 +185,15 @@ fn five_upgrades_under_load_lose_nothing() {
     signal(current.id(), libc::SIGTERM);
     let _ = wait_exit(&mut current, Duration::from_secs(20));
 
+    // Healthy traffic, a reload, upgrades and a shutdown leave nothing at WARN or above in the
+    // error log: every such line is worth an operator's attention.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let loud: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+    assert!(text.contains("draining: each kept-alive connection is closed after its next answer; grace period 1s, then at most 5s"), "{text}");
     let failures = failed.lock().unwrap().clone();
     let total = ok.load(Ordering::SeqCst);
     eprintln!(
