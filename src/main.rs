@@ -22,7 +22,7 @@ use tollgate::proxy::Tollgate;
 use tollgate::reload::Reloader;
 use tollgate::server::connection::Connections;
 use tollgate::server::readiness::Readiness;
-use tollgate::server::signals::{ExitOnInterrupt, ReloadOnHangup};
+use tollgate::server::signals::{ExitOnInterrupt, ReloadOnHangup, ReopenOnUsr1};
 use tollgate::server::{self, DrainPlan, Lifecycle, ServiceFor};
 use tollgate::upstream::HealthChecker;
 
@@ -54,8 +54,70 @@ struct Cli {
     /// Take over the listening sockets of a running instance (zero-downtime upgrade).
     #[arg(short, long)]
     upgrade: bool,
+    /// Signal the running instance (the one in `pid_file`), as nginx's `-s`: `reload` the
+    /// configuration (SIGHUP), `quit` after draining (SIGTERM), `stop` at once (SIGINT),
+    /// `reopen` the access log (SIGUSR1).
+    #[arg(short, long, value_enum, value_name = "SIGNAL")]
+    signal: Option<SignalName>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// What `-s` sends.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SignalName {
+    Reload,
+    Quit,
+    Stop,
+    Reopen,
+}
+
+impl SignalName {
+    fn signal(self) -> (i32, &'static str) {
+        match self {
+            SignalName::Reload => (libc::SIGHUP, "SIGHUP"),
+            SignalName::Quit => (libc::SIGTERM, "SIGTERM"),
+            SignalName::Stop => (libc::SIGINT, "SIGINT"),
+            SignalName::Reopen => (libc::SIGUSR1, "SIGUSR1"),
+        }
+    }
+}
+
+/// `tollgate -s SIGNAL`: signal the process whose pid the configuration's `pid_file` holds.
+fn send_signal(conf: &std::path::Path, which: SignalName) -> ExitCode {
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let config = match config::check_file_in(conf, &base) {
+        Ok(c) => c,
+        Err((errors, _)) => {
+            eprintln!(
+                "{}: {} problem(s), cannot find pid_file:",
+                conf.display(),
+                errors.len()
+            );
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let pid_file = &config.process.server.pid_file;
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    let Some(pid) = pid.filter(|p| *p > 0) else {
+        eprintln!("no running tollgate: {pid_file} holds no pid");
+        return ExitCode::from(1);
+    };
+    let (number, name) = which.signal();
+    if unsafe { libc::kill(pid, number) } != 0 {
+        eprintln!(
+            "cannot signal process {pid} (from {pid_file}): {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(1);
+    }
+    println!("sent {name} to process {pid}");
+    ExitCode::SUCCESS
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -108,13 +170,21 @@ fn main() -> ExitCode {
         Some(Command::Upgrade { pid }) => return server::upgrade::run(&cli.conf, pid),
         None => {}
     }
+    if let Some(which) = cli.signal {
+        return send_signal(&cli.conf, which);
+    }
 
     // Relative paths (the file itself, and paths in it) stay relative to where the process
     // started, also for reloads after Pingora has daemonized and changed directory.
     let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let config = match config::load_file_in(&cli.conf, &base) {
+    let loaded = if cli.test {
+        config::check_file_in(&cli.conf, &base)
+    } else {
+        config::load_file_in(&cli.conf, &base).map_err(|e| (e, Vec::new()))
+    };
+    let config = match loaded {
         Ok(c) => c,
-        Err(errors) => {
+        Err((errors, warnings)) => {
             eprintln!(
                 "{}: {} problem{} found:",
                 cli.conf.display(),
@@ -123,6 +193,9 @@ fn main() -> ExitCode {
             );
             for e in &errors {
                 eprintln!("  {e}");
+            }
+            for w in &warnings {
+                eprintln!("{}: warning: {w}", cli.conf.display());
             }
             return ExitCode::from(2);
         }
@@ -191,16 +264,24 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    if let Some(log) = &access_log {
+        server.add_service(background_service(
+            "reopen the access log on SIGUSR1",
+            ReopenOnUsr1(log.clone()),
+        ));
+    }
     server.add_service(background_service(
         "exit on SIGINT",
         ExitOnInterrupt {
             access_log: access_log.clone(),
+            pid_file: Some(PathBuf::from(&process.server.pid_file)),
         },
     ));
     let lifecycle = Lifecycle::new(Some(DrainPlan {
         grace,
         timeout,
         access_log: access_log.clone(),
+        pid_file: Some(PathBuf::from(&process.server.pid_file)),
     }));
     let door = FrontDoor::new(
         &config,
@@ -287,6 +368,7 @@ fn main() -> ExitCode {
         },
     ));
     let admin_config = process.admin.clone();
+    let pid_file = process.server.pid_file.clone();
     let reloader = Arc::new(Reloader::new(
         cli.conf.clone(),
         base,
@@ -308,6 +390,13 @@ fn main() -> ExitCode {
                 eprintln!("cannot listen on the admin address {}: {e}", admin.address);
                 return ExitCode::from(2);
             }
+        }
+    }
+    if !cli.daemon {
+        // Pingora writes the pid file when it daemonizes; in the foreground, Tollgate does.
+        if let Err(e) = server::write_pid_file(std::path::Path::new(&pid_file)) {
+            eprintln!("cannot write the pid file {pid_file}: {e}");
+            return ExitCode::from(2);
         }
     }
     server.run_forever()

@@ -21,6 +21,11 @@ pub trait Loader {
     fn env(&self, name: &str) -> Option<String>;
     /// How many CPUs the process may use.
     fn cpus(&self) -> usize;
+    /// Whether the file is only being checked (`tollgate -t`), where secrets that come from the
+    /// environment may be missing: they are reported, not refused.
+    fn secrets_optional(&self) -> bool {
+        false
+    }
 
     /// `path` made absolute against [`Loader::base`].
     fn path(&self, path: &str) -> PathBuf {
@@ -32,6 +37,7 @@ pub trait Loader {
 #[derive(Debug, Clone)]
 pub struct System {
     base: PathBuf,
+    check_only: bool,
 }
 
 impl System {
@@ -39,6 +45,15 @@ impl System {
     pub fn new(base: &Path) -> System {
         System {
             base: base.to_path_buf(),
+            check_only: false,
+        }
+    }
+
+    /// For checking a file only (`tollgate -t`): secrets from the environment may be missing.
+    pub fn checking(base: &Path) -> System {
+        System {
+            base: base.to_path_buf(),
+            check_only: true,
         }
     }
 }
@@ -64,6 +79,9 @@ impl Loader for System {
             .map(|n| n.get())
             .unwrap_or(1)
     }
+    fn secrets_optional(&self) -> bool {
+        self.check_only
+    }
 }
 
 /// A loader with a fixed world, for tests: in-memory files (by path relative to `/conf`),
@@ -76,6 +94,8 @@ pub struct Fixed {
     pub vars: HashMap<String, String>,
     pub dirs: Vec<PathBuf>,
     pub cpus: usize,
+    /// Check only: secrets from the environment may be missing.
+    pub check_only: bool,
 }
 
 impl Default for Fixed {
@@ -87,6 +107,7 @@ impl Default for Fixed {
             vars: HashMap::new(),
             dirs: vec![PathBuf::from("/conf")],
             cpus: 2,
+            check_only: false,
         }
     }
 }
@@ -136,5 +157,8 @@ impl Loader for Fixed {
     }
     fn cpus(&self) -> usize {
         self.cpus
+    }
+    fn secrets_optional(&self) -> bool {
+        self.check_only
     }
 }

@@ -55,6 +55,27 @@ pub fn load_file_in(path: &Path, base: &Path) -> Result<Config, Vec<ConfigError>
     parse_in(&text, base)
 }
 
+/// Check a configuration file without starting anything (`tollgate -t`): as
+/// [`load_file_in`], except that secrets read from the environment (the admin token, JWT
+/// secrets) may be missing where the check runs: they are reported as warnings.
+/// A refused file's warnings come back with its problems.
+pub fn check_file_in(
+    path: &Path,
+    base: &Path,
+) -> Result<Config, (Vec<ConfigError>, Vec<ConfigError>)> {
+    let path = base.join(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        (
+            vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )],
+            Vec::new(),
+        )
+    })?;
+    parse_reporting(&text, &loader::System::checking(base))
+}
+
 /// Validate configuration text, relative paths being relative to the current directory.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -68,8 +89,20 @@ pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
 
 /// Validate configuration text, reading files, names and the environment through `loader`.
 pub fn parse_with(text: &str, loader: &dyn Loader) -> Result<Config, Vec<ConfigError>> {
-    let doc: Value = serde_yaml::from_str(text)
-        .map_err(|e| vec![ConfigError::new("", format!("invalid YAML: {e}"))])?;
+    parse_reporting(text, loader).map_err(|(errors, _)| errors)
+}
+
+/// [`parse_with`], a refused file's warnings coming back with its problems.
+pub fn parse_reporting(
+    text: &str,
+    loader: &dyn Loader,
+) -> Result<Config, (Vec<ConfigError>, Vec<ConfigError>)> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| {
+        (
+            vec![ConfigError::new("", format!("invalid YAML: {e}"))],
+            Vec::new(),
+        )
+    })?;
     let mut v = validate::Validator::new(loader);
     match v.document(doc) {
         Some((process, routing)) if v.errors.is_empty() => Ok(Config {
@@ -78,7 +111,7 @@ pub fn parse_with(text: &str, loader: &dyn Loader) -> Result<Config, Vec<ConfigE
             warnings: v.warnings,
             checksum: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
         }),
-        _ => Err(v.errors),
+        _ => Err((v.errors, v.warnings)),
     }
 }
 
@@ -197,8 +230,9 @@ mod tests {
             "{e:?}"
         );
         assert!(
-            e.iter()
-                .any(|m| m.starts_with("routes[1].match.pathprefix: unknown field")),
+            e.iter().any(|m| m.starts_with(
+                "routes[1].match.pathprefix: unknown key (did you mean \"path_prefix\"?)"
+            )),
             "{e:?}"
         );
     }

@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -123,6 +123,10 @@ pub struct AccessLog {
     dropped: prometheus::IntCounter,
     /// Lines queued and not yet written.
     pending: Arc<AtomicUsize>,
+    /// The file (`None`: standard output).
+    path: Option<std::path::PathBuf>,
+    /// Set to reopen the file before the next write.
+    reopen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -151,13 +155,24 @@ impl AccessLog {
             tx: OnceLock::new(),
             dropped,
             pending: Arc::new(AtomicUsize::new(0)),
+            path: (path != "stdout").then(|| path.into()),
+            reopen: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// Reopen the file before the next line is written (`SIGUSR1`, after `logrotate` moved it
+    /// away): lines go to a new file of the same name.
+    pub fn reopen(&self) {
+        if self.path.is_some() {
+            self.reopen.store(true, Ordering::Release);
+        }
     }
 
     fn start(&self) -> Option<SyncSender<Entry>> {
         let mut out = self.out.lock().ok()?.take()?;
         let (tx, rx) = sync_channel::<Entry>(QUEUE);
         let pending = self.pending.clone();
+        let (path, reopen) = (self.path.clone(), self.reopen.clone());
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -176,6 +191,19 @@ impl AccessLog {
                         } else {
                             None
                         };
+                    }
+                    if let (Some(p), true) = (&path, reopen.swap(false, Ordering::AcqRel)) {
+                        match std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                        {
+                            Ok(f) => out = Box::new(f),
+                            Err(e) => log::error!(
+                                "access log: cannot reopen {}: {e}; writing on to the old file",
+                                p.display()
+                            ),
+                        }
                     }
                     if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
                         log::error!("access log: write failed: {e}");

@@ -30,6 +30,25 @@ pub struct DrainPlan {
     pub timeout: Duration,
     /// Flushed before the process exits.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Removed before the process exits, when it holds this process's pid.
+    pub pid_file: Option<std::path::PathBuf>,
+}
+
+/// Write this process's pid to `path` (a foreground process; Pingora writes it when it
+/// daemonizes), so that `tollgate -s` finds it.
+pub fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+}
+
+/// Remove `path` when it holds this process's pid (a new process may own it after an upgrade).
+pub fn remove_pid_file(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The state that lives as long as the process, shared by the proxy, the connection handler,
@@ -143,6 +162,9 @@ impl Lifecycle {
                 }
                 if let Some(log) = &plan.access_log {
                     log.flush(Duration::from_secs(1));
+                }
+                if let Some(p) = &plan.pid_file {
+                    remove_pid_file(p);
                 }
                 std::process::exit(0);
             });

@@ -74,7 +74,7 @@ fn unknown_keys_are_errors() {
         &format!("listeners: [{{address: 127.0.0.1:8080}}]\nthreds: 2\n{GOOD_TAIL}  - {{name: p, match: {{path_prefx: /p}}, upstream: products}}\n"),
         &[
             "threds: unknown key (did you mean \"threads\"?)",
-            "routes[1].match.path_prefx: unknown field `path_prefx`",
+            "routes[1].match.path_prefx: unknown key (did you mean \"path_prefix\"?)",
         ],
     );
 }
@@ -362,4 +362,123 @@ fn two_gateways_never_share_an_admin_port() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn signals_reload_reopen_and_quit_the_running_instance() {
+    let up = Upstream::start("a");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let access_log = format!("access_log: {{path: {}}}\n", log.display());
+    let mut gw = Gateway::start(&format!(
+        "{access_log}upstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{path_prefix: /r}}, upstream: a}}]\n",
+        up.addr
+    ));
+    let conf = gw.dir.path().join("tollgate.yaml");
+    let dir = gw.dir.path().to_path_buf();
+    let signal = |which: &str| {
+        let out = Command::new(bin())
+            .args(["-s", which, "-c"])
+            .arg(&conf)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(gw.get("/r/1", &[]).status, 200);
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("/r/1")
+    }));
+    // logrotate moves the file away and says reopen: new lines go to a new file.
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    assert!(signal("reopen").starts_with(&format!("sent SIGUSR1 to process {}", gw.pid())));
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .log()
+        .contains("reopening the access log")));
+    assert_eq!(gw.get("/r/2", &[]).status, 200);
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("/r/2")
+    }));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/r/1") && !old.contains("/r/2"), "{old}");
+    // reload: a new route serves.
+    gw.rewrite(&format!(
+        "{access_log}upstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{path_prefix: /r}}, upstream: a}}, {{name: n, match: {{path_prefix: /n}}, upstream: a}}]\n",
+        up.addr
+    ));
+    assert_eq!(gw.get("/n", &[]).status, 404);
+    assert!(signal("reload").contains("sent SIGHUP"));
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .get("/n", &[])
+        .status
+        == 200));
+    // quit: drains and exits cleanly.
+    assert!(signal("quit").contains("sent SIGTERM"));
+    let status = gw.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+#[test]
+fn signalling_without_a_running_instance_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(
+        &path,
+        format!("pid_file: {d}/none.pid\nlisteners: [{{address: 127.0.0.1:1}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["-s", "reload", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no pid"));
+}
+
+#[test]
+fn checking_a_file_needs_no_secrets_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{address: 127.0.0.1:1}]\nadmin: {token_env: TOLLGATE_TEST_NO_SUCH_TOKEN}\njwt: [{issuer: i, algorithms: [HS256], secret_env: TOLLGATE_TEST_NO_SUCH_SECRET, audience: api}]\nupstreams: {a: {peers: [127.0.0.1:1]}}\nroutes: [{name: r, match: {}, upstream: a, auth: [jwt]}]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: admin.token_env: environment variable TOLLGATE_TEST_NO_SUCH_TOKEN is not set: it must be set where the gateway runs"), "{err}");
+    assert!(err.contains("jwt[0].secret_env"), "{err}");
+    // Starting for real still refuses it.
+    let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_broken_pool_is_reported_once_not_at_every_route_using_it() {
+    let (ok, _, err) = check(
+        "listeners: [{address: 127.0.0.1:8080}]\nupstreams: {a: {peers: [], retries: 99}}\nroutes:\n  - {name: r, match: {path_prefix: /r}, upstream: a}\n  - {name: s, match: {path_prefix: /s}, upstream: a}\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("upstreams.a.peers: must list at least one peer"),
+        "{err}"
+    );
+    assert!(!err.contains("unknown upstream"), "{err}");
 }

@@ -41,15 +41,16 @@ impl Validator<'_> {
                     None
                 }
                 None => {
-                    self.error(
-                        "admin.token_env",
+                    self.missing_secret(
+                        "admin.token_env".into(),
                         format!("environment variable {var} is not set"),
                     );
                     None
                 }
             },
         };
-        if token.is_none() && !address.ip().is_loopback() {
+        let checked_without_token = token.is_none() && self.loader.secrets_optional();
+        if token.is_none() && !address.ip().is_loopback() && !checked_without_token {
             self.warn(
                 "admin.address",
                 "the admin listener is reachable from other hosts and has no token",
@@ -82,6 +83,18 @@ mod tests {
         assert_reported(
             &errors_with(&file("admin: {token_env: NOT_SET}\n"), &machine),
             &["admin.token_env: environment variable NOT_SET is not set"],
+        );
+        // Only checking the file (`tollgate -t`): a missing secret is reported, not refused.
+        let mut checking = machine.clone();
+        checking.check_only = true;
+        let c = load_with(&file("admin: {token_env: NOT_SET}\njwt: [{issuer: s, algorithms: [HS256], secret_env: ALSO_NOT_SET, audience: api}]\n"), &checking);
+        let warnings: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert_reported(
+            &warnings,
+            &[
+                "admin.token_env: environment variable NOT_SET is not set: it must be set where the gateway runs",
+                "jwt[0].secret_env: environment variable ALSO_NOT_SET is not set or empty: it must be set where the gateway runs",
+            ],
         );
     }
 

@@ -28,6 +28,12 @@ impl Validator<'_> {
         }
         if out.max_object_size == 0 || out.max_object_size > 16 << 20 {
             self.error("cache.max_object_size", "must be between 1 byte and 16MiB");
+        } else if out.max_object_size > out.max_size / 4 && raw.max_object_size.is_none() {
+            // The user wrote only max_size: say where the number comes from.
+            self.error(
+                "cache.max_size",
+                "is less than four times max_object_size, which defaults to 8MiB: set max_object_size to at most a quarter of max_size, or one object could evict most of the cache",
+            );
         } else if out.max_object_size > out.max_size / 4 {
             self.error(
                 "cache.max_object_size",
@@ -153,6 +159,12 @@ mod tests {
             ]
         );
         assert_eq!(rc.methods, vec![http::Method::GET, http::Method::HEAD]);
+        assert_reported(
+            &errors(&format!(
+                "{LISTENER}{POOL}{ROUTE}cache: {{max_size: 16MiB}}\n"
+            )),
+            &["cache.max_size: is less than four times max_object_size, which defaults to 8MiB"],
+        );
         let e = errors(&format!("{LISTENER}{POOL}cache: {{max_size: 4MiB, max_object_size: 2MiB}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a, cache: {{ttl: 9000h, key: [host, consumer, 'cookie:x'], methods: [POST]}}}}\n"));
         assert_reported(
             &e,

@@ -96,6 +96,28 @@ fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> St
     }
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`" as the top level says it: "unknown key
+/// (did you mean \"a\"?)", or with the keys there are when none is close; an unknown enum value
+/// gets the same suggestion after serde's message.
+fn with_suggestion(message: String) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let Some((word, known)) = quoted.split_first() else {
+        return message;
+    };
+    let hint = did_you_mean(word, known.iter().copied());
+    if message.starts_with("unknown field") {
+        if hint.is_empty() && !known.is_empty() {
+            format!("unknown key (known: {})", known.join(", "))
+        } else {
+            format!("unknown key{hint}")
+        }
+    } else if message.starts_with("unknown variant") {
+        format!("{message}{hint}")
+    } else {
+        message
+    }
+}
+
 /// Names of pools, consumers and groups: letters, digits, `_`, `-` and `.`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -105,6 +127,19 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl<'a> Validator<'a> {
+    /// A secret the environment should hold, missing: an error, or when the file is only being
+    /// checked, a warning (the check may run where the secrets are not).
+    fn missing_secret(&mut self, path: String, message: String) {
+        if self.loader.secrets_optional() {
+            self.warn(
+                path,
+                format!("{message}: it must be set where the gateway runs"),
+            );
+        } else {
+            self.error(path, message);
+        }
+    }
+
     /// A validator that reads what it needs through `loader`.
     pub(super) fn new(loader: &'a dyn Loader) -> Validator<'a> {
         Validator {
@@ -148,7 +183,7 @@ impl<'a> Validator<'a> {
             failed = true;
             let segments: Vec<Segment> = e.path().iter().cloned().collect();
             let place = removed.original(&segments);
-            let message = e.inner().to_string();
+            let message = with_suggestion(e.inner().to_string());
             let consequence = dropped.take().is_some_and(|(parent, key)| {
                 parent == place.text && message == format!("missing field `{key}`")
             });
@@ -289,7 +324,7 @@ impl<'a> Validator<'a> {
 
         let server = self.server_conf(server_map);
         let listeners = self.listeners(listeners);
-        let upstreams = self.upstreams(upstreams);
+        let (upstreams, broken_upstreams) = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
         let client_keepalive_timeout = self.client_keepalive(keepalive);
         let client_timeouts =
@@ -297,7 +332,9 @@ impl<'a> Validator<'a> {
         let path_normalization = self.path_normalization(path_normalization);
         let consumers = self.consumers(consumers);
         let api_key_header = self.api_key_header(api_key_header);
+        let jwt_declared = matches!(&jwt, Some(Value::Sequence(s)) if !s.is_empty());
         let jwt = self.jwt(jwt);
+        let redis_declared = matches!(&redis, Some(v) if !v.is_null());
         let redis = redis.and_then(|v| self.redis(v));
         let rate_limit_headers = self.header_style("rate_limit_headers", rate_limit_headers);
         let cache_status_headers = self.header_style("cache_status_headers", cache_status_headers);
@@ -306,9 +343,11 @@ impl<'a> Validator<'a> {
         let access_log = access_log.and_then(|v| self.access_log(v));
         let ctx = RouteContext {
             upstreams: &upstreams,
+            broken_upstreams: &broken_upstreams,
             consumers: &consumers,
-            have_jwt: !jwt.is_empty(),
-            have_redis: redis.is_some(),
+            // Issuers and Redis given, even with problems of their own (reported there).
+            have_jwt: jwt_declared || !jwt.is_empty(),
+            have_redis: redis_declared || redis.is_some(),
             paths: path_normalization,
         };
         let routes = self.routes(routes, &ctx);
@@ -447,127 +486,8 @@ fn remove_element(value: &mut Value, segments: &[Segment]) -> bool {
     }
 }
 
-/// What the validators' unit tests share: a minimal valid file in parts, and validation
-/// through a [`Fixed`](super::loader::Fixed) loader.
 #[cfg(test)]
-pub(super) mod testing {
-    use super::super::loader::Fixed;
-    use super::super::{parse_with, Config};
-
-    /// One listener.
-    pub const LISTENER: &str = "listeners: [{address: 127.0.0.1:1}]\n";
-    /// One pool, `a`.
-    pub const POOL: &str = "upstreams: {a: {peers: [127.0.0.1:2]}}\n";
-    /// One route to `a`.
-    pub const ROUTE: &str = "routes: [{name: r, match: {}, upstream: a}]\n";
-
-    /// The listener, pool and route with `extra` top-level settings.
-    pub fn file(extra: &str) -> String {
-        format!("{LISTENER}{POOL}{ROUTE}{extra}")
-    }
-
-    /// Every problem of `text` read through `loader`, as printed.
-    pub fn errors_with(text: &str, loader: &Fixed) -> Vec<String> {
-        match parse_with(text, loader) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.iter().map(|e| e.to_string()).collect(),
-        }
-    }
-
-    /// Every problem of `text`, with nothing on the machine.
-    pub fn errors(text: &str) -> Vec<String> {
-        errors_with(text, &Fixed::default())
-    }
-
-    /// The valid configuration `text`.
-    pub fn load_with(text: &str, loader: &Fixed) -> Config {
-        match parse_with(text, loader) {
-            Ok(c) => c,
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-
-    /// Assert that one of `errors` starts with each of `expected`.
-    pub fn assert_reported(errors: &[String], expected: &[&str]) {
-        for e in expected {
-            assert!(
-                errors.iter().any(|m| m.starts_with(e)),
-                "{e:?} not in {errors:#?}"
-            );
-        }
-    }
-}
+pub(super) mod testing;
 
 #[cfg(test)]
-mod tests {
-    use super::testing::*;
-
-    #[test]
-    fn every_problem_of_an_item_is_reported_at_its_place_in_the_file() {
-        // Element 1 goes (it cannot do without its bad `requests`); element 2's problem is still
-        // reported at its own index, no "missing field" follows a removed key, and the rest of
-        // the item is checked too.
-        let text = file("").replace(
-            "routes: [{name: r, match: {}, upstream: a}]",
-            "routes:\n  - name: r\n    match: {}\n    upstream: a\n    rate_limit:\n      - {requests: 1, per: 1s, key: route}\n      - {requests: many, per: 1s, key: route}\n      - {requests: 1, per: soon, key: route}\n    priority: high\n",
-        );
-        let e = errors(&text);
-        assert_reported(
-            &e,
-            &[
-                "routes[0].rate_limit[1].requests:",
-                "routes[0].rate_limit[2].per:",
-                "routes[0].priority:",
-            ],
-        );
-        assert_eq!(e.len(), 3, "{e:#?}");
-    }
-
-    #[test]
-    fn a_bad_key_string_is_reported_where_it_is_and_its_item_checked_on() {
-        // Typed keys that do not parse are reported by their validator: the elements after one
-        // keep their places, and the route's other problems are all reported.
-        let text = file("").replace(
-            "routes: [{name: r, match: {}, upstream: a}]",
-            "routes:\n  - name: r\n    match: {}\n    upstream: b\n    rate_limit:\n      - {requests: 5, per: 1m, key: nobody}\n      - {requests: 0, per: 1m, key: route}\n    cache: {key: [host, 'cookie:x', consumer]}\n",
-        );
-        let e = errors(&text);
-        assert_eq!(
-            e,
-            vec![
-                "routes[0].upstream: unknown upstream \"b\" (known: a)",
-                "routes[0].rate_limit[0].key: \"nobody\" is not a limit key: use consumer, client_ip, route or header:NAME",
-                "routes[0].rate_limit[1].requests: must be at least 1",
-                "routes[0].cache.key[1]: \"cookie:x\" is not a cache key part: use host, path, query, header:NAME or consumer",
-                "routes[0].cache.key[2]: `consumer` needs `auth` on the route: who the caller is must be known",
-            ]
-        );
-    }
-
-    #[test]
-    fn unknown_top_level_keys_get_a_suggestion() {
-        let e = errors(&file("acess_log: {path: stdout}\n"));
-        assert_eq!(
-            e,
-            vec!["acess_log: unknown key (did you mean \"access_log\"?)".to_string()]
-        );
-        let e = errors("- just a list\n");
-        assert_eq!(
-            e,
-            vec!["the configuration must be a YAML mapping of keys to values".to_string()]
-        );
-    }
-
-    #[test]
-    fn required_sections_are_named() {
-        let e = errors("threads: 1\n");
-        assert_reported(
-            &e,
-            &[
-                "listeners: is required",
-                "upstreams: is required",
-                "routes: is required",
-            ],
-        );
-    }
-}
+mod tests;

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 impl Validator<'_> {
-    pub(super) fn upstreams(&mut self, value: Option<Value>) -> Vec<Upstream> {
+    /// The pools, and the names of those that have problems (routes that use them are not
+    /// also reported as pointing to an unknown pool).
+    pub(super) fn upstreams(&mut self, value: Option<Value>) -> (Vec<Upstream>, Vec<String>) {
         let map = match value {
             Some(Value::Mapping(m)) => m,
             None | Some(Value::Null) => {
@@ -25,14 +27,15 @@ impl Validator<'_> {
                     "upstreams",
                     "is required: define at least one upstream pool",
                 );
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
             Some(_) => {
                 self.error("upstreams", "must be a mapping of pool names to pools");
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
         let mut out = Vec::new();
+        let mut broken = Vec::new();
         for (k, v) in map {
             let Some(name) = k.as_str().map(str::to_string) else {
                 self.error("upstreams", format!("pool name {k:?} is not a string"));
@@ -45,13 +48,15 @@ impl Validator<'_> {
                     "pool names use letters, digits, '_', '-' and '.' only",
                 );
             }
-            if let Some(raw) = self.item::<RawUpstream>(&base, v) {
-                if let Some(up) = self.upstream(&base, name, raw) {
-                    out.push(up);
-                }
+            match self
+                .item::<RawUpstream>(&base, v)
+                .and_then(|raw| self.upstream(&base, name.clone(), raw))
+            {
+                Some(up) => out.push(up),
+                None => broken.push(name),
             }
         }
-        out
+        (out, broken)
     }
 
     fn upstream(&mut self, base: &str, name: String, raw: RawUpstream) -> Option<Upstream> {
@@ -278,6 +283,11 @@ impl Validator<'_> {
         }
         if timeout.is_zero() {
             self.error(format!("{base}.timeout"), "must be greater than zero");
+        } else if timeout > interval && raw.timeout.is_none() {
+            self.error(
+                format!("{base}.interval"),
+                "is shorter than timeout, which defaults to 1s: set timeout too, at most the interval",
+            );
         } else if timeout > interval {
             self.error(
                 format!("{base}.timeout"),
@@ -425,6 +435,16 @@ mod tests {
                 "upstreams.a.health_check.path: \"no-slash\" must start with '/'",
                 "upstreams.a.health_check.timeout: must not be longer than the interval",
             ],
+        );
+    }
+
+    #[test]
+    fn a_default_the_file_does_not_write_is_named() {
+        assert_reported(
+            &errors(&with_pool(
+                "{peers: [127.0.0.1:2], health_check: {kind: tcp, interval: 500ms}}",
+            )),
+            &["upstreams.a.health_check.interval: is shorter than timeout, which defaults to 1s"],
         );
     }
 

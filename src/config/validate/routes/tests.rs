@@ -1,0 +1,126 @@
+//! Unit tests of [`super`].
+use super::super::super::loader::Fixed;
+use super::super::super::{HostPattern, PathMatch, PathRewrite};
+use super::super::testing::*;
+
+fn errors(text: &str) -> Vec<String> {
+    errors_with(text, &Fixed::default())
+}
+
+fn routes(list: &str) -> String {
+    format!("{LISTENER}{POOL}consumers: [{{name: alice, groups: [staff], api_keys: [alice-key-1]}}]\nroutes:\n{list}")
+}
+
+#[test]
+fn route_paths_must_be_canonical() {
+    let e = errors(
+        "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: a, match: {path_prefix: /api//admin}, upstream: a}\n  - {name: b, match: {path_exact: /%61pi}, upstream: a}\n  - {name: c, match: {path_prefix: /x/../y}, upstream: a}\n  - {name: d, match: {path_prefix: /a%2fb}, upstream: a}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("routes[0].match.path_prefix:")
+                && m.contains("write \"/api/admin\"")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("routes[1].match.path_exact:") && m.contains("write \"/api\"")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("routes[2].match.path_prefix:")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("routes[3].match.path_prefix:") && m.contains("encoded slash")),
+        "{e:?}"
+    );
+    // With merging off, a double slash is a path of its own; with `keep`, %2F is too.
+    crate::config::parse("listeners: [{address: 127.0.0.1:1}]\npath_normalization: {merge_slashes: false, escaped_slashes: keep}\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: a, match: {path_prefix: /api//admin}, upstream: a}\n  - {name: d, match: {path_prefix: /a%2Fb}, upstream: a}\n").expect("valid");
+}
+
+#[test]
+fn matches_rewrites_and_transforms() {
+    let c = load_with(
+        &routes("  - {name: r, match: {hosts: ['*.Example.org', api.test], path_prefix: /api/, methods: [get]}, upstream: a, strip_prefix: /api, request_headers: {set: {x-a: '1'}, remove: [x-b]}}\n  - {name: s, match: {path_exact: /v1/x}, upstream: a, rewrite: /v2}\n"),
+        &Fixed::default(),
+    );
+    let r = &c.routing.routes[0];
+    assert_eq!(
+        r.hosts,
+        vec![
+            HostPattern::Exact("api.test".into()),
+            HostPattern::Suffix(".example.org".into())
+        ]
+    );
+    assert_eq!(r.path, PathMatch::Prefix("/api".into()));
+    assert_eq!(r.methods, vec![http::Method::GET]);
+    assert_eq!(r.rewrite, PathRewrite::Strip("/api".into()));
+    assert_eq!(r.request_headers.set.len(), 1);
+    assert_eq!(r.request_headers.remove.len(), 1);
+    assert_eq!(
+        c.routing.routes[1].rewrite,
+        PathRewrite::Replace {
+            from: "/v1/x".into(),
+            to: "/v2".into()
+        }
+    );
+}
+
+#[test]
+fn route_mistakes_are_reported_where_they_are() {
+    let e = errors(&routes(
+        "  - {name: 'bad name', match: {hosts: ['api.test:80'], path_prefix: /a, path_exact: /b, methods: ['G T'], headers: {'bad name': x}}, upstream: nope}\n  - {name: s, match: {path_prefix: /s}, upstream: a, strip_prefix: /t, response_headers: {set: {connection: close}}}\n  - {name: t, match: {}, upstream: a, rewrite: /x}\n  - {name: u, match: {path_prefix: /u}, upstream: a, allow_consumers: [bob], allow_groups: [staff]}\n  - {name: u, match: {path_prefix: /u}, upstream: a}\n",
+    ));
+    assert_reported(
+        &e,
+        &[
+            "routes[0].name: route names are non-empty",
+            "routes[0].match.hosts[0]: \"api.test:80\" is not a host name",
+            "routes[0].match: give either path_prefix or path_exact, not both",
+            "routes[0].match.methods[0]: \"G T\" is not an HTTP method",
+            "routes[0].match.headers.bad name: is not a valid header name",
+            "routes[0].upstream: unknown upstream \"nope\" (known: a)",
+            "routes[1].strip_prefix: \"/t\" is not a leading part of the matched path \"/s\"",
+            "routes[1].response_headers.set.connection: is a hop-by-hop or framing header",
+            "routes[2].rewrite: needs match.path_prefix or match.path_exact to replace",
+            "routes[3].allow_consumers[0]: unknown consumer \"bob\"",
+            "routes[3].auth: allow_groups and allow_consumers need `auth`",
+            "routes[4].name: route name \"u\" is already used by routes[3]",
+        ],
+    );
+    let e = errors(&routes(
+        "  - {name: a, match: {path_prefix: /x}, upstream: a}\n  - {name: b, match: {path_prefix: /x}, upstream: a}\n",
+    ));
+    assert_reported(
+        &e,
+        &["routes[1].match: matches exactly what routes[0] matches, with the same priority"],
+    );
+}
+
+#[test]
+fn access_rules() {
+    let c = load_with(
+        &routes("  - {name: r, match: {}, upstream: a, auth: [api_key, api_key, basic], allow_groups: [staff, nobody], ip_allow: [10.0.0.0/8, 192.0.2.1], ip_deny: [10.1.2.3/16]}\n"),
+        &Fixed::default(),
+    );
+    let r = &c.routing.routes[0];
+    assert_eq!(r.auth.len(), 2);
+    assert_eq!(r.ip_allow.len(), 2);
+    // A range is kept as the network it names.
+    assert_eq!(r.ip_deny[0].to_string(), "10.1.0.0/16");
+    assert!(c.warnings[0]
+        .to_string()
+        .starts_with("routes[0].allow_groups[1]: no consumer is in group \"nobody\""));
+    assert_reported(
+        &errors(&routes(
+            "  - {name: r, match: {}, upstream: a, auth: [jwt], ip_allow: [10.0.0.0/33]}\n",
+        )),
+        &[
+            "routes[0].auth: jwt needs at least one issuer",
+            "routes[0].ip_allow[0]: \"10.0.0.0/33\" is not an address or CIDR range",
+        ],
+    );
+}
