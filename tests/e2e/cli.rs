@@ -23,6 +23,14 @@ fn check(text: &str) -> (bool, String, String) {
     )
 }
 
+/// A configuration file in a new directory, written by `make` from the directory's path.
+fn config_file(make: impl FnOnce(&str) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(&path, make(&dir.path().display().to_string())).unwrap();
+    (dir, path)
+}
+
 fn fails_with(text: &str, expected: &[&str]) {
     let (ok, _, err) = check(text);
     assert!(!ok, "accepted:\n{text}");
@@ -313,13 +321,9 @@ fn a_taken_admin_port_stops_the_start_with_a_clear_error() {
 fn a_taken_traffic_port_exits_at_once_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.yaml");
-    std::fs::write(
-        &path,
-        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nlisteners: [{{address: 127.0.0.1:{port}}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
-    )
-    .unwrap();
+    let (_dir, path) = config_file(|d| {
+        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nlisteners: [{{address: 127.0.0.1:{port}}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n")
+    });
     let started = std::time::Instant::now();
     let out = Command::new(bin()).arg("-c").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -430,13 +434,9 @@ fn signals_reload_reopen_and_quit_the_running_instance() {
 
 #[test]
 fn signalling_without_a_running_instance_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.yaml");
-    std::fs::write(
-        &path,
-        format!("pid_file: {d}/none.pid\nlisteners: [{{address: 127.0.0.1:1}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n", d = dir.path().display()),
-    )
-    .unwrap();
+    let (_dir, path) = config_file(|d| {
+        format!("pid_file: {d}/none.pid\nlisteners: [{{address: 127.0.0.1:1}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n")
+    });
     let out = Command::new(bin())
         .args(["-s", "reload", "-c"])
         .arg(&path)
