@@ -271,6 +271,18 @@ fn main() -> ExitCode {
         ));
     }
     server.add_service(background_service(
+        "systemd STOPPING=1 on SIGTERM",
+        server::systemd::NotifyStopping,
+    ));
+    server.add_service(background_service(
+        "upgrade on SIGUSR2",
+        server::systemd::UpgradeOnUsr2 {
+            conf: base.join(&cli.conf),
+            upgrade_sock: PathBuf::from(&process.server.upgrade_sock),
+            daemon: cli.daemon,
+        },
+    ));
+    server.add_service(background_service(
         "exit on SIGINT",
         ExitOnInterrupt {
             access_log: access_log.clone(),

@@ -13,6 +13,7 @@
 pub mod connection;
 pub mod readiness;
 pub mod signals;
+pub mod systemd;
 pub mod upgrade;
 
 use crate::config::Listener;

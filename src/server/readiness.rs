@@ -41,6 +41,7 @@ impl Readiness {
             if all {
                 self.lifecycle.set_ready();
                 log::info!("{}", self.announce);
+                super::systemd::ready(&self.announce);
                 break;
             }
             tokio::select! {

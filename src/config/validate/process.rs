@@ -25,13 +25,37 @@ impl Validator<'_> {
             }
         };
         let cpus = self.loader.cpus();
+        let runtime_dir = self
+            .loader
+            .env("RUNTIME_DIRECTORY")
+            .and_then(|d| d.split(':').next().map(str::to_string))
+            .filter(|d| d.starts_with('/'))
+            .or_else(|| {
+                // The service's runtime directory, also for `tollgate -s` run from outside it.
+                let service = Path::new("/run/tollgate");
+                self.loader
+                    .is_dir(service)
+                    .then(|| service.to_string_lossy().into_owned())
+            });
         set_default("version", Value::from(1));
         set_default("threads", Value::from(cpus as u64));
         set_default("work_stealing", Value::from(false));
         set_default("grace_period_seconds", Value::from(5));
         set_default("graceful_shutdown_timeout_seconds", Value::from(10));
-        set_default("pid_file", Value::from("/tmp/tollgate.pid"));
-        set_default("upgrade_sock", Value::from("/tmp/tollgate-upgrade.sock"));
+        // Under systemd with `RuntimeDirectory=tollgate`, the runtime files go there (systemd
+        // names it in RUNTIME_DIRECTORY; `PrivateTmp` would hide /tmp from `tollgate -s`);
+        // elsewhere in /tmp.
+        let runtime = runtime_dir.as_deref().unwrap_or("/tmp");
+        let prefix = if runtime_dir.is_some() {
+            ""
+        } else {
+            "tollgate-"
+        };
+        set_default("pid_file", Value::from(format!("{runtime}/tollgate.pid")));
+        set_default(
+            "upgrade_sock",
+            Value::from(format!("{runtime}/{prefix}upgrade.sock")),
+        );
         let mut conf: ServerConf = self.item("", Value::Mapping(map))?;
         if conf.version != 1 {
             self.error(
@@ -276,6 +300,21 @@ mod tests {
                 "pid_file: must not be empty",
             ],
         );
+    }
+
+    #[test]
+    fn runtime_files_go_to_the_services_runtime_directory() {
+        let c = load_with(&file(""), &Fixed::default());
+        assert_eq!(c.process.server.pid_file, "/tmp/tollgate.pid");
+        assert_eq!(c.process.server.upgrade_sock, "/tmp/tollgate-upgrade.sock");
+        let under_systemd = Fixed::default().var("RUNTIME_DIRECTORY", "/run/tollgate");
+        let c = load_with(&file(""), &under_systemd);
+        assert_eq!(c.process.server.pid_file, "/run/tollgate/tollgate.pid");
+        assert_eq!(c.process.server.upgrade_sock, "/run/tollgate/upgrade.sock");
+        let mut outside = Fixed::default();
+        outside.dirs.push("/run/tollgate".into());
+        let c = load_with(&file(""), &outside);
+        assert_eq!(c.process.server.pid_file, "/run/tollgate/tollgate.pid");
     }
 
     #[test]
