@@ -142,20 +142,19 @@ fn notifies_readiness_stopping_and_the_new_main_process_after_an_upgrade() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let get = || {
+        send_raw(
+            port,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+    };
     // READY=1 (with this process as the main one) only once the listener accepts.
     let ready = until(&sock, "READY=1");
     assert!(
         ready.contains(&format!("MAINPID={}", first.id())),
         "{ready}"
     );
-    assert_eq!(
-        send_raw(
-            port,
-            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .status,
-        200
-    );
+    assert_eq!(get().status, 200);
     // SIGUSR2: the running process starts the new one, which says it is the main process now.
     signal(first.id(), libc::SIGUSR2);
     let ready = until(&sock, "READY=1");
@@ -166,14 +165,7 @@ fn notifies_readiness_stopping_and_the_new_main_process_after_an_upgrade() {
         .unwrap_or_else(|| panic!("no MAINPID in {ready}"));
     assert_ne!(new_pid, first.id());
     assert!(wait_exit(&mut first, std::time::Duration::from_secs(20)).is_some_and(|s| s.success()));
-    assert_eq!(
-        send_raw(
-            port,
-            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .status,
-        200
-    );
+    assert_eq!(get().status, 200);
     // A stop says STOPPING=1 as it starts draining.
     signal(new_pid, libc::SIGTERM);
     until(&sock, "STOPPING=1");
