@@ -255,10 +255,10 @@ fn main() -> ExitCode {
     server.bootstrap();
 
     let access_log = match &process.access_log {
-        Some(path) => match AccessLog::open(path, metrics.access_log_dropped.clone()) {
+        Some(log) => match AccessLog::open(log, metrics.access_log_dropped.clone()) {
             Ok(log) => Some(log),
             Err(e) => {
-                eprintln!("cannot open the access log {path}: {e}");
+                eprintln!("cannot open the access log {}: {e}", log.path);
                 return ExitCode::from(2);
             }
         },

@@ -16,8 +16,8 @@ pub struct Process {
     pub admin: Option<AdminConfig>,
     /// The response cache's memory (defaults apply when absent).
     pub cache: CacheConfig,
-    /// Where access log lines go (a file path or `stdout`), when enabled.
-    pub access_log: Option<String>,
+    /// The access log, when enabled.
+    pub access_log: Option<AccessLogConfig>,
     /// How long a kept-alive client connection may wait for its next request (whole seconds).
     pub client_keepalive_timeout: Duration,
     /// How slowly a client may send a request.
@@ -142,4 +142,24 @@ pub struct AdminConfig {
     /// The bearer token every call but `/healthz`, `/readyz` and the status page must carry,
     /// when set.
     pub token: Option<String>,
+}
+
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// A file path (absolute) or `stdout`.
+    pub path: String,
+    /// How each line names its fields.
+    pub format: LogFormat,
+    /// Log the query string (it may carry tokens an operator must not keep).
+    pub query: bool,
+}
+
+/// How access-log lines name their fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Tollgate's own flat names (`method`, `path`, `status`, ...).
+    Json,
+    /// Elastic Common Schema names (`http.request.method`, `url.path`, ...).
+    Ecs,
 }

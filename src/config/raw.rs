@@ -320,6 +320,7 @@ pub struct RawJwt {
 #[serde(rename_all = "snake_case")]
 pub enum RawLogFormat {
     Json,
+    Ecs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +328,7 @@ pub enum RawLogFormat {
 pub struct RawAccessLog {
     pub path: String,
     pub format: Option<RawLogFormat>,
+    pub query: Option<bool>,
 }
 
 /// A setting read from a string into `T`: the value, or the message saying why the string is

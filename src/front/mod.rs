@@ -22,7 +22,7 @@ pub mod proxy_protocol;
 
 use crate::config::{Config, ForwardedHeader};
 use crate::gateway::Gateway;
-use crate::observe::access_log::{AccessLog, Entry, Strings};
+use crate::observe::access_log::{AccessLog, Entry, RequestText, Strings};
 use crate::observe::metrics::{method_label, Metrics};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -30,7 +30,7 @@ use client::TrustedProxies;
 use conn::{Conn, ReadLimits};
 use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, Stream};
+use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,20 +291,30 @@ impl FrontDoor {
             return;
         };
         let (_, peer) = addresses(&*conn);
+        let duration = started.elapsed();
         log.write(Entry {
-            time: std::time::SystemTime::now(),
+            time: std::time::SystemTime::now() - duration,
             request_id: http::HeaderValue::from_str(&request_id)
                 .unwrap_or_else(|_| http::HeaderValue::from_static("-")),
             client_ip: peer.map(|p| p.ip().to_canonical()),
             method,
-            strings: Strings::new(None, &target, None, None),
+            protocol: "HTTP/1.1",
+            strings: Strings::new(RequestText {
+                path: &target,
+                ..RequestText::default()
+            }),
             status,
-            bytes_sent: 0,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            bytes_received: 0,
+            bytes_sent: response.len() as u64,
+            body_bytes_sent: 0,
+            duration,
             route: None,
             upstream: None,
             peer: None,
             upstream_status: None,
+            upstream_connect: None,
+            upstream_response: None,
+            tls_version: conn.get_ssl_digest().map(|d| d.version.clone()),
             consumer: None,
             cache_status: None,
             error: Some(reason),

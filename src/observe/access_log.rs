@@ -3,64 +3,97 @@
 //! channel holds, lines are dropped and counted (`tollgate_access_log_dropped_total`), never
 //! waited for. The file is opened in append mode, so `logrotate`'s `copytruncate` works.
 
+use crate::config::{AccessLogConfig, LogFormat};
 use http::{HeaderValue, Method};
-use serde::ser::{SerializeStruct, Serializer};
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// One access log line. It borrows nothing from the request and allocates once per request
 /// at most: names of routes, pools and consumers are shared (`Arc<str>`), addresses, method,
-/// time and status are plain values, and the request's own strings share one buffer
+/// times and sizes are plain values, and the request's own strings share one buffer
 /// ([`Strings`]). The line is formatted by the writer thread.
 #[derive(Debug)]
 pub struct Entry {
+    /// When the request started.
     pub time: SystemTime,
     pub request_id: HeaderValue,
     pub client_ip: Option<IpAddr>,
     /// `None` when the request line could not be read (logged as `-`).
     pub method: Option<Method>,
-    /// The canonical host and path the request was routed on, and what the client sent.
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: &'static str,
+    /// The canonical host and path the request was routed on, what the client sent, the query
+    /// string and the user agent.
     pub strings: Strings,
     pub status: u16,
+    /// Request body bytes read from the client.
+    pub bytes_received: u64,
+    /// Response bytes sent: the header section and the body (nginx's `$bytes_sent`).
     pub bytes_sent: u64,
-    pub duration_ms: f64,
+    /// Response body bytes sent.
+    pub body_bytes_sent: u64,
+    pub duration: Duration,
     pub route: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
     pub peer: Option<SocketAddr>,
     pub upstream_status: Option<u16>,
+    /// Time to connect to the peer (zero on a reused connection).
+    pub upstream_connect: Option<Duration>,
+    /// Time from choosing the peer to its response header.
+    pub upstream_response: Option<Duration>,
+    /// The client connection's TLS version, on TLS.
+    pub tls_version: Option<Cow<'static, str>>,
     pub consumer: Option<Arc<str>>,
     pub cache_status: Option<&'static str>,
     pub error: Option<&'static str>,
 }
 
-/// A request's host and path in canonical form, and the raw ones when they differ, in one
-/// buffer.
+/// A request's strings, in one buffer: the host and path in canonical form, the raw ones when
+/// they differ, the query string and the user agent.
 #[derive(Debug, Default)]
 pub struct Strings {
     buf: String,
-    /// Byte ranges of host, path, raw path and raw host in `buf`.
-    spans: [Option<(u32, u32)>; 4],
+    /// Byte ranges of host, path, raw path, raw host, query and user agent in `buf`.
+    spans: [Option<(u32, u32)>; 6],
+}
+
+/// A request's strings as [`Strings`] keeps them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestText<'a> {
+    /// The canonical host.
+    pub host: Option<&'a str>,
+    /// The canonical path (the request target, for a request refused before it could be read).
+    pub path: &'a str,
+    /// The path as the client sent it, when it differs.
+    pub raw_path: Option<&'a str>,
+    /// The host as the client sent it, when it differs.
+    pub raw_host: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
 }
 
 impl Strings {
-    /// `host` and `path` as routed (the request target, for a request refused before it could
-    /// be read), `raw_path` and `raw_host` as the client sent them when they differ.
-    pub fn new(
-        host: Option<&str>,
-        path: &str,
-        raw_path: Option<&str>,
-        raw_host: Option<&str>,
-    ) -> Strings {
-        let parts = [host, Some(path), raw_path, raw_host];
+    /// Copy a request's strings into one buffer.
+    pub fn new(t: RequestText) -> Strings {
+        let parts = [
+            t.host,
+            Some(t.path),
+            t.raw_path,
+            t.raw_host,
+            t.query,
+            t.user_agent,
+        ];
         let len = parts.iter().flatten().map(|p| p.len()).sum();
         let mut out = Strings {
             buf: String::with_capacity(len),
-            spans: [None; 4],
+            spans: [None; 6],
         };
         for (i, part) in parts.iter().enumerate() {
             if let Some(p) = part {
@@ -87,28 +120,95 @@ impl Strings {
     }
 }
 
+/// Milliseconds, to the microsecond (no `0.12272300000000001`).
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("Entry", 18)?;
+        let t = &self.strings;
+        let mut m = s.serialize_struct("Entry", 26)?;
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         m.serialize_field("time", &time)?;
         m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
         m.serialize_field("client_ip", &self.client_ip.map(|ip| ip.to_string()))?;
         m.serialize_field("method", self.method.as_ref().map_or("-", Method::as_str))?;
-        m.serialize_field("host", &self.strings.host())?;
-        m.serialize_field("path", self.strings.path())?;
-        m.serialize_field("raw_path", &self.strings.get(2))?;
-        m.serialize_field("raw_host", &self.strings.get(3))?;
+        m.serialize_field("protocol", self.protocol)?;
+        m.serialize_field("host", &t.host())?;
+        m.serialize_field("path", t.path())?;
+        m.serialize_field("query", &t.get(4))?;
+        m.serialize_field("raw_path", &t.get(2))?;
+        m.serialize_field("raw_host", &t.get(3))?;
         m.serialize_field("status", &self.status)?;
+        m.serialize_field("bytes_received", &self.bytes_received)?;
         m.serialize_field("bytes_sent", &self.bytes_sent)?;
-        m.serialize_field("duration_ms", &self.duration_ms)?;
+        m.serialize_field("body_bytes_sent", &self.body_bytes_sent)?;
+        m.serialize_field("duration_ms", &millis(self.duration))?;
+        m.serialize_field("user_agent", &t.get(5))?;
         m.serialize_field("route", &self.route.as_deref())?;
         m.serialize_field("upstream", &self.upstream.as_deref())?;
         m.serialize_field("peer", &self.peer.map(|p| p.to_string()))?;
         m.serialize_field("upstream_status", &self.upstream_status)?;
+        m.serialize_field("upstream_connect_ms", &self.upstream_connect.map(millis))?;
+        m.serialize_field("upstream_response_ms", &self.upstream_response.map(millis))?;
+        m.serialize_field("tls_version", &self.tls_version.as_deref())?;
         m.serialize_field("consumer", &self.consumer.as_deref())?;
         m.serialize_field("cache_status", &self.cache_status)?;
         m.serialize_field("error", &self.error)?;
+        m.end()
+    }
+}
+
+/// An entry with Elastic Common Schema field names (dotted keys, as ECS logging libraries write
+/// them; Tollgate's own fields under `tollgate.`).
+pub struct Ecs<'a>(pub &'a Entry);
+
+impl Serialize for Ecs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let t = &e.strings;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry(
+            "@timestamp",
+            &humantime::format_rfc3339_millis(e.time).to_string(),
+        )?;
+        m.serialize_entry("ecs.version", "8.11.0")?;
+        m.serialize_entry("event.dataset", "tollgate.access")?;
+        m.serialize_entry("event.duration", &(e.duration.as_nanos() as u64))?;
+        m.serialize_entry("http.request.id", e.request_id.to_str().unwrap_or("-"))?;
+        m.serialize_entry(
+            "http.request.method",
+            e.method.as_ref().map_or("-", Method::as_str),
+        )?;
+        m.serialize_entry("http.request.body.bytes", &e.bytes_received)?;
+        m.serialize_entry("http.version", e.protocol.trim_start_matches("HTTP/"))?;
+        m.serialize_entry("http.response.status_code", &e.status)?;
+        m.serialize_entry("http.response.bytes", &e.bytes_sent)?;
+        m.serialize_entry("http.response.body.bytes", &e.body_bytes_sent)?;
+        m.serialize_entry("client.ip", &e.client_ip.map(|ip| ip.to_string()))?;
+        m.serialize_entry("url.domain", &t.host())?;
+        m.serialize_entry("url.path", t.path())?;
+        m.serialize_entry("url.query", &t.get(4))?;
+        m.serialize_entry("url.original", &t.get(2))?;
+        m.serialize_entry("user_agent.original", &t.get(5))?;
+        m.serialize_entry("tls.version", &e.tls_version.as_deref())?;
+        m.serialize_entry("destination.address", &e.peer.map(|p| p.to_string()))?;
+        m.serialize_entry("user.name", &e.consumer.as_deref())?;
+        m.serialize_entry("error.type", &e.error)?;
+        m.serialize_entry("tollgate.route", &e.route.as_deref())?;
+        m.serialize_entry("tollgate.upstream", &e.upstream.as_deref())?;
+        m.serialize_entry("tollgate.upstream_status", &e.upstream_status)?;
+        m.serialize_entry(
+            "tollgate.upstream_connect_ms",
+            &e.upstream_connect.map(millis),
+        )?;
+        m.serialize_entry(
+            "tollgate.upstream_response_ms",
+            &e.upstream_response.map(millis),
+        )?;
+        m.serialize_entry("tollgate.raw_host", &t.get(3))?;
+        m.serialize_entry("tollgate.cache_status", &e.cache_status)?;
         m.end()
     }
 }
@@ -127,6 +227,10 @@ pub struct AccessLog {
     path: Option<std::path::PathBuf>,
     /// Set to reopen the file before the next write.
     reopen: Arc<AtomicBool>,
+    /// How lines name their fields.
+    format: LogFormat,
+    /// Lines carry the query string.
+    query: bool,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -138,8 +242,12 @@ impl std::fmt::Debug for AccessLog {
 const QUEUE: usize = 65_536;
 
 impl AccessLog {
-    /// Open `path` (or `stdout`); the writer thread starts with the first line.
-    pub fn open(path: &str, dropped: prometheus::IntCounter) -> std::io::Result<Arc<AccessLog>> {
+    /// Open the configured file (or `stdout`); the writer thread starts with the first line.
+    pub fn open(
+        config: &AccessLogConfig,
+        dropped: prometheus::IntCounter,
+    ) -> std::io::Result<Arc<AccessLog>> {
+        let path = config.path.as_str();
         let out: Box<dyn Write + Send> = if path == "stdout" {
             Box::new(std::io::stdout())
         } else {
@@ -157,7 +265,14 @@ impl AccessLog {
             pending: Arc::new(AtomicUsize::new(0)),
             path: (path != "stdout").then(|| path.into()),
             reopen: Arc::new(AtomicBool::new(false)),
+            format: config.format,
+            query: config.query,
         }))
+    }
+
+    /// Whether lines carry the query string.
+    pub fn logs_query(&self) -> bool {
+        self.query
     }
 
     /// Reopen the file before the next line is written (`SIGUSR1`, after `logrotate` moved it
@@ -172,7 +287,7 @@ impl AccessLog {
         let mut out = self.out.lock().ok()?.take()?;
         let (tx, rx) = sync_channel::<Entry>(QUEUE);
         let pending = self.pending.clone();
-        let (path, reopen) = (self.path.clone(), self.reopen.clone());
+        let (path, reopen, format) = (self.path.clone(), self.reopen.clone(), self.format);
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -183,7 +298,11 @@ impl AccessLog {
                     let mut lines = 0;
                     while let Some(e) = next {
                         lines += 1;
-                        if serde_json::to_writer(&mut buf, &e).is_ok() {
+                        let written = match format {
+                            LogFormat::Json => serde_json::to_writer(&mut buf, &e),
+                            LogFormat::Ecs => serde_json::to_writer(&mut buf, &Ecs(&e)),
+                        };
+                        if written.is_ok() {
                             buf.push(b'\n');
                         }
                         next = if buf.len() < 60 * 1024 {
@@ -250,37 +369,80 @@ impl AccessLog {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_entry_is_one_json_object_with_every_field() {
-        let e = Entry {
+    fn entry() -> Entry {
+        Entry {
             time: SystemTime::UNIX_EPOCH,
             request_id: HeaderValue::from_static("abc"),
             client_ip: Some("192.0.2.1".parse().unwrap()),
             method: Some(Method::GET),
-            strings: Strings::new(Some("api.test"), "/a/b", Some("/a//b"), None),
+            protocol: "HTTP/1.1",
+            strings: Strings::new(RequestText {
+                host: Some("api.test"),
+                path: "/a/b",
+                raw_path: Some("/a//b"),
+                raw_host: None,
+                query: Some("q=1"),
+                user_agent: Some("curl/8"),
+            }),
             status: 200,
-            bytes_sent: 12,
-            duration_ms: 1.5,
+            bytes_received: 3,
+            bytes_sent: 112,
+            body_bytes_sent: 12,
+            duration: Duration::from_nanos(122_723_456),
             route: Some(Arc::from("r")),
             upstream: Some(Arc::from("u")),
             peer: Some("127.0.0.1:8080".parse().unwrap()),
             upstream_status: Some(200),
+            upstream_connect: Some(Duration::ZERO),
+            upstream_response: Some(Duration::from_micros(1500)),
+            tls_version: Some(Cow::Borrowed("TLSv1.3")),
             consumer: None,
             cache_status: Some("HIT"),
             error: None,
-        };
-        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_entry_is_one_json_object_with_every_field() {
+        let v: serde_json::Value = serde_json::to_value(entry()).unwrap();
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["request_id"], "abc");
         assert_eq!(v["client_ip"], "192.0.2.1");
         assert_eq!(v["method"], "GET");
+        assert_eq!(v["protocol"], "HTTP/1.1");
         assert_eq!(v["host"], "api.test");
         assert_eq!(v["path"], "/a/b");
+        assert_eq!(v["query"], "q=1");
         assert_eq!(v["raw_path"], "/a//b");
         assert!(v["raw_host"].is_null() && v["consumer"].is_null() && v["error"].is_null());
+        assert_eq!(v["bytes_received"], 3);
+        assert_eq!(v["bytes_sent"], 112);
+        assert_eq!(v["body_bytes_sent"], 12);
+        // Milliseconds to the microsecond.
+        assert_eq!(v["duration_ms"].to_string(), "122.723");
+        assert_eq!(v["user_agent"], "curl/8");
         assert_eq!(v["peer"], "127.0.0.1:8080");
+        assert_eq!(v["upstream_connect_ms"].to_string(), "0.0");
+        assert_eq!(v["upstream_response_ms"].to_string(), "1.5");
+        assert_eq!(v["tls_version"], "TLSv1.3");
         assert_eq!(v["route"], "r");
         assert_eq!(v["cache_status"], "HIT");
-        assert_eq!(v.as_object().unwrap().len(), 18);
+        assert_eq!(v.as_object().unwrap().len(), 26);
+    }
+
+    #[test]
+    fn ecs_names() {
+        let e = entry();
+        let v: serde_json::Value = serde_json::to_value(Ecs(&e)).unwrap();
+        assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["http.request.method"], "GET");
+        assert_eq!(v["http.response.status_code"], 200);
+        assert_eq!(v["http.version"], "1.1");
+        assert_eq!(v["url.path"], "/a/b");
+        assert_eq!(v["url.query"], "q=1");
+        assert_eq!(v["event.duration"], 122_723_456);
+        assert_eq!(v["client.ip"], "192.0.2.1");
+        assert_eq!(v["user_agent.original"], "curl/8");
+        assert_eq!(v["tollgate.route"], "r");
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct Request {
     pub(super) expect: bool,
     /// When it started.
     pub(super) start: Instant,
+    /// The same, as wall-clock time (for the access log).
+    pub(super) started_at: std::time::SystemTime,
     /// The status of an answer the gateway wrote itself (errors).
     pub(super) error_status: Option<u16>,
 }
@@ -88,6 +90,10 @@ pub(super) struct Attempts {
     pub(super) start: Option<Instant>,
     /// The upstream's response status.
     pub(super) status: Option<u16>,
+    /// How long the connection to the peer took (zero when one was reused).
+    pub(super) connect: Option<std::time::Duration>,
+    /// How long the peer took to its response header, from choosing it.
+    pub(super) response: Option<std::time::Duration>,
     /// Request body bytes sent towards the current attempt.
     pub(super) body_bytes: u64,
 }
@@ -121,6 +127,7 @@ impl Ctx {
                 client: Client::default(),
                 expect: false,
                 start: Instant::now(),
+                started_at: std::time::SystemTime::now(),
                 error_status: None,
             },
             caller: Caller::default(),

@@ -203,6 +203,24 @@ impl ProxyHttp for Tollgate {
         e
     }
 
+    /// Note how long connecting to the peer took (zero for a reused connection).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream.connect = match (reused, ctx.upstream.start) {
+            (true, _) => Some(std::time::Duration::ZERO),
+            (false, Some(start)) => Some(start.elapsed()),
+            (false, None) => None,
+        };
+        Ok(())
+    }
+
     /// Shape the request the upstream receives.
     async fn upstream_request_filter(
         &self,

@@ -1,9 +1,10 @@
 //! What a finished request leaves behind: its metrics and its access-log line.
 
 use super::ctx::Ctx;
-use crate::observe::access_log::{AccessLog, Entry, Strings};
+use crate::observe::access_log::{AccessLog, Entry, RequestText, Strings};
 use crate::observe::metrics::{method_label, Metrics};
 use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Count the request and log its line.
@@ -48,24 +49,40 @@ pub(super) fn report(
         return;
     };
     let target = &ctx.request.target;
+    let body_bytes_sent = session.body_bytes_sent() as u64;
+    let header_bytes = session.response_written().map_or(0, header_bytes);
     log.write(Entry {
-        time: std::time::SystemTime::now(),
+        time: ctx.request.started_at,
         request_id: ctx.request.id.clone(),
         client_ip: ctx.request.client.ip,
         method: Some(req.method.clone()),
-        strings: Strings::new(
-            target.host(req),
-            target.path(req),
-            target.path_changed().then(|| req.uri.path()),
-            target.raw_host(req),
-        ),
+        protocol: protocol(req.version),
+        strings: Strings::new(RequestText {
+            host: target.host(req),
+            path: target.path(req),
+            raw_path: target.path_changed().then(|| req.uri.path()),
+            raw_host: target.raw_host(req),
+            query: req.uri.query().filter(|_| log.logs_query()),
+            user_agent: req
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        }),
         status,
-        bytes_sent: session.body_bytes_sent() as u64,
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        bytes_received: session.body_bytes_read() as u64,
+        bytes_sent: header_bytes + body_bytes_sent,
+        body_bytes_sent,
+        duration: elapsed,
         route: route.map(|r| r.name.clone()),
         upstream: route.map(|r| r.metrics.upstream().clone()),
         peer: ctx.upstream.tried.last().copied(),
         upstream_status: ctx.upstream.status,
+        upstream_connect: ctx.upstream.connect,
+        upstream_response: ctx.upstream.response,
+        tls_version: session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|d| d.version.clone()),
         consumer: ctx
             .caller
             .identity
@@ -74,6 +91,31 @@ pub(super) fn report(
         cache_status,
         error: e.map(|e| e.etype().as_str()),
     });
+}
+
+/// The protocol as logged.
+fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "-",
+    }
+}
+
+/// The size of a response's header section as HTTP/1.1 writes it: status line, fields, blank
+/// line (on HTTP/2 the same fields travel compressed).
+fn header_bytes(resp: &ResponseHeader) -> u64 {
+    let reason = resp.status.canonical_reason().map_or(0, str::len);
+    let status_line = "HTTP/1.1 200 ".len() + reason + 2;
+    let fields: usize = resp
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+        .sum();
+    (status_line + fields + 2) as u64
 }
 
 /// How an upstream failure is counted (connection failures are counted when they happen, see

@@ -33,8 +33,12 @@ pub(super) fn upstream_answered(
         )
         .into_up());
     }
-    if let (Some(start), Some(route)) = (ctx.upstream.start, ctx.route()) {
-        route.metrics.upstream_time(start.elapsed().as_secs_f64());
+    if let Some(start) = ctx.upstream.start {
+        let took = start.elapsed();
+        ctx.upstream.response = Some(took);
+        if let Some(route) = ctx.route() {
+            route.metrics.upstream_time(took.as_secs_f64());
+        }
     }
     Ok(())
 }

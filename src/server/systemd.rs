@@ -39,14 +39,22 @@ impl BackgroundService for NotifyStopping {
                     return;
                 }
             };
-        tokio::select! {
-            _ = term.recv() => {
-                let state = [NotifyState::Stopping, NotifyState::Status("draining")];
-                if let Err(e) = sd_notify::notify(false, &state) {
-                    log::warn!("systemd: cannot send STOPPING=1: {e}");
-                }
+        let stopping = tokio::select! {
+            biased;
+            _ = term.recv() => true,
+            // Pingora may see the same SIGTERM first and start the shutdown: the signal is
+            // still pending here then. (An upgrade's SIGQUIT leaves nothing.)
+            _ = shutdown.changed() => {
+                tokio::time::timeout(Duration::from_millis(200), term.recv())
+                    .await
+                    .is_ok()
             }
-            _ = shutdown.changed() => {}
+        };
+        if stopping {
+            let state = [NotifyState::Stopping, NotifyState::Status("draining")];
+            if let Err(e) = sd_notify::notify(false, &state) {
+                log::warn!("systemd: cannot send STOPPING=1: {e}");
+            }
         }
     }
 }

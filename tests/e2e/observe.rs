@@ -332,9 +332,66 @@ fn access_log_lines_are_json_with_every_field() {
     assert_eq!(ok["client_ip"], "127.0.0.1");
     assert!(ok["bytes_sent"].as_u64().unwrap() > 0);
     assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    // What nginx and the log pipelines expect besides.
+    assert_eq!(ok["protocol"], "HTTP/1.1");
+    assert_eq!(ok["query"], "q=1");
+    assert_eq!(ok["bytes_received"], 0);
+    let body = ok["body_bytes_sent"].as_u64().unwrap();
+    let total = ok["bytes_sent"].as_u64().unwrap();
+    assert!(body > 0 && total > body + 40, "{body} {total}");
+    assert!(ok["upstream_connect_ms"].as_f64().is_some());
+    let upstream = ok["upstream_response_ms"].as_f64().unwrap();
+    let whole = ok["duration_ms"].as_f64().unwrap();
+    assert!(upstream <= whole, "{upstream} > {whole}");
+    // Durations to the microsecond, never a long binary fraction.
+    let printed = ok["duration_ms"].to_string();
+    assert!(
+        printed.split('.').nth(1).is_none_or(|f| f.len() <= 3),
+        "{printed}"
+    );
+    assert!(ok["tls_version"].is_null());
+    // The time is when the request started, not when the line was written.
+    let started = humantime::parse_rfc3339(ok["time"].as_str().unwrap()).unwrap();
+    assert!(started <= std::time::SystemTime::now());
     let missing = lines.iter().find(|l| l["request_id"] == "log-2").unwrap();
     assert_eq!(missing["status"], 404);
     assert!(missing["route"].is_null());
+    assert!(missing["query"].is_null());
+}
+
+#[test]
+fn access_log_in_ecs_and_without_query_strings() {
+    let up = Upstream::start("a");
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("access.log");
+    let gw = Gateway::start(&format!(
+        "access_log: {{path: {}, format: ecs, query: false}}\nupstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n",
+        path.display(),
+        up.addr
+    ));
+    assert_eq!(
+        gw.get(
+            "/x?token=secret",
+            &[("user-agent", "probe/1.0"), ("x-request-id", "ecs-1")]
+        )
+        .status,
+        200
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("ecs-1"))
+    }));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("secret"), "{text}");
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["http.request.id"], "ecs-1");
+    assert_eq!(line["http.request.method"], "GET");
+    assert_eq!(line["http.response.status_code"], 200);
+    assert_eq!(line["url.path"], "/x");
+    assert!(line["url.query"].is_null());
+    assert_eq!(line["user_agent.original"], "probe/1.0");
+    assert_eq!(line["tollgate.route"], "r");
+    assert!(line["event.duration"].as_u64().unwrap() > 0);
+    assert!(line["@timestamp"].as_str().unwrap().ends_with('Z'));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use super::super::raw::{
     RawAccessLog, RawEscapedSlashes, RawLogFormat, RawPathNormalization, RawSemicolons,
 };
 use super::super::units;
-use super::super::ClientTimeouts;
+use super::super::{AccessLogConfig, ClientTimeouts, LogFormat};
 use super::Validator;
 use crate::canonical::{EscapedSlashes, PathOptions};
 use pingora_core::server::configuration::ServerConf;
@@ -186,12 +186,18 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn access_log(&mut self, value: Value) -> Option<String> {
+    pub(super) fn access_log(&mut self, value: Value) -> Option<AccessLogConfig> {
         let raw = self.item::<RawAccessLog>("access_log", value)?;
-        // JSON is the one format there is; the key exists so that others can be added.
-        match raw.format.unwrap_or(RawLogFormat::Json) {
-            RawLogFormat::Json => {}
-        }
+        let format = match raw.format.unwrap_or(RawLogFormat::Json) {
+            RawLogFormat::Json => LogFormat::Json,
+            RawLogFormat::Ecs => LogFormat::Ecs,
+        };
+        let query = raw.query.unwrap_or(true);
+        let config = |path: String| AccessLogConfig {
+            path,
+            format,
+            query,
+        };
         if raw.path.is_empty() {
             self.error("access_log.path", "must be a file path or \"stdout\"");
             return None;
@@ -209,9 +215,9 @@ impl Validator<'_> {
                 }
             }
             // Pingora changes directory when it daemonizes: the path is pinned now.
-            return Some(path.to_string_lossy().into_owned());
+            return Some(config(path.to_string_lossy().into_owned()));
         }
-        Some(raw.path)
+        Some(config(raw.path))
     }
 }
 
@@ -282,6 +288,7 @@ mod front_door_tests {
 #[cfg(test)]
 mod tests {
     use super::super::super::loader::Fixed;
+    use super::super::super::LogFormat;
     use super::super::testing::*;
 
     #[test]
@@ -339,9 +346,16 @@ mod tests {
     fn the_access_log_directory_must_exist() {
         let machine = Fixed::default();
         let c = load_with(&file("access_log: {path: access.log}\n"), &machine);
-        assert_eq!(c.process.access_log.as_deref(), Some("/conf/access.log"));
-        let c = load_with(&file("access_log: {path: stdout}\n"), &machine);
-        assert_eq!(c.process.access_log.as_deref(), Some("stdout"));
+        let log = c.process.access_log.expect("access log");
+        assert_eq!(log.path, "/conf/access.log");
+        assert_eq!((log.format, log.query), (LogFormat::Json, true));
+        let c = load_with(
+            &file("access_log: {path: stdout, format: ecs, query: false}\n"),
+            &machine,
+        );
+        let log = c.process.access_log.expect("access log");
+        assert_eq!(log.path, "stdout");
+        assert_eq!((log.format, log.query), (LogFormat::Ecs, false));
         assert_reported(
             &errors_with(&file("access_log: {path: logs/access.log}\n"), &machine),
             &["access_log.path: directory /conf/logs does not exist"],
