@@ -15,6 +15,8 @@ pub trait Loader {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Whether `path` is an existing directory.
     fn is_dir(&self, path: &Path) -> bool;
+    /// Whether this process may create files in the directory `path`.
+    fn writable_dir(&self, path: &Path) -> bool;
     /// The addresses `host:port` resolves to, in the resolver's order.
     fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>>;
     /// The value of an environment variable, when set (and Unicode).
@@ -68,6 +70,14 @@ impl Loader for System {
     fn is_dir(&self, path: &Path) -> bool {
         path.is_dir()
     }
+    fn writable_dir(&self, path: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // access(2) answers for this process's user, as the gateway will run.
+        path.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
+    }
     fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
         host_port.to_socket_addrs().map(Iterator::collect)
     }
@@ -93,6 +103,8 @@ pub struct Fixed {
     pub names: HashMap<String, Vec<SocketAddr>>,
     pub vars: HashMap<String, String>,
     pub dirs: Vec<PathBuf>,
+    /// Directories that exist but this process may not write to.
+    pub read_only: Vec<PathBuf>,
     pub cpus: usize,
     /// Check only: secrets from the environment may be missing.
     pub check_only: bool,
@@ -105,7 +117,8 @@ impl Default for Fixed {
             files: HashMap::new(),
             names: HashMap::new(),
             vars: HashMap::new(),
-            dirs: vec![PathBuf::from("/conf")],
+            dirs: vec![PathBuf::from("/conf"), PathBuf::from("/tmp")],
+            read_only: Vec::new(),
             cpus: 2,
             check_only: false,
         }
@@ -142,6 +155,9 @@ impl Loader for Fixed {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
     }
     fn is_dir(&self, path: &Path) -> bool {
+        self.dirs.iter().any(|d| d == path) || self.read_only.iter().any(|d| d == path)
+    }
+    fn writable_dir(&self, path: &Path) -> bool {
         self.dirs.iter().any(|d| d == path)
     }
     fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {

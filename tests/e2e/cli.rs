@@ -482,3 +482,29 @@ fn a_broken_pool_is_reported_once_not_at_every_route_using_it() {
     );
     assert!(!err.contains("unknown upstream"), "{err}");
 }
+
+#[test]
+fn paths_the_process_writes_are_checked_before_it_starts() {
+    let port = closed_port().port();
+    let (_dir, path) = config_file(|d| {
+        format!("pid_file: {d}/p\nupgrade_sock: {d}/s\nerror_log: {d}/missing/error.log\nlisteners: [{{address: 127.0.0.1:{port}}}]\nupstreams: {{a: {{peers: [127.0.0.1:1]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n")
+    });
+    let (ok, _, err) = check(&std::fs::read_to_string(&path).unwrap());
+    assert!(!ok);
+    assert!(
+        err.contains("error_log: directory") && err.contains("missing does not exist"),
+        "{err}"
+    );
+    // Daemonizing with it: one clear line and exit 2, never Pingora's panic.
+    let out = Command::new(bin())
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error_log: directory"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

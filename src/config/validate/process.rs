@@ -84,6 +84,26 @@ impl Validator<'_> {
                     .into_owned();
             }
         }
+        if let Some(log) = &mut conf.error_log {
+            if Path::new(log.as_str()).is_relative() {
+                *log = self
+                    .loader
+                    .path(log.as_str())
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+        // Where the process writes: checked now, so that a start never ends in Pingora's panic.
+        let written = [
+            ("pid_file", Some(conf.pid_file.clone())),
+            ("upgrade_sock", Some(conf.upgrade_sock.clone())),
+            ("error_log", conf.error_log.clone()),
+        ];
+        for (key, path) in written {
+            if let Some(p) = path.filter(|p| !p.is_empty()) {
+                self.writable_parent(key, Path::new(&p));
+            }
+        }
         Some(conf)
     }
 
@@ -186,6 +206,25 @@ impl Validator<'_> {
         }
     }
 
+    /// `path`'s directory must exist and be writable by this process.
+    fn writable_parent(&mut self, key: &str, path: &Path) -> bool {
+        let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            return true;
+        };
+        if !self.loader.is_dir(dir) {
+            self.error(key, format!("directory {} does not exist", dir.display()));
+            false
+        } else if !self.loader.writable_dir(dir) {
+            self.error(
+                key,
+                format!("directory {} is not writable by this user", dir.display()),
+            );
+            false
+        } else {
+            true
+        }
+    }
+
     pub(super) fn access_log(&mut self, value: Value) -> Option<AccessLogConfig> {
         let raw = self.item::<RawAccessLog>("access_log", value)?;
         let format = match raw.format.unwrap_or(RawLogFormat::Json) {
@@ -205,14 +244,8 @@ impl Validator<'_> {
         if raw.path != "stdout" {
             let joined = self.loader.path(&raw.path);
             let path = joined.as_path();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !self.loader.is_dir(dir) {
-                    self.error(
-                        "access_log.path",
-                        format!("directory {} does not exist", dir.display()),
-                    );
-                    return None;
-                }
+            if !self.writable_parent("access_log.path", path) {
+                return None;
             }
             // Pingora changes directory when it daemonizes: the path is pinned now.
             return Some(config(path.to_string_lossy().into_owned()));
@@ -295,6 +328,7 @@ mod tests {
     fn process_defaults_come_from_the_machine_and_relative_paths_are_pinned() {
         let mut machine = Fixed::default();
         machine.cpus = 7;
+        machine.dirs.push("/conf/run".into());
         let c = load_with(&file("pid_file: run/t.pid\n"), &machine);
         assert_eq!(c.process.server.threads, 7);
         assert_eq!(c.process.server.pid_file, "/conf/run/t.pid");
@@ -314,7 +348,8 @@ mod tests {
         let c = load_with(&file(""), &Fixed::default());
         assert_eq!(c.process.server.pid_file, "/tmp/tollgate.pid");
         assert_eq!(c.process.server.upgrade_sock, "/tmp/tollgate-upgrade.sock");
-        let under_systemd = Fixed::default().var("RUNTIME_DIRECTORY", "/run/tollgate");
+        let mut under_systemd = Fixed::default().var("RUNTIME_DIRECTORY", "/run/tollgate");
+        under_systemd.dirs.push("/run/tollgate".into());
         let c = load_with(&file(""), &under_systemd);
         assert_eq!(c.process.server.pid_file, "/run/tollgate/tollgate.pid");
         assert_eq!(c.process.server.upgrade_sock, "/run/tollgate/upgrade.sock");
@@ -339,6 +374,29 @@ mod tests {
         assert_reported(
             &errors(&file("max_request_header_size: 2MiB\n")),
             &["max_request_header_size: must be below 1MiB"],
+        );
+    }
+
+    #[test]
+    fn where_the_process_writes_must_be_writable() {
+        let mut machine = Fixed::default();
+        machine.read_only.push("/etc".into());
+        assert_reported(
+            &errors_with(
+                &file("pid_file: /etc/t.pid\nerror_log: /var/log/nowhere/error.log\nupgrade_sock: run/u.sock\naccess_log: {path: /etc/a.log}\n"),
+                &machine,
+            ),
+            &[
+                "pid_file: directory /etc is not writable by this user",
+                "error_log: directory /var/log/nowhere does not exist",
+                "upgrade_sock: directory /conf/run does not exist",
+                "access_log.path: directory /etc is not writable by this user",
+            ],
+        );
+        let c = load_with(&file("error_log: logs.txt\n"), &machine);
+        assert_eq!(
+            c.process.server.error_log.as_deref(),
+            Some("/conf/logs.txt")
         );
     }
 
