@@ -65,6 +65,8 @@ pub struct Gateway {
     pub cache: Arc<Cache>,
     /// SHA-256 of the configuration file this snapshot was built from.
     pub checksum: String,
+    /// That file's text (for the admin API, which redacts its secrets).
+    pub config_text: Arc<str>,
     /// Listener port → the HTTPS port its requests are redirected to.
     pub redirects: Vec<(u16, u16)>,
     /// Unique per snapshot in this process (what per-thread caches are keyed on).
@@ -136,6 +138,7 @@ impl Gateway {
                 .filter_map(|l| l.redirect_https.map(|p| (l.address.port(), p)))
                 .collect(),
             checksum: config.checksum.clone(),
+            config_text: config.text.clone(),
             router: Router::new(&routing.routes),
             routes,
             pools,

@@ -29,6 +29,8 @@ pub struct PeerStats {
     pub in_flight: AtomicUsize,
     /// Milliseconds since the pool's epoch until which the peer is kept out (passive health).
     cooldown_until_ms: AtomicU64,
+    /// Taken out of the pool by an operator (admin API): no new requests, in-flight ones finish.
+    pub drained: AtomicBool,
 }
 
 /// Decrements a peer's in-flight count when dropped.
@@ -253,6 +255,7 @@ impl Pool {
                     weight: p.weight,
                     in_flight: AtomicUsize::new(0),
                     cooldown_until_ms: AtomicU64::new(0),
+                    drained: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -313,6 +316,7 @@ impl Pool {
                 return false;
             };
             stats.cooldown_until_ms.load(Ordering::Relaxed) <= now
+                && !stats.drained.load(Ordering::Relaxed)
                 && !exclude.contains(&stats.address)
         };
         let backend =
@@ -366,6 +370,41 @@ impl Pool {
         }
     }
 
+    /// Take a peer out of the pool (`true`) or put it back; false when the pool has no such
+    /// peer. In-flight requests to it finish.
+    pub fn set_drained(&self, address: &SocketAddr, drained: bool) -> bool {
+        match self.peers.iter().find(|p| p.address == *address) {
+            Some(p) => {
+                p.drained.store(drained, Ordering::Relaxed);
+                log::info!(
+                    "upstream {}: peer {address} {} by the admin API",
+                    self.config.name,
+                    if drained {
+                        "drained"
+                    } else {
+                        "back in the pool"
+                    }
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Seconds the peer stays out after a refused connection (0: not cooling down).
+    pub fn cooldown_left(&self, address: &SocketAddr) -> f64 {
+        let now = self.now_ms();
+        self.peers
+            .iter()
+            .find(|p| p.address == *address)
+            .map_or(0.0, |p| {
+                p.cooldown_until_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(now) as f64
+                    / 1000.0
+            })
+    }
+
     /// The peers with their live counters.
     pub fn peers(&self) -> &[Arc<PeerStats>] {
         &self.peers
@@ -379,7 +418,10 @@ impl Pool {
                 .peers
                 .iter()
                 .find(|p| p.address == *address)
-                .is_some_and(|p| p.cooldown_until_ms.load(Ordering::Relaxed) <= now)
+                .is_some_and(|p| {
+                    p.cooldown_until_ms.load(Ordering::Relaxed) <= now
+                        && !p.drained.load(Ordering::Relaxed)
+                })
     }
 
     /// Whether active health checks currently consider `address` healthy.
@@ -482,6 +524,7 @@ impl BackendSelection for LeastConn {
                         weight: b.weight,
                         in_flight: AtomicUsize::new(0),
                         cooldown_until_ms: AtomicU64::new(0),
+                        drained: AtomicBool::new(false),
                     })
                 });
                 (b.clone(), stats)

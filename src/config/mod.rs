@@ -33,6 +33,8 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
     /// SHA-256 of the file's text, in hex.
     pub checksum: String,
+    /// The file's text.
+    pub text: std::sync::Arc<str>,
 }
 
 /// Read and validate a configuration file; relative paths in it are relative to the current
@@ -110,6 +112,7 @@ pub fn parse_reporting(
             routing,
             warnings: v.warnings,
             checksum: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            text: std::sync::Arc::from(text),
         }),
         _ => Err((v.errors, v.warnings)),
     }

@@ -569,3 +569,85 @@ fn metrics_pass_promtool_and_declare_their_format() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn admin_post(port: u16, path: &str) -> Response {
+    send_raw(
+        port,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn admin_resources_and_draining_a_peer() {
+    let second = Upstream::start("b");
+    let s = setup(Some(second.addr), false);
+    let routes = admin_get(s.admin, "/routes", None).json();
+    assert_eq!(routes.as_array().map(Vec::len), Some(4));
+    assert_eq!(routes[0]["name"], "open");
+    let ups = admin_get(s.admin, "/upstreams", None).json();
+    let peers = ups[0]["peers"].as_array().unwrap().clone();
+    assert_eq!(peers.len(), 2);
+    assert!(peers
+        .iter()
+        .all(|p| p["healthy"] == true && p["drained"] == false));
+    // The running configuration, its secrets redacted.
+    let config = admin_get(s.admin, "/config", None);
+    assert_eq!(config.status, 200);
+    assert!(!config.text().contains("alice-key-1"), "{}", config.text());
+    assert_eq!(
+        config.json()["config"]["consumers"][0]["api_keys"][0],
+        "<redacted>"
+    );
+    assert_eq!(config.json()["checksum"].as_str().map(str::len), Some(64));
+    // Drain the second peer: every request goes to the first; undrain: both serve again.
+    let drained = admin_post(
+        s.admin,
+        &format!("/upstreams/a/peers/{}/drain", second.addr),
+    );
+    assert_eq!(drained.status, 200, "{}", drained.text());
+    assert_eq!(drained.json()["drained"], true);
+    let before = second.count();
+    for _ in 0..20 {
+        assert_eq!(s.gw.get("/open/x", &[]).status, 200);
+    }
+    assert_eq!(second.count(), before);
+    let ups = admin_get(s.admin, "/upstreams", None).json();
+    let peer = ups[0]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == second.addr.to_string())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (peer["drained"].clone(), peer["healthy"].clone()),
+        (true.into(), false.into())
+    );
+    assert_eq!(
+        admin_post(
+            s.admin,
+            &format!("/upstreams/a/peers/{}/undrain", second.addr)
+        )
+        .status,
+        200
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.gw.get("/open/y", &[]);
+        second.count() > before
+    }));
+    // Unknown pools and peers are problems, not silence.
+    let r = admin_post(s.admin, "/upstreams/nope/peers/127.0.0.1:1/drain");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "tag:tollgate,2026:admin-not-found");
+    assert_eq!(
+        admin_post(s.admin, "/upstreams/a/peers/127.0.0.1:1/drain").status,
+        404
+    );
+    assert_eq!(
+        admin_post(s.admin, "/upstreams/a/peers/bogus/drain").status,
+        400
+    );
+}

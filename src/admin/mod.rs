@@ -1,7 +1,10 @@
 //! The admin listener: a separate Pingora service on its own address (loopback by default),
 //! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /readyz`,
-//! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /cache`, `POST /cache/purge`
-//! and `POST /reload`.
+//! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /routes`, `GET /upstreams`,
+//! `GET /config`, `POST /upstreams/{pool}/peers/{address}/drain` (and `/undrain`),
+//! `GET /cache`, `POST /cache/purge` and `POST /reload`.
+
+mod resources;
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
@@ -18,7 +21,6 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -185,7 +187,7 @@ struct PurgeRequest {
 
 const MAX_BODY: usize = 64 * 1024;
 
-fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+pub(crate) fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
     let body = value.to_string().into_bytes();
     Response::builder()
         .status(status)
@@ -211,7 +213,7 @@ fn problem(
 }
 
 /// An admin error with `status` and what went wrong.
-fn error(status: u16, message: &str) -> Response<Vec<u8>> {
+pub(crate) fn error(status: u16, message: &str) -> Response<Vec<u8>> {
     let kind = match status {
         400 => Problem::ADMIN_INVALID,
         404 => Problem::ADMIN_NOT_FOUND,
@@ -245,44 +247,8 @@ impl Admin {
 
     fn status(&self) -> serde_json::Value {
         let gw = self.state.load();
-        let routes: Vec<serde_json::Value> = gw
-            .routes
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": &*r.name,
-                    "upstream": r.pool.config.name,
-                    "hosts": r.hosts.iter().map(|h| match h {
-                        crate::config::HostPattern::Exact(n) => n.clone(),
-                        crate::config::HostPattern::Suffix(s) => format!("*{s}"),
-                    }).collect::<Vec<_>>(),
-                    "path": match &r.path {
-                        crate::config::PathMatch::Any => "/".to_string(),
-                        crate::config::PathMatch::Prefix(p) => format!("{p}*"),
-                        crate::config::PathMatch::Exact(p) => p.clone(),
-                    },
-                    "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                    "auth": r.access.authenticates(),
-                    "rate_limited": r.limits.limits_rate(),
-                    "cached": r.cache.is_some(),
-                })
-            })
-            .collect();
-        let upstreams: Vec<serde_json::Value> = gw
-            .pools
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "name": p.config.name,
-                    "peers": p.peers().iter().map(|peer| serde_json::json!({
-                        "address": peer.address.to_string(),
-                        "weight": peer.weight,
-                        "healthy": p.is_available(&peer.address),
-                        "in_flight": peer.in_flight.load(Ordering::Relaxed),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let routes = resources::routes(&gw);
+        let upstreams = resources::upstreams(&gw);
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.lifecycle.uptime(),
@@ -412,6 +378,10 @@ impl ServeHttp for Admin {
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
             ("GET", "/status") => json(200, self.status()),
+            ("GET", "/routes") => json(200, resources::routes(&self.state.load())),
+            ("GET", "/upstreams") => json(200, resources::upstreams(&self.state.load())),
+            ("GET", "/config") => json(200, resources::config(&self.state.load())),
+            ("POST", p) if p.starts_with("/upstreams/") => resources::drain(&self.state.load(), p),
             ("POST", "/reload") => match self.reloader.reload() {
                 crate::reload::Outcome::Applied { needs_upgrade } => json(
                     200,
