@@ -18,10 +18,15 @@ for _ in $(seq 100); do
 done
 cat <<MSG
 
-Tollgate is listening on 127.0.0.1:8080. Try:
-  curl -i localhost:8080/api/products/1
+Tollgate is listening on 127.0.0.1:8080, its admin listener on 127.0.0.1:9901. Try:
+  curl -i localhost:8080/api/products/1                  # twice: Cache-Status says hit
   curl -i -H 'Host: api.example.com' -H 'x-api-version: 2' localhost:8080/api/users/7
-  curl -i localhost:8080/nowhere
-Ctrl-C stops the gateway and the demo upstreams.
+  curl -i localhost:8080/api/orders/1                    # 401: an API key is needed
+  curl -i -H 'X-API-Key: demo-key-0001' localhost:8080/api/orders/1
+  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' localhost:8080/api/search; done
+  curl -i localhost:8080/nowhere                         # 404 problem details
+  curl -s localhost:9901/metrics | grep tollgate_requests
+  open http://localhost:9901/ in a browser for the status page
+Access log lines appear below. Ctrl-C stops the gateway and the demo upstreams.
 MSG
 wait "${pids[2]}"

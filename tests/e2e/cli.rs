@@ -40,21 +40,63 @@ fn fails_with(text: &str, expected: &[&str]) {
 }
 
 #[test]
-fn shipped_configuration_is_ok() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tollgate.yaml");
-    let out = Command::new(bin())
-        .args(["-t", "-c", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+fn shipped_configurations_check_without_a_warning() {
+    for file in ["conf/tollgate.yaml", "conf/examples/policies.yaml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(bin())
+            .args(["-t", "-c", &path])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.is_empty(), "{file}: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "configuration OK"
+        );
+    }
+}
+
+#[test]
+fn the_demo_configuration_shows_the_product() {
+    // The shipped configuration, on free ports, with the demo's upstreams: a protected route, a
+    // limited one, the access log and the admin listener with the status page and metrics.
+    let users = Upstream::start("users");
+    let products = Upstream::start("products");
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/tollgate.yaml"))
+            .unwrap();
+    let admin = closed_port().port();
+    let body = shipped[shipped.find("upstreams:").unwrap()..]
+        .replace("127.0.0.1:8001", &users.addr.to_string())
+        .replace("      - { address: 127.0.0.1:8002, weight: 2 }\n", "")
+        .replace("127.0.0.1:8003", &products.addr.to_string())
+        .replace("127.0.0.1:9901", &format!("127.0.0.1:{admin}"));
+    let gw = Gateway::start(&body);
+    assert_eq!(gw.get("/api/products/1", &[]).status, 200);
+    assert!(gw
+        .get("/api/products/1", &[])
+        .header("cache-status")
+        .is_some_and(|v| v.starts_with("tollgate; hit")));
+    assert_eq!(gw.get("/api/orders/1", &[]).status, 401);
+    let ok = gw.get("/api/orders/1", &[("x-api-key", "demo-key-0001")]);
+    assert_eq!(ok.status, 200);
+    assert_eq!(products.last().header("x-consumer"), Some("demo"));
+    let codes: Vec<u16> = (0..6).map(|_| gw.get("/api/search", &[]).status).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 200, 429]);
+    let page = send_raw(
+        admin,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "configuration OK"
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<html"));
+    let metrics = send_raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     );
+    assert!(metrics
+        .text()
+        .contains("tollgate_requests_total{code=\"429\""));
 }
 
 #[test]
