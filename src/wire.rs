@@ -47,6 +47,16 @@ pub fn is_framing_or_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&n) || (FRAMING.contains(&n) && n != "host")
 }
 
+/// A new random (version 4) UUID, for request ids: its bits come from the thread's fast
+/// generator (`fastrand`, seeded from the operating system per thread), not a system call per
+/// request; request ids must be unique, not secret.
+pub fn new_uuid() -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    bytes[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// SHA-256 of an API key; keys are stored and compared only as digests.
 pub fn key_digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
@@ -70,6 +80,14 @@ mod tests {
         for name in ["host", "x-api-key", "authorization"] {
             assert!(!is_framing_or_hop(&HeaderName::from_static(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let (a, b) = (new_uuid(), new_uuid());
+        assert_ne!(a, b);
+        assert_eq!(a.get_version_num(), 4);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl FrontDoor {
         started: std::time::Instant,
     ) {
         self.count_refusal(reason);
-        let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let request_id = crate::wire::new_uuid().hyphenated().to_string();
         let (method, target) = conn.request_line();
         self.metrics.record_request(
             None,

@@ -427,7 +427,7 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
         }
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4();
+    let id = crate::wire::new_uuid();
     let s = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

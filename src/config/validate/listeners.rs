@@ -121,34 +121,28 @@ impl Validator<'_> {
     /// must read; the first PKCS#1, PKCS#8 or SEC1 key is the key) and return the DNS names the
     /// certificate is for.
     fn tls_names(&self, cert: &str, key: &str) -> Result<Vec<String>, String> {
-        use rustls_pemfile::Item;
-        let read = |p: &str| -> Result<Vec<Item>, String> {
-            let bytes = self
-                .loader
+        use rustls_pki_types::pem::{self, PemObject, SectionKind};
+        use rustls_pki_types::CertificateDer;
+        let read = |p: &str| -> Result<Vec<u8>, String> {
+            self.loader
                 .read(std::path::Path::new(p))
-                .map_err(|e| format!("cannot read {cert} or {key}: {e}"))?;
-            rustls_pemfile::read_all(&mut bytes.as_slice())
-                .collect::<Result<Vec<Item>, _>>()
-                .map_err(|e| {
-                    format!(
-                        "cannot read {cert} or {key}: a PEM section of {p} cannot be read ({e})"
-                    )
-                })
+                .map_err(|e| format!("cannot read {cert} or {key}: {e}"))
         };
-        let (cert_items, key_items) = (read(cert)?, read(key)?);
-        let certs: Vec<_> = cert_items
-            .into_iter()
-            .filter_map(|item| match item {
-                Item::X509Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let has_key = key_items.iter().any(|item| {
-            matches!(
-                item,
-                Item::Pkcs1Key(_) | Item::Pkcs8Key(_) | Item::Sec1Key(_)
-            )
-        });
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let broken = |p: &str, e: pem::Error| {
+            format!("cannot read {cert} or {key}: a PEM section of {p} cannot be read ({e})")
+        };
+        let certs = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| broken(cert, e))?;
+        let mut has_key = false;
+        for section in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(&key_pem) {
+            let (kind, _) = section.map_err(|e| broken(key, e))?;
+            has_key |= matches!(
+                kind,
+                SectionKind::RsaPrivateKey | SectionKind::PrivateKey | SectionKind::EcPrivateKey
+            );
+        }
         let Some(leaf) = certs.first().filter(|_| has_key) else {
             return Err(format!("no certificate in {cert} or no key in {key}"));
         };

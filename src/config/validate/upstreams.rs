@@ -165,11 +165,12 @@ impl Validator<'_> {
                     let path = self.loader.path(&path);
                     match self.loader.read(&path) {
                         Ok(bytes) => {
-                            let mut reader = std::io::BufReader::new(bytes.as_slice());
-                            let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut reader)
-                                .filter_map(|c| c.ok())
-                                .map(|c| c.as_ref().to_vec())
-                                .collect();
+                            use rustls_pki_types::pem::PemObject;
+                            let certs: Vec<Vec<u8>> =
+                                rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+                                    .filter_map(|c| c.ok())
+                                    .map(|c| c.as_ref().to_vec())
+                                    .collect();
                             if certs.is_empty() {
                                 self.error(
                                     format!("{place}.ca_file"),
