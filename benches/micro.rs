@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the request path's decisions, each on a snapshot built from YAML the way
 //! the gateway builds it: route lookup with 1, 100 and 10,000 routes; the local rate-limit
-//! decision with 1 and 100,000 distinct keys; API-key and JWT verification; the cache key.
+//! decision with 1 and 100,000 distinct keys; API-key and JWT verification; the cache key; and a
+//! full TLS 1.3 handshake (ECDSA P-256, no resumption) with each crypto provider rustls has here.
 //! `cargo bench --bench micro`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -203,5 +204,79 @@ fn cache_key(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_lookup, rate_limit, authentication, cache_key);
+/// A full TLS 1.3 handshake in memory (no sockets): ECDSA P-256 certificate, X25519, no
+/// resumption; client and server both with `provider`.
+fn handshake(
+    server: &Arc<rustls::ServerConfig>,
+    client: &Arc<rustls::ClientConfig>,
+    name: &rustls::pki_types::ServerName<'static>,
+) {
+    let mut c = rustls::ClientConnection::new(client.clone(), name.clone()).expect("client");
+    let mut s = rustls::ServerConnection::new(server.clone()).expect("server");
+    let mut buf = Vec::with_capacity(8192);
+    while c.is_handshaking() || s.is_handshaking() {
+        buf.clear();
+        while c.wants_write() {
+            c.write_tls(&mut buf).expect("client write");
+        }
+        let mut rd = buf.as_slice();
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).expect("server read");
+        }
+        s.process_new_packets().expect("server process");
+        buf.clear();
+        while s.wants_write() {
+            s.write_tls(&mut buf).expect("server write");
+        }
+        let mut rd = buf.as_slice();
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).expect("client read");
+        }
+        c.process_new_packets().expect("client process");
+    }
+}
+
+fn tls_handshake(c: &mut Criterion) {
+    use rustls::crypto::CryptoProvider;
+    let cert = rcgen::generate_simple_self_signed(vec!["bench.test".to_string()]).expect("cert");
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let name = rustls::pki_types::ServerName::try_from("bench.test").expect("name");
+    let mut g = c.benchmark_group("tls_handshake");
+    let providers: [(&str, CryptoProvider); 2] = [
+        ("aws_lc_rs", rustls::crypto::aws_lc_rs::default_provider()),
+        ("ring", rustls::crypto::ring::default_provider()),
+    ];
+    for (label, provider) in providers {
+        let provider = Arc::new(provider);
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key.clone_key())
+            .expect("server config");
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        server.send_tls13_tickets = 0;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).expect("root");
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.resumption = rustls::client::Resumption::disabled();
+        let (server, client) = (Arc::new(server), Arc::new(client));
+        g.bench_function(label, |b| b.iter(|| handshake(&server, &client, &name)));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    rate_limit,
+    authentication,
+    cache_key,
+    tls_handshake
+);
 criterion_main!(benches);

@@ -164,6 +164,9 @@ fn hash_password(cost: u32) -> ExitCode {
 
 fn main() -> ExitCode {
     tollgate::observe::log::init();
+    // One crypto provider for TLS and JWTs: AWS-LC. Pingora installs ring as the default unless
+    // one is installed already; this comes first.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword { cost }) => return hash_password(cost),

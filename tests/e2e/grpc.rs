@@ -140,7 +140,14 @@ where
 }
 
 /// Start the echo server on a loopback port (TLS when an identity is given) in its own thread.
+/// rustls here has two crypto providers compiled in (the gateway's AWS-LC, and ring for tonic):
+/// the test's own TLS clients and servers use the process default, set once.
+fn tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 fn start_echo(tls: Option<Identity>) -> (std::net::SocketAddr, Echo) {
+    tls_provider();
     let echo = Echo::default();
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
