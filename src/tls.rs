@@ -2,11 +2,50 @@
 //! first certificate as the default for clients that send no (or an unknown) name.
 
 use crate::config::Listener;
+use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::TlsAccept;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_rustls::sign::CertifiedKey;
 use pingora_rustls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The SNI name a client sent, kept with its connection's TLS digest (lower-cased).
+#[derive(Debug)]
+struct ServerName(Arc<str>);
+
+/// Keeps each connection's SNI name in its TLS digest once the handshake is done, for the
+/// access log.
+struct KeepServerName;
+
+#[async_trait]
+impl TlsAccept for KeepServerName {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(ServerName(Arc::from(name.to_ascii_lowercase()))))
+    }
+}
+
+/// The connection's TLS version as OpenSSL and nginx's `$ssl_protocol` name it (`TLSv1.3`;
+/// rustls names it `TLSv1_3`).
+pub fn version(digest: &SslDigest) -> Cow<'static, str> {
+    match digest.version.as_ref() {
+        "TLSv1_3" => Cow::Borrowed("TLSv1.3"),
+        "TLSv1_2" => Cow::Borrowed("TLSv1.2"),
+        _ => digest.version.clone(),
+    }
+}
+
+/// The SNI name the client sent on this TLS connection, if it sent one.
+pub fn server_name(digest: &SslDigest) -> Option<Arc<str>> {
+    digest.extension.get::<ServerName>().map(|n| n.0.clone())
+}
 
 /// Chooses a certificate by the client's SNI name: exact names, then `*.` wildcards, then the
 /// first certificate.
@@ -73,9 +112,10 @@ pub fn resolver(listener: &Listener) -> Result<SniResolver, String> {
     })
 }
 
-/// Pingora TLS settings for a listener: SNI certificates, and HTTP/2 through ALPN when enabled.
+/// Pingora TLS settings for a listener: SNI certificates, the SNI name kept for the log, and
+/// HTTP/2 through ALPN when enabled.
 pub fn settings(listener: &Listener) -> Result<TlsSettings, String> {
-    let mut s = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+    let mut s = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(|e| e.to_string())?;
     s.set_cert_resolver(Arc::new(resolver(listener)?));
     if listener.http2 {
         s.enable_h2();

@@ -291,6 +291,7 @@ impl FrontDoor {
             return;
         };
         let (_, peer) = addresses(&*conn);
+        let tls = conn.get_ssl_digest();
         let duration = started.elapsed();
         log.write(Entry {
             time: std::time::SystemTime::now() - duration,
@@ -314,7 +315,8 @@ impl FrontDoor {
             upstream_status: None,
             upstream_connect: None,
             upstream_response: None,
-            tls_version: conn.get_ssl_digest().map(|d| d.version.clone()),
+            tls_version: tls.as_deref().map(crate::tls::version),
+            tls_server_name: tls.as_deref().and_then(crate::tls::server_name),
             consumer: None,
             cache_status: None,
             error: Some(reason),

@@ -50,6 +50,8 @@ pub struct Entry {
     pub upstream_response: Option<Duration>,
     /// The client connection's TLS version, on TLS.
     pub tls_version: Option<Cow<'static, str>>,
+    /// The SNI name the client sent, on TLS.
+    pub tls_server_name: Option<Arc<str>>,
     pub consumer: Option<Arc<str>>,
     pub cache_status: Option<&'static str>,
     pub error: Option<&'static str>,
@@ -153,6 +155,7 @@ impl Serialize for Entry {
         m.serialize_field("upstream_connect_ms", &self.upstream_connect.map(millis))?;
         m.serialize_field("upstream_response_ms", &self.upstream_response.map(millis))?;
         m.serialize_field("tls_version", &self.tls_version.as_deref())?;
+        m.serialize_field("tls_server_name", &self.tls_server_name.as_deref())?;
         m.serialize_field("consumer", &self.consumer.as_deref())?;
         m.serialize_field("cache_status", &self.cache_status)?;
         m.serialize_field("error", &self.error)?;
@@ -192,7 +195,12 @@ impl Serialize for Ecs<'_> {
         m.serialize_entry("url.query", &t.get(4))?;
         m.serialize_entry("url.original", &t.get(2))?;
         m.serialize_entry("user_agent.original", &t.get(5))?;
-        m.serialize_entry("tls.version", &e.tls_version.as_deref())?;
+        // ECS splits `TLSv1.3` into a protocol and a version.
+        if let Some(v) = e.tls_version.as_deref() {
+            m.serialize_entry("tls.version_protocol", "tls")?;
+            m.serialize_entry("tls.version", v.trim_start_matches("TLSv"))?;
+        }
+        m.serialize_entry("tls.client.server_name", &e.tls_server_name.as_deref())?;
         m.serialize_entry("destination.address", &e.peer.map(|p| p.to_string()))?;
         m.serialize_entry("user.name", &e.consumer.as_deref())?;
         m.serialize_entry("error.type", &e.error)?;
@@ -396,6 +404,7 @@ mod tests {
             upstream_connect: Some(Duration::ZERO),
             upstream_response: Some(Duration::from_micros(1500)),
             tls_version: Some(Cow::Borrowed("TLSv1.3")),
+            tls_server_name: Some(Arc::from("api.test")),
             consumer: None,
             cache_status: Some("HIT"),
             error: None,
@@ -425,9 +434,10 @@ mod tests {
         assert_eq!(v["upstream_connect_ms"].to_string(), "0.0");
         assert_eq!(v["upstream_response_ms"].to_string(), "1.5");
         assert_eq!(v["tls_version"], "TLSv1.3");
+        assert_eq!(v["tls_server_name"], "api.test");
         assert_eq!(v["route"], "r");
         assert_eq!(v["cache_status"], "HIT");
-        assert_eq!(v.as_object().unwrap().len(), 26);
+        assert_eq!(v.as_object().unwrap().len(), 27);
     }
 
     #[test]
@@ -444,5 +454,8 @@ mod tests {
         assert_eq!(v["client.ip"], "192.0.2.1");
         assert_eq!(v["user_agent.original"], "curl/8");
         assert_eq!(v["tollgate.route"], "r");
+        assert_eq!(v["tls.version_protocol"], "tls");
+        assert_eq!(v["tls.version"], "1.3");
+        assert_eq!(v["tls.client.server_name"], "api.test");
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn report(
     let target = &ctx.request.target;
     let body_bytes_sent = session.body_bytes_sent() as u64;
     let header_bytes = session.response_written().map_or(0, header_bytes);
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_deref());
     log.write(Entry {
         time: ctx.request.started_at,
         request_id: ctx.request.id.clone(),
@@ -79,10 +80,8 @@ pub(super) fn report(
         upstream_status: ctx.upstream.status,
         upstream_connect: ctx.upstream.connect,
         upstream_response: ctx.upstream.response,
-        tls_version: session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .map(|d| d.version.clone()),
+        tls_version: tls.map(crate::tls::version),
+        tls_server_name: tls.and_then(crate::tls::server_name),
         consumer: ctx
             .caller
             .identity

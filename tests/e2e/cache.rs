@@ -469,12 +469,12 @@ fn the_byte_budget_holds_under_churn_and_hot_objects_stay() {
     let mut hot_hits = 0;
     let mut hot_requests = 0;
     let mut rss = Vec::new();
-    // Fifteen times the 4 MiB budget in distinct 100 KiB objects, with a hot set of 8 small
+    // Thirty-seven times the 4 MiB budget in distinct 100 KiB objects, with a hot set of 8 small
     // objects requested between them. Resident memory is sampled after each tenth.
     let n: usize = std::env::var("CHURN_N")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(1500);
     for i in 0..n {
         let r = gw.get(&format!("/c/churn{i}?size=102400"), &[]);
         assert_eq!(r.body.len(), 102400);
@@ -509,7 +509,7 @@ fn the_byte_budget_holds_under_churn_and_hot_objects_stay() {
     // And the process plateaus: through the second half of the churn resident memory stays
     // (by its median: one transient allocator spike is not growth) at the first half's peak
     // plus allocator noise, and every sample stays far below the volume that went through
-    // (60 MiB).
+    // (150 MiB; the allocator keeps some freed pages for reuse, ~30 MiB at this pace).
     let (first, second) = rss.split_at(rss.len() / 2);
     let peak_first = *first.iter().max().unwrap();
     let peak_second = *second.iter().max().unwrap();
@@ -521,9 +521,9 @@ fn the_byte_budget_holds_under_churn_and_hot_objects_stay() {
         "resident memory kept growing under churn: before {before}, samples {rss:?}"
     );
     assert!(
-        peak_second.max(peak_first) - before < 32 * 1024,
+        peak_second.max(peak_first) - before < 64 * 1024,
         "resident memory grew with the volume: before {before}, samples {rss:?}"
     );
-    // The hot set (8 objects asked 25 times each) stays cached: only the first asks miss.
+    // The hot set (8 objects asked ~94 times each) stays cached: only the first asks miss.
     assert!(ratio >= 0.9, "hot objects were evicted: hit ratio {ratio}");
 }

@@ -1,6 +1,6 @@
 //! TLS termination: two certificates chosen by SNI (generated here), HTTP/2 through ALPN, the
-//! upstream told the request came over HTTPS, and a plain listener redirecting to HTTPS. The
-//! client is curl.
+//! upstream told the request came over HTTPS, a plain listener redirecting to HTTPS, and the
+//! TLS version and SNI name in the access log. The client is curl.
 
 use crate::common::*;
 use std::path::Path;
@@ -51,7 +51,7 @@ fn sni_http2_forwarded_proto_and_redirect() {
     std::fs::write(
         &conf,
         format!(
-            "pid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\nlisteners:\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - {{cert: {a_cert}, key: {a_key}}}\n        - {{cert: {b_cert}, key: {b_key}}}\n  - address: 127.0.0.1:{plain_port}\n    redirect_https: {tls_port}\nupstreams:\n  u: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            "pid_file: {d}/t.pid\nupgrade_sock: {d}/t.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\naccess_log: {{path: {d}/access.log}}\nlisteners:\n  - address: 127.0.0.1:{tls_port}\n    tls:\n      certificates:\n        - {{cert: {a_cert}, key: {a_key}}}\n        - {{cert: {b_cert}, key: {b_key}}}\n  - address: 127.0.0.1:{plain_port}\n    redirect_https: {tls_port}\nupstreams:\n  u: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
             up.addr,
             d = dir.path().display()
         ),
@@ -129,6 +129,60 @@ fn sni_http2_forwarded_proto_and_redirect() {
         before,
         "a redirected request reached the upstream"
     );
+    // A client that sends no SNI name (curl sends none for an address), and a request refused at
+    // the door on TLS.
+    let (ok, _) = curl(&[
+        "-k",
+        "--http1.1",
+        &format!("https://127.0.0.1:{tls_port}/no-sni"),
+    ]);
+    assert!(ok);
+    let (_, out) = curl(&[
+        "-k",
+        "--http1.1",
+        "--resolve",
+        &resolve_a,
+        "-H",
+        "Transfer-Encoding: gzip",
+        "-w",
+        " %{http_code}",
+        &format!("https://a.test:{tls_port}/refused"),
+    ]);
+    assert!(out.ends_with(" 400"), "{out}");
+    // The access log names the TLS version and the SNI name of each connection (the handshake
+    // that failed above made no request).
+    let log = dir.path().join("access.log");
+    let mut lines = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            lines = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .collect();
+            lines.len() >= 6
+        }),
+        "{lines:?}"
+    );
+    let tls_of = |path: &str| {
+        let l = lines
+            .iter()
+            .find(|l| l["raw_path"] == path || l["path"] == path)
+            .unwrap_or_else(|| panic!("no line for {path}: {lines:?}"));
+        (l["tls_version"].clone(), l["tls_server_name"].clone())
+    };
+    let v13 = serde_json::json!("TLSv1.3");
+    assert_eq!(tls_of("/hello"), (v13.clone(), serde_json::json!("a.test")));
+    let wildcard = lines
+        .iter()
+        .filter(|l| l["host"] == "x.b.test")
+        .map(|l| l["tls_server_name"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(wildcard, [serde_json::json!("x.b.test")], "{lines:?}");
+    assert_eq!(tls_of("/no-sni"), (v13.clone(), serde_json::Value::Null));
+    assert_eq!(tls_of("/refused"), (v13, serde_json::json!("a.test")));
+    let plain = tls_of("/p/q");
+    assert!(plain.0.is_null() && plain.1.is_null(), "{plain:?}");
 }
 
 #[test]
@@ -181,28 +235,30 @@ fn tls_backend(
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let (cert_path, key_path) = cert(dir, "backend", &["backend.test"]);
-    let server = tiny_http::Server::https(
-        "127.0.0.1:0",
-        tiny_http::SslConfig {
-            certificate: std::fs::read(&cert_path).unwrap(),
-            private_key: std::fs::read(&key_path).unwrap(),
-        },
-    )
-    .unwrap();
-    let addr = server.server_addr().to_ip().unwrap();
-    let server = std::sync::Arc::new(server);
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&cert_path)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key_path).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
     let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for _ in 0..4 {
-        let (server, probes) = (server.clone(), probes.clone());
-        std::thread::spawn(move || {
-            while let Ok(req) = server.recv() {
-                if req.url() == "/probe" {
-                    probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                let _ = req.respond(tiny_http::Response::from_string("secure"));
-            }
-        });
-    }
+    let counted = probes.clone();
+    let server = HttpServer::start(Some(std::sync::Arc::new(config)), move |seen| {
+        if seen.url == "/probe" {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Reply::ok("secure")
+    });
+    let addr = server.addr;
+    // Serves for the rest of the test binary's life, as the test's other servers do.
+    std::mem::forget(server);
     (addr, cert_path, probes)
 }
 

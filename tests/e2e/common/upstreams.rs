@@ -58,6 +58,127 @@ impl Reply {
 
 type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 
+/// What a test server does with each complete request it receives.
+type Serve = dyn Fn(Seen) -> Reply + Send + Sync;
+
+/// A real HTTP/1.1 server (hyper, on a runtime of its own), plain or over TLS, answering each
+/// request with `serve`; it stops when dropped. A request whose body does not arrive whole is
+/// not served (the connection is closed).
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl HttpServer {
+    /// Serve on a new loopback port; over TLS when `tls` is given.
+    pub fn start(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        serve: impl Fn(Seen) -> Reply + Send + Sync + 'static,
+    ) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        let addr = listener.local_addr().expect("address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let serve: Arc<Serve> = Arc::new(serve);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("test server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+                loop {
+                    let (tcp, remote) = tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                    };
+                    let (serve, acceptor) = (serve.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            answer(serve.clone(), req, remote)
+                        });
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match acceptor {
+                            Some(a) => {
+                                if let Ok(s) = a.accept(tcp).await {
+                                    let io = hyper_util::rt::TokioIo::new(s);
+                                    let _ = http.serve_connection(io, service).await;
+                                }
+                            }
+                            None => {
+                                let io = hyper_util::rt::TokioIo::new(tcp);
+                                let _ = http.serve_connection(io, service).await;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        HttpServer {
+            addr,
+            stop: Some(stop),
+        }
+    }
+}
+
+/// Read a whole request, record it through `serve`, and answer with its reply (after its
+/// delay).
+async fn answer(
+    serve: Arc<Serve>,
+    req: hyper::Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::io::Error> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .to_bytes();
+    let seen = Seen {
+        method: parts.method.as_str().to_string(),
+        url: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        remote: Some(remote),
+    };
+    let reply = serve(seen);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut resp = hyper::Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    resp.body(http_body_util::Full::new(bytes::Bytes::from(reply.body)))
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// A real HTTP server on a loopback port that records every request it serves (health probes
 /// to `/health` are answered from `healthy` and counted apart).
 pub struct Upstream {
@@ -65,7 +186,7 @@ pub struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     pub healthy: Arc<AtomicBool>,
     pub probes: Arc<AtomicUsize>,
-    server: Arc<tiny_http::Server>,
+    _server: HttpServer,
 }
 
 impl Upstream {
@@ -79,79 +200,38 @@ impl Upstream {
         name: &str,
         handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind upstream"));
-        let addr = server.server_addr().to_ip().expect("ip listener");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let healthy = Arc::new(AtomicBool::new(true));
         let probes = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
-        for _ in 0..16 {
-            let server = server.clone();
-            let seen = seen.clone();
-            let healthy = healthy.clone();
-            let probes = probes.clone();
-            let handler = handler.clone();
-            let name = name.to_string();
-            std::thread::spawn(move || {
-                while let Ok(mut req) = server.recv() {
-                    if req.url() == "/health" {
-                        probes.fetch_add(1, Ordering::SeqCst);
-                        let status = if healthy.load(Ordering::SeqCst) {
-                            200
-                        } else {
-                            500
-                        };
-                        let _ = req.respond(
-                            tiny_http::Response::from_string("health").with_status_code(status),
-                        );
-                        continue;
-                    }
-                    let mut body = Vec::new();
-                    if req.as_reader().read_to_end(&mut body).is_err() {
-                        // An incomplete body is not a request the upstream received.
-                        continue;
-                    }
-                    let s = Seen {
-                        method: req.method().as_str().to_string(),
-                        url: req.url().to_string(),
-                        headers: req
-                            .headers()
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.field.as_str().as_str().to_string(),
-                                    h.value.as_str().to_string(),
-                                )
-                            })
-                            .collect(),
-                        body,
-                        remote: req.remote_addr().copied(),
-                    };
-                    seen.lock().unwrap().push(s.clone());
-                    let reply = handler(&s);
-                    if !reply.delay.is_zero() {
-                        std::thread::sleep(reply.delay);
-                    }
-                    let mut resp =
-                        tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-                    resp.add_header(
-                        tiny_http::Header::from_bytes("x-upstream", name.as_bytes()).unwrap(),
-                    );
-                    for (k, v) in reply.headers {
-                        resp.add_header(
-                            tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
-                        );
-                    }
-                    let _ = req.respond(resp);
-                }
-            });
-        }
+        let (recorded, health, probed, name) = (
+            seen.clone(),
+            healthy.clone(),
+            probes.clone(),
+            name.to_string(),
+        );
+        let server = HttpServer::start(None, move |s: Seen| {
+            if s.url == "/health" {
+                probed.fetch_add(1, Ordering::SeqCst);
+                let status = if health.load(Ordering::SeqCst) {
+                    200
+                } else {
+                    500
+                };
+                return Reply {
+                    status,
+                    ..Reply::ok("health")
+                };
+            }
+            recorded.lock().unwrap().push(s.clone());
+            handler(&s).header("x-upstream", &name)
+        });
         Upstream {
-            addr,
+            addr: server.addr,
             seen,
             healthy,
             probes,
-            server,
+            _server: server,
         }
     }
 
@@ -174,12 +254,6 @@ impl Upstream {
 
     pub fn set_healthy(&self, h: bool) {
         self.healthy.store(h, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.server.unblock();
     }
 }
 
