@@ -84,6 +84,14 @@ fn route_lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// This process's resident memory, from `/proc/self/statm` (0 where it cannot be read).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 fn rate_limit(c: &mut Criterion) {
     let mut g = c.benchmark_group("rate_limit_decision");
     g.throughput(Throughput::Elements(1));
@@ -92,17 +100,30 @@ fn rate_limit(c: &mut Criterion) {
     ));
     let limits = &gw.routes[0].limits;
     let headers = HeaderMap::new();
-    for keys in [1u32, 100_000] {
+    let decide = |i: u32| {
+        let input = KeyInput {
+            consumer: None,
+            client_ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
+            headers: &headers,
+        };
+        futures::executor::block_on(limits.check(&gw.limits, &input))
+    };
+    // Memory per key: resident memory before and after a million keys' first requests.
+    let before = resident_bytes();
+    for i in 0..1_000_000 {
+        decide(i);
+    }
+    let per_key = resident_bytes().saturating_sub(before) as f64 / 1e6;
+    eprintln!(
+        "rate_limit_decision: {} keys held, {per_key:.0} bytes of resident memory per key",
+        gw.limits.keys_held()
+    );
+    for keys in [1u32, 1_000_000] {
         let mut i = 0u32;
         g.bench_function(BenchmarkId::new("keys", keys), |b| {
             b.iter(|| {
                 i = (i + 1) % keys;
-                let input = KeyInput {
-                    consumer: None,
-                    client_ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))),
-                    headers: &headers,
-                };
-                match futures::executor::block_on(limits.check(&gw.limits, &input)) {
+                match decide(i) {
                     Outcome::Allowed(state, _) => state,
                     _ => panic!("the bench limit is never reached"),
                 }

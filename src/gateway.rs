@@ -101,6 +101,7 @@ impl Gateway {
                     .unwrap_or_else(|| Arc::new(Pool::new(u.clone())))
             })
             .collect();
+        limits.set_max_keys(routing.rate_limit_max_keys);
         let routes = routing
             .routes
             .iter()
@@ -175,6 +176,8 @@ impl Gateway {
             cache_bytes: self.cache.store.held_bytes(),
             cache_entries: self.cache.store.entries(),
             redis_fallbacks: self.limits.redis_fallbacks.load(Ordering::Relaxed),
+            rate_limit_keys: self.limits.keys_held() as u64,
+            rate_limit_evictions: self.limits.keys_evicted(),
         }
     }
 }

@@ -6,6 +6,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How many keys local rate limits hold at most, unless `rate_limit_max_keys` says otherwise.
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 1_000_000;
+
 /// Settings a reload replaces.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -27,6 +30,8 @@ pub struct Routing {
     pub redis: Option<RedisConfig>,
     /// Which rate-limit headers responses carry.
     pub rate_limit_headers: HeaderStyle,
+    /// How many keys local rate limits hold at most.
+    pub rate_limit_max_keys: usize,
     /// Which cache status headers responses of cached routes carry.
     pub cache_status_headers: HeaderStyle,
 }

@@ -182,6 +182,9 @@ pub struct Stats {
     pub cache_entries: u64,
     /// Global rate-limit decisions taken locally so far.
     pub redis_fallbacks: u64,
+    /// Keys local rate limits hold, and those forgotten at the bound while still counting.
+    pub rate_limit_keys: u64,
+    pub rate_limit_evictions: u64,
 }
 
 /// One peer's state.
@@ -219,6 +222,8 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
     redis_fallbacks: IntCounter,
+    rate_limit_keys: IntGauge,
+    rate_limit_evictions: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -315,6 +320,8 @@ impl Metrics {
             cache_bytes: gauge(&r, "tollgate_cache_bytes", "Bytes held by the response cache."),
             cache_entries: gauge(&r, "tollgate_cache_entries", "Responses held by the response cache."),
             redis_fallbacks: single_counter(&r, "tollgate_ratelimit_redis_fallbacks_total", "Global rate-limit decisions taken locally because Redis did not answer in time."),
+            rate_limit_keys: gauge(&r, "tollgate_ratelimit_keys", "Keys held by local rate limits (idle ones not yet forgotten included)."),
+            rate_limit_evictions: single_counter(&r, "tollgate_ratelimit_key_evictions_total", "Keys of local rate limits forgotten while still counting, because rate_limit_max_keys was reached."),
             registry: r,
         };
         for result in ["success", "failure"] {
@@ -457,13 +464,20 @@ impl Metrics {
         }
         self.cache_bytes.set(stats.cache_bytes as i64);
         self.cache_entries.set(stats.cache_entries as i64);
-        let seen = self.redis_fallbacks.get();
-        if stats.redis_fallbacks > seen {
-            self.redis_fallbacks.inc_by(stats.redis_fallbacks - seen);
-        }
+        catch_up(&self.redis_fallbacks, stats.redis_fallbacks);
+        catch_up(&self.rate_limit_evictions, stats.rate_limit_evictions);
+        self.rate_limit_keys.set(stats.rate_limit_keys as i64);
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Bring a counter kept elsewhere up to `total`.
+fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }
 

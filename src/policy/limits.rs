@@ -1,11 +1,11 @@
 //! Rate and concurrency limits.
 //!
-//! Local rate limits count in Pingora's `Rate` estimator (two count-min sketches, the current and
-//! the previous window, shared by every worker thread). A decision uses the sliding-window
-//! estimate `previous × (1 − elapsed fraction) + current`, which closes the fixed-window blind
-//! spot (twice the limit in a burst straddling a window boundary); only admitted requests are
-//! counted, so a flood of refused requests does not lock a caller out of the next window. The
-//! sketches are sized so that collisions between many keys stay far below the accuracy bound.
+//! Local rate limits count every key exactly ([`local`]): each key has a sliding window of its
+//! own, phased from its first request, and a decision uses the estimate
+//! `previous × (1 − elapsed fraction) + current`, which closes the fixed-window blind spot
+//! (twice the limit in a burst straddling a window boundary). Only admitted requests are
+//! counted, so a flood of refused requests does not lock a caller out of the next window. No
+//! key is ever refused because of other keys.
 //!
 //! Global rate limits count in Redis with one Lua script per decision (the same sliding window,
 //! on Redis's clock, atomically). When Redis is slow or unreachable the decision falls back to
@@ -15,13 +15,14 @@
 //! route name and the limit itself: a reload that leaves a limit unchanged keeps its counts.
 
 mod global;
+mod local;
 
 use crate::config::{HeaderStyle, LimitKey, RedisConfig, Route};
 use arc_swap::ArcSwapOption;
 use global::{RedisCounter, SLIDING_WINDOW_LUA};
 use http::header::{HeaderMap, HeaderValue};
+use local::{Decision, KeyId, LocalCounters};
 use pingora_limits::inflight::{Guard, Inflight};
-use pingora_limits::rate::Rate;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,21 +30,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Count-min sketch shape of every rate estimator: 4 rows of 65,536 counters (2 MiB per
-/// window, 4 MiB per distinct window length). With 10,000 active keys a row is ~15 % occupied,
-/// so a key is over-counted only when all four rows collide: about one key in 2,000, by one
-/// other key's count.
-const SKETCH_HASHES: usize = 4;
-const SKETCH_SLOTS: usize = 65_536;
-
-/// The count estimator of one window length and its companion holding fresh keys' phase.
-type RatePair = (Arc<Rate>, Arc<Rate>);
-
 /// Long-lived limit state, shared by every configuration snapshot.
 pub struct LimitStore {
-    /// Per window length: the request counts and, alongside, when in its window each key was
-    /// first admitted (see [`decide_local`]).
-    rates: Mutex<HashMap<Duration, RatePair>>,
+    /// Every key of every local rate limit.
+    local: LocalCounters,
     inflight: Inflight,
     redis: Mutex<HashMap<String, Arc<RedisCounter>>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
@@ -63,7 +53,7 @@ impl std::fmt::Debug for LimitStore {
 impl Default for LimitStore {
     fn default() -> Self {
         LimitStore {
-            rates: Mutex::new(HashMap::new()),
+            local: LocalCounters::new(crate::config::DEFAULT_RATE_LIMIT_MAX_KEYS),
             inflight: Inflight::new(),
             redis: Mutex::new(HashMap::new()),
             redis_fallbacks: AtomicU64::new(0),
@@ -74,16 +64,20 @@ impl Default for LimitStore {
 }
 
 impl LimitStore {
-    fn rate(&self, per: Duration) -> RatePair {
-        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        let make = || {
-            Arc::new(Rate::new_with_estimator_config(
-                per,
-                SKETCH_HASHES,
-                SKETCH_SLOTS,
-            ))
-        };
-        rates.entry(per).or_insert_with(|| (make(), make())).clone()
+    /// Hold at most `max_keys` keys of local rate limits (the configuration's
+    /// `rate_limit_max_keys`).
+    pub fn set_max_keys(&self, max_keys: usize) {
+        self.local.set_max_keys(max_keys);
+    }
+
+    /// Keys of local rate limits held now.
+    pub fn keys_held(&self) -> usize {
+        self.local.held()
+    }
+
+    /// Keys forgotten at the bound while they were still counting.
+    pub fn keys_evicted(&self) -> u64 {
+        self.local.evicted.load(Ordering::Relaxed)
     }
 
     fn redis(&self, cfg: &RedisConfig) -> Option<Arc<RedisCounter>> {
@@ -129,7 +123,6 @@ impl LimitStore {
                     l.key,
                     l.global
                 ));
-                let (local, phase) = self.rate(l.per);
                 CompiledRate {
                     id,
                     index,
@@ -137,8 +130,6 @@ impl LimitStore {
                     limit: l.requests,
                     per: l.per,
                     key: l.key.clone(),
-                    local,
-                    phase,
                     global: if l.global {
                         redis.and_then(|r| self.redis(r))
                     } else {
@@ -224,9 +215,6 @@ struct CompiledRate {
     limit: u64,
     per: Duration,
     key: LimitKey,
-    local: Arc<Rate>,
-    /// Per key, where in the window (in thousandths) a fresh key's first request came.
-    phase: Arc<Rate>,
     global: Option<Arc<RedisCounter>>,
 }
 
@@ -361,33 +349,38 @@ impl RouteLimits {
     pub async fn check(&self, store: &LimitStore, input: &KeyInput<'_>) -> Outcome {
         let mut tightest: Option<RateState> = None;
         // Local counts taken so far, to give back if a later limit refuses the request.
-        let mut counted: Vec<(&CompiledRate, u64)> = Vec::new();
+        let mut counted: Vec<(KeyId, Decision)> = Vec::new();
         for limit in &self.rates {
             let mut buf = [0u8; 16];
             let key = key_bytes(&limit.key, input, &mut buf);
-            let local_key = counter_key(limit.id, key);
-            let (ok, state, local) = match &limit.global {
+            let global = match &limit.global {
                 Some(redis) => match redis.decide(limit, key).await {
-                    Ok((ok, state)) => (ok, state, false),
+                    Ok(decided) => Some(decided),
                     Err(why) => {
                         store.note_fallback(&why);
-                        let (ok, state) = decide_local(limit, local_key);
-                        (ok, state, true)
+                        None
                     }
                 },
+                None => None,
+            };
+            let (ok, state) = match global {
+                Some(decided) => decided,
                 None => {
-                    let (ok, state) = decide_local(limit, local_key);
-                    (ok, state, true)
+                    let id = store.local.key_id(limit.id, key);
+                    let d = store
+                        .local
+                        .decide(id, limit.limit, limit.per.as_millis() as u64);
+                    if d.admitted {
+                        counted.push((id, d));
+                    }
+                    (d.admitted, local_state(limit, &d))
                 }
             };
             if !ok {
-                for (l, k) in counted {
-                    l.local.observe(&k, -1);
+                for (id, d) in &counted {
+                    store.local.undo(*id, d);
                 }
                 return Outcome::RateLimited(state);
-            }
-            if local {
-                counted.push((limit, local_key));
             }
             if tightest.is_none_or(|t| state.remaining < t.remaining) {
                 tightest = Some(state);
@@ -400,8 +393,8 @@ impl RouteLimits {
                 let (guard, count) = store.inflight.incr((c.id, key), 1);
                 if count as u64 > c.max {
                     drop(guard);
-                    for (l, k) in counted {
-                        l.local.observe(&k, -1);
+                    for (id, d) in &counted {
+                        store.local.undo(*id, d);
                     }
                     return Outcome::TooManyInFlight;
                 }
@@ -413,88 +406,30 @@ impl RouteLimits {
     }
 }
 
-/// The counter of one key of one limit in the local estimator.
-fn counter_key(limit_id: u64, key: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    limit_id.hash(&mut h);
-    key.hash(&mut h);
-    h.finish()
-}
-
-/// The local sliding-window decision: count the request, and take the count back if the
-/// estimate then exceeds the limit.
-///
-/// With a previous window, the estimate of the trailing window is
-/// `previous × (1 − f) + current` (`f`: how far into the current window we are). Without one
-/// (a new key, or one idle for a window), the key is held to `limit × (1 − f₀)` in this window,
-/// `f₀` being where in the window its first request came: a key that starts in the middle of a
-/// window gets the share of the limit that a window starting with it would leave, not a whole
-/// window's allowance on top of the next one. (The limiter's windows are shared by all keys;
-/// Redis, below, phases each key's windows from its first request instead.)
-fn decide_local(limit: &CompiledRate, k: u64) -> (bool, RateState) {
-    let mut parts = limit.local.rate_with(&k, |c| c);
-    if parts.curr_samples == 0 {
-        // The call that rotates the windows reports the fraction from before the rotation;
-        // read again for the new window's.
-        parts = limit.local.rate_with(&k, |c| c);
-    }
-    let f = parts.current_interval_fraction;
-    let current = limit.local.observe(&k, 1);
-    let fresh = parts.prev_samples <= 0;
-    let (estimate, cap) = if !fresh {
-        (
-            parts.prev_samples as f64 * (1.0 - f) + current as f64,
-            limit.limit as f64,
-        )
+/// The `RateLimit` state of a local decision: what the key may still send in the sliding
+/// estimate, and until when (its window's turn, or, refused, until one more request fits).
+fn local_state(limit: &CompiledRate, d: &Decision) -> RateState {
+    let (prev, current) = (f64::from(d.previous), f64::from(d.current));
+    let estimate = prev * (1.0 - d.fraction) + current;
+    let per = limit.per.as_secs_f64();
+    let (remaining, wait) = if d.admitted {
+        let left = (limit.limit as f64 - estimate).round().max(0.0) as u64;
+        (left, d.window_left_ms as f64 / 1000.0)
     } else {
-        let first = limit.phase.rate_with(&k, |c| c.curr_samples);
-        // The phase sketch sums the phases of keys that share its slots: an estimate later than
-        // now can only be such a collision, and then the key counts as starting now (the most a
-        // fresh key could claim), never as starting after the window's end.
-        let f0 = if first > 0 {
-            (first as f64 / 1000.0).min(f)
-        } else {
-            f
-        };
-        // At least one request: a key that first calls at the very end of a window is not
-        // turned away.
-        let cap = (limit.limit as f64 * (1.0 - f0)).round().max(1.0);
-        (current as f64, cap)
+        let l = limit.limit as f64;
+        (0, wait_for_one(l, prev, current, d.fraction) * per)
     };
-    // The estimate blends a fraction of the previous window: compare it rounded, or a small
-    // limit would lose one request per window to the fraction.
-    let allowed = estimate.round() <= cap;
-    if !allowed {
-        limit.local.observe(&k, -1);
-    } else if fresh && current == 1 {
-        // The first request of a fresh window: remember where in the window it came.
-        limit.phase.observe(&k, ((f * 1000.0) as isize).max(1));
+    RateState {
+        limit: limit.limit,
+        remaining,
+        reset: (wait.ceil() as u64).max(1),
+        policy: limit.index,
     }
-    let windows = if allowed {
-        // Until the window turns, when more is allowed.
-        1.0 - f
-    } else {
-        let prev = parts.prev_samples.max(0) as f64;
-        let admitted = (current - 1).max(0) as f64;
-        wait_for_one(limit.limit as f64, cap, prev, admitted, f)
-    };
-    let remaining = (cap - estimate).round().max(0.0) as u64;
-    (
-        allowed,
-        RateState {
-            limit: limit.limit,
-            remaining: if allowed { remaining } else { 0 },
-            reset: ((windows * limit.per.as_secs_f64()).ceil() as u64).max(1),
-            policy: limit.index,
-        },
-    )
 }
 
 /// How long (in windows) until one more request fits, for a key refused `f` into a window in
-/// which it may send `cap` (the limit, or a fresh key's share) and has sent `current`, after
-/// `prev` in the window before.
-fn wait_for_one(limit: f64, cap: f64, prev: f64, current: f64, f: f64) -> f64 {
+/// which it has sent `current`, after `prev` in the window before.
+fn wait_for_one(limit: f64, prev: f64, current: f64, f: f64) -> f64 {
     // The point in a window at which `count` requests of the window before leave room for
     // `room` more, in the sliding estimate.
     let fits = |count: f64, room: f64| -> f64 {
@@ -504,9 +439,9 @@ fn wait_for_one(limit: f64, cap: f64, prev: f64, current: f64, f: f64) -> f64 {
             1.0 - room.max(0.0) / count
         }
     };
-    if current + 1.0 <= cap {
+    if current + 1.0 <= limit {
         // This window's own requests leave room: wait until the previous window's fade out.
-        (fits(prev, cap - current - 1.0) - f).max(0.0)
+        (fits(prev, limit - current - 1.0) - f).max(0.0)
     } else {
         // This window is full: wait into the next, where this window's requests fade out.
         1.0 - f + fits(current, limit - 1.0)

@@ -267,3 +267,35 @@ fn a_stalled_redis_costs_at_most_the_timeout() {
     }
     assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
 }
+
+#[test]
+fn the_key_bound_is_configured_and_its_evictions_counted() {
+    const TOKEN: &str = "limit-token-0123456789";
+    let up = Upstream::start("a");
+    let admin = closed_port().port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "rate_limit_max_keys: 1000\nadmin: {{address: 127.0.0.1:{admin}, token_env: LIMIT_TOKEN}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 1, per: 1m, key: \"header:x-user\"}}]}}\n",
+            up.addr
+        ),
+        &[("LIMIT_TOKEN", TOKEN)],
+    );
+    // 1,500 callers once each, under their limit: none refused, though only 1,000 are held.
+    for i in 0..1500 {
+        let user = format!("user-{i}");
+        assert_eq!(gw.get("/", &[("x-user", &user)]).status, 200, "{user}");
+    }
+    let metrics = send_raw(
+        admin,
+        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(text.contains("\ntollgate_ratelimit_keys 1000\n"), "{text}");
+    assert!(
+        text.contains("\ntollgate_ratelimit_key_evictions_total 500\n"),
+        "{text}"
+    );
+    // A caller that is held still counts exactly.
+    assert_eq!(gw.get("/", &[("x-user", "steady")]).status, 200);
+    assert_eq!(gw.get("/", &[("x-user", "steady")]).status, 429);
+}

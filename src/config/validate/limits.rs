@@ -20,6 +20,22 @@ impl Validator<'_> {
         }
     }
 
+    /// `rate_limit_max_keys`: how many keys local rate limits hold at most.
+    pub(super) fn max_keys(&mut self, value: Option<Value>) -> usize {
+        const DEFAULT: usize = super::super::DEFAULT_RATE_LIMIT_MAX_KEYS;
+        let Some(n) = value.and_then(|v| self.item::<u64>("rate_limit_max_keys", v)) else {
+            return DEFAULT;
+        };
+        if !(1000..=100_000_000).contains(&n) {
+            self.error(
+                "rate_limit_max_keys",
+                format!("{n} is out of range: from 1000 to 100000000 keys (about 80 bytes each)"),
+            );
+            return DEFAULT;
+        }
+        n as usize
+    }
+
     /// What a limit counts by; `consumer` needs the route to authenticate its callers.
     fn limit_key(
         &mut self,
@@ -180,5 +196,22 @@ mod tests {
             c.routing.redis.map(|r| r.timeout),
             Some(std::time::Duration::from_millis(50))
         );
+    }
+
+    #[test]
+    fn the_key_bound() {
+        let c = load_with(&route(""), &Fixed::default());
+        assert_eq!(c.routing.rate_limit_max_keys, 1_000_000);
+        let c = load_with(
+            &format!("rate_limit_max_keys: 5000\n{}", route("")),
+            &Fixed::default(),
+        );
+        assert_eq!(c.routing.rate_limit_max_keys, 5000);
+        for bad in ["10", "1000000000", "lots"] {
+            assert_reported(
+                &errors(&format!("rate_limit_max_keys: {bad}\n{}", route(""))),
+                &["rate_limit_max_keys: "],
+            );
+        }
     }
 }

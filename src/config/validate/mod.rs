@@ -44,6 +44,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "admin",
     "access_log",
     "rate_limit_headers",
+    "rate_limit_max_keys",
     "cache_status_headers",
 ];
 
@@ -277,6 +278,7 @@ impl<'a> Validator<'a> {
         let mut jwt = None;
         let mut redis = None;
         let mut rate_limit_headers = None;
+        let mut rate_limit_max_keys = None;
         let mut cache_status_headers = None;
         let mut cache = None;
         let mut admin = None;
@@ -302,6 +304,7 @@ impl<'a> Validator<'a> {
                 "jwt" => jwt = Some(v),
                 "redis" => redis = Some(v),
                 "rate_limit_headers" => rate_limit_headers = Some(v),
+                "rate_limit_max_keys" => rate_limit_max_keys = Some(v),
                 "cache_status_headers" => cache_status_headers = Some(v),
                 "cache" => cache = Some(v),
                 "admin" => admin = Some(v),
@@ -337,6 +340,7 @@ impl<'a> Validator<'a> {
         let redis_declared = matches!(&redis, Some(v) if !v.is_null());
         let redis = redis.and_then(|v| self.redis(v));
         let rate_limit_headers = self.header_style("rate_limit_headers", rate_limit_headers);
+        let rate_limit_max_keys = self.max_keys(rate_limit_max_keys);
         let cache_status_headers = self.header_style("cache_status_headers", cache_status_headers);
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
@@ -371,6 +375,7 @@ impl<'a> Validator<'a> {
             jwt,
             redis,
             rate_limit_headers,
+            rate_limit_max_keys,
             cache_status_headers,
         };
         Some((process, routing))

@@ -1,9 +1,8 @@
 //! Unit tests of [`super`].
 use super::*;
 
-/// 200,000 fresh keys in one window, far more than the sketches have slots: shared slots must
-/// not cap a key below its allowance (a summed phase once read as "started after the end of
-/// the window" and held keys to one request).
+/// 200,000 fresh keys in one window, twice: no key is refused because of the others (the
+/// count-min sketches once behind local limits over-counted when many keys were active).
 #[test]
 fn many_fresh_keys_keep_their_allowance() {
     let config = crate::config::parse(
@@ -13,9 +12,6 @@ fn many_fresh_keys_keep_their_allowance() {
     let store = LimitStore::default();
     let limits = store.compile(&config.routing.routes[0], None, HeaderStyle::Standard);
     let headers = HeaderMap::new();
-    // The keys start in the middle of a window (windows count from the limit's creation), so
-    // each one's phase is about 500/1000 and two of them in one slot sum past the window.
-    std::thread::sleep(std::time::Duration::from_millis(400));
     for round in 0..2 {
         for i in 0..200_000u32 {
             let input = KeyInput {
@@ -80,13 +76,10 @@ fn a_fresh_key_at_a_windows_start_has_its_allowance_and_retry_after_is_honest() 
 #[test]
 fn waiting_for_one_more_request() {
     // A full window: into the next until enough of this one has faded.
-    let w = wait_for_one(10.0, 10.0, 0.0, 10.0, 0.9);
+    let w = wait_for_one(10.0, 0.0, 10.0, 0.9);
     assert!((w - (0.1 + 0.1)).abs() < 1e-9, "{w}");
-    // A fresh key's share used up (3 of 10): the next window has room sooner.
-    let w = wait_for_one(10.0, 3.0, 0.0, 3.0, 0.7);
-    assert!((w - 0.3).abs() < 1e-9, "{w}");
     // Room in this window, the previous window's requests fading out.
-    let w = wait_for_one(10.0, 10.0, 10.0, 4.0, 0.2);
+    let w = wait_for_one(10.0, 10.0, 4.0, 0.2);
     assert!((w - (0.5 - 0.2)).abs() < 1e-9, "{w}");
 }
 
