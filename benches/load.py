@@ -147,6 +147,19 @@ class Procs:
 # configurations
 
 
+_STALLED = []
+
+
+def stalled_redis_port():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    if not _STALLED:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.listen(4096)
+        _STALLED.append(s)
+    return _STALLED[0].getsockname()[1]
+
+
 def tollgate_config(d, scenario, port, upstream_port, threads):
     head = (
         f"threads: {threads}\npid_file: {d}/tollgate.pid\nupgrade_sock: {d}/tollgate.sock\n"
@@ -167,6 +180,19 @@ def tollgate_config(d, scenario, port, upstream_port, threads):
             head
             + "cache: {max_size: 64MiB}\n"
             + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app, cache: {ttl: 60s}}\n"
+        )
+    if scenario == "limit-local":
+        return head + (
+            "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app,"
+            " rate_limit: [{requests: 1000000000, per: 1s, key: client_ip}]}\n"
+        )
+    if scenario == "limit-redis-down":
+        # A global limit whose Redis accepts connections and never answers: the worst case, each
+        # decision would wait redis.timeout without the circuit breaker.
+        return head + (
+            f"redis: {{url: \"redis://127.0.0.1:{stalled_redis_port()}\", timeout: 50ms}}\n"
+            "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app,"
+            " rate_limit: [{requests: 1000000000, per: 1s, key: client_ip, scope: global}]}\n"
         )
     if scenario == "policies":
         lines = [head, "consumers:\n"]
@@ -189,6 +215,8 @@ SCENARIO_REQUEST = {
     "proxy": ("/items/1", [], None),
     "access-log": ("/items/1", [], None),
     "cache-hit": ("/items/1", [], None),
+    "limit-local": ("/items/1", [], None),
+    "limit-redis-down": ("/items/1", [], None),
     "policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
     "pingora-bare": ("/items/1", [], None),
     "nginx-proxy": ("/items/1", [], None),
@@ -467,7 +495,7 @@ def markdown(report):
             f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {r['errors'] + r['non_2xx']} |"
         )
     if report.get("ratios"):
-        lines += ["", "| ratio (CPU per request) | value | target |", "|---|---:|---:|"]
+        lines += ["", "| ratio (CPU per request, unless named) | value | target |", "|---|---:|---:|"]
         for name, (value, target) in report["ratios"].items():
             lines.append(f"| {name} | {value:.2f} | ≤ {target} |")
     if report.get("idle"):
@@ -574,6 +602,13 @@ def main():
         v = ratio(a, b)
         if v is not None:
             ratios[name] = (round(v, 3), target)
+    # A global limit with its Redis down against a local one: throughput and median latency.
+    down, local = by.get("limit-redis-down"), by.get("limit-local")
+    if down and local and down["rps"] and local["latency_us"]["p50"]:
+        ratios["limit-local / limit-redis-down requests per second"] = (
+            round(local["rps"] / down["rps"], 3), 1.1)
+        ratios["limit-redis-down / limit-local p50 latency"] = (
+            round(down["latency_us"]["p50"] / local["latency_us"]["p50"], 3), 1.1)
     if len(idle) == 2 and idle[1]["bytes_per_connection"] > 0:
         ratios["idle bytes per connection: tollgate / nginx"] = (
             round(idle[0]["bytes_per_connection"] / idle[1]["bytes_per_connection"], 3), 1.0)

@@ -73,6 +73,8 @@ pub struct Gateway {
     pub generation: u64,
     /// `Cache-Status` and/or `X-Cache-Status` on cached routes.
     pub cache_status_headers: crate::config::HeaderStyle,
+    /// Whether global limits have a Redis server.
+    pub has_redis: bool,
 }
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -148,6 +150,7 @@ impl Gateway {
             max_request_header_size: routing.max_request_header_size,
             path_normalization: routing.path_normalization,
             cache_status_headers: routing.cache_status_headers,
+            has_redis: routing.redis.is_some(),
             policies: Policies::new(routing),
         }
     }
@@ -176,6 +179,7 @@ impl Gateway {
             cache_bytes: self.cache.store.held_bytes(),
             cache_entries: self.cache.store.entries(),
             redis_fallbacks: self.limits.redis_fallbacks.load(Ordering::Relaxed),
+            redis_circuit_open: self.limits.redis_circuit_open(),
             rate_limit_keys: self.limits.keys_held() as u64,
             rate_limit_evictions: self.limits.keys_evicted(),
         }

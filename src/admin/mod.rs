@@ -262,6 +262,15 @@ impl Admin {
                 "held_bytes": gw.cache.store.held_bytes(),
                 "entries": gw.cache.store.entries(),
             },
+            "rate_limits": {
+                "keys": gw.limits.keys_held(),
+                "max_keys": gw.limits.max_keys(),
+                "key_evictions": gw.limits.keys_evicted(),
+                "redis": gw.has_redis.then(|| serde_json::json!({
+                    "circuit_open": gw.limits.redis_circuit_open(),
+                    "fallbacks": gw.limits.redis_fallbacks.load(std::sync::atomic::Ordering::Relaxed),
+                })),
+            },
         })
     }
 

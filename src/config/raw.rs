@@ -253,6 +253,8 @@ pub struct RawConcurrencyLimit {
 pub struct RawRedis {
     pub url: String,
     pub timeout: Option<ConfDuration>,
+    pub backoff: Option<ConfDuration>,
+    pub max_backoff: Option<ConfDuration>,
 }
 
 /// One entry of `consumers`.

@@ -260,6 +260,10 @@ pub struct RedisConfig {
     pub url: String,
     /// The longest a request waits for a decision before falling back to the local limit.
     pub timeout: Duration,
+    /// After a failure, how long decisions skip Redis before one request probes it; doubled
+    /// while probes fail, up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
 }
 
 /// A way a caller proves who it is.

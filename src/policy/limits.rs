@@ -19,7 +19,7 @@ mod local;
 
 use crate::config::{HeaderStyle, LimitKey, RedisConfig, Route};
 use arc_swap::ArcSwapOption;
-use global::{RedisCounter, SLIDING_WINDOW_LUA};
+use global::{Breaker, RedisCounter, SLIDING_WINDOW_LUA};
 use http::header::{HeaderMap, HeaderValue};
 use local::{Decision, KeyId, LocalCounters};
 use pingora_limits::inflight::{Guard, Inflight};
@@ -28,18 +28,22 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// A Redis server's counter and the settings it was made with.
+struct RedisEntry {
+    config: RedisConfig,
+    counter: Arc<RedisCounter>,
+}
 
 /// Long-lived limit state, shared by every configuration snapshot.
 pub struct LimitStore {
     /// Every key of every local rate limit.
     local: LocalCounters,
     inflight: Inflight,
-    redis: Mutex<HashMap<String, Arc<RedisCounter>>>,
+    redis: Mutex<HashMap<String, RedisEntry>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
     pub redis_fallbacks: AtomicU64,
-    epoch: Instant,
-    last_fallback_log_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for LimitStore {
@@ -57,8 +61,6 @@ impl Default for LimitStore {
             inflight: Inflight::new(),
             redis: Mutex::new(HashMap::new()),
             redis_fallbacks: AtomicU64::new(0),
-            epoch: Instant::now(),
-            last_fallback_log_ms: AtomicU64::new(0),
         }
     }
 }
@@ -68,6 +70,11 @@ impl LimitStore {
     /// `rate_limit_max_keys`).
     pub fn set_max_keys(&self, max_keys: usize) {
         self.local.set_max_keys(max_keys);
+    }
+
+    /// How many keys local rate limits hold at most.
+    pub fn max_keys(&self) -> usize {
+        self.local.max_keys()
     }
 
     /// Keys of local rate limits held now.
@@ -83,22 +90,33 @@ impl LimitStore {
     fn redis(&self, cfg: &RedisConfig) -> Option<Arc<RedisCounter>> {
         let mut all = self.redis.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = all.get(&cfg.url) {
-            if r.timeout == cfg.timeout {
-                return Some(r.clone());
+            if r.config == *cfg {
+                return Some(r.counter.clone());
             }
         }
         let client = redis::Client::open(cfg.url.as_str()).ok()?;
-        let r = Arc::new(RedisCounter {
+        let counter = Arc::new(RedisCounter {
             client,
             conn: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
-            next_attempt_ms: AtomicU64::new(0),
             timeout: cfg.timeout,
             script: redis::Script::new(SLIDING_WINDOW_LUA),
-            epoch: Instant::now(),
+            breaker: Breaker::new(cfg.backoff, cfg.max_backoff),
         });
-        all.insert(cfg.url.clone(), r.clone());
-        Some(r)
+        all.insert(
+            cfg.url.clone(),
+            RedisEntry {
+                config: cfg.clone(),
+                counter: counter.clone(),
+            },
+        );
+        Some(counter)
+    }
+
+    /// True while a Redis server of global limits is skipped after failures.
+    pub fn redis_circuit_open(&self) -> bool {
+        let all = self.redis.lock().unwrap_or_else(|e| e.into_inner());
+        all.values().any(|r| r.counter.breaker.is_open())
     }
 
     /// Compile a route's limits, reusing the counters of unchanged limits; `headers` says which
@@ -157,20 +175,6 @@ impl LimitStore {
             concurrency,
             headers,
             policy,
-        }
-    }
-
-    fn note_fallback(&self, why: &str) {
-        self.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_fallback_log_ms.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 10_000)
-            && self
-                .last_fallback_log_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            log::warn!("redis: {why}; global rate limits fall back to local counting");
         }
     }
 }
@@ -356,8 +360,8 @@ impl RouteLimits {
             let global = match &limit.global {
                 Some(redis) => match redis.decide(limit, key).await {
                     Ok(decided) => Some(decided),
-                    Err(why) => {
-                        store.note_fallback(&why);
+                    Err(_) => {
+                        store.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
                         None
                     }
                 },

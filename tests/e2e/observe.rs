@@ -485,6 +485,10 @@ fn status_page_renders_in_a_real_browser() {
         "the live peer is not shown as up:\n{dom}"
     );
     assert!(dom.contains("ready"), "{dom}");
+    assert!(
+        dom.contains("<div id=\"limits-text\">0 of 1000000 keys held, 0 evicted</div>"),
+        "{dom}"
+    );
     // A screenshot for the README, when asked for.
     if let Ok(path) = std::env::var("TOLLGATE_SCREENSHOT") {
         let out = chromium(&[

@@ -229,9 +229,9 @@ fn redis_stopped_mid_test_falls_back_to_the_local_limit() {
     }
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429, 429]);
     assert!(
-        wait_until(Duration::from_secs(2), || gw
-            .log()
-            .contains("global rate limits fall back to local counting")),
+        wait_until(Duration::from_secs(2), || gw.log().contains(
+            "global rate limits count locally until a probe finds it back"
+        )),
         "no log line about the fallback:\n{}",
         gw.log()
     );
@@ -298,4 +298,87 @@ fn the_key_bound_is_configured_and_its_evictions_counted() {
     // A caller that is held still counts exactly.
     assert_eq!(gw.get("/", &[("x-user", "steady")]).status, 200);
     assert_eq!(gw.get("/", &[("x-user", "steady")]).status, 429);
+}
+
+#[test]
+fn a_failing_redis_is_skipped_until_a_probe_finds_it_back() {
+    const TOKEN: &str = "breaker-token-0123456789";
+    let redis = Redis::start();
+    let up = Upstream::start("a");
+    let admin = closed_port().port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "redis: {{url: \"{}\", timeout: 50ms, backoff: 300ms, max_backoff: 600ms}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: BREAKER_TOKEN}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 1000, per: 1m, key: route, scope: global}}]}}\n",
+            redis.url(),
+            up.addr
+        ),
+        &[("BREAKER_TOKEN", TOKEN)],
+    );
+    let metric = |name: &str| -> f64 {
+        let r = send_raw(
+            admin,
+            format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    for _ in 0..3 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert_eq!(metric("tollgate_ratelimit_redis_circuit_open"), 0.0);
+    // Frozen: it accepts and never answers, the worst case. The first decision waits the
+    // timeout; the breaker opens and the next ones do not ask Redis at all (without it, these
+    // 40 would wait 50 ms each, 2 s in all).
+    redis.pause();
+    let t = Instant::now();
+    for _ in 0..40 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    let spent = t.elapsed();
+    assert!(
+        spent < Duration::from_millis(1000),
+        "40 requests took {spent:?}"
+    );
+    assert_eq!(metric("tollgate_ratelimit_redis_circuit_open"), 1.0);
+    assert_eq!(metric("tollgate_ratelimit_redis_fallbacks_total"), 40.0);
+    let status = send_raw(
+        admin,
+        format!("GET /status HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .json();
+    assert_eq!(
+        status["rate_limits"]["redis"],
+        serde_json::json!({"circuit_open": true, "fallbacks": 40}),
+        "{status}"
+    );
+    let opened = "global rate limits count locally until a probe finds it back";
+    assert!(wait_until(Duration::from_secs(2), || gw
+        .log()
+        .contains(opened)));
+    // Back: within the back-off a probe finds it, and decisions are shared again.
+    redis.resume();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            gw.get("/", &[]);
+            metric("tollgate_ratelimit_redis_circuit_open") == 0.0
+        }),
+        "the breaker did not close"
+    );
+    let fallbacks = metric("tollgate_ratelimit_redis_fallbacks_total");
+    for _ in 0..5 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert_eq!(
+        metric("tollgate_ratelimit_redis_fallbacks_total"),
+        fallbacks
+    );
+    let log = gw.log();
+    assert_eq!(
+        log.matches(opened).count(),
+        1,
+        "one line when it opened:\n{log}"
+    );
+    assert!(log.contains("redis answers again"), "{log}");
 }

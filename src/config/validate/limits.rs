@@ -140,9 +140,24 @@ impl Validator<'_> {
         if timeout.is_zero() || timeout > Duration::from_secs(5) {
             self.error("redis.timeout", "must be greater than zero and at most 5s");
         }
+        let backoff = raw.backoff.map_or(Duration::from_secs(1), |d| d.0);
+        let max_backoff = raw.max_backoff.map_or(Duration::from_secs(10), |d| d.0);
+        if backoff < Duration::from_millis(100) || backoff > Duration::from_secs(60) {
+            self.error("redis.backoff", "must be between 100ms and 60s");
+        } else if max_backoff < backoff || max_backoff > Duration::from_secs(600) {
+            self.error(
+                "redis.max_backoff",
+                format!(
+                    "must be at least `backoff` ({}) and at most 10m",
+                    humantime::format_duration(backoff)
+                ),
+            );
+        }
         Some(RedisConfig {
             url: raw.url,
             timeout,
+            backoff,
+            max_backoff,
         })
     }
 }
@@ -192,9 +207,28 @@ mod tests {
             &Fixed::default(),
         );
         assert!(c.routing.routes[0].rate_limits[0].global);
+        let redis = c.routing.redis.expect("redis");
         assert_eq!(
-            c.routing.redis.map(|r| r.timeout),
-            Some(std::time::Duration::from_millis(50))
+            (redis.timeout, redis.backoff, redis.max_backoff),
+            (
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(10)
+            )
+        );
+        assert_reported(
+            &errors(&format!(
+                "{}redis: {{url: 'redis://127.0.0.1:6379', backoff: 10ms}}\n",
+                route(limit)
+            )),
+            &["redis.backoff: must be between 100ms and 60s"],
+        );
+        assert_reported(
+            &errors(&format!(
+                "{}redis: {{url: 'redis://127.0.0.1:6379', backoff: 5s, max_backoff: 2s}}\n",
+                route(limit)
+            )),
+            &["redis.max_backoff: must be at least `backoff` (5s) and at most 10m"],
         );
     }
 

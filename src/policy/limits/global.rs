@@ -54,60 +54,156 @@ if remaining < 0 then remaining = 0 end
 return {1, remaining, reset}
 "#;
 
-/// A Redis server holding global counters, with a lazily made, self-healing connection.
+/// Why a decision did not come from Redis.
+pub(super) enum Skipped {
+    /// Redis failed just now (the message says how).
+    Failed(String),
+    /// The breaker is open, a probe is under way, or the first connection is being made:
+    /// Redis was not asked.
+    NotAsked,
+}
+
+/// A Redis server holding global counters, with a lazily made, self-healing connection and a
+/// circuit breaker: after a failure, decisions skip Redis for a back-off (doubled while probes
+/// fail, up to a maximum), then one request at a time probes it, and its success closes the
+/// breaker again.
 pub struct RedisCounter {
     pub(super) client: redis::Client,
     pub(super) conn: ArcSwapOption<redis::aio::ConnectionManager>,
     pub(super) connecting: AtomicBool,
-    pub(super) next_attempt_ms: AtomicU64,
     pub(super) timeout: Duration,
     pub(super) script: redis::Script,
-    pub(super) epoch: Instant,
+    pub(super) breaker: Breaker,
+}
+
+/// The circuit breaker's state.
+pub(super) struct Breaker {
+    epoch: Instant,
+    /// 0 while closed; else until when (ms since `epoch`) decisions skip Redis.
+    open_until_ms: AtomicU64,
+    /// The back-off of the next failed probe.
+    backoff_ms: AtomicU64,
+    probing: AtomicBool,
+    min_ms: u64,
+    max_ms: u64,
+}
+
+/// What the breaker lets a decision do.
+enum Pass<'a> {
+    /// Ask Redis.
+    Closed,
+    /// Ask Redis as the one probe; the guard lets the next probe go when dropped.
+    Probe(ProbeGuard<'a>),
+    /// Do not ask.
+    Open,
+}
+
+struct ProbeGuard<'a>(&'a AtomicBool);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Breaker {
+    pub(super) fn new(backoff: Duration, max_backoff: Duration) -> Breaker {
+        let min_ms = (backoff.as_millis() as u64).max(1);
+        Breaker {
+            epoch: Instant::now(),
+            open_until_ms: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(min_ms),
+            probing: AtomicBool::new(false),
+            min_ms,
+            max_ms: (max_backoff.as_millis() as u64).max(min_ms),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// True while decisions skip Redis.
+    pub(super) fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Relaxed) != 0
+    }
+
+    fn pass(&self) -> Pass<'_> {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return Pass::Closed;
+        }
+        if self.now_ms() < until || self.probing.swap(true, Ordering::AcqRel) {
+            return Pass::Open;
+        }
+        Pass::Probe(ProbeGuard(&self.probing))
+    }
+
+    fn succeeded(&self) {
+        if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
+            self.backoff_ms.store(self.min_ms, Ordering::Relaxed);
+            log::info!("redis answers again; global rate limits are shared again");
+        }
+    }
+
+    fn failed(&self, why: &str, probe: bool) {
+        let now = self.now_ms();
+        if probe {
+            let backoff = self.backoff_ms.load(Ordering::Relaxed);
+            self.backoff_ms
+                .store((backoff * 2).min(self.max_ms), Ordering::Relaxed);
+            self.open_until_ms.store(now + backoff, Ordering::Release);
+            log::debug!("redis probe: {why}; next in {backoff} ms");
+        } else if self
+            .open_until_ms
+            .compare_exchange(0, now + self.min_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.backoff_ms
+                .store((self.min_ms * 2).min(self.max_ms), Ordering::Relaxed);
+            log::warn!(
+                "redis: {why}; global rate limits count locally until a probe finds it back (first in {} ms)",
+                self.min_ms
+            );
+        }
+    }
 }
 
 impl RedisCounter {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, Skipped> {
         if let Some(c) = self.conn.load_full() {
             return Ok((*c).clone());
         }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        if now < self.next_attempt_ms.load(Ordering::Relaxed) {
-            return Err("not connected".into());
-        }
         if self.connecting.swap(true, Ordering::AcqRel) {
-            return Err("connecting".into());
+            return Err(Skipped::NotAsked);
         }
         // Cleared however this ends, also when the caller's timeout drops this future.
-        struct Connecting<'a>(&'a AtomicBool);
-        impl Drop for Connecting<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let _connecting = Connecting(&self.connecting);
+        let _connecting = ProbeGuard(&self.connecting);
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout)
             .set_number_of_retries(1);
-        // Until this attempt ends (or is dropped by the caller's timeout), others fall back;
-        // a failed attempt is not repeated for a second.
-        self.next_attempt_ms.store(now + 1000, Ordering::Relaxed);
         match redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await {
             Ok(c) => {
                 self.conn.store(Some(Arc::new(c.clone())));
                 Ok(c)
             }
-            Err(e) => Err(format!("cannot connect: {e}")),
+            Err(e) => Err(Skipped::Failed(format!("cannot connect: {e}"))),
         }
     }
 
     /// One decision in Redis; connecting (when needed) and the script together take at most
-    /// `timeout`.
+    /// `timeout`. While the breaker is open, Redis is not asked.
     pub(super) async fn decide(
         &self,
         limit: &CompiledRate,
         key: &[u8],
-    ) -> Result<(bool, RateState), String> {
+    ) -> Result<(bool, RateState), Skipped> {
+        let probe = match self.breaker.pass() {
+            Pass::Open => return Err(Skipped::NotAsked),
+            Pass::Closed => None,
+            Pass::Probe(guard) => Some(guard),
+        };
         let digest = Sha256::digest(key);
         let name = format!(
             "tollgate:rl:{:016x}:{:016x}",
@@ -126,10 +222,23 @@ impl RedisCounter {
             invocation
                 .invoke_async::<(i64, i64, i64)>(&mut conn)
                 .await
-                .map_err(|e| format!("script failed: {e}"))
+                .map_err(|e| Skipped::Failed(format!("script failed: {e}")))
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok((ok, remaining, reset_ms))) => Ok((
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Skipped::Failed(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        };
+        match &result {
+            Ok(_) => self.breaker.succeeded(),
+            Err(Skipped::Failed(why)) => self.breaker.failed(why, probe.is_some()),
+            Err(Skipped::NotAsked) => {}
+        }
+        drop(probe);
+        result.map(|(ok, remaining, reset_ms)| {
+            (
                 ok == 1,
                 RateState {
                     limit: limit.limit,
@@ -137,9 +246,7 @@ impl RedisCounter {
                     reset: (reset_ms.max(0) as u64).div_ceil(1000).max(1),
                     policy: limit.index,
                 },
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+            )
+        })
     }
 }

@@ -128,6 +128,11 @@ impl LocalCounters {
         self.max_keys.store(max_keys.max(1), Ordering::Relaxed);
     }
 
+    /// The bound.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys.load(Ordering::Relaxed)
+    }
+
     /// Keys held now (idle ones not yet swept included).
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
