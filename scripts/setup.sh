@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing Tollgate needs on a fresh Debian machine that has only the
 # Rust toolchain, gcc and python3: cmake (Pingora's zlib-ng build needs it), curl,
-# redis-server (the tests start their own Redis servers for global rate limits), chromium
+# redis-server and redis-tools' redis-cli (the tests start their own Redis servers and a Redis
+# Cluster for global rate limits), chromium
 # (the status page is tested in a real headless browser), systemd (for
 # `systemd-analyze verify` of the unit), nginx-light (the load bench's baseline, which the
 # bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
@@ -13,6 +14,7 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)

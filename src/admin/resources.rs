@@ -83,7 +83,7 @@ fn redact(v: &mut Value, key: Option<&str>) {
         }
         Value::String(s) => match key {
             Some("api_keys" | "password_hash") => *s = HIDDEN.into(),
-            Some("url") if s.contains('@') => {
+            Some("url" | "cluster") if s.contains('@') => {
                 // redis://user:password@host: keep the scheme and host.
                 if let (Some(scheme), Some(at)) = (s.find("://"), s.rfind('@')) {
                     *s = format!("{}{HIDDEN}{}", &s[..scheme + 3], &s[at..]);
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let mut v: Value = serde_yaml::from_str(
-            "consumers: [{name: a, api_keys: [k1, k2], basic_auth: {username: u, password_hash: h}}]\nredis: {url: 'redis://user:pw@cache:6379'}\nadmin: {token_env: T}\n",
+            "consumers: [{name: a, api_keys: [k1, k2], basic_auth: {username: u, password_hash: h}}]\nredis: {url: 'redis://user:pw@cache:6379', cluster: ['redis://:pw@n1:7000', 'redis://n2:7001']}\nadmin: {token_env: T}\n",
         )
         .unwrap();
         redact(&mut v, None);
@@ -145,6 +145,10 @@ mod tests {
         );
         assert_eq!(v["consumers"][0]["basic_auth"]["username"], "u");
         assert_eq!(v["redis"]["url"], "redis://<redacted>@cache:6379");
+        assert_eq!(
+            v["redis"]["cluster"],
+            value!(["redis://<redacted>@n1:7000", "redis://n2:7001"])
+        );
         assert_eq!(v["admin"]["token_env"], "T");
     }
 }

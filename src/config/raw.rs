@@ -251,7 +251,8 @@ pub struct RawConcurrencyLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: String,
+    pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
     pub timeout: Option<ConfDuration>,
     pub backoff: Option<ConfDuration>,
     pub max_backoff: Option<ConfDuration>,

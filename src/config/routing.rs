@@ -257,7 +257,8 @@ pub struct ConcurrencyLimit {
 /// The Redis server that holds global limit counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    pub url: String,
+    /// One server, or the nodes of a Redis Cluster.
+    pub target: RedisTarget,
     /// The longest a request waits for a decision before falling back to the local limit.
     pub timeout: Duration,
     /// After a failure, how long decisions skip Redis before one request probes it; doubled
@@ -378,4 +379,13 @@ pub fn segment_prefix(path: &str, prefix: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// Where global counters live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RedisTarget {
+    /// One Redis server (`redis.url`).
+    Server(String),
+    /// A Redis Cluster, reached through any of these nodes (`redis.cluster`).
+    Cluster(Vec<String>),
 }

@@ -17,9 +17,9 @@
 mod global;
 mod local;
 
-use crate::config::{HeaderStyle, LimitKey, RedisConfig, Route};
+use crate::config::{HeaderStyle, LimitKey, RedisConfig, RedisTarget, Route};
 use arc_swap::ArcSwapOption;
-use global::{Breaker, RedisCounter, SLIDING_WINDOW_LUA};
+use global::{Backend, Breaker, RedisCounter, SLIDING_WINDOW_LUA};
 use http::header::{HeaderMap, HeaderValue};
 use local::{Decision, KeyId, LocalCounters};
 use pingora_limits::inflight::{Guard, Inflight};
@@ -41,7 +41,7 @@ pub struct LimitStore {
     /// Every key of every local rate limit.
     local: LocalCounters,
     inflight: Inflight,
-    redis: Mutex<HashMap<String, RedisEntry>>,
+    redis: Mutex<HashMap<RedisTarget, RedisEntry>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
     pub redis_fallbacks: AtomicU64,
 }
@@ -89,14 +89,13 @@ impl LimitStore {
 
     fn redis(&self, cfg: &RedisConfig) -> Option<Arc<RedisCounter>> {
         let mut all = self.redis.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = all.get(&cfg.url) {
+        if let Some(r) = all.get(&cfg.target) {
             if r.config == *cfg {
                 return Some(r.counter.clone());
             }
         }
-        let client = redis::Client::open(cfg.url.as_str()).ok()?;
         let counter = Arc::new(RedisCounter {
-            client,
+            backend: Backend::new(&cfg.target, cfg.timeout)?,
             conn: ArcSwapOption::empty(),
             connecting: AtomicBool::new(false),
             timeout: cfg.timeout,
@@ -104,7 +103,7 @@ impl LimitStore {
             breaker: Breaker::new(cfg.backoff, cfg.max_backoff),
         });
         all.insert(
-            cfg.url.clone(),
+            cfg.target.clone(),
             RedisEntry {
                 config: cfg.clone(),
                 counter: counter.clone(),

@@ -18,6 +18,7 @@ mod limiter;
 mod observe;
 mod policies;
 mod ratelimit;
+mod redis_cluster;
 mod reload;
 mod routing;
 mod systemd;

@@ -4,7 +4,7 @@
 use super::super::raw::{
     Parsed, RawConcurrencyLimit, RawHeaderStyle, RawLimitKey, RawRateLimit, RawRedis, RawScope,
 };
-use super::super::{ConcurrencyLimit, HeaderStyle, LimitKey, RateLimit, RedisConfig};
+use super::super::{ConcurrencyLimit, HeaderStyle, LimitKey, RateLimit, RedisConfig, RedisTarget};
 use super::Validator;
 use serde_yaml::Value;
 use std::time::Duration;
@@ -126,13 +126,53 @@ impl Validator<'_> {
 
     pub(super) fn redis(&mut self, value: Value) -> Option<RedisConfig> {
         let raw = self.item::<RawRedis>("redis", value)?;
-        if let Err(e) = redis::Client::open(raw.url.as_str()) {
-            self.error(
-                "redis.url",
-                format!("\"{}\" is not a Redis URL: {e}", raw.url),
-            );
-            return None;
-        }
+        let target = match (raw.url, raw.cluster) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    "redis",
+                    "give `url` (one server) or `cluster` (a Redis Cluster's nodes), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.error(
+                    "redis",
+                    "missing `url` (one server) or `cluster` (a Redis Cluster's nodes)",
+                );
+                return None;
+            }
+            (Some(url), None) => {
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    self.error("redis.url", format!("\"{url}\" is not a Redis URL: {e}"));
+                    return None;
+                }
+                RedisTarget::Server(url)
+            }
+            (None, Some(nodes)) => {
+                if nodes.is_empty() {
+                    self.error("redis.cluster", "must list at least one node");
+                    return None;
+                }
+                let mut ok = true;
+                for (i, url) in nodes.iter().enumerate() {
+                    if let Err(e) = redis::Client::open(url.as_str()) {
+                        self.error(
+                            format!("redis.cluster[{i}]"),
+                            format!("\"{url}\" is not a Redis URL: {e}"),
+                        );
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                if let Err(e) = redis::cluster::ClusterClient::new(nodes.clone()) {
+                    self.error("redis.cluster", format!("not a usable node list: {e}"));
+                    return None;
+                }
+                RedisTarget::Cluster(nodes)
+            }
+        };
         let timeout = raw
             .timeout
             .map(|d| d.0)
@@ -154,7 +194,7 @@ impl Validator<'_> {
             );
         }
         Some(RedisConfig {
-            url: raw.url,
+            target,
             timeout,
             backoff,
             max_backoff,
@@ -165,7 +205,7 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::super::loader::Fixed;
-    use super::super::super::LimitKey;
+    use super::super::super::{LimitKey, RedisTarget};
     use super::super::testing::*;
 
     fn route(extra: &str) -> String {
@@ -246,6 +286,49 @@ mod tests {
                 &errors(&format!("rate_limit_max_keys: {bad}\n{}", route(""))),
                 &["rate_limit_max_keys: "],
             );
+        }
+    }
+
+    #[test]
+    fn one_server_or_a_cluster() {
+        let limit = ", rate_limit: [{requests: 5, per: 1m, key: route, scope: global}]";
+        let c = load_with(
+            &format!(
+                "{}redis: {{cluster: ['redis://127.0.0.1:7000', 'redis://127.0.0.1:7001']}}\n",
+                route(limit)
+            ),
+            &Fixed::default(),
+        );
+        assert_eq!(
+            c.routing.redis.map(|r| r.target),
+            Some(RedisTarget::Cluster(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://127.0.0.1:7001".into()
+            ]))
+        );
+        for (redis, problem) in [
+            (
+                "{url: 'redis://a:1', cluster: ['redis://b:2']}",
+                "redis: give `url` (one server) or `cluster`",
+            ),
+            (
+                "{timeout: 50ms}",
+                "redis: missing `url` (one server) or `cluster`",
+            ),
+            (
+                "{cluster: []}",
+                "redis.cluster: must list at least one node",
+            ),
+            (
+                "{cluster: ['redis://a:1', 'http://b:2']}",
+                "redis.cluster[1]: \"http://b:2\" is not a Redis URL",
+            ),
+        ] {
+            let text = format!("{}redis: {redis}\n", route(limit));
+            let found = errors(&text);
+            assert_reported(&found, &[problem]);
+            // A broken Redis section is reported once, not again at every global limit.
+            assert!(!found.iter().any(|e| e.contains("routes[0]")), "{found:?}");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the same Redis.
 
 use super::{CompiledRate, RateState};
+use crate::config::RedisTarget;
 use arc_swap::ArcSwapOption;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,29 +12,41 @@ use std::time::{Duration, Instant};
 /// The sliding-window decision in Redis, atomic and on Redis's clock. Windows are phased per
 /// key from its first request (kept while the key stays active), so a key that starts in the
 /// middle of a clock-aligned window does not get that window's full allowance on top of the
-/// next one. KEYS[1]: the counter's base name; ARGV: limit, window in milliseconds. Returns
-/// {admitted, remaining, reset_ms}: for a refused request, the time until one more fits.
+/// next one. The whole state of a key is one hash (`e`: when its first window began, `i`: the
+/// index of the window `c` counts, `c`, `p`: this window's and the previous one's requests), so
+/// the script touches only `KEYS[1]` and runs on Redis Cluster as on one server. ARGV: limit,
+/// window in milliseconds. Returns {admitted, remaining, reset_ms}: for a refused request, the
+/// time until one more fits.
 pub(super) const SLIDING_WINDOW_LUA: &str = r#"
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch_key = KEYS[1] .. ':epoch'
-local epoch = tonumber(redis.call('GET', epoch_key))
+local h = redis.call('HMGET', KEYS[1], 'e', 'i', 'c', 'p')
+local epoch = tonumber(h[1])
+local index, cur, prev = 0, 0, 0
 if epoch == nil then
   epoch = now
-  redis.call('SET', epoch_key, string.format('%d', epoch), 'PX', window * 3)
 else
-  redis.call('PEXPIRE', epoch_key, window * 3)
+  index = tonumber(h[2]) or 0
+  cur = tonumber(h[3]) or 0
+  prev = tonumber(h[4]) or 0
 end
-local index = math.floor((now - epoch) / window)
+local now_index = math.floor((now - epoch) / window)
+if now_index ~= index then
+  if now_index == index + 1 then prev = cur else prev = 0 end
+  cur = 0
+  index = now_index
+end
 local elapsed = now - epoch - index * window
-local cur_key = KEYS[1] .. ':' .. string.format('%d', index)
-local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. string.format('%d', index - 1)) or '0')
-local cur = tonumber(redis.call('GET', cur_key) or '0')
 local weight = (window - elapsed) / window
 local reset = window - elapsed
-if math.floor(prev * weight + cur + 1 + 0.5) > limit then
+local admitted = math.floor(prev * weight + cur + 1 + 0.5) <= limit
+if admitted then cur = cur + 1 end
+redis.call('HSET', KEYS[1], 'e', string.format('%d', epoch), 'i', string.format('%d', index),
+  'c', string.format('%d', cur), 'p', string.format('%d', prev))
+redis.call('PEXPIRE', KEYS[1], window * 3)
+if not admitted then
   -- Refused: how long until one more request fits, as the sliding estimate fades out.
   local retry
   if cur + 1 <= limit and prev > 0 then
@@ -44,10 +57,6 @@ if math.floor(prev * weight + cur + 1 + 0.5) > limit then
     retry = reset
   end
   return {0, 0, math.ceil(retry)}
-end
-cur = redis.call('INCR', cur_key)
-if cur == 1 then
-  redis.call('PEXPIRE', cur_key, window * 2 + 1000)
 end
 local remaining = math.floor(limit - (prev * weight + cur) + 0.5)
 if remaining < 0 then remaining = 0 end
@@ -68,12 +77,43 @@ pub(super) enum Skipped {
 /// fail, up to a maximum), then one request at a time probes it, and its success closes the
 /// breaker again.
 pub struct RedisCounter {
-    pub(super) client: redis::Client,
-    pub(super) conn: ArcSwapOption<redis::aio::ConnectionManager>,
+    pub(super) backend: Backend,
+    pub(super) conn: ArcSwapOption<Conn>,
     pub(super) connecting: AtomicBool,
     pub(super) timeout: Duration,
     pub(super) script: redis::Script,
     pub(super) breaker: Breaker,
+}
+
+/// One Redis server or a Redis Cluster.
+pub(super) enum Backend {
+    Server(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Backend {
+    /// The client for `target`, whose connections give up after `timeout`.
+    pub(super) fn new(target: &RedisTarget, timeout: Duration) -> Option<Backend> {
+        Some(match target {
+            RedisTarget::Server(url) => Backend::Server(redis::Client::open(url.as_str()).ok()?),
+            RedisTarget::Cluster(nodes) => Backend::Cluster(
+                redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .ok()?,
+            ),
+        })
+    }
+}
+
+/// A self-healing connection: the connection manager of one server, or a cluster connection
+/// (which follows the cluster's slots and reconnects to its nodes by itself).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Server(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
 /// The circuit breaker's state.
@@ -170,7 +210,7 @@ impl Breaker {
 }
 
 impl RedisCounter {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, Skipped> {
+    async fn connection(&self) -> Result<Conn, Skipped> {
         if let Some(c) = self.conn.load_full() {
             return Ok((*c).clone());
         }
@@ -179,11 +219,19 @@ impl RedisCounter {
         }
         // Cleared however this ends, also when the caller's timeout drops this future.
         let _connecting = ProbeGuard(&self.connecting);
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        match redis::aio::ConnectionManager::new_with_config(self.client.clone(), cfg).await {
+        let made = match &self.backend {
+            Backend::Server(client) => {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(client.clone(), cfg)
+                    .await
+                    .map(Conn::Server)
+            }
+            Backend::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        };
+        match made {
             Ok(c) => {
                 self.conn.store(Some(Arc::new(c.clone())));
                 Ok(c)
@@ -205,8 +253,9 @@ impl RedisCounter {
             Pass::Probe(guard) => Some(guard),
         };
         let digest = Sha256::digest(key);
+        // One key per limit key; its hash tag keeps anything derived from it on one slot.
         let name = format!(
-            "tollgate:rl:{:016x}:{:016x}",
+            "tollgate:rl:{{{:016x}:{:016x}}}",
             limit.id,
             u64::from_be_bytes([
                 digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
@@ -214,15 +263,16 @@ impl RedisCounter {
             ])
         );
         let work = async {
-            let mut conn = self.connection().await?;
+            let conn = self.connection().await?;
             let mut invocation = self.script.key(name);
             invocation
                 .arg(limit.limit)
                 .arg(limit.per.as_millis() as u64);
-            invocation
-                .invoke_async::<(i64, i64, i64)>(&mut conn)
-                .await
-                .map_err(|e| Skipped::Failed(format!("script failed: {e}")))
+            let answer = match conn {
+                Conn::Server(mut c) => invocation.invoke_async::<(i64, i64, i64)>(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async::<(i64, i64, i64)>(&mut c).await,
+            };
+            answer.map_err(|e| Skipped::Failed(format!("script failed: {e}")))
         };
         let result = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
