@@ -7,7 +7,8 @@
 # `systemd-analyze verify` of the unit), nginx-light (the load bench's baseline, which the
 # bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
 # real PROXY-protocol balancer in front of the gateway), slowhttptest (slowloris and
-# slow-body attacks) and prometheus, for its `promtool check metrics` (installed without its
+# slow-body attacks), dnsmasq-base (a real DNS server for peer discovery; the binary only, no
+# service) and prometheus, for its `promtool check metrics` (installed without its
 # recommended extras, and not started).
 set -euo pipefail
 missing=()
@@ -20,6 +21,7 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -168,18 +168,26 @@ impl Gateway {
                 .pools
                 .iter()
                 .flat_map(|pool| {
-                    pool.peers().iter().map(move |peer| PeerStat {
-                        upstream: pool.config.name.clone(),
-                        peer: peer.address.to_string(),
-                        available: pool.is_available(&peer.address),
-                        in_flight: peer.in_flight.load(Ordering::Relaxed),
-                    })
+                    pool.peers()
+                        .iter()
+                        .map(|peer| PeerStat {
+                            upstream: pool.config.name.clone(),
+                            peer: peer.address.to_string(),
+                            available: pool.is_available(&peer.address),
+                            in_flight: peer.in_flight.load(Ordering::Relaxed),
+                        })
+                        .collect::<Vec<_>>()
                 })
                 .collect(),
             cache_bytes: self.cache.store.held_bytes(),
             cache_entries: self.cache.store.entries(),
             redis_fallbacks: self.limits.redis_fallbacks.load(Ordering::Relaxed),
             redis_circuit_open: self.limits.redis_circuit_open(),
+            dns_failures: self
+                .pools
+                .iter()
+                .filter_map(|p| Some((p.config.name.clone(), p.dns_failures()?)))
+                .collect(),
             rate_limit_keys: self.limits.keys_held() as u64,
             rate_limit_evictions: self.limits.keys_evicted(),
         }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cache;
 pub mod canonical;
 pub mod config;
+pub mod dns;
 pub mod errors;
 pub mod front;
 pub mod gateway;

@@ -2,23 +2,21 @@
 //! `LoadBalancer` and `HealthCheck`s), passive protection (a peer that refuses a connection is
 //! kept out for a cool-down) and per-peer in-flight counts, which also drive `least_conn`.
 
-use crate::config::{Balance, HealthCheckKind, Protocol, Upstream};
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
+use crate::config::{Balance, Protocol, Upstream};
+use arc_swap::ArcSwap;
+use discovery::DnsDiscovery;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::health_check::{
-    HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck,
-};
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::selection::{
     BackendIter, BackendSelection, Consistent, Random, RoundRobin,
 };
-use pingora_load_balancing::{discovery, Backend, Backends, LoadBalancer};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Live counters of one peer, shared by every thread.
 #[derive(Debug)]
@@ -31,6 +29,29 @@ pub struct PeerStats {
     cooldown_until_ms: AtomicU64,
     /// Taken out of the pool by an operator (admin API): no new requests, in-flight ones finish.
     pub drained: AtomicBool,
+}
+
+impl PeerStats {
+    pub(crate) fn new(address: SocketAddr, weight: usize) -> PeerStats {
+        PeerStats {
+            address,
+            weight,
+            in_flight: AtomicUsize::new(0),
+            cooldown_until_ms: AtomicU64::new(0),
+            drained: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The balancer's view of a peer: its address and weight, with its counters attached.
+fn backend(stats: &Arc<PeerStats>) -> Backend {
+    let mut b = Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(stats.address),
+        weight: stats.weight,
+        ext: http::Extensions::new(),
+    };
+    b.ext.insert(stats.clone());
+    b
 }
 
 /// Decrements a peer's in-flight count when dropped.
@@ -72,7 +93,13 @@ macro_rules! with_lb {
 pub struct Pool {
     pub config: Upstream,
     balancer: Balancer,
-    peers: Vec<Arc<PeerStats>>,
+    /// The current peers (they change when peer names resolve differently).
+    peers: Arc<ArcSwap<Vec<Arc<PeerStats>>>>,
+    /// Looks peer names up again, when the pool has any.
+    discovery: Option<Arc<DnsDiscovery>>,
+    /// Set while a lookup round runs; when the next is due (ms since the epoch).
+    resolving: AtomicBool,
+    next_resolve_ms: AtomicU64,
     epoch: Instant,
     /// Set while a health-check round runs, so rounds never overlap.
     checking: AtomicBool,
@@ -95,49 +122,27 @@ impl std::fmt::Debug for Pool {
 }
 
 fn build_lb<S>(
-    backends: BTreeSet<Backend>,
+    discovery: Box<dyn ServiceDiscovery + Send + Sync>,
     hc: Option<Box<dyn HealthCheck + Send + Sync>>,
 ) -> LoadBalancer<S>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let mut b = Backends::new(discovery::Static::new(backends));
+    let mut b = Backends::new(discovery);
     if let Some(hc) = hc {
         b.set_health_check(hc);
     }
     let lb = LoadBalancer::<S>::from_backends(b);
-    // Static discovery answers at once; the selector is built from it here.
+    // The first round answers at once (addresses, and names as the configuration resolved
+    // them); the selector is built from it here.
     if let Some(Err(e)) = futures::FutureExt::now_or_never(lb.update()) {
         log::error!("building a load balancer failed: {e}");
     }
     lb
 }
 
-struct LogHealthChange {
-    pool: String,
-}
-
-#[async_trait]
-impl HealthObserve for LogHealthChange {
-    async fn observe(&self, target: &Backend, healthy: bool) {
-        if healthy {
-            log::info!(
-                "upstream {}: peer {} is healthy again",
-                self.pool,
-                target.addr
-            );
-        } else {
-            log::warn!(
-                "upstream {}: peer {} failed its health checks and leaves the pool",
-                self.pool,
-                target.addr
-            );
-        }
-    }
-}
-
-fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
+pub(crate) fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
     let ders = up.tls.as_ref()?.ca.as_ref()?;
     let certs: Vec<pingora_core::utils::tls::WrappedX509> = ders
         .iter()
@@ -156,7 +161,7 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Set what a pool's peers speak on a peer's options: the HTTP version(s) and, over TLS,
 /// verification against the pool's CA (the same for requests and health checks).
-fn apply_peer_options(
+pub(crate) fn apply_peer_options(
     up: &Upstream,
     ca: &Option<Arc<pingora_core::protocols::tls::CaType>>,
     o: &mut pingora_core::upstreams::peer::PeerOptions,
@@ -181,102 +186,39 @@ fn apply_protocol(protocol: Protocol, o: &mut pingora_core::upstreams::peer::Pee
     }
 }
 
-fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send + Sync>> {
-    let cfg = up.health_check.as_ref()?;
-    let tls = up.tls.as_ref();
-    let ca = ca_of(up);
-    let observer = Box::new(LogHealthChange {
-        pool: up.name.clone(),
-    });
-    Some(match &cfg.kind {
-        HealthCheckKind::Tcp => {
-            let mut hc = match tls {
-                Some(t) => TcpHealthCheck::new_tls(&t.sni),
-                None => TcpHealthCheck::new(),
-            };
-            apply_peer_options(up, &ca, &mut hc.peer_template.options);
-            hc.consecutive_failure = cfg.unhealthy_after;
-            hc.consecutive_success = cfg.healthy_after;
-            hc.peer_template.options.connection_timeout = Some(cfg.timeout);
-            hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
-            hc.health_changed_callback = Some(observer);
-            hc
-        }
-        HealthCheckKind::Http { path, host } => {
-            let mut hc = HttpHealthCheck::new(host, tls.is_some());
-            if let Some(t) = tls {
-                hc.peer_template.sni = t.sni.clone();
-            }
-            apply_peer_options(up, &ca, &mut hc.peer_template.options);
-            hc.consecutive_failure = cfg.unhealthy_after;
-            hc.consecutive_success = cfg.healthy_after;
-            hc.peer_template.options.connection_timeout = Some(cfg.timeout);
-            hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
-            hc.peer_template.options.read_timeout = Some(cfg.timeout);
-            hc.peer_template.options.write_timeout = Some(cfg.timeout);
-            match pingora_http::RequestHeader::build("GET", path.as_bytes(), None) {
-                Ok(mut req) => {
-                    if let Err(e) = req.insert_header(http::header::HOST, host.as_str()) {
-                        log::error!("upstream {}: health check host: {e}", up.name);
-                    }
-                    let _ = req.insert_header(http::header::USER_AGENT, "tollgate-health-check");
-                    hc.req = req;
-                }
-                Err(e) => log::error!("upstream {}: health check path: {e}", up.name),
-            }
-            hc.validator = Some(Box::new(|resp: &pingora_http::ResponseHeader| {
-                if resp.status.is_success() {
-                    Ok(())
-                } else {
-                    pingora_error::Error::e_explain(
-                        pingora_error::ErrorType::CustomCode(
-                            "unhealthy status",
-                            resp.status.as_u16(),
-                        ),
-                        format!("health check answered {}", resp.status),
-                    )
-                }
-            }));
-            hc.health_changed_callback = Some(observer);
-            Box::new(hc)
-        }
-    })
-}
-
 impl Pool {
     /// Build a pool; health starts as healthy for every peer until a check says otherwise.
     pub fn new(config: Upstream) -> Pool {
         let peers: Vec<Arc<PeerStats>> = config
             .peers
             .iter()
-            .map(|p| {
-                Arc::new(PeerStats {
-                    address: p.address,
-                    weight: p.weight,
-                    in_flight: AtomicUsize::new(0),
-                    cooldown_until_ms: AtomicU64::new(0),
-                    drained: AtomicBool::new(false),
-                })
-            })
+            .map(|p| Arc::new(PeerStats::new(p.address, p.weight)))
             .collect();
-        let backends: BTreeSet<Backend> = peers
-            .iter()
-            .map(|s| {
-                let mut b = Backend {
-                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(s.address),
-                    weight: s.weight,
-                    ext: http::Extensions::new(),
-                };
-                b.ext.insert(s.clone());
-                b
-            })
-            .collect();
-        let hc = health_check(&config);
+        let peers = Arc::new(ArcSwap::from_pointee(peers));
+        let dns = config
+            .discovery
+            .clone()
+            .map(|d| Arc::new(DnsDiscovery::new(&config.name, d, peers.clone())));
+        // The names were resolved with the configuration: the next lookup after the shortest
+        // wait.
+        let first_lookup_ms = config
+            .discovery
+            .as_ref()
+            .map_or(0, |d| d.min_interval.as_millis() as u64);
+        let hc = health::health_check(&config);
+        let source = || -> Box<dyn ServiceDiscovery + Send + Sync> {
+            match &dns {
+                Some(d) => Box::new(discovery::Shared(d.clone())),
+                None => pingora_load_balancing::discovery::Static::new(
+                    peers.load().iter().map(backend).collect(),
+                ),
+            }
+        };
         let balancer = match &config.balance {
-            Balance::RoundRobin => Balancer::RoundRobin(build_lb(backends, hc)),
-            Balance::Random => Balancer::Random(build_lb(backends, hc)),
-            Balance::ConsistentHash(_) => Balancer::Hash(build_lb(backends, hc)),
-            Balance::LeastConn => Balancer::LeastConn(build_lb(backends, hc)),
+            Balance::RoundRobin => Balancer::RoundRobin(build_lb(source(), hc)),
+            Balance::Random => Balancer::Random(build_lb(source(), hc)),
+            Balance::ConsistentHash(_) => Balancer::Hash(build_lb(source(), hc)),
+            Balance::LeastConn => Balancer::LeastConn(build_lb(source(), hc)),
         };
         let total_weight: usize = config.peers.iter().map(|p| p.weight).sum();
         let ca = ca_of(&config);
@@ -294,6 +236,9 @@ impl Pool {
             config,
             balancer,
             peers,
+            discovery: dns,
+            resolving: AtomicBool::new(false),
+            next_resolve_ms: AtomicU64::new(first_lookup_ms),
             epoch: Instant::now(),
             checking: AtomicBool::new(false),
             next_check_ms: AtomicU64::new(0),
@@ -358,7 +303,7 @@ impl Pool {
         if self.config.passive_cooldown.is_zero() {
             return;
         }
-        if let Some(stats) = self.peers.iter().find(|p| p.address == *address) {
+        if let Some(stats) = self.peers.load().iter().find(|p| p.address == *address) {
             let until = self.now_ms() + self.config.passive_cooldown.as_millis() as u64;
             stats.cooldown_until_ms.store(until, Ordering::Relaxed);
             log::warn!(
@@ -373,7 +318,7 @@ impl Pool {
     /// Take a peer out of the pool (`true`) or put it back; false when the pool has no such
     /// peer. In-flight requests to it finish.
     pub fn set_drained(&self, address: &SocketAddr, drained: bool) -> bool {
-        match self.peers.iter().find(|p| p.address == *address) {
+        match self.peers.load().iter().find(|p| p.address == *address) {
             Some(p) => {
                 p.drained.store(drained, Ordering::Relaxed);
                 log::info!(
@@ -395,6 +340,7 @@ impl Pool {
     pub fn cooldown_left(&self, address: &SocketAddr) -> f64 {
         let now = self.now_ms();
         self.peers
+            .load()
             .iter()
             .find(|p| p.address == *address)
             .map_or(0.0, |p| {
@@ -406,8 +352,25 @@ impl Pool {
     }
 
     /// The peers with their live counters.
-    pub fn peers(&self) -> &[Arc<PeerStats>] {
-        &self.peers
+    pub fn peers(&self) -> Arc<Vec<Arc<PeerStats>>> {
+        self.peers.load_full()
+    }
+
+    /// Lookups of this pool's peer names that failed.
+    pub fn dns_failures(&self) -> Option<u64> {
+        self.discovery
+            .as_ref()
+            .map(|d| d.failures.load(Ordering::Relaxed))
+    }
+
+    /// Look the pool's peer names up again; the selector is rebuilt when the peers changed.
+    async fn refresh(&self) {
+        if let Err(e) = with_lb!(&self.balancer, lb => lb.update().await) {
+            log::warn!(
+                "upstream {}: updating its peers failed: {e}",
+                self.config.name
+            );
+        }
     }
 
     /// Whether `address` can be chosen now: healthy and not cooling down.
@@ -416,6 +379,7 @@ impl Pool {
         self.is_healthy(address)
             && self
                 .peers
+                .load()
                 .iter()
                 .find(|p| p.address == *address)
                 .is_some_and(|p| {
@@ -439,65 +403,6 @@ impl Pool {
     }
 }
 
-/// Runs the active health checks of the pools it is given, each at its configured interval.
-/// A reload hands it the new snapshot's pools ([`HealthChecker::set_pools`]); an unchanged
-/// pool is the same `Pool` in both, so its health state and schedule carry over.
-#[derive(Clone)]
-pub struct HealthChecker {
-    pools: Arc<arc_swap::ArcSwap<Vec<Arc<Pool>>>>,
-}
-
-impl HealthChecker {
-    /// Check `pools`.
-    pub fn new(pools: Vec<Arc<Pool>>) -> Self {
-        HealthChecker {
-            pools: Arc::new(arc_swap::ArcSwap::from_pointee(pools)),
-        }
-    }
-
-    /// Check these pools from now on.
-    pub fn set_pools(&self, pools: Vec<Arc<Pool>>) {
-        self.pools.store(Arc::new(pools));
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            let pools = self.pools.load_full();
-            let mut wait = Duration::from_millis(500);
-            for pool in pools.iter() {
-                let Some(hc) = &pool.config.health_check else {
-                    continue;
-                };
-                let now = pool.now_ms();
-                let due = pool.next_check_ms.load(Ordering::Relaxed);
-                if now >= due {
-                    if pool.checking.swap(true, Ordering::AcqRel) {
-                        continue;
-                    }
-                    pool.next_check_ms
-                        .store(now + hc.interval.as_millis() as u64, Ordering::Relaxed);
-                    let p = pool.clone();
-                    tokio::spawn(async move {
-                        p.run_health_check().await;
-                        p.checking.store(false, Ordering::Release);
-                    });
-                    wait = wait.min(hc.interval);
-                } else {
-                    wait = wait.min(Duration::from_millis(due - now));
-                }
-            }
-            drop(pools);
-            tokio::select! {
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
 /// Least-connections selection: the peer with the fewest in-flight requests relative to its
 /// weight. Small pools are scanned exactly; larger ones use the power of two random choices.
 pub struct LeastConn {
@@ -515,17 +420,11 @@ impl BackendSelection for LeastConn {
             .iter()
             .map(|b| {
                 let stats = b.ext.get::<Arc<PeerStats>>().cloned().unwrap_or_else(|| {
-                    Arc::new(PeerStats {
-                        address: b
-                            .addr
-                            .as_inet()
-                            .copied()
-                            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
-                        weight: b.weight,
-                        in_flight: AtomicUsize::new(0),
-                        cooldown_until_ms: AtomicU64::new(0),
-                        drained: AtomicBool::new(false),
-                    })
+                    let address = b.addr.as_inet().copied();
+                    Arc::new(PeerStats::new(
+                        address.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                        b.weight,
+                    ))
                 });
                 (b.clone(), stats)
             })
@@ -589,6 +488,11 @@ impl BackendIter for LeastConnIter {
         Some(&self.sel.backends[i].0)
     }
 }
+
+mod discovery;
+mod health;
+
+pub use health::HealthChecker;
 
 #[cfg(test)]
 mod tests;

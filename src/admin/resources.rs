@@ -44,6 +44,8 @@ pub(super) fn upstreams(gw: &Gateway) -> Value {
             value!({
                 "name": p.config.name,
                 "balance": format!("{:?}", p.config.balance).to_lowercase(),
+                "names": p.config.discovery.as_ref().map(|d| d.names.iter().map(|n| n.name.to_string()).collect::<Vec<_>>()),
+                "dns_failures": p.dns_failures(),
                 "peers": p.peers().iter().map(|peer| value!({
                     "address": peer.address.to_string(),
                     "weight": peer.weight,

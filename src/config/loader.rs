@@ -2,6 +2,7 @@
 //! resolving peer names and reading the environment. [`System`] does it for real; tests give
 //! validators a [`Fixed`] loader with the files, names and variables they need.
 
+use crate::dns::{Answer, Name, Resolver};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -17,8 +18,9 @@ pub trait Loader {
     fn is_dir(&self, path: &Path) -> bool;
     /// Whether this process may create files in the directory `path`.
     fn writable_dir(&self, path: &Path) -> bool;
-    /// The addresses `host:port` resolves to, in the resolver's order.
-    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>>;
+    /// The peers `name` resolves to now (asking `servers`, or the system's resolver without
+    /// any), each with its own weight when the name gives one (SRV).
+    fn resolve(&self, name: &Name, servers: &[SocketAddr]) -> Result<Answer, String>;
     /// The value of an environment variable, when set (and Unicode).
     fn env(&self, name: &str) -> Option<String>;
     /// How many CPUs the process may use.
@@ -78,8 +80,25 @@ impl Loader for System {
         // access(2) answers for this process's user, as the gateway will run.
         path.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
     }
-    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
-        host_port.to_socket_addrs().map(Iterator::collect)
+    fn resolve(&self, name: &Name, servers: &[SocketAddr]) -> Result<Answer, String> {
+        match name {
+            // The system's resolver (getaddrinfo: /etc/hosts, nsswitch) as everything else on
+            // the machine sees the name.
+            Name::Host { host, port } if servers.is_empty() => {
+                let peers: Vec<(SocketAddr, Option<usize>)> = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("cannot resolve \"{name}\": {e}"))?
+                    .map(|a| (a, None))
+                    .collect();
+                Ok(Answer {
+                    peers,
+                    valid_for: std::time::Duration::ZERO,
+                })
+            }
+            _ => {
+                Resolver::resolve_blocking(servers, name).map_err(|e| format!("cannot resolve {e}"))
+            }
+        }
     }
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
@@ -137,7 +156,7 @@ impl Fixed {
         self.vars.insert(name.into(), value.into());
         self
     }
-    /// Add a name that resolves to `addrs`.
+    /// Add a name (`host:port`, or an SRV name) that resolves to `addrs`.
     pub fn name(mut self, host_port: &str, addrs: &[SocketAddr]) -> Fixed {
         self.names.insert(host_port.into(), addrs.to_vec());
         self
@@ -160,13 +179,20 @@ impl Loader for Fixed {
     fn writable_dir(&self, path: &Path) -> bool {
         self.dirs.iter().any(|d| d == path)
     }
-    fn resolve(&self, host_port: &str) -> io::Result<Vec<SocketAddr>> {
-        self.names.get(host_port).cloned().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "failed to lookup address information",
-            )
-        })
+    fn resolve(&self, name: &Name, _servers: &[SocketAddr]) -> Result<Answer, String> {
+        let key = match name {
+            Name::Host { host, port } => format!("{host}:{port}"),
+            Name::Srv(srv) => srv.clone(),
+        };
+        match self.names.get(&key) {
+            Some(addrs) => Ok(Answer {
+                peers: addrs.iter().map(|a| (*a, None)).collect(),
+                valid_for: std::time::Duration::ZERO,
+            }),
+            None => Err(format!(
+                "cannot resolve \"{name}\": failed to lookup address information"
+            )),
+        }
     }
     fn env(&self, name: &str) -> Option<String> {
         self.vars.get(name).cloned()

@@ -74,7 +74,8 @@ pub struct RawCertPair {
     pub key: String,
 }
 
-/// A peer written either as `"127.0.0.1:8001"` or `{ address: ..., weight: 2 }`.
+/// A peer written either as `"127.0.0.1:8001"` (or `host:port`) or
+/// `{ address: ..., weight: 2 }`, or an SRV name: `{ srv: _http._tcp.users.internal }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawPeer {
@@ -85,9 +86,25 @@ pub enum RawPeer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPeerDetailed {
-    pub address: String,
+    pub address: Option<String>,
+    pub srv: Option<String>,
     #[serde(default)]
     pub weight: Option<u64>,
+}
+
+/// `upstreams.NAME.resolve`: how often peer names are looked up again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolve {
+    pub min_interval: Option<ConfDuration>,
+    pub max_interval: Option<ConfDuration>,
+}
+
+/// `dns`: the name servers peer names are resolved with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub servers: Vec<String>,
 }
 
 /// The balancing policy names of `upstreams.NAME.balance`.
@@ -134,6 +151,7 @@ pub struct RawHealthCheck {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub peers: Vec<RawPeer>,
+    pub resolve: Option<RawResolve>,
     pub balance: Option<RawBalance>,
     pub hash_key: Option<Parsed<RawHashKey>>,
     pub health_check: Option<RawHealthCheck>,

@@ -82,6 +82,30 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// The HTTP version spoken to the peers.
     pub protocol: Protocol,
+    /// Peer names looked up again in the background (`None`: addresses only).
+    pub discovery: Option<Discovery>,
+}
+
+/// A pool's peer names in DNS and how often they are looked up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The peers written as addresses.
+    pub fixed: Vec<Peer>,
+    pub names: Vec<NamedPeers>,
+    /// Bounds on the wait between lookups (the records' TTL, within these).
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    /// The name servers asked (empty: the system's).
+    pub servers: Vec<SocketAddr>,
+}
+
+/// A name whose addresses are peers, each with `weight` (SRV records give their own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPeers {
+    pub name: crate::dns::Name,
+    pub weight: usize,
+    /// What it resolved to with the configuration.
+    pub resolved: Vec<Peer>,
 }
 
 /// The HTTP version a pool speaks to its peers.

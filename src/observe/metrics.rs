@@ -184,6 +184,8 @@ pub struct Stats {
     pub redis_fallbacks: u64,
     /// Whether decisions skip Redis after failures.
     pub redis_circuit_open: bool,
+    /// Per pool with peer names: lookups that failed.
+    pub dns_failures: Vec<(String, u64)>,
     /// Keys local rate limits hold, and those forgotten at the bound while still counting.
     pub rate_limit_keys: u64,
     pub rate_limit_evictions: u64,
@@ -227,6 +229,7 @@ pub struct Metrics {
     rate_limit_keys: IntGauge,
     rate_limit_evictions: IntCounter,
     redis_circuit_open: IntGauge,
+    dns_failures: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -323,6 +326,7 @@ impl Metrics {
             cache_bytes: gauge(&r, "tollgate_cache_bytes", "Bytes held by the response cache."),
             cache_entries: gauge(&r, "tollgate_cache_entries", "Responses held by the response cache."),
             redis_fallbacks: single_counter(&r, "tollgate_ratelimit_redis_fallbacks_total", "Global rate-limit decisions taken locally because Redis did not answer in time."),
+            dns_failures: counter(&r, "tollgate_upstream_dns_failures_total", "Lookups of a pool's peer names that failed (the pool keeps the names' last addresses), by upstream.", &["upstream"]),
             redis_circuit_open: gauge(&r, "tollgate_ratelimit_redis_circuit_open", "1 while global rate-limit decisions skip Redis after a failure (counted locally until a probe finds it back), else 0."),
             rate_limit_keys: gauge(&r, "tollgate_ratelimit_keys", "Keys held by local rate limits (idle ones not yet forgotten included)."),
             rate_limit_evictions: single_counter(&r, "tollgate_ratelimit_key_evictions_total", "Keys of local rate limits forgotten while still counting, because rate_limit_max_keys was reached."),
@@ -471,6 +475,9 @@ impl Metrics {
         catch_up(&self.redis_fallbacks, stats.redis_fallbacks);
         catch_up(&self.rate_limit_evictions, stats.rate_limit_evictions);
         self.rate_limit_keys.set(stats.rate_limit_keys as i64);
+        for (upstream, failures) in &stats.dns_failures {
+            catch_up(&self.dns_failures.with_label_values(&[upstream]), *failures);
+        }
         self.redis_circuit_open
             .set(i64::from(stats.redis_circuit_open));
         let mut buf = Vec::new();

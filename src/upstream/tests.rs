@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{Balance, Peer, Protocol, Upstream};
+use std::time::Duration;
 
 fn pool(balance: Balance, peers: &[(u16, usize)]) -> Pool {
     Pool::new(Upstream {
@@ -23,6 +24,7 @@ fn pool(balance: Balance, peers: &[(u16, usize)]) -> Pool {
         passive_cooldown: Duration::from_secs(10),
         tls: None,
         protocol: Protocol::Http1,
+        discovery: None,
     })
 }
 

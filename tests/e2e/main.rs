@@ -10,6 +10,7 @@ mod balancing;
 mod bench_smoke;
 mod cache;
 mod cli;
+mod discovery;
 mod front_door;
 mod grpc;
 mod jwt;

@@ -46,6 +46,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "rate_limit_headers",
     "rate_limit_max_keys",
     "cache_status_headers",
+    "dns",
 ];
 
 /// Collects the problems of one file while its domains are checked.
@@ -54,6 +55,8 @@ pub(super) struct Validator<'a> {
     pub(super) warnings: Vec<ConfigError>,
     /// Files, names and the environment.
     loader: &'a dyn Loader,
+    /// The name servers peer names are resolved with (`dns.servers`; empty: the system's).
+    dns_servers: Vec<std::net::SocketAddr>,
 }
 
 fn index_path(section: &str, i: usize) -> String {
@@ -147,6 +150,7 @@ impl<'a> Validator<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             loader,
+            dns_servers: Vec::new(),
         }
     }
 
@@ -279,6 +283,7 @@ impl<'a> Validator<'a> {
         let mut redis = None;
         let mut rate_limit_headers = None;
         let mut rate_limit_max_keys = None;
+        let mut dns = None;
         let mut cache_status_headers = None;
         let mut cache = None;
         let mut admin = None;
@@ -305,6 +310,7 @@ impl<'a> Validator<'a> {
                 "redis" => redis = Some(v),
                 "rate_limit_headers" => rate_limit_headers = Some(v),
                 "rate_limit_max_keys" => rate_limit_max_keys = Some(v),
+                "dns" => dns = Some(v),
                 "cache_status_headers" => cache_status_headers = Some(v),
                 "cache" => cache = Some(v),
                 "admin" => admin = Some(v),
@@ -327,6 +333,7 @@ impl<'a> Validator<'a> {
 
         let server = self.server_conf(server_map);
         let listeners = self.listeners(listeners);
+        self.dns_servers = dns.map(|v| self.dns(v)).unwrap_or_default();
         let (upstreams, broken_upstreams) = self.upstreams(upstreams);
         let max_request_header_size = self.max_header(max_header);
         let client_keepalive_timeout = self.client_keepalive(keepalive);

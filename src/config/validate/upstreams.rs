@@ -2,15 +2,17 @@
 //! and its hash key, active health checks, timeouts, retries, TLS and the HTTP version.
 
 use super::super::raw::{
-    Parsed, RawBalance, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol,
-    RawUpstream,
+    Parsed, RawBalance, RawDns, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol,
+    RawResolve, RawUpstream,
 };
 use super::super::units;
 use super::super::{
-    Balance, HashKey, HealthCheck, HealthCheckKind, Peer, Protocol, Upstream, UpstreamTls,
+    Balance, Discovery, HashKey, HealthCheck, HealthCheckKind, NamedPeers, Peer, Protocol,
+    Upstream, UpstreamTls,
 };
 use super::routes::parse_host;
 use super::{valid_name, Validator};
+use crate::dns::Name;
 use http::HeaderValue;
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -65,10 +67,30 @@ impl Validator<'_> {
         if raw.peers.is_empty() {
             self.error(format!("{base}.peers"), "must list at least one peer");
         }
+        let mut names: Vec<NamedPeers> = Vec::new();
         for (i, p) in raw.peers.into_iter().enumerate() {
-            let (addr_text, weight, path) = match p {
-                RawPeer::Address(a) => (a, None, format!("{base}.peers[{i}]")),
-                RawPeer::Detailed(d) => (d.address, d.weight, format!("{base}.peers[{i}].address")),
+            let (source, weight, path) = match p {
+                RawPeer::Address(a) => (Ok(a), None, format!("{base}.peers[{i}]")),
+                RawPeer::Detailed(d) => {
+                    let place = format!("{base}.peers[{i}]");
+                    let source = match (d.address, d.srv) {
+                        (Some(a), None) => Ok(a),
+                        (None, Some(srv)) => Err(srv),
+                        (Some(_), Some(_)) => {
+                            self.error(place, "give `address` or `srv`, not both");
+                            continue;
+                        }
+                        (None, None) => {
+                            self.error(place, "missing `address` (or `srv`)");
+                            continue;
+                        }
+                    };
+                    let path = match &source {
+                        Ok(_) => format!("{place}.address"),
+                        Err(_) => format!("{place}.srv"),
+                    };
+                    (source, d.weight, path)
+                }
             };
             let weight = match weight {
                 None => 1,
@@ -82,17 +104,90 @@ impl Validator<'_> {
                 }
                 Some(w) => w as usize,
             };
-            match self.resolve(&addr_text) {
-                Ok(address) => {
-                    if peers.iter().any(|p| p.address == address) {
-                        self.error(path, format!("peer {address} is listed twice"));
-                    } else {
-                        peers.push(Peer { address, weight });
+            let name = match source {
+                Ok(text) => match text.parse::<SocketAddr>() {
+                    Ok(address) => {
+                        if peers.iter().any(|p| p.address == address) {
+                            self.error(path, format!("peer {address} is listed twice"));
+                        } else {
+                            peers.push(Peer { address, weight });
+                        }
+                        continue;
                     }
+                    Err(_) => match host_and_port(&text) {
+                        Ok(name) => name,
+                        Err(msg) => {
+                            self.error(path, msg);
+                            continue;
+                        }
+                    },
+                },
+                Err(srv) => {
+                    let srv = srv.trim_end_matches('.').to_ascii_lowercase();
+                    if !is_srv_name(&srv) {
+                        self.error(
+                            path,
+                            format!("\"{srv}\" is not an SRV name (_service._proto.domain)"),
+                        );
+                        continue;
+                    }
+                    Name::Srv(srv)
+                }
+            };
+            if names.iter().any(|n| n.name == name) {
+                self.error(path, format!("{name} is listed twice"));
+                continue;
+            }
+            // Looked up now: a name that does not resolve is a problem of the file.
+            match self.loader.resolve(&name, &self.dns_servers) {
+                Ok(answer) if answer.peers.is_empty() => {
+                    self.error(path, format!("{name} resolves to no address"));
+                }
+                Ok(answer) => {
+                    let resolved: Vec<Peer> = answer
+                        .peers
+                        .into_iter()
+                        .map(|(address, own)| Peer {
+                            address,
+                            weight: own.unwrap_or(weight),
+                        })
+                        .collect();
+                    names.push(NamedPeers {
+                        name,
+                        weight,
+                        resolved,
+                    });
                 }
                 Err(msg) => self.error(path, msg),
             }
         }
+        let fixed = peers.clone();
+        for n in &names {
+            for p in &n.resolved {
+                if !peers.iter().any(|q| q.address == p.address) {
+                    peers.push(p.clone());
+                }
+            }
+        }
+        let resolve_given = raw.resolve.is_some();
+        let (min_interval, max_interval) = self.resolve_interval(base, raw.resolve);
+        let discovery = if names.is_empty() {
+            if resolve_given {
+                self.warn(
+                    format!("{base}.resolve"),
+                    "has no effect: every peer is an address",
+                );
+            }
+            None
+        } else {
+            Some(Discovery {
+                fixed,
+                names,
+                min_interval,
+                max_interval,
+                servers: self.dns_servers.clone(),
+            })
+        };
 
         let balance_kind = raw.balance.unwrap_or(RawBalance::RoundRobin);
         let hash_key = match raw.hash_key {
@@ -238,6 +333,7 @@ impl Validator<'_> {
         Some(Upstream {
             name,
             peers,
+            discovery,
             balance,
             health_check,
             connect_timeout,
@@ -318,175 +414,89 @@ impl Validator<'_> {
         })
     }
 
-    /// A peer address: an IP and port, or a name and port resolved now (the first address).
-    fn resolve(&self, text: &str) -> Result<SocketAddr, String> {
-        if let Ok(a) = text.parse::<SocketAddr>() {
-            return Ok(a);
+    /// `upstreams.NAME.resolve`: bounds on the wait between lookups of its peer names.
+    fn resolve_interval(&mut self, base: &str, raw: Option<RawResolve>) -> (Duration, Duration) {
+        let raw = raw.unwrap_or(RawResolve {
+            min_interval: None,
+            max_interval: None,
+        });
+        let min = raw.min_interval.map_or(Duration::from_secs(1), |d| d.0);
+        let max = raw.max_interval.map_or(Duration::from_secs(60), |d| d.0);
+        if min < Duration::from_millis(100) || min > Duration::from_secs(3600) {
+            self.error(
+                format!("{base}.resolve.min_interval"),
+                "must be between 100ms and 1h",
+            );
+        } else if max < min || max > Duration::from_secs(86_400) {
+            self.error(
+                format!("{base}.resolve.max_interval"),
+                "must be at least `min_interval` and at most 24h",
+            );
         }
-        if !text.contains(':') {
-            return Err(format!("\"{text}\" needs a port, e.g. {text}:80"));
-        }
-        match self.loader.resolve(text) {
-            Ok(addrs) => addrs
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("\"{text}\" resolves to no address")),
-            Err(e) => Err(format!("cannot resolve \"{text}\": {e}")),
-        }
+        (min, max)
     }
+
+    /// `dns`: the name servers peer names are resolved with.
+    pub(super) fn dns(&mut self, value: Value) -> Vec<SocketAddr> {
+        let Some(raw) = self.item::<RawDns>("dns", value) else {
+            return Vec::new();
+        };
+        if raw.servers.is_empty() {
+            self.error("dns.servers", "must list at least one name server");
+        }
+        raw.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let parsed = s.parse::<SocketAddr>().or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                match parsed {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.error(
+                            format!("dns.servers[{i}]"),
+                            format!("\"{s}\" is not an IP address (with an optional port)"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// `_service._proto.domain`: labels of letters, digits, `-` and `_`.
+fn is_srv_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 3
+        && labels[0].starts_with('_')
+        && labels[1].starts_with('_')
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `host:port` as a name to resolve.
+fn host_and_port(text: &str) -> Result<Name, String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("\"{text}\" needs a port, e.g. {text}:80"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("\"{text}\": \"{port}\" is not a port"))?;
+    if host.is_empty() || parse_host(host).is_err() {
+        return Err(format!("\"{text}\": \"{host}\" is not a host name"));
+    }
+    Ok(Name::Host {
+        host: host.trim_end_matches('.').to_ascii_lowercase(),
+        port,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::super::loader::Fixed;
-    use super::super::super::{Balance, HashKey, Protocol};
-    use super::super::testing::*;
-
-    fn with_pool(pool: &str) -> String {
-        format!("{LISTENER}upstreams:\n  a: {pool}\n{ROUTE}")
-    }
-
-    #[test]
-    fn peer_names_are_resolved_through_the_loader() {
-        let machine = Fixed::default().name(
-            "users.internal:8080",
-            &[
-                "10.0.0.7:8080".parse().unwrap(),
-                "10.0.0.8:8080".parse().unwrap(),
-            ],
-        );
-        let c = load_with(
-            &with_pool("{peers: [users.internal:8080, {address: 10.0.0.9:80, weight: 3}]}"),
-            &machine,
-        );
-        let peers = &c.routing.upstreams[0].peers;
-        assert_eq!(peers[0].address, "10.0.0.7:8080".parse().unwrap());
-        assert_eq!((peers[1].weight, peers[0].weight), (3, 1));
-        let e = errors_with(
-            &with_pool("{peers: [nowhere.internal:80, users.internal, 127.0.0.1:2, 127.0.0.1:2, {address: 127.0.0.1:3, weight: 0}]}"),
-            &machine,
-        );
-        assert_reported(
-            &e,
-            &[
-                "upstreams.a.peers[0]: cannot resolve \"nowhere.internal:80\"",
-                "upstreams.a.peers[1]: \"users.internal\" needs a port",
-                "upstreams.a.peers[3]: peer 127.0.0.1:2 is listed twice",
-                "upstreams.a.peers[4].weight: must be at least 1",
-            ],
-        );
-    }
-
-    #[test]
-    fn balancing_and_hash_keys() {
-        let machine = Fixed::default();
-        let c = load_with(
-            &with_pool("{peers: [127.0.0.1:2], balance: consistent_hash, hash_key: 'cookie:sid'}"),
-            &machine,
-        );
-        assert_eq!(
-            c.routing.upstreams[0].balance,
-            Balance::ConsistentHash(HashKey::Cookie("sid".into()))
-        );
-        let c = load_with(
-            &with_pool("{peers: [127.0.0.1:2], balance: consistent_hash}"),
-            &machine,
-        );
-        assert_eq!(
-            c.routing.upstreams[0].balance,
-            Balance::ConsistentHash(HashKey::ClientIp)
-        );
-        let c = load_with(
-            &with_pool("{peers: [127.0.0.1:2], hash_key: path}"),
-            &machine,
-        );
-        assert!(c.warnings[0]
-            .to_string()
-            .starts_with("upstreams.a.hash_key: has no effect unless"));
-        assert_reported(
-            &errors(&with_pool(
-                "{peers: [127.0.0.1:2], balance: consistent_hash, hash_key: 'ip'}",
-            )),
-            &["upstreams.a.hash_key: \"ip\" is not a hash key"],
-        );
-    }
-
-    #[test]
-    fn health_checks_timeouts_and_retries() {
-        let e = errors(&with_pool(
-            "{peers: [127.0.0.1:2], retries: 11, connect_timeout: 0s, health_check: {kind: tcp, path: /x, interval: 5ms, timeout: 0s, unhealthy_after: 0, healthy_after: 101}}",
-        ));
-        assert_reported(
-            &e,
-            &[
-                "upstreams.a.retries: must be at most 10",
-                "upstreams.a.connect_timeout: must be greater than zero",
-                "upstreams.a.health_check.path: applies only to `kind: http`",
-                "upstreams.a.health_check.interval: must be at least 10ms",
-                "upstreams.a.health_check.timeout: must be greater than zero",
-                "upstreams.a.health_check.unhealthy_after: must be at least 1",
-                "upstreams.a.health_check.healthy_after: must be at most 100",
-            ],
-        );
-        assert_reported(
-            &errors(&with_pool(
-                "{peers: [127.0.0.1:2], health_check: {kind: http, path: 'no-slash', interval: 1s, timeout: 2s}}",
-            )),
-            &[
-                "upstreams.a.health_check.path: \"no-slash\" must start with '/'",
-                "upstreams.a.health_check.timeout: must not be longer than the interval",
-            ],
-        );
-    }
-
-    #[test]
-    fn a_default_the_file_does_not_write_is_named() {
-        assert_reported(
-            &errors(&with_pool(
-                "{peers: [127.0.0.1:2], health_check: {kind: tcp, interval: 500ms}}",
-            )),
-            &["upstreams.a.health_check.interval: is shorter than timeout, which defaults to 1s"],
-        );
-    }
-
-    #[test]
-    fn tls_towards_peers_and_the_http_version() {
-        let ca =
-            rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).expect("certificate");
-        let machine = Fixed::default()
-            .file("ca.pem", ca.cert.pem())
-            .file("empty.pem", "");
-        let c = load_with(
-            &with_pool(
-                "{peers: [127.0.0.1:2], protocol: h2, tls: {sni: API.test, ca_file: ca.pem}}",
-            ),
-            &machine,
-        );
-        let up = &c.routing.upstreams[0];
-        assert_eq!(up.protocol, Protocol::H2);
-        let tls = up.tls.as_ref().expect("tls");
-        assert_eq!(tls.sni, "api.test");
-        assert_eq!(tls.ca.as_ref().map(|c| c.len()), Some(1));
-        let e = errors_with(
-            &format!("{LISTENER}upstreams:\n  a: {{peers: [127.0.0.1:2], tls: {{sni: a.test, ca_file: empty.pem}}}}\n  b: {{peers: [127.0.0.1:2], tls: {{sni: b.test, ca_file: gone.pem}}}}\n  c: {{peers: [127.0.0.1:2], protocol: h2}}\n  d: {{peers: [127.0.0.1:2], protocol: h2c, tls: {{sni: 'bad name'}}}}\n{ROUTE}"),
-            &machine,
-        );
-        assert_reported(
-            &e,
-            &[
-                "upstreams.a.tls.ca_file: /conf/empty.pem holds no PEM certificate",
-                "upstreams.b.tls.ca_file: cannot read /conf/gone.pem",
-                "upstreams.c.protocol: h2 is HTTP/2 over TLS",
-                "upstreams.d.protocol: h2c is cleartext HTTP/2",
-                "upstreams.d.tls.sni: \"bad name\" is not a host name",
-            ],
-        );
-        let c = load_with(
-            &with_pool("{peers: [127.0.0.1:2], tls: {sni: a.test, verify: false}}"),
-            &machine,
-        );
-        assert!(c.warnings[0]
-            .to_string()
-            .starts_with("upstreams.a.tls.verify: peer certificates are not verified"));
-    }
-}
+mod tests;

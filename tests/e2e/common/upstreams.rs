@@ -84,6 +84,15 @@ impl HttpServer {
         serve: impl Fn(Seen) -> Reply + Send + Sync + 'static,
     ) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        HttpServer::serve_on(listener, tls, serve)
+    }
+
+    /// Serve on `listener`.
+    pub fn serve_on(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        serve: impl Fn(Seen) -> Reply + Send + Sync + 'static,
+    ) -> HttpServer {
         let addr = listener.local_addr().expect("address");
         listener.set_nonblocking(true).expect("non-blocking");
         let serve: Arc<Serve> = Arc::new(serve);
@@ -200,6 +209,16 @@ impl Upstream {
         name: &str,
         handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::on(listener, name, handler)
+    }
+
+    /// An upstream serving on `listener`.
+    pub fn on(
+        listener: TcpListener,
+        name: &str,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let healthy = Arc::new(AtomicBool::new(true));
         let probes = Arc::new(AtomicUsize::new(0));
@@ -210,7 +229,7 @@ impl Upstream {
             probes.clone(),
             name.to_string(),
         );
-        let server = HttpServer::start(None, move |s: Seen| {
+        let server = HttpServer::serve_on(listener, None, move |s: Seen| {
             if s.url == "/health" {
                 probed.fetch_add(1, Ordering::SeqCst);
                 let status = if health.load(Ordering::SeqCst) {
@@ -237,6 +256,11 @@ impl Upstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Whether a request for `path` has arrived.
+    pub fn seen_path(&self, path: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|s| s.url == path)
     }
 
     pub fn seen(&self) -> Vec<Seen> {

@@ -1,0 +1,209 @@
+//! Peers from DNS, against a real DNS server (dnsmasq on loopback): every address of a name is
+//! a peer; addresses added and removed in DNS while GETs run are followed without a failed
+//! request (a removed peer's request in flight finishes); SRV records give targets, ports and
+//! weights; when DNS stops answering, the pool keeps its last addresses.
+
+use crate::common::*;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "dns-token-0123456789";
+
+/// Listeners on the same port of each loopback address in `ips`.
+fn same_port(ips: &[&str]) -> (u16, Vec<TcpListener>) {
+    for _ in 0..50 {
+        let Ok(first) = TcpListener::bind((ips[0], 0)) else {
+            continue;
+        };
+        let port = first.local_addr().unwrap().port();
+        let mut all = vec![first];
+        for ip in &ips[1..] {
+            match TcpListener::bind((*ip, port)) {
+                Ok(l) => all.push(l),
+                Err(_) => break,
+            }
+        }
+        if all.len() == ips.len() {
+            return (port, all);
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+fn admin_json(admin: u16, path: &str) -> serde_json::Value {
+    send_raw(
+        admin,
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .json()
+}
+
+/// The addresses of pool `u`'s peers, as the admin API lists them.
+fn peers(admin: u16) -> Vec<String> {
+    let v = admin_json(admin, "/upstreams");
+    let mut out: Vec<String> = v[0]["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["address"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn peers_follow_dns_under_load_without_a_failed_request() {
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let (port, listeners) = same_port(&ips);
+    let ups: Vec<Upstream> = listeners
+        .into_iter()
+        .zip(["a", "b", "c"])
+        .map(|(l, name)| {
+            Upstream::on(l, name, move |s| {
+                let reply = Reply::ok(name);
+                if s.url == "/slow" {
+                    reply.delay(Duration::from_millis(1500))
+                } else {
+                    reply
+                }
+            })
+        })
+        .collect();
+    let mut dns = Dnsmasq::start(&[("users.test", &["127.0.0.2"])], &[]);
+    let admin = closed_port().port();
+    let gw = Arc::new(Gateway::start_with_env(
+        &format!(
+            "dns: {{servers: [\"{}\"]}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: DNS_TOKEN}}\nupstreams:\n  u:\n    peers: [\"users.test:{port}\"]\n    resolve: {{min_interval: 200ms, max_interval: 1s}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            dns.server()
+        ),
+        &[("DNS_TOKEN", TOKEN)],
+    ));
+    assert_eq!(peers(admin), [format!("127.0.0.2:{port}")]);
+    // GETs all along, on two threads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (gw, stop, sent, failed) = (gw.clone(), stop.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let r = gw.get("/", &[]);
+                    if r.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {} {}", r.status, r.text());
+                    }
+                    // A steady load (about 200 requests a second per thread), not a flood that
+                    // would starve the other tests running beside this one.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    // Added: b takes requests.
+    dns.set_hosts(&[("users.test", &["127.0.0.2", "127.0.0.3"])]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ups[1].count() > 0),
+        "the added address got no request: {:?}",
+        peers(admin)
+    );
+    assert_eq!(
+        peers(admin),
+        [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")]
+    );
+    // a is removed (c added) while a slow request is in flight to it: that request finishes,
+    // and a gets no new requests.
+    let slow = {
+        let gw = gw.clone();
+        let a_before = ups[0].count();
+        let handle = std::thread::spawn(move || {
+            // Until the slow request lands on a.
+            loop {
+                let r = gw.get("/slow", &[]);
+                if r.text() == "a" {
+                    return r.status;
+                }
+            }
+        });
+        assert!(wait_until(Duration::from_secs(10), || ups[0].seen_path("/slow")));
+        let _ = a_before;
+        handle
+    };
+    dns.set_hosts(&[("users.test", &["127.0.0.3", "127.0.0.4"])]);
+    assert!(
+        wait_until(Duration::from_secs(10), || ups[2].count() > 0),
+        "the added address got no request"
+    );
+    assert_eq!(
+        slow.join().unwrap(),
+        200,
+        "the removed peer's request in flight"
+    );
+    let a_count = ups[0].count();
+    let b_count = ups[1].count();
+    assert!(wait_until(Duration::from_secs(10), || ups[1].count() > b_count + 20));
+    assert_eq!(ups[0].count(), a_count, "a removed peer got new requests");
+    assert_eq!(
+        peers(admin),
+        [format!("127.0.0.3:{port}"), format!("127.0.0.4:{port}")]
+    );
+    // DNS stops answering: the pool keeps its last addresses, and the failure is counted and
+    // logged once.
+    dns.stop();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            admin_json(admin, "/upstreams")[0]["dns_failures"].as_u64() >= Some(2)
+        }),
+        "{}\n{}",
+        admin_json(admin, "/upstreams"),
+        gw.log()
+    );
+    let c_count = ups[2].count();
+    assert!(wait_until(Duration::from_secs(10), || ups[2].count() > c_count + 20));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        peers(admin),
+        [format!("127.0.0.3:{port}"), format!("127.0.0.4:{port}")]
+    );
+    let total = sent.load(Ordering::Relaxed);
+    assert!(total > 100, "{total}");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {total} GETs");
+    let log = gw.log();
+    assert_eq!(
+        log.matches("keeping its last addresses").count(),
+        1,
+        "one line while the failure stays the same:\n{log}"
+    );
+}
+
+#[test]
+fn srv_records_give_targets_ports_and_weights() {
+    let heavy = Upstream::start("heavy");
+    let light = Upstream::start("light");
+    let dns = Dnsmasq::start(
+        &[
+            ("heavy.test", &["127.0.0.1"]),
+            ("light.test", &["127.0.0.1"]),
+        ],
+        &[
+            &format!("_http._tcp.svc.test,heavy.test,{},0,3", heavy.addr.port()),
+            &format!("_http._tcp.svc.test,light.test,{},0,1", light.addr.port()),
+        ],
+    );
+    let gw = Gateway::start(&format!(
+        "dns: {{servers: [\"{}\"]}}\nupstreams:\n  u: {{peers: [{{srv: _http._tcp.svc.test}}]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+        dns.server()
+    ));
+    for _ in 0..400 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    // Weighted round robin, 3 : 1.
+    assert_eq!((heavy.count(), light.count()), (300, 100));
+}
