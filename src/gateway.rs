@@ -42,6 +42,8 @@ pub struct CompiledRoute {
     pub response_headers: HeaderTransform,
     /// Larger request bodies are refused with 413.
     pub max_body_size: Option<u64>,
+    /// Requests with non-idempotent methods are retried after they were sent too.
+    pub retry_non_idempotent: bool,
     /// This route's metric series.
     pub metrics: RouteMetrics,
 }
@@ -128,6 +130,7 @@ impl Gateway {
                     request_headers: r.request_headers.clone(),
                     response_headers: r.response_headers.clone(),
                     max_body_size: r.max_body_size,
+                    retry_non_idempotent: r.retry_non_idempotent,
                     pool,
                 })
             })

@@ -97,6 +97,8 @@ pub struct Pool {
     peers: Arc<ArcSwap<Vec<Arc<PeerStats>>>>,
     /// Looks peer names up again, when the pool has any.
     discovery: Option<Arc<DnsDiscovery>>,
+    /// Retries beside requests, over a window.
+    budget: budget::Budget,
     /// Set while a lookup round runs; when the next is due (ms since the epoch).
     resolving: AtomicBool,
     next_resolve_ms: AtomicU64,
@@ -230,6 +232,7 @@ impl Pool {
             h.finish()
         };
         Pool {
+            budget: budget::Budget::new(config.retry_budget.clone()),
             ca,
             group_key,
             max_iterations: (total_weight * 2).max(16) + 256,
@@ -293,9 +296,27 @@ impl Pool {
         }
     }
 
-    /// How many times a failed connection is retried on another peer.
+    /// How many times a failed attempt is retried on another peer.
     pub fn retries(&self) -> usize {
         self.config.retries
+    }
+
+    /// Count a request's first attempt against the retry budget.
+    pub fn note_request(&self) {
+        self.budget.request();
+    }
+
+    /// Whether the retry budget allows one more retry now (counted when it does).
+    pub fn try_retry(&self) -> bool {
+        self.budget.try_retry()
+    }
+
+    /// Whether a peer other than those in `tried` could take a retry now.
+    pub fn has_other_peer(&self, tried: &[SocketAddr]) -> bool {
+        self.peers
+            .load()
+            .iter()
+            .any(|p| !tried.contains(&p.address) && self.is_available(&p.address))
     }
 
     /// Keep `address` out of selection for the passive cool-down (after a refused connection).
@@ -489,6 +510,7 @@ impl BackendIter for LeastConnIter {
     }
 }
 
+mod budget;
 mod discovery;
 mod health;
 

@@ -8,6 +8,7 @@
 use super::units::{ConfDuration, ConfSize};
 use http::HeaderName;
 use serde::{Deserialize, Deserializer};
+use serde_yaml::Value;
 use std::collections::BTreeMap;
 
 /// One entry of `listeners`.
@@ -92,6 +93,15 @@ pub struct RawPeerDetailed {
     pub weight: Option<u64>,
 }
 
+/// `upstreams.NAME.retry_budget`: how many retries a pool allows beside its requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    pub ratio: Option<f64>,
+    pub window: Option<ConfDuration>,
+    pub min_retries: Option<u64>,
+}
+
 /// `upstreams.NAME.resolve`: how often peer names are looked up again.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +170,8 @@ pub struct RawUpstream {
     pub write_timeout: Option<ConfDuration>,
     pub idle_timeout: Option<ConfDuration>,
     pub retries: Option<u64>,
+    pub retry_on: Option<Vec<Value>>,
+    pub retry_budget: Option<RawRetryBudget>,
     pub passive_cooldown: Option<ConfDuration>,
     pub tls: Option<RawUpstreamTls>,
     pub protocol: Option<RawProtocol>,
@@ -208,6 +220,7 @@ pub struct RawRoute {
     pub request_headers: Option<RawHeaderTransform>,
     pub response_headers: Option<RawHeaderTransform>,
     pub max_body_size: Option<ConfSize>,
+    pub retry_non_idempotent: Option<bool>,
     pub auth: Option<Vec<RawAuthMethod>>,
     pub allow_groups: Option<Vec<String>>,
     pub allow_consumers: Option<Vec<String>>,

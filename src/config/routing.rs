@@ -74,8 +74,12 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
-    /// How many times a failed connection is retried on another peer.
+    /// How many times a failed attempt is retried on another peer.
     pub retries: usize,
+    /// Which failures are retried.
+    pub retry_on: RetryOn,
+    /// How many retries the pool allows beside its requests.
+    pub retry_budget: RetryBudget,
     /// How long a peer that refused a connection is kept out; zero disables passive health.
     pub passive_cooldown: Duration,
     /// Reach the peers over TLS.
@@ -84,6 +88,57 @@ pub struct Upstream {
     pub protocol: Protocol,
     /// Peer names looked up again in the background (`None`: addresses only).
     pub discovery: Option<Discovery>,
+}
+
+/// The failures of an attempt that are retried on another peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection could not be made (the request was not sent).
+    pub connect_failure: bool,
+    /// The connection failed after the request was sent (reset, closed, broken).
+    pub reset: bool,
+    /// The peer did not answer within `read_timeout`.
+    pub timeout: bool,
+    /// The peer answered with one of these statuses.
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Whether failures after the request was sent are retried (its body must be kept).
+    pub fn after_sent(&self) -> bool {
+        self.reset || self.timeout || !self.statuses.is_empty()
+    }
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            connect_failure: true,
+            reset: false,
+            timeout: false,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+/// At most `ratio` retries per request over `window`, and `min_retries` in any window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub window: Duration,
+    pub min_retries: u64,
+}
+
+impl Eq for RetryBudget {}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            ratio: 0.2,
+            window: Duration::from_secs(10),
+            min_retries: 3,
+        }
+    }
 }
 
 /// A pool's peer names in DNS and how often they are looked up again.
@@ -192,6 +247,8 @@ pub struct Route {
     pub request_headers: HeaderTransform,
     pub response_headers: HeaderTransform,
     pub max_body_size: Option<u64>,
+    /// Retry requests with non-idempotent methods after they were sent too.
+    pub retry_non_idempotent: bool,
     /// Accepted authentication methods; empty means a public route.
     pub auth: Vec<AuthMethod>,
     /// Consumers in one of these groups may call (empty: no group rule).

@@ -311,7 +311,7 @@ impl FrontDoor {
             duration,
             route: None,
             upstream: None,
-            peer: None,
+            tried: Vec::new(),
             upstream_status: None,
             upstream_connect: None,
             upstream_response: None,

@@ -42,7 +42,8 @@ pub struct Entry {
     pub duration: Duration,
     pub route: Option<Arc<str>>,
     pub upstream: Option<Arc<str>>,
-    pub peer: Option<SocketAddr>,
+    /// Every peer tried, in order: the last one answered (or failed last).
+    pub tried: Vec<SocketAddr>,
     pub upstream_status: Option<u16>,
     /// Time to connect to the peer (zero on a reused connection).
     pub upstream_connect: Option<Duration>,
@@ -130,7 +131,7 @@ fn millis(d: Duration) -> f64 {
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = &self.strings;
-        let mut m = s.serialize_struct("Entry", 26)?;
+        let mut m = s.serialize_struct("Entry", 29)?;
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         m.serialize_field("time", &time)?;
         m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
@@ -150,7 +151,9 @@ impl Serialize for Entry {
         m.serialize_field("user_agent", &t.get(5))?;
         m.serialize_field("route", &self.route.as_deref())?;
         m.serialize_field("upstream", &self.upstream.as_deref())?;
-        m.serialize_field("peer", &self.peer.map(|p| p.to_string()))?;
+        m.serialize_field("peer", &self.tried.last().map(|p| p.to_string()))?;
+        m.serialize_field("attempts", &self.tried.len())?;
+        m.serialize_field("tried", &Tried(&self.tried))?;
         m.serialize_field("upstream_status", &self.upstream_status)?;
         m.serialize_field("upstream_connect_ms", &self.upstream_connect.map(millis))?;
         m.serialize_field("upstream_response_ms", &self.upstream_response.map(millis))?;
@@ -160,6 +163,15 @@ impl Serialize for Entry {
         m.serialize_field("cache_status", &self.cache_status)?;
         m.serialize_field("error", &self.error)?;
         m.end()
+    }
+}
+
+/// Peers as a list of `address:port` strings.
+struct Tried<'a>(&'a [SocketAddr]);
+
+impl Serialize for Tried<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|p| p.to_string()))
     }
 }
 
@@ -201,7 +213,12 @@ impl Serialize for Ecs<'_> {
             m.serialize_entry("tls.version", v.trim_start_matches("TLSv"))?;
         }
         m.serialize_entry("tls.client.server_name", &e.tls_server_name.as_deref())?;
-        m.serialize_entry("destination.address", &e.peer.map(|p| p.to_string()))?;
+        m.serialize_entry(
+            "destination.address",
+            &e.tried.last().map(|p| p.to_string()),
+        )?;
+        m.serialize_entry("tollgate.attempts", &e.tried.len())?;
+        m.serialize_entry("tollgate.tried", &Tried(&e.tried))?;
         m.serialize_entry("user.name", &e.consumer.as_deref())?;
         m.serialize_entry("error.type", &e.error)?;
         m.serialize_entry("tollgate.route", &e.route.as_deref())?;
@@ -399,7 +416,10 @@ mod tests {
             duration: Duration::from_nanos(122_723_456),
             route: Some(Arc::from("r")),
             upstream: Some(Arc::from("u")),
-            peer: Some("127.0.0.1:8080".parse().unwrap()),
+            tried: vec![
+                "127.0.0.1:8081".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            ],
             upstream_status: Some(200),
             upstream_connect: Some(Duration::ZERO),
             upstream_response: Some(Duration::from_micros(1500)),
@@ -431,13 +451,18 @@ mod tests {
         assert_eq!(v["duration_ms"].to_string(), "122.723");
         assert_eq!(v["user_agent"], "curl/8");
         assert_eq!(v["peer"], "127.0.0.1:8080");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(
+            v["tried"],
+            serde_json::json!(["127.0.0.1:8081", "127.0.0.1:8080"])
+        );
         assert_eq!(v["upstream_connect_ms"].to_string(), "0.0");
         assert_eq!(v["upstream_response_ms"].to_string(), "1.5");
         assert_eq!(v["tls_version"], "TLSv1.3");
         assert_eq!(v["tls_server_name"], "api.test");
         assert_eq!(v["route"], "r");
         assert_eq!(v["cache_status"], "HIT");
-        assert_eq!(v.as_object().unwrap().len(), 27);
+        assert_eq!(v.as_object().unwrap().len(), 29);
     }
 
     #[test]

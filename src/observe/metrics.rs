@@ -73,7 +73,12 @@ pub struct RouteMetrics {
     auth_failures: [OnceLock<IntCounter>; 2],
     cache: [OnceLock<IntCounter>; 6],
     upstream_errors: [OnceLock<IntCounter>; 8],
+    retries: [OnceLock<IntCounter>; 4],
+    retry_budget_exhausted: OnceLock<IntCounter>,
 }
+
+/// Why an attempt was retried: the `reason` label of `tollgate_upstream_retries_total`.
+pub const RETRY_REASONS: [&str; 4] = ["connect_failure", "reset", "timeout", "status"];
 
 impl std::fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,6 +94,8 @@ struct Families {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
 }
@@ -154,6 +161,32 @@ impl RouteMetrics {
             .inc();
     }
 
+    /// Count a retry on the route's pool (`reason`: one of [`RETRY_REASONS`]).
+    pub fn retry(&self, reason: &'static str) {
+        let i = RETRY_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(RETRY_REASONS.len() - 1);
+        self.retries[i]
+            .get_or_init(|| {
+                self.families
+                    .retries
+                    .with_label_values(&[&self.upstream, RETRY_REASONS[i]])
+            })
+            .inc();
+    }
+
+    /// Count a retry the pool's budget did not allow.
+    pub fn retry_budget_exhausted(&self) {
+        self.retry_budget_exhausted
+            .get_or_init(|| {
+                self.families
+                    .retry_budget_exhausted
+                    .with_label_values(&[&self.upstream])
+            })
+            .inc();
+    }
+
     /// Observe the pool's time to a response header.
     pub fn upstream_time(&self, seconds: f64) {
         self.upstream_duration
@@ -210,6 +243,8 @@ pub struct Metrics {
     unrouted_duration: OnceLock<Histogram>,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
     ratelimit_rejected: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
@@ -311,6 +346,8 @@ impl Metrics {
             requests: counter(&r, "tollgate_requests_total", "Requests answered, by route, method and status code.", &["route", "method", "code"]),
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
+            retries: counter(&r, "tollgate_upstream_retries_total", "Attempts retried on another peer, by upstream and reason.", &["upstream", "reason"]),
+            retry_budget_exhausted: counter(&r, "tollgate_upstream_retry_budget_exhausted_total", "Retries not made because the pool's retry budget was spent, by upstream.", &["upstream"]),
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
             auth_failures: counter(&r, "tollgate_auth_failures_total", "Requests refused by authentication (unauthenticated) or authorization (forbidden), by route.", &["route", "reason"]),
             cache_requests: counter(&r, "tollgate_cache_requests_total", "Requests on cached routes, by route and X-Cache-Status.", &["route", "status"]),
@@ -362,6 +399,8 @@ impl Metrics {
                 request_duration: self.request_duration.clone(),
                 upstream_duration: self.upstream_duration.clone(),
                 upstream_errors: self.upstream_errors.clone(),
+                retries: self.retries.clone(),
+                retry_budget_exhausted: self.retry_budget_exhausted.clone(),
                 auth_failures: self.auth_failures.clone(),
                 cache_requests: self.cache_requests.clone(),
             },
@@ -370,6 +409,8 @@ impl Metrics {
             auth_failures: Default::default(),
             cache: Default::default(),
             upstream_errors: Default::default(),
+            retries: Default::default(),
+            retry_budget_exhausted: OnceLock::new(),
         }
     }
 

@@ -42,6 +42,9 @@ pub(super) fn choose_peer(
     attempts.in_flight = None;
     // Each attempt sends the body from its start (retries replay the buffered body).
     attempts.body_bytes = 0;
+    if attempts.tried.is_empty() {
+        pool.note_request();
+    }
     match pool.select(key, &attempts.tried) {
         Some((peer, guard)) => {
             attempts.start = Some(Instant::now());
@@ -93,8 +96,15 @@ fn ip_bytes(ip: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
 }
 
 /// After a failed connection: keep the peer out for the pool's cool-down, count the failure,
-/// and retry on another peer while the pool's retries last.
-pub(super) fn connect_failed(route: &CompiledRoute, peer: &HttpPeer, ctx: &mut Ctx, e: &mut Error) {
+/// and retry on another peer when the pool retries connection failures (the request was not
+/// sent) and its retries and budget allow.
+pub(super) fn connect_failed(
+    route: &CompiledRoute,
+    session: &Session,
+    peer: &HttpPeer,
+    ctx: &mut Ctx,
+    e: &mut Error,
+) {
     let pool = &route.pool;
     if let Some(addr) = peer._address.as_inet() {
         pool.cool_down(addr);
@@ -104,10 +114,104 @@ pub(super) fn connect_failed(route: &CompiledRoute, peer: &HttpPeer, ctx: &mut C
         ErrorType::ConnectTimedout => "connect_timeout",
         _ => "connect_error",
     });
-    if ctx.upstream.retries < pool.retries() {
-        ctx.upstream.retries += 1;
-        e.set_retry(true);
+    let retry = pool.config.retry_on.connect_failure
+        && may_retry(route, session, ctx, "connect_failure", false);
+    e.set_retry(retry);
+}
+
+/// Whether this request's failed attempt (`reason`: one of the retry reasons) is retried on
+/// another peer: the pool's retries are not used up, the request may be sent again (`sent`: it
+/// was; then only idempotent methods, unless the route says otherwise, and only while its body
+/// is still in the replay buffer), another peer can take it, and (for a sent request) the pool's
+/// retry budget allows. Counted when it is.
+pub(super) fn may_retry(
+    route: &CompiledRoute,
+    session: &Session,
+    ctx: &mut Ctx,
+    reason: &'static str,
+    sent: bool,
+) -> bool {
+    let pool = &route.pool;
+    if ctx.upstream.retries >= pool.retries()
+        || (sent
+            && ((!session.req_header().method.is_idempotent() && !route.retry_non_idempotent)
+                || session.as_ref().retry_buffer_truncated()))
+        || !pool.has_other_peer(&ctx.upstream.tried)
+    {
+        return false;
     }
+    // A request that reached no peer adds no load when sent elsewhere: only retries of sent
+    // requests are charged to the budget.
+    if sent && !pool.try_retry() {
+        route.metrics.retry_budget_exhausted();
+        return false;
+    }
+    ctx.upstream.retries += 1;
+    route.metrics.retry(reason);
+    true
+}
+
+/// After an attempt failed once the request was sent (the connection broke, the peer did not
+/// answer in time, or it answered a status the pool retries): retry it on another peer when the
+/// pool retries that failure. Otherwise Pingora's own rule stands: an idempotent request that
+/// failed on a reused connection (closed by the peer while idle) is sent again.
+pub(super) fn proxy_failed(
+    route: &CompiledRoute,
+    session: &Session,
+    ctx: &mut Ctx,
+    mut e: Box<Error>,
+    client_reused: bool,
+) -> Box<Error> {
+    let on = &route.pool.config.retry_on;
+    let reason = match e.etype() {
+        ErrorType::CustomCode(RETRY_STATUS, _) => {
+            // Decided when the status arrived.
+            return e;
+        }
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout if on.timeout => Some("timeout"),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError if on.reset => {
+            Some("reset")
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        if may_retry(route, session, ctx, reason, true) {
+            e.set_retry(true);
+            return e;
+        }
+        e.set_retry(false);
+        return e;
+    }
+    if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        e.set_retry(false);
+    } else {
+        e.retry.decide_reuse(client_reused);
+    }
+    e
+}
+
+/// The error type of an answer that is retried for its status.
+pub(super) const RETRY_STATUS: &str = "retried status";
+
+/// When the peer answered a status its pool retries and a retry is possible: the error that
+/// makes Pingora try another peer (nothing has been sent to the client yet).
+pub(super) fn retry_on_status(
+    route: &CompiledRoute,
+    session: &Session,
+    ctx: &mut Ctx,
+    status: u16,
+) -> Option<Box<Error>> {
+    if !route.pool.config.retry_on.statuses.contains(&status)
+        || !may_retry(route, session, ctx, "status", true)
+    {
+        return None;
+    }
+    let mut e = Error::explain(
+        ErrorType::CustomCode(RETRY_STATUS, status),
+        format!("the peer answered {status}"),
+    );
+    e.set_retry(true);
+    Some(e.into_up())
 }
 
 /// Shape the request the upstream receives.

@@ -138,6 +138,10 @@ impl ProxyHttp for Tollgate {
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
+        if route.pool.config.retry_on.after_sent() {
+            // Keep the body (up to 64 KiB) to send it again on a retry.
+            session.as_downstream_mut().enable_retry_buffering();
+        }
         admission::read_ahead(session, route.max_body_size).await?;
         Ok(false)
     }
@@ -191,16 +195,48 @@ impl ProxyHttp for Tollgate {
     /// Keep a peer that refused the connection out for a while, and retry on another.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let gateway = ctx.gateway.clone();
         if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
-            forward::connect_failed(route, peer, ctx, &mut e);
+            forward::connect_failed(route, session, peer, ctx, &mut e);
         }
         e
+    }
+
+    /// Retries are counted (metrics, access log), not logged one by one.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        error: &Error,
+        context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        let retry = matches!(context, pingora_proxy::ProxyWarnLogContext::UpstreamRetry);
+        if retry {
+            log::debug!("retrying on another peer: {error}");
+        }
+        retry
+    }
+
+    /// After the request was sent: retry on another peer when the pool retries the failure.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let e = e.more_context(format!("Peer: {peer}"));
+        let gateway = ctx.gateway.clone();
+        match ctx.route.map(|r| gateway.route(r)) {
+            Some(route) => forward::proxy_failed(route, session, ctx, e, client_reused),
+            None => e,
+        }
     }
 
     /// Note how long connecting to the peer took (zero for a reused connection).

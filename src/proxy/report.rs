@@ -13,7 +13,7 @@ pub(super) fn report(
     access_log: Option<&AccessLog>,
     session: &Session,
     e: Option<&Error>,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
 ) {
     if session.as_downstream().is_subrequest() {
         return;
@@ -76,7 +76,7 @@ pub(super) fn report(
         duration: elapsed,
         route: route.map(|r| r.name.clone()),
         upstream: route.map(|r| r.metrics.upstream().clone()),
-        peer: ctx.upstream.tried.last().copied(),
+        tried: std::mem::take(&mut ctx.upstream.tried),
         upstream_status: ctx.upstream.status,
         upstream_connect: ctx.upstream.connect,
         upstream_response: ctx.upstream.response,

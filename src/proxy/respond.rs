@@ -40,6 +40,13 @@ pub(super) fn upstream_answered(
             route.metrics.upstream_time(took.as_secs_f64());
         }
     }
+    let gateway = ctx.gateway.clone();
+    if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
+        let status = upstream_response.status.as_u16();
+        if let Some(e) = super::forward::retry_on_status(route, session, ctx, status) {
+            return Err(e);
+        }
+    }
     Ok(())
 }
 

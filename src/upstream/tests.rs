@@ -21,6 +21,8 @@ fn pool(balance: Balance, peers: &[(u16, usize)]) -> Pool {
         write_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
         retries: 1,
+        retry_on: Default::default(),
+        retry_budget: Default::default(),
         passive_cooldown: Duration::from_secs(10),
         tls: None,
         protocol: Protocol::Http1,

@@ -21,6 +21,7 @@ mod policies;
 mod ratelimit;
 mod redis_cluster;
 mod reload;
+mod retries;
 mod routing;
 mod systemd;
 mod tls;

@@ -131,6 +131,7 @@ impl Validator<'_> {
             request_headers,
             response_headers,
             max_body_size: raw.max_body_size.map(|s| s.0),
+            retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
         })
     }
 

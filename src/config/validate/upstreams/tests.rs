@@ -235,3 +235,35 @@ fn tls_towards_peers_and_the_http_version() {
         .to_string()
         .starts_with("upstreams.a.tls.verify: peer certificates are not verified"));
 }
+
+#[test]
+fn retry_on_and_the_budget() {
+    let c = load_with(
+        &with_pool("{peers: [127.0.0.1:1], retry_on: [reset, timeout, 503, 502, 503], retry_budget: {ratio: 0.5, window: 30s, min_retries: 1}}"),
+        &Fixed::default(),
+    );
+    let u = &c.routing.upstreams[0];
+    assert!(!u.retry_on.connect_failure && u.retry_on.reset && u.retry_on.timeout);
+    assert_eq!(u.retry_on.statuses, [502, 503]);
+    assert_eq!(
+        (
+            u.retry_budget.ratio,
+            u.retry_budget.window,
+            u.retry_budget.min_retries
+        ),
+        (0.5, Duration::from_secs(30), 1)
+    );
+    let d = load_with(&with_pool("{peers: [127.0.0.1:1]}"), &Fixed::default());
+    assert!(d.routing.upstreams[0].retry_on.connect_failure);
+    assert!(!d.routing.upstreams[0].retry_on.after_sent());
+    assert_reported(
+        &errors(&with_pool("{peers: [127.0.0.1:1], retry_on: [resett, 404, gateway_error], retry_budget: {ratio: 2, window: 0s}}")),
+        &[
+            "upstreams.a.retry_on[0]: unknown \"resett\": connect_failure, reset, timeout or a 5xx status (did you mean \"reset\"?)",
+            "upstreams.a.retry_on[1]: 404 is not a 5xx status",
+            "upstreams.a.retry_on[2]: unknown \"gateway_error\"",
+            "upstreams.a.retry_budget.ratio: must be between 0 and 1",
+            "upstreams.a.retry_budget.window: must be between 1s and 10m",
+        ],
+    );
+}

@@ -1,0 +1,261 @@
+//! Retries beyond connection failures, with real peers: a peer answering 503, one that accepts
+//! and never answers, one that closes the connection after reading the request; what is and is
+//! not retried (methods, the last attempt's answer passed on), the retry budget, and the access
+//! log and metrics of retried requests.
+
+use crate::common::*;
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::Duration;
+
+const TOKEN: &str = "retry-token-0123456789";
+
+fn status_503(name: &'static str) -> Upstream {
+    Upstream::with_handler(name, move |_| Reply {
+        status: 503,
+        ..Reply::ok(name)
+    })
+}
+
+/// A peer that accepts connections and never answers (`close`: or closes each connection once
+/// it has read the request).
+fn bad_peer(close: bool) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in l.incoming().flatten() {
+            if close {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                drop(s);
+            } else {
+                held.push(s);
+            }
+        }
+    });
+    addr
+}
+
+fn gateway(pool: &str, route_extra: &str, admin: u16) -> (Gateway, tempfile::TempDir) {
+    let logs = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin: {{address: 127.0.0.1:{admin}, token_env: RETRY_TOKEN}}\naccess_log: {{path: \"{}\"}}\nupstreams:\n  u: {pool}\nroutes:\n  - {{name: r, match: {{}}, upstream: u{route_extra}}}\n",
+            logs.path().join("access.log").display()
+        ),
+        &[("RETRY_TOKEN", TOKEN)],
+    );
+    (gw, logs)
+}
+
+fn metrics(admin: u16) -> String {
+    let r = send_raw(
+        admin,
+        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn post(gw: &Gateway) -> Response {
+    gw.raw(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+}
+
+#[test]
+fn a_503_is_retried_on_another_peer_for_idempotent_requests() {
+    let bad = status_503("bad");
+    let good = Upstream::start("good");
+    let admin = closed_port().port();
+    let (gw, logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\"], retries: 1, retry_on: [connect_failure, 503], retry_budget: {{ratio: 1}}}}",
+            bad.addr, good.addr
+        ),
+        "",
+        admin,
+    );
+    for _ in 0..20 {
+        let r = gw.get("/", &[]);
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "good".to_string()),
+            "{}",
+            gw.log()
+        );
+    }
+    assert_eq!(good.count(), 20);
+    let retried = bad.count();
+    assert!(retried >= 5, "round robin sent {retried} to the bad peer");
+    let m = metrics(admin);
+    assert_eq!(
+        metric(
+            &m,
+            "tollgate_upstream_retries_total{reason=\"status\",upstream=\"u\"}"
+        ),
+        retried as u64,
+        "{m}"
+    );
+    // The access log names both attempts.
+    let log = logs.path().join("access.log");
+    let mut lines = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect();
+        lines.len() >= 20
+    }));
+    let twice: Vec<&serde_json::Value> = lines.iter().filter(|l| l["attempts"] == 2).collect();
+    assert_eq!(twice.len(), retried);
+    assert_eq!(
+        twice[0]["tried"],
+        serde_json::json!([bad.addr.to_string(), good.addr.to_string()])
+    );
+    assert_eq!(twice[0]["peer"], good.addr.to_string());
+    assert_eq!(twice[0]["status"], 200);
+    // A POST is not sent again: the client gets the peer's own 503 when it lands there.
+    let mut statuses: Vec<u16> = (0..6).map(|_| post(&gw).status).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    assert_eq!(statuses, [200, 503]);
+}
+
+#[test]
+fn a_route_may_allow_retrying_non_idempotent_requests() {
+    let bad = status_503("bad");
+    let good = Upstream::start("good");
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\"], retries: 1, retry_on: [503], retry_budget: {{ratio: 1}}}}",
+            bad.addr, good.addr
+        ),
+        ", retry_non_idempotent: true",
+        admin,
+    );
+    for _ in 0..6 {
+        let r = post(&gw);
+        assert_eq!((r.status, r.text()), (200, "good".to_string()));
+    }
+    // The body went to both.
+    assert!(bad.count() >= 2);
+    assert_eq!(good.last().body, b"hi");
+    // A body larger than the replay buffer (64 KiB) cannot be sent again: not retried.
+    let body = vec![b'x'; 100 * 1024];
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let mut req = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        statuses.push(gw.raw(&req).status);
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+#[test]
+fn a_silent_peer_is_retried_after_the_read_timeout() {
+    let silent = bad_peer(false);
+    let good = Upstream::start("good");
+    let admin = closed_port().port();
+    let pool = |retry_on: &str| {
+        format!(
+            "{{peers: [\"{silent}\", \"{}\"], read_timeout: 300ms, retries: 1, retry_on: [{retry_on}], retry_budget: {{ratio: 1}}, passive_cooldown: 0s}}",
+            good.addr
+        )
+    };
+    let (gw, _logs) = gateway(&pool("timeout"), "", admin);
+    for _ in 0..6 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            "tollgate_upstream_retries_total{reason=\"timeout\",upstream=\"u\"}"
+        ) >= 2,
+        "{m}"
+    );
+    // Without `timeout` in retry_on, the request that landed on the silent peer gets 504.
+    drop(gw);
+    let (gw, _logs) = gateway(&pool("connect_failure"), "", closed_port().port());
+    let statuses: Vec<u16> = (0..4).map(|_| gw.get("/", &[]).status).collect();
+    assert!(statuses.contains(&504), "{statuses:?}");
+}
+
+#[test]
+fn a_connection_closed_by_the_peer_is_retried_when_asked() {
+    let closing = bad_peer(true);
+    let good = Upstream::start("good");
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"{closing}\", \"{}\"], retries: 1, retry_on: [reset], retry_budget: {{ratio: 1}}, passive_cooldown: 0s}}",
+            good.addr
+        ),
+        "",
+        admin,
+    );
+    for _ in 0..8 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            "tollgate_upstream_retries_total{reason=\"reset\",upstream=\"u\"}"
+        ) >= 3,
+        "{m}"
+    );
+}
+
+#[test]
+fn the_budget_keeps_retries_from_multiplying_an_outage() {
+    // Every peer answers 503: each request could be tried on all of them; the budget holds
+    // retries to 10 % of the requests, and the clients get the peers' own 503.
+    let (a, b, c) = (status_503("a"), status_503("b"), status_503("c"));
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 2, retry_on: [503], retry_budget: {{ratio: 0.1, window: 60s, min_retries: 0}}}}",
+            a.addr, b.addr, c.addr
+        ),
+        "",
+        admin,
+    );
+    for _ in 0..100 {
+        let r = gw.get("/", &[]);
+        assert_eq!(r.status, 503);
+        assert!(["a", "b", "c"].contains(&r.text().as_str()), "{}", r.text());
+    }
+    let m = metrics(admin);
+    let retries = metric(
+        &m,
+        "tollgate_upstream_retries_total{reason=\"status\",upstream=\"u\"}",
+    );
+    assert!(retries <= 10, "{retries} retries for 100 requests");
+    assert_eq!((a.count() + b.count() + c.count()) as u64, 100 + retries);
+    assert!(
+        metric(
+            &m,
+            "tollgate_upstream_retry_budget_exhausted_total{upstream=\"u\"}"
+        ) >= 80,
+        "{m}"
+    );
+}
