@@ -191,6 +191,12 @@ impl Gateway {
                 .iter()
                 .filter_map(|p| Some((p.config.name.clone(), p.dns_failures()?)))
                 .collect(),
+            ejections: self
+                .pools
+                .iter()
+                .filter(|p| p.config.outlier_detection.is_some())
+                .map(|p| (p.config.name.clone(), p.ejections()))
+                .collect(),
             rate_limit_keys: self.limits.keys_held() as u64,
             rate_limit_evictions: self.limits.keys_evicted(),
         }

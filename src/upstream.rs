@@ -14,7 +14,7 @@ use pingora_load_balancing::selection::{
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,10 @@ pub struct PeerStats {
     cooldown_until_ms: AtomicU64,
     /// Taken out of the pool by an operator (admin API): no new requests, in-flight ones finish.
     pub drained: AtomicBool,
+    /// Outlier detection: failures in a row, recent ejections, and when the last one began.
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    last_ejection_ms: AtomicU64,
 }
 
 impl PeerStats {
@@ -39,6 +43,9 @@ impl PeerStats {
             in_flight: AtomicUsize::new(0),
             cooldown_until_ms: AtomicU64::new(0),
             drained: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            last_ejection_ms: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct Pool {
     discovery: Option<Arc<DnsDiscovery>>,
     /// Retries beside requests, over a window.
     budget: budget::Budget,
+    /// Ejections by outlier detection so far.
+    ejected: AtomicU64,
     /// Set while a lookup round runs; when the next is due (ms since the epoch).
     resolving: AtomicBool,
     next_resolve_ms: AtomicU64,
@@ -233,6 +242,7 @@ impl Pool {
         };
         Pool {
             budget: budget::Budget::new(config.retry_budget.clone()),
+            ejected: AtomicU64::new(0),
             ca,
             group_key,
             max_iterations: (total_weight * 2).max(16) + 256,
@@ -334,6 +344,63 @@ impl Pool {
                 self.config.passive_cooldown
             );
         }
+    }
+
+    /// Outlier detection: note how an attempt on `peer` ended (`failed`: a 5xx answer, a broken
+    /// connection, a timeout or a refused connection). A peer that fails the configured number
+    /// of times in a row is ejected, unless too much of the pool is out already; returns whether
+    /// it was.
+    pub fn observe(&self, peer: &PeerStats, failed: bool) -> bool {
+        let Some(od) = &self.config.outlier_detection else {
+            return false;
+        };
+        if !failed {
+            peer.consecutive_failures.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let n = peer.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < od.consecutive_failures {
+            return false;
+        }
+        let now = self.now_ms();
+        let peers = self.peers.load();
+        let out = peers
+            .iter()
+            .filter(|p| p.cooldown_until_ms.load(Ordering::Relaxed) > now)
+            .count();
+        let allowed = (peers.len() * od.max_ejection_percent as usize / 100).max(1);
+        if peer.cooldown_until_ms.load(Ordering::Relaxed) > now
+            || od.max_ejection_percent == 0
+            || out >= allowed
+        {
+            return false;
+        }
+        // The back-off grows with ejections that follow each other; a peer that stayed in for
+        // the longest ejection starts again from the base.
+        let last = peer.last_ejection_ms.load(Ordering::Relaxed);
+        let max_ms = od.max_ejection.as_millis() as u64;
+        let times = if last != 0 && now.saturating_sub(last) <= max_ms * 2 {
+            peer.ejections.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            peer.ejections.store(1, Ordering::Relaxed);
+            1
+        };
+        let ms = (od.base_ejection.as_millis() as u64 * u64::from(times)).min(max_ms);
+        peer.cooldown_until_ms.store(now + ms, Ordering::Relaxed);
+        peer.last_ejection_ms.store(now.max(1), Ordering::Relaxed);
+        peer.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "upstream {}: peer {} failed {n} times in a row; ejected for {ms} ms",
+            self.config.name,
+            peer.address
+        );
+        true
+    }
+
+    /// Peers ejected by outlier detection so far.
+    pub fn ejections(&self) -> u64 {
+        self.ejected.load(Ordering::Relaxed)
     }
 
     /// Take a peer out of the pool (`true`) or put it back; false when the pool has no such

@@ -46,6 +46,7 @@ pub(super) fn upstreams(gw: &Gateway) -> Value {
                 "balance": format!("{:?}", p.config.balance).to_lowercase(),
                 "names": p.config.discovery.as_ref().map(|d| d.names.iter().map(|n| n.name.to_string()).collect::<Vec<_>>()),
                 "dns_failures": p.dns_failures(),
+                "ejections": p.config.outlier_detection.as_ref().map(|_| p.ejections()),
                 "peers": p.peers().iter().map(|peer| value!({
                     "address": peer.address.to_string(),
                     "weight": peer.weight,

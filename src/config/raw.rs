@@ -102,6 +102,16 @@ pub struct RawRetryBudget {
     pub min_retries: Option<u64>,
 }
 
+/// `upstreams.NAME.outlier_detection`: ejecting peers that keep failing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlierDetection {
+    pub consecutive_failures: Option<u64>,
+    pub base_ejection: Option<ConfDuration>,
+    pub max_ejection: Option<ConfDuration>,
+    pub max_ejection_percent: Option<u64>,
+}
+
 /// `upstreams.NAME.resolve`: how often peer names are looked up again.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +182,7 @@ pub struct RawUpstream {
     pub retries: Option<u64>,
     pub retry_on: Option<Vec<Value>>,
     pub retry_budget: Option<RawRetryBudget>,
+    pub outlier_detection: Option<RawOutlierDetection>,
     pub passive_cooldown: Option<ConfDuration>,
     pub tls: Option<RawUpstreamTls>,
     pub protocol: Option<RawProtocol>,

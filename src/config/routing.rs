@@ -80,6 +80,8 @@ pub struct Upstream {
     pub retry_on: RetryOn,
     /// How many retries the pool allows beside its requests.
     pub retry_budget: RetryBudget,
+    /// Ejecting peers that keep failing (`None`: off).
+    pub outlier_detection: Option<OutlierDetection>,
     /// How long a peer that refused a connection is kept out; zero disables passive health.
     pub passive_cooldown: Duration,
     /// Reach the peers over TLS.
@@ -119,6 +121,18 @@ impl Default for RetryOn {
             statuses: Vec::new(),
         }
     }
+}
+
+/// A peer whose attempts fail `consecutive_failures` times in a row (5xx answers, broken
+/// connections, timeouts, refused connections) is ejected for `base_ejection` times the number
+/// of its recent ejections (at most `max_ejection`), while no more than `max_ejection_percent`
+/// of the pool is out at once (at least one peer may be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierDetection {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: u32,
 }
 
 /// At most `ratio` retries per request over `window`, and `min_retries` in any window.

@@ -219,6 +219,8 @@ pub struct Stats {
     pub redis_circuit_open: bool,
     /// Per pool with peer names: lookups that failed.
     pub dns_failures: Vec<(String, u64)>,
+    /// Per pool with outlier detection: peers ejected so far.
+    pub ejections: Vec<(String, u64)>,
     /// Keys local rate limits hold, and those forgotten at the bound while still counting.
     pub rate_limit_keys: u64,
     pub rate_limit_evictions: u64,
@@ -265,6 +267,7 @@ pub struct Metrics {
     rate_limit_evictions: IntCounter,
     redis_circuit_open: IntGauge,
     dns_failures: IntCounterVec,
+    ejections: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -363,6 +366,7 @@ impl Metrics {
             cache_bytes: gauge(&r, "tollgate_cache_bytes", "Bytes held by the response cache."),
             cache_entries: gauge(&r, "tollgate_cache_entries", "Responses held by the response cache."),
             redis_fallbacks: single_counter(&r, "tollgate_ratelimit_redis_fallbacks_total", "Global rate-limit decisions taken locally because Redis did not answer in time."),
+            ejections: counter(&r, "tollgate_upstream_ejections_total", "Peers ejected by outlier detection (failures in a row), by upstream.", &["upstream"]),
             dns_failures: counter(&r, "tollgate_upstream_dns_failures_total", "Lookups of a pool's peer names that failed (the pool keeps the names' last addresses), by upstream.", &["upstream"]),
             redis_circuit_open: gauge(&r, "tollgate_ratelimit_redis_circuit_open", "1 while global rate-limit decisions skip Redis after a failure (counted locally until a probe finds it back), else 0."),
             rate_limit_keys: gauge(&r, "tollgate_ratelimit_keys", "Keys held by local rate limits (idle ones not yet forgotten included)."),
@@ -518,6 +522,9 @@ impl Metrics {
         self.rate_limit_keys.set(stats.rate_limit_keys as i64);
         for (upstream, failures) in &stats.dns_failures {
             catch_up(&self.dns_failures.with_label_values(&[upstream]), *failures);
+        }
+        for (upstream, ejections) in &stats.ejections {
+            catch_up(&self.ejections.with_label_values(&[upstream]), *ejections);
         }
         self.redis_circuit_open
             .set(i64::from(stats.redis_circuit_open));

@@ -114,6 +114,9 @@ pub(super) fn connect_failed(
         ErrorType::ConnectTimedout => "connect_timeout",
         _ => "connect_error",
     });
+    if let Some(attempt) = &ctx.upstream.in_flight {
+        pool.observe(attempt.peer(), true);
+    }
     let retry = pool.config.retry_on.connect_failure
         && may_retry(route, session, ctx, "connect_failure", false);
     e.set_retry(retry);
@@ -162,6 +165,11 @@ pub(super) fn proxy_failed(
     mut e: Box<Error>,
     client_reused: bool,
 ) -> Box<Error> {
+    if e.esource() == &pingora_error::ErrorSource::Upstream {
+        if let Some(attempt) = &ctx.upstream.in_flight {
+            route.pool.observe(attempt.peer(), true);
+        }
+    }
     let on = &route.pool.config.retry_on;
     let reason = match e.etype() {
         ErrorType::CustomCode(RETRY_STATUS, _) => {

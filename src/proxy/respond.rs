@@ -43,6 +43,9 @@ pub(super) fn upstream_answered(
     let gateway = ctx.gateway.clone();
     if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
         let status = upstream_response.status.as_u16();
+        if let Some(attempt) = &ctx.upstream.in_flight {
+            route.pool.observe(attempt.peer(), status >= 500);
+        }
         if let Some(e) = super::forward::retry_on_status(route, session, ctx, status) {
             return Err(e);
         }

@@ -23,6 +23,7 @@ fn pool(balance: Balance, peers: &[(u16, usize)]) -> Pool {
         retries: 1,
         retry_on: Default::default(),
         retry_budget: Default::default(),
+        outlier_detection: None,
         passive_cooldown: Duration::from_secs(10),
         tls: None,
         protocol: Protocol::Http1,

@@ -259,3 +259,101 @@ fn the_budget_keeps_retries_from_multiplying_an_outage() {
         "{m}"
     );
 }
+
+fn status_500(name: &'static str) -> Upstream {
+    Upstream::with_handler(name, move |_| Reply {
+        status: 500,
+        ..Reply::ok(name)
+    })
+}
+
+fn peer_state(admin: u16, address: std::net::SocketAddr) -> serde_json::Value {
+    let v = send_raw(
+        admin,
+        format!("GET /upstreams HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .json();
+    v[0]["peers"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|p| p["address"] == address.to_string())
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_peer_failing_in_a_row_is_ejected_with_a_growing_back_off() {
+    let bad = status_500("bad");
+    let (b, c) = (Upstream::start("b"), Upstream::start("c"));
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 0, outlier_detection: {{consecutive_failures: 3, base_ejection: 1s, max_ejection: 10s, max_ejection_percent: 50}}}}",
+            bad.addr, b.addr, c.addr
+        ),
+        "",
+        admin,
+    );
+    // Round robin: every third request lands on the bad peer until its third 500 ejects it.
+    let statuses: Vec<u16> = (0..30).map(|_| gw.get("/", &[]).status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 500).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(bad.count(), 3);
+    let state = peer_state(admin, bad.addr);
+    assert_eq!(state["healthy"], false, "{state}");
+    assert!(
+        state["cooling_down_seconds"].as_f64() > Some(0.0),
+        "{state}"
+    );
+    let m = metrics(admin);
+    assert_eq!(
+        metric(&m, "tollgate_upstream_ejections_total{upstream=\"u\"}"),
+        1,
+        "{m}"
+    );
+    // Back on time; three more failures eject it again, for twice as long.
+    assert!(wait_until(Duration::from_secs(5), || peer_state(
+        admin, bad.addr
+    )["healthy"]
+        == true));
+    assert!(wait_until(Duration::from_secs(5), || {
+        gw.get("/", &[]);
+        peer_state(admin, bad.addr)["healthy"] == false
+    }));
+    let again = peer_state(admin, bad.addr)["cooling_down_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(again > 1.0, "the second ejection lasts {again} s");
+    assert!(gw.log().contains("failed 3 times in a row; ejected"));
+}
+
+#[test]
+fn no_more_than_the_allowed_share_of_the_pool_is_ejected() {
+    let (x, y) = (status_500("x"), status_500("y"));
+    let good = Upstream::start("good");
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 0, outlier_detection: {{consecutive_failures: 2, base_ejection: 30s, max_ejection_percent: 50}}}}",
+            x.addr, y.addr, good.addr
+        ),
+        "",
+        admin,
+    );
+    for _ in 0..30 {
+        gw.get("/", &[]);
+    }
+    // Half of three peers rounds down to one: the second failing peer stays in.
+    let m = metrics(admin);
+    assert_eq!(
+        metric(&m, "tollgate_upstream_ejections_total{upstream=\"u\"}"),
+        1,
+        "{m}"
+    );
+    assert!(x.count().max(y.count()) > 5, "{} {}", x.count(), y.count());
+}

@@ -3,15 +3,15 @@
 
 use super::super::raw::{
     Parsed, RawBalance, RawDns, RawHashKey, RawHealthCheck, RawHealthKind, RawPeer, RawProtocol,
-    RawResolve, RawRetryBudget, RawUpstream,
+    RawResolve, RawUpstream,
 };
 use super::super::units;
 use super::super::{
     Balance, Discovery, HashKey, HealthCheck, HealthCheckKind, NamedPeers, Peer, Protocol,
-    RetryBudget, RetryOn, Upstream, UpstreamTls,
+    Upstream, UpstreamTls,
 };
 use super::routes::parse_host;
-use super::{did_you_mean, valid_name, Validator};
+use super::{valid_name, Validator};
 use crate::dns::Name;
 use http::HeaderValue;
 use serde_yaml::Value;
@@ -244,6 +244,9 @@ impl Validator<'_> {
         };
         let retry_on = self.retry_on(base, raw.retry_on);
         let retry_budget = self.retry_budget(base, raw.retry_budget);
+        let outlier_detection = raw
+            .outlier_detection
+            .map(|o| self.outlier_detection(base, o));
         let passive_cooldown = raw
             .passive_cooldown
             .map(|d| d.0)
@@ -345,6 +348,7 @@ impl Validator<'_> {
             retries,
             retry_on,
             retry_budget,
+            outlier_detection,
             passive_cooldown,
             tls,
             protocol,
@@ -440,78 +444,6 @@ impl Validator<'_> {
         (min, max)
     }
 
-    /// `upstreams.NAME.retry_on`: failure kinds and 5xx statuses.
-    fn retry_on(&mut self, base: &str, raw: Option<Vec<Value>>) -> RetryOn {
-        let Some(items) = raw else {
-            return RetryOn::default();
-        };
-        let mut on = RetryOn {
-            connect_failure: false,
-            reset: false,
-            timeout: false,
-            statuses: Vec::new(),
-        };
-        for (i, item) in items.iter().enumerate() {
-            let place = format!("{base}.retry_on[{i}]");
-            match item {
-                Value::String(s) if s == "connect_failure" => on.connect_failure = true,
-                Value::String(s) if s == "reset" => on.reset = true,
-                Value::String(s) if s == "timeout" => on.timeout = true,
-                Value::Number(n) => match n.as_u64() {
-                    Some(code @ 500..=599) => on.statuses.push(code as u16),
-                    _ => self.error(place, format!("{n} is not a 5xx status")),
-                },
-                other => {
-                    let text = match other {
-                        Value::String(s) => s.clone(),
-                        v => format!("{v:?}"),
-                    };
-                    let hint =
-                        did_you_mean(&text, ["connect_failure", "reset", "timeout"].into_iter());
-                    self.error(
-                        place,
-                        format!(
-                            "unknown \"{text}\": connect_failure, reset, timeout or a 5xx status{hint}"
-                        ),
-                    );
-                }
-            }
-        }
-        on.statuses.sort_unstable();
-        on.statuses.dedup();
-        on
-    }
-
-    /// `upstreams.NAME.retry_budget`.
-    fn retry_budget(&mut self, base: &str, raw: Option<RawRetryBudget>) -> RetryBudget {
-        let mut budget = RetryBudget::default();
-        let Some(raw) = raw else { return budget };
-        if let Some(r) = raw.ratio {
-            if !(0.0..=1.0).contains(&r) {
-                self.error(
-                    format!("{base}.retry_budget.ratio"),
-                    "must be between 0 and 1 (retries per request)",
-                );
-            } else {
-                budget.ratio = r;
-            }
-        }
-        if let Some(w) = raw.window {
-            if w.0 < Duration::from_secs(1) || w.0 > Duration::from_secs(600) {
-                self.error(
-                    format!("{base}.retry_budget.window"),
-                    "must be between 1s and 10m",
-                );
-            } else {
-                budget.window = w.0;
-            }
-        }
-        if let Some(m) = raw.min_retries {
-            budget.min_retries = m;
-        }
-        budget
-    }
-
     /// `dns`: the name servers peer names are resolved with.
     pub(super) fn dns(&mut self, value: Value) -> Vec<SocketAddr> {
         let Some(raw) = self.item::<RawDns>("dns", value) else {
@@ -573,6 +505,8 @@ fn host_and_port(text: &str) -> Result<Name, String> {
         port,
     })
 }
+
+mod resilience;
 
 #[cfg(test)]
 mod tests;

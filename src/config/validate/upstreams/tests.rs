@@ -267,3 +267,34 @@ fn retry_on_and_the_budget() {
         ],
     );
 }
+
+#[test]
+fn outlier_detection() {
+    let c = load_with(
+        &with_pool("{peers: [127.0.0.1:1], outlier_detection: {consecutive_failures: 3}}"),
+        &Fixed::default(),
+    );
+    let od = c.routing.upstreams[0]
+        .outlier_detection
+        .clone()
+        .expect("configured");
+    assert_eq!(
+        (
+            od.consecutive_failures,
+            od.base_ejection,
+            od.max_ejection,
+            od.max_ejection_percent
+        ),
+        (3, Duration::from_secs(30), Duration::from_secs(300), 50)
+    );
+    let off = load_with(&with_pool("{peers: [127.0.0.1:1]}"), &Fixed::default());
+    assert!(off.routing.upstreams[0].outlier_detection.is_none());
+    assert_reported(
+        &errors(&with_pool("{peers: [127.0.0.1:1], outlier_detection: {consecutive_failures: 0, base_ejection: 10s, max_ejection: 5s, max_ejection_percent: 101}}")),
+        &[
+            "upstreams.a.outlier_detection.consecutive_failures: must be between 1 and 1000",
+            "upstreams.a.outlier_detection.max_ejection: must be at least `base_ejection`",
+            "upstreams.a.outlier_detection.max_ejection_percent: must be between 0 and 100",
+        ],
+    );
+}
