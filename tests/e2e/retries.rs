@@ -49,6 +49,12 @@ fn gateway(pool: &str, route_extra: &str, admin: u16) -> (Gateway, tempfile::Tem
     (gw, logs)
 }
 
+/// A pool of `peers` with `settings` (YAML mapping entries).
+fn pool_of(peers: &[std::net::SocketAddr], settings: &str) -> String {
+    let list: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!("{{peers: [{}], {settings}}}", list.join(", "))
+}
+
 fn metrics(admin: u16) -> String {
     let r = send_raw(
         admin,
@@ -232,9 +238,9 @@ fn the_budget_keeps_retries_from_multiplying_an_outage() {
     let (a, b, c) = (status_503("a"), status_503("b"), status_503("c"));
     let admin = closed_port().port();
     let (gw, _logs) = gateway(
-        &format!(
-            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 2, retry_on: [503], retry_budget: {{ratio: 0.1, window: 60s, min_retries: 0}}}}",
-            a.addr, b.addr, c.addr
+        &pool_of(
+            &[a.addr, b.addr, c.addr],
+            "retries: 2, retry_on: [503], retry_budget: {ratio: 0.1, window: 60s, min_retries: 0}",
         ),
         "",
         admin,
@@ -289,9 +295,9 @@ fn a_peer_failing_in_a_row_is_ejected_with_a_growing_back_off() {
     let (b, c) = (Upstream::start("b"), Upstream::start("c"));
     let admin = closed_port().port();
     let (gw, _logs) = gateway(
-        &format!(
-            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 0, outlier_detection: {{consecutive_failures: 3, base_ejection: 1s, max_ejection: 10s, max_ejection_percent: 50}}}}",
-            bad.addr, b.addr, c.addr
+        &pool_of(
+            &[bad.addr, b.addr, c.addr],
+            "retries: 0, outlier_detection: {consecutive_failures: 3, base_ejection: 1s, max_ejection: 10s, max_ejection_percent: 50}",
         ),
         "",
         admin,
@@ -338,9 +344,9 @@ fn no_more_than_the_allowed_share_of_the_pool_is_ejected() {
     let good = Upstream::start("good");
     let admin = closed_port().port();
     let (gw, _logs) = gateway(
-        &format!(
-            "{{peers: [\"{}\", \"{}\", \"{}\"], retries: 0, outlier_detection: {{consecutive_failures: 2, base_ejection: 30s, max_ejection_percent: 50}}}}",
-            x.addr, y.addr, good.addr
+        &pool_of(
+            &[x.addr, y.addr, good.addr],
+            "retries: 0, outlier_detection: {consecutive_failures: 2, base_ejection: 30s, max_ejection_percent: 50}",
         ),
         "",
         admin,
