@@ -19,6 +19,8 @@ use http::Method;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub mod split;
+
 /// One route, compiled for the request path.
 #[derive(Debug)]
 pub struct CompiledRoute {
@@ -46,6 +48,19 @@ pub struct CompiledRoute {
     pub retry_non_idempotent: bool,
     /// This route's metric series.
     pub metrics: RouteMetrics,
+    /// Several pools by weight, with canary rules (`None`: `pool` alone).
+    pub split: Option<split::RouteSplit>,
+}
+
+impl CompiledRoute {
+    /// The pool of target `i` (see [`split::RouteSplit::choose`]; 0 without a split) and the
+    /// route's series labelled with it.
+    pub fn target(&self, i: usize) -> (&Arc<Pool>, &RouteMetrics) {
+        match self.split.as_ref().and_then(|s| s.targets.get(i)) {
+            Some(t) => (&t.pool, &t.metrics),
+            None => (&self.pool, &self.metrics),
+        }
+    }
 }
 
 /// One immutable generation of the gateway's routing state.
@@ -116,7 +131,7 @@ impl Gateway {
                 Arc::new(CompiledRoute {
                     id,
                     metrics: metrics.route(id, generation, name.clone(), &pool.config.name),
-                    name,
+                    name: name.clone(),
                     hosts: r.hosts.clone(),
                     path: r.path.clone(),
                     methods: r.methods.clone(),
@@ -131,6 +146,11 @@ impl Gateway {
                     response_headers: r.response_headers.clone(),
                     max_body_size: r.max_body_size,
                     retry_non_idempotent: r.retry_non_idempotent,
+                    split: r.split.as_ref().map(|s| {
+                        split::RouteSplit::new(s, &pools, |pool: &Pool| {
+                            metrics.route(id, generation, name.clone(), &pool.config.name)
+                        })
+                    }),
                     pool,
                 })
             })

@@ -62,6 +62,21 @@ pub fn key_digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 
+/// Find `name=value` in a `;`-separated cookie header list.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in headers.get_all(http::header::COOKIE) {
+        for pair in v.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+                if &pair[..eq] == name.as_bytes() {
+                    return Some(&pair[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

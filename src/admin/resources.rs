@@ -17,6 +17,10 @@ pub(super) fn routes(gw: &Gateway) -> Value {
             value!({
                 "name": &*r.name,
                 "upstream": r.pool.config.name,
+                "split": r.split.as_ref().map(|s| s.targets.iter().map(|t| value!({
+                    "pool": t.pool.config.name,
+                    "weight": t.weight,
+                })).collect::<Vec<_>>()),
                 "hosts": r.hosts.iter().map(|h| match h {
                     HostPattern::Exact(n) => n.clone(),
                     HostPattern::Suffix(s) => format!("*{s}"),

@@ -224,7 +224,10 @@ pub struct RawRoute {
     pub name: String,
     #[serde(rename = "match")]
     pub matcher: RawMatch,
-    pub upstream: String,
+    pub upstream: Option<String>,
+    pub upstreams: Option<Vec<RawWeightedPool>>,
+    pub sticky: Option<String>,
+    pub canary: Option<Vec<RawCanary>>,
     pub priority: Option<i32>,
     pub strip_prefix: Option<String>,
     pub rewrite: Option<String>,
@@ -240,6 +243,24 @@ pub struct RawRoute {
     pub rate_limit: Option<Vec<RawRateLimit>>,
     pub concurrency_limit: Option<RawConcurrencyLimit>,
     pub cache: Option<RawRouteCache>,
+}
+
+/// One pool of a route's traffic split: `{pool: v2, weight: 5}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedPool {
+    pub pool: String,
+    pub weight: Option<u64>,
+}
+
+/// A canary rule: requests with this header or cookie value go to `pool`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub value: String,
+    pub pool: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -254,8 +254,10 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Exact values the request must carry.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Index into [`Config::upstreams`].
+    /// Index into [`Config::upstreams`]: the pool, or the first pool of a split.
     pub upstream: usize,
+    /// Several pools by weight, and canary rules (`None`: `upstream` alone).
+    pub split: Option<Split>,
     pub priority: i32,
     pub rewrite: PathRewrite,
     pub request_headers: HeaderTransform,
@@ -279,6 +281,38 @@ pub struct Route {
     pub concurrency_limit: Option<ConcurrencyLimit>,
     /// Response caching for this route.
     pub cache: Option<RouteCache>,
+}
+
+/// A route's traffic split: pools by weight (a request's pool drawn at random, or from its
+/// sticky key), and canary rules checked first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Pool indexes and weights (a weight of 0 takes only canary traffic).
+    pub pools: Vec<(usize, u32)>,
+    pub sticky: Option<StickyKey>,
+    pub canary: Vec<CanaryRule>,
+}
+
+/// What keeps a client on one pool of a split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    Consumer,
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// Requests carrying this header or cookie value go to `pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRule {
+    pub when: CanaryWhen,
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryWhen {
+    Header(HeaderName, HeaderValue),
+    Cookie(String, String),
 }
 
 /// A part of a route's cache key.

@@ -80,6 +80,8 @@ pub(super) struct Caller {
 /// The tries at the upstream.
 #[derive(Default)]
 pub(super) struct Attempts {
+    /// Which of the route's pools this request goes to (its split's target; 0 without one).
+    pub(super) pool: usize,
     /// Peers already tried (for retries).
     pub(super) tried: Vec<SocketAddr>,
     /// Counts this request against the chosen peer while it runs.

@@ -25,7 +25,7 @@ pub(super) fn choose_peer(
     session: &Session,
     ctx: &mut Ctx,
 ) -> Result<Box<HttpPeer>> {
-    let pool = &route.pool;
+    let (pool, _) = route.target(ctx.upstream.pool);
     let mut ip_buf = [0u8; 16];
     let key: &[u8] = match pool.hash_key() {
         Some(k) => hash_key(
@@ -105,11 +105,11 @@ pub(super) fn connect_failed(
     ctx: &mut Ctx,
     e: &mut Error,
 ) {
-    let pool = &route.pool;
+    let (pool, metrics) = route.target(ctx.upstream.pool);
     if let Some(addr) = peer._address.as_inet() {
         pool.cool_down(addr);
     }
-    route.metrics.upstream_error(match e.etype() {
+    metrics.upstream_error(match e.etype() {
         ErrorType::ConnectRefused => "connect_refused",
         ErrorType::ConnectTimedout => "connect_timeout",
         _ => "connect_error",
@@ -134,7 +134,7 @@ pub(super) fn may_retry(
     reason: &'static str,
     sent: bool,
 ) -> bool {
-    let pool = &route.pool;
+    let (pool, metrics) = route.target(ctx.upstream.pool);
     if ctx.upstream.retries >= pool.retries()
         || (sent
             && ((!session.req_header().method.is_idempotent() && !route.retry_non_idempotent)
@@ -146,11 +146,11 @@ pub(super) fn may_retry(
     // A request that reached no peer adds no load when sent elsewhere: only retries of sent
     // requests are charged to the budget.
     if sent && !pool.try_retry() {
-        route.metrics.retry_budget_exhausted();
+        metrics.retry_budget_exhausted();
         return false;
     }
     ctx.upstream.retries += 1;
-    route.metrics.retry(reason);
+    metrics.retry(reason);
     true
 }
 
@@ -165,12 +165,13 @@ pub(super) fn proxy_failed(
     mut e: Box<Error>,
     client_reused: bool,
 ) -> Box<Error> {
+    let (pool, _) = route.target(ctx.upstream.pool);
     if e.esource() == &pingora_error::ErrorSource::Upstream {
         if let Some(attempt) = &ctx.upstream.in_flight {
-            route.pool.observe(attempt.peer(), true);
+            pool.observe(attempt.peer(), true);
         }
     }
-    let on = &route.pool.config.retry_on;
+    let on = &pool.config.retry_on;
     let reason = match e.etype() {
         ErrorType::CustomCode(RETRY_STATUS, _) => {
             // Decided when the status arrived.
@@ -209,7 +210,13 @@ pub(super) fn retry_on_status(
     ctx: &mut Ctx,
     status: u16,
 ) -> Option<Box<Error>> {
-    if !route.pool.config.retry_on.statuses.contains(&status)
+    if !route
+        .target(ctx.upstream.pool)
+        .0
+        .config
+        .retry_on
+        .statuses
+        .contains(&status)
         || !may_retry(route, session, ctx, "status", true)
     {
         return None;

@@ -458,20 +458,7 @@ pub fn apply_response(t: &HeaderTransform, resp: &mut ResponseHeader) {
     }
 }
 
-/// Find `name=value` in a `;`-separated cookie header list.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    for v in headers.get_all(header::COOKIE) {
-        for pair in v.as_bytes().split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            if let Some(eq) = pair.iter().position(|b| *b == b'=') {
-                if &pair[..eq] == name.as_bytes() {
-                    return Some(&pair[eq + 1..]);
-                }
-            }
-        }
-    }
-    None
-}
+pub use crate::wire::cookie;
 
 /// Find `name=value` in a query string (raw, not percent-decoded).
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {

@@ -138,7 +138,25 @@ impl ProxyHttp for Tollgate {
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
-        if route.pool.config.retry_on.after_sent() {
+        if let Some(split) = &route.split {
+            let consumer = ctx
+                .caller
+                .identity
+                .as_ref()
+                .and_then(|i| gateway.policies.name_of(i));
+            ctx.upstream.pool = split.choose(&crate::gateway::split::Chooser {
+                headers: &session.req_header().headers,
+                client_ip: ctx.request.client.ip,
+                consumer: consumer.as_deref(),
+            });
+        }
+        if route
+            .target(ctx.upstream.pool)
+            .0
+            .config
+            .retry_on
+            .after_sent()
+        {
             // Keep the body (up to 64 KiB) to send it again on a retry.
             session.as_downstream_mut().enable_retry_buffering();
         }

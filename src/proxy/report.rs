@@ -42,7 +42,7 @@ pub(super) fn report(
     }
     if let (Some(e), Some(route)) = (e, route) {
         if let Some(kind) = upstream_error_kind(e) {
-            route.metrics.upstream_error(kind);
+            route.target(ctx.upstream.pool).1.upstream_error(kind);
         }
     }
     let Some(log) = access_log else {
@@ -75,7 +75,7 @@ pub(super) fn report(
         body_bytes_sent,
         duration: elapsed,
         route: route.map(|r| r.name.clone()),
-        upstream: route.map(|r| r.metrics.upstream().clone()),
+        upstream: route.map(|r| r.target(ctx.upstream.pool).1.upstream().clone()),
         tried: std::mem::take(&mut ctx.upstream.tried),
         upstream_status: ctx.upstream.status,
         upstream_connect: ctx.upstream.connect,

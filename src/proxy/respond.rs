@@ -37,14 +37,20 @@ pub(super) fn upstream_answered(
         let took = start.elapsed();
         ctx.upstream.response = Some(took);
         if let Some(route) = ctx.route() {
-            route.metrics.upstream_time(took.as_secs_f64());
+            route
+                .target(ctx.upstream.pool)
+                .1
+                .upstream_time(took.as_secs_f64());
         }
     }
     let gateway = ctx.gateway.clone();
     if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
         let status = upstream_response.status.as_u16();
         if let Some(attempt) = &ctx.upstream.in_flight {
-            route.pool.observe(attempt.peer(), status >= 500);
+            route
+                .target(ctx.upstream.pool)
+                .0
+                .observe(attempt.peer(), status >= 500);
         }
         if let Some(e) = super::forward::retry_on_status(route, session, ctx, status) {
             return Err(e);

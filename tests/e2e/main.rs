@@ -23,6 +23,7 @@ mod redis_cluster;
 mod reload;
 mod retries;
 mod routing;
+mod split;
 mod systemd;
 mod tls;
 mod upgrade;

@@ -85,7 +85,14 @@ impl Validator<'_> {
             );
         }
         let m = self.route_match(base, raw.matcher, &rc.paths);
-        let upstream = self.route_upstream(base, &raw.upstream, rc);
+        let (upstream, split) = self.route_pools(
+            base,
+            raw.upstream,
+            raw.upstreams,
+            raw.sticky,
+            raw.canary,
+            rc,
+        );
         let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
         let request_headers = self.transform(
             &format!("{base}.request_headers"),
@@ -126,6 +133,7 @@ impl Validator<'_> {
             methods: m.methods,
             headers: m.headers,
             upstream,
+            split,
             priority: raw.priority.unwrap_or(0),
             rewrite,
             request_headers,
@@ -219,8 +227,8 @@ impl Validator<'_> {
         }
     }
 
-    /// The index of the pool a route sends to.
-    fn route_upstream(&mut self, base: &str, name: &str, rc: &RouteContext) -> usize {
+    /// The index of the pool named `name` (`place`: where the name is written).
+    pub(super) fn route_upstream(&mut self, place: &str, name: &str, rc: &RouteContext) -> usize {
         let upstreams = rc.upstreams;
         match upstreams.iter().position(|u| u.name == name) {
             Some(i) => i,
@@ -229,7 +237,7 @@ impl Validator<'_> {
             None => {
                 let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
                 self.error(
-                    format!("{base}.upstream"),
+                    place,
                     format!(
                         "unknown upstream \"{}\" (known: {})",
                         name,
@@ -473,6 +481,8 @@ fn route_signature(r: &Route) -> String {
         r.hosts, r.path, r.methods, r.headers, r.priority
     )
 }
+
+mod split;
 
 #[cfg(test)]
 mod tests;

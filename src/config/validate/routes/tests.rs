@@ -124,3 +124,43 @@ fn access_rules() {
         ],
     );
 }
+
+#[test]
+fn splits_sticky_keys_and_canaries() {
+    let two = "upstreams: {a: {peers: [127.0.0.1:2]}, b: {peers: [127.0.0.1:3]}}\n";
+    let c = load_with(
+        &format!("{LISTENER}{two}routes:\n  - {{name: r, match: {{}}, upstreams: [{{pool: b, weight: 5}}, {{pool: a, weight: 95}}], sticky: \"cookie:sid\", canary: [{{header: x-canary, value: \"1\", pool: a}}]}}\n"),
+        &Fixed::default(),
+    );
+    let r = &c.routing.routes[0];
+    let split = r.split.clone().expect("a split");
+    assert_eq!(r.upstream, 1, "the first pool listed");
+    assert_eq!(split.pools, [(1, 5), (0, 95)]);
+    assert_eq!(
+        split.sticky,
+        Some(crate::config::StickyKey::Cookie("sid".into()))
+    );
+    assert_eq!(split.canary[0].pool, 0);
+    let plain = load_with(
+        &format!("{LISTENER}{two}routes:\n  - {{name: r, match: {{}}, upstream: b}}\n"),
+        &Fixed::default(),
+    );
+    assert!(plain.routing.routes[0].split.is_none());
+    let e = errors_with(
+        &format!("{LISTENER}{two}routes:\n  - {{name: r, match: {{}}, upstream: a, upstreams: [{{pool: b}}]}}\n  - {{name: s, match: {{}}}}\n  - {{name: t, match: {{}}, upstreams: [{{pool: a, weight: 0}}, {{pool: c}}, {{pool: a, weight: 2000}}], sticky: session}}\n  - {{name: u, match: {{}}, upstream: a, canary: [{{value: x, pool: b}}, {{header: x-c, value: \"1\", pool: z}}]}}\n"),
+        &Fixed::default(),
+    );
+    assert_reported(
+        &e,
+        &[
+            "routes[0]: give `upstream` (one pool) or `upstreams` (several by weight), not both",
+            "routes[1]: missing `upstream` (one pool) or `upstreams`",
+            "routes[2].upstreams[1].pool: unknown upstream \"c\"",
+            "routes[2].upstreams[2].weight: must be between 0 and 1000",
+            "routes[2].upstreams[2].pool: is listed twice",
+            "routes[2].sticky: \"session\" is not a sticky key",
+            "routes[3].canary[0]: give `header` or `cookie`",
+            "routes[3].canary[1].pool: unknown upstream \"z\"",
+        ],
+    );
+}
