@@ -50,6 +50,9 @@ pub struct CompiledRoute {
     pub metrics: RouteMetrics,
     /// Several pools by weight, with canary rules (`None`: `pool` alone).
     pub split: Option<split::RouteSplit>,
+    /// Mirroring: its settings and its shadow pool.
+    pub mirror: Option<crate::config::Mirror>,
+    pub mirror_pool: Option<Arc<Pool>>,
 }
 
 impl CompiledRoute {
@@ -146,6 +149,8 @@ impl Gateway {
                     response_headers: r.response_headers.clone(),
                     max_body_size: r.max_body_size,
                     retry_non_idempotent: r.retry_non_idempotent,
+                    mirror: r.mirror.clone(),
+                    mirror_pool: r.mirror.as_ref().and_then(|m| pools.get(m.pool).cloned()),
                     split: r.split.as_ref().map(|s| {
                         split::RouteSplit::new(s, &pools, |pool: &Pool| {
                             metrics.route(id, generation, name.clone(), &pool.config.name)

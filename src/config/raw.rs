@@ -235,6 +235,7 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderTransform>,
     pub max_body_size: Option<ConfSize>,
     pub retry_non_idempotent: Option<bool>,
+    pub mirror: Option<RawMirror>,
     pub auth: Option<Vec<RawAuthMethod>>,
     pub allow_groups: Option<Vec<String>>,
     pub allow_consumers: Option<Vec<String>>,
@@ -243,6 +244,15 @@ pub struct RawRoute {
     pub rate_limit: Option<Vec<RawRateLimit>>,
     pub concurrency_limit: Option<RawConcurrencyLimit>,
     pub cache: Option<RawRouteCache>,
+}
+
+/// `routes[].mirror`: copy a share of the route's requests to a shadow pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub pool: String,
+    pub percent: Option<f64>,
+    pub max_body_size: Option<ConfSize>,
 }
 
 /// One pool of a route's traffic split: `{pool: v2, weight: 5}`.

@@ -265,6 +265,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// Retry requests with non-idempotent methods after they were sent too.
     pub retry_non_idempotent: bool,
+    /// Copy a share of the requests to a shadow pool.
+    pub mirror: Option<Mirror>,
     /// Accepted authentication methods; empty means a public route.
     pub auth: Vec<AuthMethod>,
     /// Consumers in one of these groups may call (empty: no group rule).
@@ -292,6 +294,17 @@ pub struct Split {
     pub sticky: Option<StickyKey>,
     pub canary: Vec<CanaryRule>,
 }
+
+/// A route's mirroring: `percent` of its requests (with bodies up to `max_body_size`) are also
+/// sent to `pool`, whose answers are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub pool: usize,
+    pub percent: f64,
+    pub max_body_size: u64,
+}
+
+impl Eq for Mirror {}
 
 /// What keeps a client on one pool of a split.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,6 +96,7 @@ struct Families {
     upstream_errors: IntCounterVec,
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
+    mirror_requests: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
 }
@@ -176,6 +177,13 @@ impl RouteMetrics {
             .inc();
     }
 
+    /// The counter of mirrored requests with `result` (sent, failed, skipped).
+    pub fn mirror_counter(&self, result: &str) -> IntCounter {
+        self.families
+            .mirror_requests
+            .with_label_values(&[&self.name, result])
+    }
+
     /// Count a retry the pool's budget did not allow.
     pub fn retry_budget_exhausted(&self) {
         self.retry_budget_exhausted
@@ -247,6 +255,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
+    mirror_requests: IntCounterVec,
     ratelimit_rejected: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
@@ -350,6 +359,7 @@ impl Metrics {
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
             retries: counter(&r, "tollgate_upstream_retries_total", "Attempts retried on another peer, by upstream and reason.", &["upstream", "reason"]),
+            mirror_requests: counter(&r, "tollgate_mirror_requests_total", "Requests copied to a route's shadow pool, by route and result (sent, failed, skipped: body over max_body_size or not sent upstream).", &["route", "result"]),
             retry_budget_exhausted: counter(&r, "tollgate_upstream_retry_budget_exhausted_total", "Retries not made because the pool's retry budget was spent, by upstream.", &["upstream"]),
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
             auth_failures: counter(&r, "tollgate_auth_failures_total", "Requests refused by authentication (unauthenticated) or authorization (forbidden), by route.", &["route", "reason"]),
@@ -405,6 +415,7 @@ impl Metrics {
                 upstream_errors: self.upstream_errors.clone(),
                 retries: self.retries.clone(),
                 retry_budget_exhausted: self.retry_budget_exhausted.clone(),
+                mirror_requests: self.mirror_requests.clone(),
                 auth_failures: self.auth_failures.clone(),
                 cache_requests: self.cache_requests.clone(),
             },

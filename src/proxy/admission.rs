@@ -194,6 +194,39 @@ pub(super) async fn continue_if_expected(session: &mut Session) -> Result<bool> 
     Ok(true)
 }
 
+/// The pool this request goes to (the route's split: canary rules, sticky key or weights),
+/// whether it is mirrored, and whether its body is kept for retries.
+pub(super) fn choose_pool(
+    route: &CompiledRoute,
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) {
+    if let Some(split) = &route.split {
+        let consumer = ctx
+            .caller
+            .identity
+            .as_ref()
+            .and_then(|i| gateway.policies.name_of(i));
+        ctx.upstream.pool = split.choose(&crate::gateway::split::Chooser {
+            headers: &session.req_header().headers,
+            client_ip: ctx.request.client.ip,
+            consumer: consumer.as_deref(),
+        });
+    }
+    ctx.mirror = super::mirror::sample(route);
+    if route
+        .target(ctx.upstream.pool)
+        .0
+        .config
+        .retry_on
+        .after_sent()
+    {
+        // Keep the body (up to 64 KiB) to send it again on a retry.
+        session.as_downstream_mut().enable_retry_buffering();
+    }
+}
+
 /// Read the start of a chunked body before any upstream is contacted, so that malformed chunk
 /// framing or an oversized body is refused while the upstream has seen nothing. Exactly one
 /// read: its bytes stay in Pingora's retry buffer (64 KiB), which the proxy replays to the

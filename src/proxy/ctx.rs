@@ -25,6 +25,8 @@ pub struct Ctx {
     pub(super) upstream: Attempts,
     pub(super) cache: CacheUse,
     pub(super) guards: Guards,
+    /// The copy of a mirrored request.
+    pub(super) mirror: Option<super::mirror::Copy>,
 }
 
 /// How the request used the route's cache, for `Cache-Status`.
@@ -139,6 +141,7 @@ impl Ctx {
                 connection: None,
                 _in_flight: in_flight,
             },
+            mirror: None,
         }
     }
 

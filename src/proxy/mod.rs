@@ -23,6 +23,7 @@ mod admission;
 mod ctx;
 mod forward;
 pub mod headers;
+mod mirror;
 mod report;
 mod respond;
 mod target;
@@ -58,6 +59,8 @@ pub struct Tollgate {
     lifecycle: Arc<Lifecycle>,
     /// The listeners' settings: which proxies are trusted to name the client.
     door: Arc<FrontDoor>,
+    /// Connections to shadow pools (mirroring).
+    mirror: Arc<pingora_core::connectors::http::Connector>,
 }
 
 impl Tollgate {
@@ -74,6 +77,7 @@ impl Tollgate {
             access_log,
             lifecycle,
             door,
+            mirror: Arc::new(pingora_core::connectors::http::Connector::new(None)),
         }
     }
 }
@@ -138,28 +142,7 @@ impl ProxyHttp for Tollgate {
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
-        if let Some(split) = &route.split {
-            let consumer = ctx
-                .caller
-                .identity
-                .as_ref()
-                .and_then(|i| gateway.policies.name_of(i));
-            ctx.upstream.pool = split.choose(&crate::gateway::split::Chooser {
-                headers: &session.req_header().headers,
-                client_ip: ctx.request.client.ip,
-                consumer: consumer.as_deref(),
-            });
-        }
-        if route
-            .target(ctx.upstream.pool)
-            .0
-            .config
-            .retry_on
-            .after_sent()
-        {
-            // Keep the body (up to 64 KiB) to send it again on a retry.
-            session.as_downstream_mut().enable_retry_buffering();
-        }
+        admission::choose_pool(route, &gateway, session, ctx);
         admission::read_ahead(session, route.max_body_size).await?;
         Ok(false)
     }
@@ -283,7 +266,11 @@ impl ProxyHttp for Tollgate {
         ctx: &mut Ctx,
     ) -> Result<()> {
         match ctx.route() {
-            Some(route) => forward::shape_request(route, session, upstream_request, ctx),
+            Some(route) => {
+                forward::shape_request(route, session, upstream_request, ctx)?;
+                mirror::keep_head(ctx, upstream_request);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -299,6 +286,7 @@ impl ProxyHttp for Tollgate {
         let gateway = ctx.gateway.clone();
         match (body.as_ref(), ctx.route.map(|r| gateway.route(r))) {
             (Some(b), Some(route)) => {
+                mirror::keep_body(route, ctx, b);
                 admission::count_body(route, b.len(), &mut ctx.upstream.body_bytes)
             }
             _ => Ok(()),
@@ -402,6 +390,12 @@ impl ProxyHttp for Tollgate {
 
     /// Metrics and the access-log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.mirror.is_some() {
+            let gateway = ctx.gateway.clone();
+            if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
+                mirror::send(&self.mirror, route, ctx);
+            }
+        }
         report::report(&self.metrics, self.access_log.as_deref(), session, e, ctx);
     }
 

@@ -78,3 +78,112 @@ fn canary_rules_come_first() {
     }
     assert_eq!((v1.count(), v2.count()), (20, 20));
 }
+
+const TOKEN: &str = "mirror-token-0123456789";
+
+fn mirror_gateway(
+    main: &Upstream,
+    shadow: std::net::SocketAddr,
+    mirror: &str,
+    admin: u16,
+) -> Gateway {
+    Gateway::start_with_env(
+        &format!(
+            "admin: {{address: 127.0.0.1:{admin}, token_env: MIRROR_TOKEN}}\nupstreams:\n  main: {{peers: [\"{}\"]}}\n  shadow: {{peers: [\"{shadow}\"], read_timeout: 5s}}\nroutes:\n  - {{name: r, match: {{}}, upstream: main, mirror: {mirror}}}\n",
+            main.addr
+        ),
+        &[("MIRROR_TOKEN", TOKEN)],
+    )
+}
+
+fn mirrored(admin: u16, result: &str) -> u64 {
+    let r = send_raw(
+        admin,
+        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let series = format!("tollgate_mirror_requests_total{{result=\"{result}\",route=\"r\"}} ");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn requests_are_copied_to_a_shadow_without_waiting_for_it() {
+    let main = Upstream::start("main");
+    // A slow shadow: the client's answers must not wait for it.
+    let shadow = Upstream::with_handler("shadow", |_| {
+        Reply::ok("shadow").delay(std::time::Duration::from_millis(800))
+    });
+    let admin = closed_port().port();
+    let gw = mirror_gateway(
+        &main,
+        shadow.addr,
+        "{pool: shadow, percent: 100, max_body_size: 1KiB}",
+        admin,
+    );
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let body = format!("body-{i}");
+        let r = gw.raw(
+            format!("POST /orders?x={i} HTTP/1.1\r\nHost: api.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+        assert_eq!((r.status, r.text()), (200, "main".to_string()));
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "5 requests took {took:?} beside an 800 ms shadow"
+    );
+    assert!(wait_until(std::time::Duration::from_secs(10), || shadow
+        .count()
+        == 5));
+    let copies = shadow.seen();
+    let mut bodies: Vec<String> = copies
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["body-0", "body-1", "body-2", "body-3", "body-4"]);
+    assert!(copies
+        .iter()
+        .all(|s| s.header("host") == Some("api.test-shadow")));
+    assert!(copies.iter().any(|s| s.url == "/orders?x=3"));
+    assert!(wait_until(std::time::Duration::from_secs(5), || mirrored(
+        admin, "sent"
+    ) == 5));
+    // A body over max_body_size is not mirrored.
+    let big = vec![b'x'; 4096];
+    let mut req = b"POST /big HTTP/1.1\r\nHost: api.test\r\nContent-Length: 4096\r\nConnection: close\r\n\r\n".to_vec();
+    req.extend_from_slice(&big);
+    assert_eq!(gw.raw(&req).status, 200);
+    assert!(wait_until(std::time::Duration::from_secs(5), || mirrored(
+        admin, "skipped"
+    ) == 1));
+    assert_eq!(shadow.count(), 5);
+}
+
+#[test]
+fn a_dead_shadow_costs_the_client_nothing_and_a_share_is_mirrored() {
+    let main = Upstream::start("main");
+    let admin = closed_port().port();
+    let gw = mirror_gateway(&main, closed_port(), "{pool: shadow, percent: 100}", admin);
+    for _ in 0..5 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert!(wait_until(std::time::Duration::from_secs(5), || mirrored(
+        admin, "failed"
+    ) == 5));
+    // Half of the requests.
+    let shadow = Upstream::start("shadow");
+    let admin = closed_port().port();
+    let gw = mirror_gateway(&main, shadow.addr, "{pool: shadow, percent: 50}", admin);
+    for _ in 0..200 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        mirrored(admin, "sent") == shadow.count() as u64
+    }));
+    let n = shadow.count();
+    assert!((60..=140).contains(&n), "{n} of 200 mirrored at 50 %");
+}

@@ -93,6 +93,7 @@ impl Validator<'_> {
             raw.canary,
             rc,
         );
+        let mirror = raw.mirror.and_then(|m| self.mirror(base, m, rc));
         let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
         let request_headers = self.transform(
             &format!("{base}.request_headers"),
@@ -140,6 +141,7 @@ impl Validator<'_> {
             response_headers,
             max_body_size: raw.max_body_size.map(|s| s.0),
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
+            mirror,
         })
     }
 

@@ -1,8 +1,8 @@
 //! Where a route sends: one pool (`upstream`), or several by weight (`upstreams`), optionally
 //! sticky per client, with canary rules checked first.
 
-use super::super::super::raw::{RawCanary, RawWeightedPool};
-use super::super::super::{CanaryRule, CanaryWhen, Split, StickyKey};
+use super::super::super::raw::{RawCanary, RawMirror, RawWeightedPool};
+use super::super::super::{CanaryRule, CanaryWhen, Mirror, Split, StickyKey};
 use super::super::Validator;
 use super::RouteContext;
 use http::{HeaderName, HeaderValue};
@@ -67,6 +67,27 @@ impl Validator<'_> {
                 canary,
             }),
         )
+    }
+
+    /// `routes[].mirror`.
+    pub(super) fn mirror(&mut self, base: &str, m: RawMirror, rc: &RouteContext) -> Option<Mirror> {
+        let place = format!("{base}.mirror");
+        let pool = self.route_upstream(&format!("{place}.pool"), &m.pool, rc);
+        let percent = m.percent.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
+            self.error(format!("{place}.percent"), "must be between 0 and 100");
+            return None;
+        }
+        let max_body_size = m.max_body_size.map_or(64 * 1024, |s| s.0);
+        if max_body_size > 16 * 1024 * 1024 {
+            self.error(format!("{place}.max_body_size"), "must be at most 16MiB");
+            return None;
+        }
+        Some(Mirror {
+            pool,
+            percent,
+            max_body_size,
+        })
     }
 
     fn weighted(

@@ -164,3 +164,25 @@ fn splits_sticky_keys_and_canaries() {
         ],
     );
 }
+
+#[test]
+fn mirrors() {
+    let two = "upstreams: {a: {peers: [127.0.0.1:2]}, shadow: {peers: [127.0.0.1:3]}}\n";
+    let c = load_with(
+        &format!("{LISTENER}{two}routes:\n  - {{name: r, match: {{}}, upstream: a, mirror: {{pool: shadow, percent: 12.5}}}}\n"),
+        &Fixed::default(),
+    );
+    let m = c.routing.routes[0].mirror.clone().expect("a mirror");
+    assert_eq!((m.pool, m.percent, m.max_body_size), (1, 12.5, 64 * 1024));
+    assert_reported(
+        &errors_with(
+            &format!("{LISTENER}{two}routes:\n  - {{name: r, match: {{}}, upstream: a, mirror: {{pool: nowhere}}}}\n  - {{name: s, match: {{}}, upstream: a, mirror: {{pool: shadow, percent: 150}}}}\n  - {{name: t, match: {{}}, upstream: a, mirror: {{pool: shadow, max_body_size: 1GiB}}}}\n"),
+            &Fixed::default(),
+        ),
+        &[
+            "routes[0].mirror.pool: unknown upstream \"nowhere\"",
+            "routes[1].mirror.percent: must be between 0 and 100",
+            "routes[2].mirror.max_body_size: must be at most 16MiB",
+        ],
+    );
+}
