@@ -38,6 +38,9 @@ enum Command {
         /// Response body size in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// Milliseconds to wait before answering each batch of requests (a slow service).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Closed-loop load: keep-alive connections, one request in flight on each.
     Load {
@@ -76,7 +79,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     raise_nofile();
     let result = match cli.command {
-        Command::Upstream { listen, size } => upstream(listen, size),
+        Command::Upstream {
+            listen,
+            size,
+            delay_ms,
+        } => upstream(listen, size, Duration::from_millis(delay_ms)),
         Command::Load {
             target,
             path,
@@ -157,7 +164,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 // ---------------------------------------------------------------------------------------------
 // upstream
 
-fn upstream(listen: SocketAddr, size: usize) -> Result<(), String> {
+fn upstream(listen: SocketAddr, size: usize, delay: Duration) -> Result<(), String> {
     let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\nCache-Control: public, max-age=3600\r\n\r\n"
@@ -182,13 +189,13 @@ fn upstream(listen: SocketAddr, size: usize) -> Result<(), String> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve(stream, resp.clone()));
+            tokio::spawn(serve(stream, resp.clone(), delay));
         }
     })
 }
 
 /// Answer each complete request on the connection (bodies by `Content-Length` are skipped).
-async fn serve(mut stream: TcpStream, resp: Arc<[u8]>) {
+async fn serve(mut stream: TcpStream, resp: Arc<[u8]>, delay: Duration) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut filled = 0usize;
     loop {
@@ -211,6 +218,9 @@ async fn serve(mut stream: TcpStream, resp: Arc<[u8]>) {
                 Ok(httparse::Status::Partial) => break,
                 Err(_) => return,
             }
+        }
+        if answers > 0 && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         for _ in 0..answers {
             if stream.write_all(&resp).await.is_err() {

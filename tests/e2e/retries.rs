@@ -363,3 +363,93 @@ fn no_more_than_the_allowed_share_of_the_pool_is_ejected() {
     );
     assert!(x.count().max(y.count()) > 5, "{} {}", x.count(), y.count());
 }
+
+/// A real upstream process (`tollgate-bench upstream`) on `port`, answering after 20 ms.
+fn upstream_process(port: u16) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-bench"))
+        .args([
+            "upstream",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--size",
+            "64",
+        ])
+        // Slow enough that requests are in flight when it is killed.
+        .args(["--delay-ms", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tollgate-bench");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }));
+    child
+}
+
+#[test]
+fn a_peer_killed_and_restarted_under_load_costs_no_failed_get() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (p1, p2) = (closed_port().port(), closed_port().port());
+    let mut first = upstream_process(p1);
+    let mut second = upstream_process(p2);
+    let admin = closed_port().port();
+    let (gw, _logs) = gateway(
+        &format!(
+            "{{peers: [\"127.0.0.1:{p1}\", \"127.0.0.1:{p2}\"], retries: 1, retry_on: [connect_failure, reset, timeout], read_timeout: 2s, passive_cooldown: 1s, health_check: {{kind: tcp, interval: 200ms, timeout: 100ms, unhealthy_after: 1, healthy_after: 1}}}}"
+        ),
+        "",
+        admin,
+    );
+    let gw = Arc::new(gw);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (gw, stop, sent, failed) = (gw.clone(), stop.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let r = gw.get("/", &[]);
+                    if r.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {} {}", r.status, r.text());
+                    }
+                    // A steady load beside the other tests, not a flood.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    let at = |n: usize| {
+        wait_until(Duration::from_secs(10), || {
+            sent.load(Ordering::Relaxed) >= n
+        })
+    };
+    assert!(at(100));
+    // SIGKILL: requests in flight to it and pooled connections break at once.
+    let _ = first.kill();
+    let _ = first.wait();
+    let killed_at = sent.load(Ordering::Relaxed);
+    assert!(at(killed_at + 150));
+    // Back on the same port: health checks bring it back into the pool.
+    first = upstream_process(p1);
+    assert!(wait_until(Duration::from_secs(10), || {
+        peer_state(admin, format!("127.0.0.1:{p1}").parse().unwrap())["healthy"] == true
+    }));
+    let back_at = sent.load(Ordering::Relaxed);
+    assert!(at(back_at + 150));
+    // And the other one, while the first takes traffic again.
+    let _ = second.kill();
+    let _ = second.wait();
+    let second_at = sent.load(Ordering::Relaxed);
+    assert!(at(second_at + 150));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let _ = first.kill();
+    let _ = first.wait();
+    let total = sent.load(Ordering::Relaxed);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {total} GETs");
+}
