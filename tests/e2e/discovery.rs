@@ -5,7 +5,6 @@
 
 use crate::common::*;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,27 +82,8 @@ fn peers_follow_dns_under_load_without_a_failed_request() {
         &[("DNS_TOKEN", TOKEN)],
     ));
     assert_eq!(peers(admin), [format!("127.0.0.2:{port}")]);
-    // GETs all along, on two threads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (gw, stop, sent, failed) = (gw.clone(), stop.clone(), sent.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let r = gw.get("/", &[]);
-                    if r.status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("failed: {} {}", r.status, r.text());
-                    }
-                    // A steady load (about 200 requests a second per thread), not a flood that
-                    // would starve the other tests running beside this one.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
+    // GETs all along, on two threads (about 200 requests a second each).
+    let load = SteadyLoad::start(&gw, 2, Duration::from_millis(5));
     // Added: b takes requests.
     dns.set_hosts(&[("users.test", &["127.0.0.2", "127.0.0.3"])]);
     assert!(
@@ -164,17 +144,13 @@ fn peers_follow_dns_under_load_without_a_failed_request() {
     );
     let c_count = ups[2].count();
     assert!(wait_until(Duration::from_secs(10), || ups[2].count() > c_count + 20));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    let (total, failed) = load.stop();
     assert_eq!(
         peers(admin),
         [format!("127.0.0.3:{port}"), format!("127.0.0.4:{port}")]
     );
-    let total = sent.load(Ordering::Relaxed);
     assert!(total > 100, "{total}");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {total} GETs");
+    assert_eq!(failed, 0, "of {total} GETs");
     let log = gw.log();
     assert_eq!(
         log.matches("keeping its last addresses").count(),

@@ -388,7 +388,6 @@ fn upstream_process(port: u16) -> std::process::Child {
 
 #[test]
 fn a_peer_killed_and_restarted_under_load_costs_no_failed_get() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let (p1, p2) = (closed_port().port(), closed_port().port());
     let mut first = upstream_process(p1);
@@ -402,54 +401,24 @@ fn a_peer_killed_and_restarted_under_load_costs_no_failed_get() {
         admin,
     );
     let gw = Arc::new(gw);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..2)
-        .map(|_| {
-            let (gw, stop, sent, failed) = (gw.clone(), stop.clone(), sent.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let r = gw.get("/", &[]);
-                    if r.status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("failed: {} {}", r.status, r.text());
-                    }
-                    // A steady load beside the other tests, not a flood.
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        })
-        .collect();
-    let at = |n: usize| {
-        wait_until(Duration::from_secs(10), || {
-            sent.load(Ordering::Relaxed) >= n
-        })
-    };
-    assert!(at(100));
+    let load = SteadyLoad::start(&gw, 2, Duration::from_millis(2));
+    assert!(load.wait_for(100));
     // SIGKILL: requests in flight to it and pooled connections break at once.
     let _ = first.kill();
     let _ = first.wait();
-    let killed_at = sent.load(Ordering::Relaxed);
-    assert!(at(killed_at + 150));
+    assert!(load.wait_for(150));
     // Back on the same port: health checks bring it back into the pool.
     first = upstream_process(p1);
     assert!(wait_until(Duration::from_secs(10), || {
         peer_state(admin, format!("127.0.0.1:{p1}").parse().unwrap())["healthy"] == true
     }));
-    let back_at = sent.load(Ordering::Relaxed);
-    assert!(at(back_at + 150));
+    assert!(load.wait_for(150));
     // And the other one, while the first takes traffic again.
     let _ = second.kill();
     let _ = second.wait();
-    let second_at = sent.load(Ordering::Relaxed);
-    assert!(at(second_at + 150));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    assert!(load.wait_for(150));
+    let (total, failed) = load.stop();
     let _ = first.kill();
     let _ = first.wait();
-    let total = sent.load(Ordering::Relaxed);
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {total} GETs");
+    assert_eq!(failed, 0, "of {total} GETs");
 }

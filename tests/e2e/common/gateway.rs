@@ -3,6 +3,7 @@
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -231,5 +232,70 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// GETs of `/` through a gateway on a few threads until stopped, each thread pausing between
+/// requests (a steady load beside the other tests, not a flood); answers other than 200 are
+/// counted and printed.
+pub struct SteadyLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(gw: &Arc<Gateway>, threads: usize, pause: Duration) -> SteadyLoad {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let threads = (0..threads)
+            .map(|_| {
+                let (gw, stop, sent, failed) =
+                    (gw.clone(), stop.clone(), sent.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let r = gw.get("/", &[]);
+                        if r.status != 200 {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("failed: {} {}", r.status, r.text());
+                        }
+                        std::thread::sleep(pause);
+                    }
+                })
+            })
+            .collect();
+        SteadyLoad {
+            stop,
+            sent,
+            failed,
+            threads,
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Until `more` requests beyond those sent now have been sent (at most 10 s).
+    pub fn wait_for(&self, more: usize) -> bool {
+        let target = self.sent() + more;
+        wait_until(Duration::from_secs(10), || self.sent() >= target)
+    }
+
+    /// Stop; returns the requests sent and those that failed.
+    pub fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
