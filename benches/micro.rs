@@ -37,8 +37,9 @@ fn gateway(yaml: &str) -> Gateway {
 const HEAD: &str = "listeners: [{address: 127.0.0.1:1}]\nupstreams: {u: {peers: [127.0.0.1:2]}}\n";
 
 /// `n` routes: each its own service path under one of 10 hosts, plus method and header rules
-/// on some, as a real gateway's table looks.
-fn routes_yaml(n: usize) -> String {
+/// on some, as a real gateway's table looks; `template` writes each path as a template with a
+/// parameter (`/svc00007/v1/orders/{id}`) instead of a prefix.
+fn routes_yaml(n: usize, template: bool) -> String {
     let mut y = format!("{HEAD}routes:\n");
     for i in 0..n {
         let host = format!("api{}.example.com", i % 10);
@@ -48,21 +49,33 @@ fn routes_yaml(n: usize) -> String {
             _ => "",
         };
         y.push_str(&format!(
-            "  - {{name: r{i}, match: {{hosts: [{host}], path_prefix: /svc{i}/v1{extra}}}, upstream: u}}\n"
+            "  - {{name: r{i}, match: {{hosts: [{host}], {path}{extra}}}, upstream: u}}\n",
+            path = if template {
+                format!("path_template: '/svc{i:05}/v1/orders/{{id}}'")
+            } else {
+                format!("path_prefix: /svc{i:05}/v1")
+            }
         ));
     }
     y
 }
 
 fn route_lookup(c: &mut Criterion) {
-    let mut g = c.benchmark_group("route_lookup");
+    route_lookup_of(c, "route_lookup", false);
+    route_lookup_of(c, "route_lookup_template", true);
+}
+
+fn route_lookup_of(c: &mut Criterion, group: &str, template: bool) {
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     for n in [1usize, 100, 10_000] {
-        let gw = gateway(&routes_yaml(n));
-        // The request matches the last route added, which is no easier to find than any other.
+        let gw = gateway(&routes_yaml(n, template));
+        // The request matches the last route added, which is no easier to find than any other;
+        // service numbers are zero-padded so every request path has the same length, and the
+        // sizes compare the number of routes, not the cost of hashing longer names.
         let last = n - 1;
         let host = format!("api{}.example.com", last % 10);
-        let path = format!("/svc{last}/v1/orders/42");
+        let path = format!("/svc{last:05}/v1/orders/42");
         let mut headers = HeaderMap::new();
         headers.insert("x-tenant", HeaderValue::from_static("t1"));
         headers.insert("accept", HeaderValue::from_static("application/json"));
@@ -71,6 +84,7 @@ fn route_lookup(c: &mut Criterion) {
             path: &path,
             method: &Method::GET,
             headers: &headers,
+            query: None,
         };
         assert_eq!(
             gw.router.lookup(&view),

@@ -273,10 +273,12 @@ fn main() -> ExitCode {
             ReopenOnUsr1(log.clone()),
         ));
     }
-    server.add_service(background_service(
-        "systemd STOPPING=1 on SIGTERM",
-        server::systemd::NotifyStopping,
-    ));
+    match server::systemd::NotifyStopping::install() {
+        Ok(notify) => {
+            server.add_service(background_service("systemd STOPPING=1 on SIGTERM", notify));
+        }
+        Err(e) => log::error!("cannot watch for SIGTERM, no STOPPING=1 for systemd: {e}"),
+    }
     server.add_service(background_service(
         "upgrade on SIGUSR2",
         server::systemd::UpgradeOnUsr2 {

@@ -29,6 +29,8 @@ pub(super) fn routes(gw: &Gateway) -> Value {
                     PathMatch::Any => "/".to_string(),
                     PathMatch::Prefix(p) => format!("{p}*"),
                     PathMatch::Exact(p) => p.clone(),
+                    PathMatch::Template(t) => t.source.clone(),
+                    PathMatch::Regex(r) => format!("~{}", r.source),
                 },
                 "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
                 "auth": r.access.authenticates(),

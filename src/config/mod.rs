@@ -9,6 +9,7 @@
 
 mod error;
 pub mod loader;
+pub mod pattern;
 mod process;
 mod raw;
 mod routing;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use loader::Loader;
+pub use pattern::{PathRegex, PathTemplate, RewriteTemplate};
 pub use process::*;
 pub use routing::*;
 use serde_yaml::Value;

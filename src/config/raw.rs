@@ -203,8 +203,11 @@ pub struct RawMatch {
     pub hosts: Option<Vec<String>>,
     pub path_prefix: Option<String>,
     pub path_exact: Option<String>,
+    pub path_template: Option<String>,
+    pub path_regex: Option<String>,
     pub methods: Option<Vec<String>>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub query: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

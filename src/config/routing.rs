@@ -1,6 +1,7 @@
 //! The validated routing settings: upstream pools, routes, consumers, JWT issuers, Redis and
 //! the request-reading limits that a reload swaps in one atomic step.
 
+use super::pattern::{PathRegex, PathTemplate, RewriteTemplate};
 use http::{HeaderName, HeaderValue, Method};
 use std::fmt;
 use std::net::SocketAddr;
@@ -254,6 +255,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Exact values the request must carry.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Query parameters the request must carry with exactly these (decoded) values.
+    pub query: Vec<(String, String)>,
     /// Index into [`Config::upstreams`]: the pool, or the first pool of a split.
     pub upstream: usize,
     /// Several pools by weight, and canary rules (`None`: `upstream` alone).
@@ -482,6 +485,10 @@ pub enum PathMatch {
     /// A prefix on segment boundaries (stored without a trailing slash, except `/`).
     Prefix(String),
     Exact(String),
+    /// `/users/{id}/orders`: whole paths, with named parameters.
+    Template(PathTemplate),
+    /// A regular expression over the whole path.
+    Regex(PathRegex),
 }
 
 /// How the upstream path is derived from the request path.
@@ -495,6 +502,8 @@ pub enum PathRewrite {
         from: String,
         to: String,
     },
+    /// The whole path rebuilt from a template or regex match's parameters.
+    Template(RewriteTemplate),
 }
 
 /// Header changes applied to a request or a response.

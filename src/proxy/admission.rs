@@ -58,6 +58,7 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
         path: target.path(req),
         method: &req.method,
         headers: &req.headers,
+        query: req.uri.query(),
     };
     ctx.route = ctx.gateway.router.lookup(&view);
     ctx.request.target = target;

@@ -6,7 +6,8 @@
 use super::ctx::Ctx;
 use super::headers;
 use super::target::Target;
-use crate::config::HashKey;
+use crate::canonical;
+use crate::config::{HashKey, PathRewrite};
 use crate::errors::status_error;
 use crate::gateway::CompiledRoute;
 use crate::router;
@@ -271,7 +272,18 @@ fn set_target(
     let req = session.req_header();
     let target = &ctx.request.target;
     let path = target.path(req);
-    let rewritten = router::rewrite_path(&route.rewrite, path);
+    let rewritten = router::rewrite_path(&route.path, &route.rewrite, path);
+    if let (Some(new), PathRewrite::Template(_)) = (&rewritten, &route.rewrite) {
+        // Parameters put together may spell what the upstream would read otherwise ("/{a}{b}"
+        // with "." and "."): such a path is refused, never sent.
+        if !matches!(canonical::path(new, &ctx.gateway.path_normalization), Ok(c) if c == new.as_str())
+        {
+            return Err(status_error(
+                400,
+                "the route's rewrite gives a path that is not canonical",
+            ));
+        }
+    }
     // A downstream HTTP/2 request's `:authority` goes to an HTTP/2 upstream as it came, unless
     // it was not canonical.
     let h2_upstream = upstream_request.version == http::Version::HTTP_2;

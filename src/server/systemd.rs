@@ -10,6 +10,8 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use sd_notify::NotifyState;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tell the service manager the process serves, and that it is the service's main process.
@@ -26,31 +28,36 @@ pub fn ready(status: &str) {
 
 /// Sends `STOPPING=1` when SIGTERM starts a shutdown (an upgrade's SIGQUIT is not one: the new
 /// process takes over as the main process).
-pub struct NotifyStopping;
+pub struct NotifyStopping {
+    /// Set by the SIGTERM handler, which is in place from [`NotifyStopping::install`] on: a
+    /// shutdown is a stop when it was set before the shutdown began, however late this service
+    /// runs or however busy the machine is.
+    terminated: Arc<AtomicBool>,
+}
+
+impl NotifyStopping {
+    /// Start watching for SIGTERM (before the server runs, so none is missed).
+    pub fn install() -> std::io::Result<NotifyStopping> {
+        let terminated = Arc::new(AtomicBool::new(false));
+        let flag = terminated.clone();
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe; it is added
+        // beside the other handlers of SIGTERM (Pingora's), which still run.
+        unsafe {
+            signal_hook_registry::register(libc::SIGTERM, move || {
+                flag.store(true, Ordering::SeqCst)
+            })?;
+        }
+        Ok(NotifyStopping { terminated })
+    }
+}
 
 #[async_trait]
 impl BackgroundService for NotifyStopping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    log::error!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
-        let stopping = tokio::select! {
-            biased;
-            _ = term.recv() => true,
-            // Pingora may see the same SIGTERM first and start the shutdown: the signal is
-            // still pending here then. (An upgrade's SIGQUIT leaves nothing.)
-            _ = shutdown.changed() => {
-                tokio::time::timeout(Duration::from_millis(200), term.recv())
-                    .await
-                    .is_ok()
-            }
-        };
-        if stopping {
+        if !*shutdown.borrow() && shutdown.changed().await.is_err() {
+            return;
+        }
+        if self.terminated.load(Ordering::SeqCst) {
             let state = [NotifyState::Stopping, NotifyState::Status("draining")];
             if let Err(e) = sd_notify::notify(false, &state) {
                 log::warn!("systemd: cannot send STOPPING=1: {e}");

@@ -203,7 +203,7 @@ fn bad_route_shapes() {
     fails_with(
         &format!("listeners: [{{address: 127.0.0.1:8080}}]\n{GOOD_TAIL}  - {{name: a, match: {{path_prefix: /a, path_exact: /a/b}}, upstream: users}}\n  - {{name: b, match: {{path_prefix: /b}}, upstream: users, strip_prefix: /c}}\n  - name: c\n    match: {{path_prefix: /c, hosts: ['a:80'], methods: ['G T']}}\n    upstream: users\n    request_headers: {{set: {{'bad header': x, connection: close}}}}\n"),
         &[
-            "routes[1].match: give either path_prefix or path_exact, not both",
+            "routes[1].match: give one path condition, not path_prefix and path_exact",
             "routes[2].strip_prefix: \"/c\" is not a leading part of the matched path \"/b\"",
             "routes[3].match.hosts[0]: \"a:80\" is not a host name",
             "routes[3].match.methods[0]: \"G T\" is not an HTTP method",
@@ -549,4 +549,18 @@ fn paths_the_process_writes_are_checked_before_it_starts() {
     assert!(err.contains("error_log: directory"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn check_warns_about_routes_that_can_never_be_chosen() {
+    let (ok, out, err) = check(
+        "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: users, match: {path_template: '/users/{id}'}, upstream: a, priority: 1}\n  - {name: me, match: {path_exact: /users/me}, upstream: a}\n  - {name: all, match: {path_prefix: /}, upstream: a}\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "configuration OK");
+    assert!(
+        err.contains("warning: routes[1].match: route \"me\" can never be chosen: routes[0] (\"users\") matches every request it matches and comes first"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -265,3 +265,57 @@ fn upstream_reset_is_502() {
     let r = gw.get("/", &[]);
     assert_eq!(r.status, 502);
 }
+
+#[test]
+fn templates_regexes_and_query_conditions_end_to_end() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gw = two_pools(
+        &a,
+        &b,
+        "  - {name: orders, match: {path_template: '/users/{id}/orders/{*rest}'}, upstream: a, rewrite: '/v2/customers/{id}/orders/{rest}'}\n  - {name: mine, match: {path_template: '/users/me/orders/{*rest}'}, upstream: b}\n  - {name: items, match: {path_regex: '/items/(?P<id>[0-9]+)(?P<ext>\\.json)?'}, upstream: a, rewrite: '/catalog/{id}{ext}'}\n  - {name: dots, match: {path_regex: '/d/(?P<a>[^/])(?P<b>[^/])x'}, upstream: a, rewrite: '/safe/{a}{b}/secret'}\n  - {name: v2, match: {path_prefix: /s, query: {version: '2'}}, upstream: b}\n  - {name: s, match: {path_prefix: /s}, upstream: a}\n",
+    );
+    // Parameters carry into the rewrite; the query string goes along unchanged.
+    assert_eq!(gw.get("/users/42/orders/7/lines?x=1", &[]).status, 200);
+    assert_eq!(a.last().url, "/v2/customers/42/orders/7/lines?x=1");
+    // A literal segment beats a parameter.
+    let r = gw.get("/users/me/orders/1", &[]);
+    assert_eq!(r.header("x-upstream"), Some("b"));
+    assert_eq!(b.last().url, "/users/me/orders/1");
+    // Parameters are taken from the canonical path: a dot segment is resolved first.
+    assert_eq!(gw.get("/users/x/../42/orders/1", &[]).status, 200);
+    assert_eq!(a.last().url, "/v2/customers/42/orders/1");
+    assert_eq!(gw.get("/items/17.json", &[]).status, 200);
+    assert_eq!(a.last().url, "/catalog/17.json");
+    assert_eq!(gw.get("/items/17", &[]).status, 200);
+    assert_eq!(a.last().url, "/catalog/17");
+    // A regex matches the whole path, never a part of it.
+    assert_eq!(gw.get("/items/17/x", &[]).status, 404);
+    assert_eq!(gw.get("/x/items/17", &[]).status, 404);
+    // An empty parameter never matches.
+    assert_eq!(gw.get("/users//orders/1", &[]).status, 404);
+
+    // Parameters that would put together a dot segment for the upstream: refused, not sent.
+    let before = a.count();
+    let r = gw.get("/d/..x", &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(a.count(), before);
+    assert_eq!(gw.get("/d/abx", &[]).status, 200);
+    assert_eq!(a.last().url, "/safe/ab/secret");
+
+    // Query conditions compare decoded values; a repeated parameter with other values meets
+    // none (servers disagree on which one counts).
+    for (q, want) in [
+        ("/s?version=2", "b"),
+        ("/s?x=1&version=%32", "b"),
+        ("/s?version=2&version=2", "b"),
+        ("/s?version=2&version=3", "a"),
+        ("/s?version=3&version=2", "a"),
+        ("/s?version=20", "a"),
+        ("/s?Version=2", "a"),
+        ("/s", "a"),
+    ] {
+        assert_eq!(gw.get(q, &[]).header("x-upstream"), Some(want), "{q}");
+    }
+}

@@ -4,8 +4,7 @@
 
 use super::super::raw::{RawAuthMethod, RawHeaderTransform, RawMatch, RawRoute};
 use super::super::{
-    segment_prefix, AuthMethod, Consumer, HeaderTransform, HostPattern, PathMatch, PathRewrite,
-    Route, Upstream,
+    AuthMethod, Consumer, HeaderTransform, HostPattern, PathMatch, Route, Upstream,
 };
 use super::{index_path, valid_name, Validator};
 use crate::canonical::PathOptions;
@@ -30,6 +29,7 @@ struct Match {
     path: PathMatch,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    query: Vec<(String, String)>,
 }
 
 /// Who may call a route.
@@ -45,6 +45,7 @@ impl Validator<'_> {
         let mut out: Vec<Route> = Vec::new();
         let mut names: std::collections::HashMap<String, usize> = Default::default();
         let mut signatures: std::collections::HashMap<String, usize> = Default::default();
+        let mut places = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let base = index_path("routes", i);
             let Some(raw) = self.item::<RawRoute>(&base, item) else {
@@ -71,7 +72,17 @@ impl Validator<'_> {
                     signatures.insert(signature, i);
                 }
                 out.push(route);
+                places.push(i);
             }
+        }
+        for (j, i) in shadow::shadowed(&out) {
+            self.warn(
+                format!("{}.match", index_path("routes", places[j])),
+                format!(
+                    "route \"{}\" can never be chosen: routes[{}] (\"{}\") matches every request it matches and comes first (see the README's route precedence); narrow that route or give this one a higher priority",
+                    out[j].name, places[i], out[i].name
+                ),
+            );
         }
         out
     }
@@ -133,6 +144,7 @@ impl Validator<'_> {
             path: m.path,
             methods: m.methods,
             headers: m.headers,
+            query: m.query,
             upstream,
             split,
             priority: raw.priority.unwrap_or(0),
@@ -148,6 +160,7 @@ impl Validator<'_> {
     /// The hosts, path, methods and headers a route matches.
     fn route_match(&mut self, base: &str, m: RawMatch, paths: &PathOptions) -> Match {
         let mbase = format!("{base}.match");
+        let path = self.match_path(&mbase, &m, paths);
 
         let mut hosts = Vec::new();
         for (j, h) in m.hosts.unwrap_or_default().into_iter().enumerate() {
@@ -158,38 +171,6 @@ impl Validator<'_> {
         }
         hosts.sort();
         hosts.dedup();
-
-        let path = match (m.path_prefix, m.path_exact) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    mbase.clone(),
-                    "give either path_prefix or path_exact, not both",
-                );
-                PathMatch::Any
-            }
-            (Some(p), None) => match check_match_path(&p, paths) {
-                Ok(()) => {
-                    let trimmed = p.trim_end_matches('/');
-                    if trimmed.is_empty() {
-                        PathMatch::Prefix("/".to_string())
-                    } else {
-                        PathMatch::Prefix(trimmed.to_string())
-                    }
-                }
-                Err(msg) => {
-                    self.error(format!("{mbase}.path_prefix"), msg);
-                    PathMatch::Any
-                }
-            },
-            (None, Some(p)) => match check_match_path(&p, paths) {
-                Ok(()) => PathMatch::Exact(p),
-                Err(msg) => {
-                    self.error(format!("{mbase}.path_exact"), msg);
-                    PathMatch::Any
-                }
-            },
-            (None, None) => PathMatch::Any,
-        };
 
         let mut methods = Vec::new();
         for (j, name) in m.methods.unwrap_or_default().into_iter().enumerate() {
@@ -221,11 +202,20 @@ impl Validator<'_> {
                 }
             }
         }
+        let mut query = Vec::new();
+        for (name, value) in m.query.unwrap_or_default() {
+            if name.is_empty() {
+                self.error(format!("{mbase}.query"), "a parameter name is empty");
+            } else {
+                query.push((name, value));
+            }
+        }
         Match {
             hosts,
             path,
             methods,
             headers,
+            query,
         }
     }
 
@@ -252,68 +242,6 @@ impl Validator<'_> {
                 );
                 0
             }
-        }
-    }
-
-    /// How the upstream path is derived from the matched one.
-    fn rewrite(
-        &mut self,
-        base: &str,
-        path: &PathMatch,
-        strip_prefix: Option<String>,
-        rewrite: Option<String>,
-    ) -> PathRewrite {
-        let matched_path = match path {
-            PathMatch::Prefix(p) | PathMatch::Exact(p) => Some(p.clone()),
-            PathMatch::Any => None,
-        };
-        match (strip_prefix, rewrite) {
-            (Some(_), Some(_)) => {
-                self.error(base, "give either strip_prefix or rewrite, not both");
-                PathRewrite::None
-            }
-            (Some(strip), None) => {
-                let strip_trimmed = strip.trim_end_matches('/').to_string();
-                match &matched_path {
-                    _ if check_path(&strip).is_err() => {
-                        self.error(format!("{base}.strip_prefix"), "must start with '/'");
-                        PathRewrite::None
-                    }
-                    None => {
-                        self.error(
-                            format!("{base}.strip_prefix"),
-                            "needs match.path_prefix or match.path_exact to strip from",
-                        );
-                        PathRewrite::None
-                    }
-                    Some(mp) if !segment_prefix(mp, &strip_trimmed) => {
-                        self.error(
-                            format!("{base}.strip_prefix"),
-                            format!("\"{strip}\" is not a leading part of the matched path \"{mp}\", so it would never apply"),
-                        );
-                        PathRewrite::None
-                    }
-                    Some(_) => PathRewrite::Strip(strip_trimmed),
-                }
-            }
-            (None, Some(to)) => match &matched_path {
-                _ if check_path(&to).is_err() => {
-                    self.error(format!("{base}.rewrite"), "must start with '/'");
-                    PathRewrite::None
-                }
-                None => {
-                    self.error(
-                        format!("{base}.rewrite"),
-                        "needs match.path_prefix or match.path_exact to replace",
-                    );
-                    PathRewrite::None
-                }
-                Some(from) => PathRewrite::Replace {
-                    from: from.clone(),
-                    to,
-                },
-            },
-            (None, None) => PathRewrite::None,
         }
     }
 
@@ -450,40 +378,15 @@ pub(super) fn parse_host(text: &str) -> Result<HostPattern, String> {
     })
 }
 
-fn check_path(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("\"{p}\" must start with '/'"));
-    }
-    if p.bytes()
-        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
-    {
-        return Err(format!(
-            "\"{p}\" must not contain spaces, control characters, '?' or '#'"
-        ));
-    }
-    Ok(())
-}
-
-/// A route's match path: a valid path, written in the canonical form requests are matched in
-/// (otherwise it could never match).
-fn check_match_path(p: &str, opts: &PathOptions) -> Result<(), String> {
-    check_path(p)?;
-    match crate::canonical::path(p, opts) {
-        Ok(c) if c == p => Ok(()),
-        Ok(c) => Err(format!(
-            "\"{p}\" is not in canonical form, so no request would match it: requests are matched after their path is normalised (see path_normalization); write \"{c}\""
-        )),
-        Err(e) => Err(format!("\"{p}\" can never match a request: {}", e.describe())),
-    }
-}
-
 fn route_signature(r: &Route) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{}",
-        r.hosts, r.path, r.methods, r.headers, r.priority
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        r.hosts, r.path, r.methods, r.headers, r.query, r.priority
     )
 }
 
+mod paths;
+mod shadow;
 mod split;
 
 #[cfg(test)]

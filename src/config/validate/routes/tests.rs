@@ -79,13 +79,13 @@ fn route_mistakes_are_reported_where_they_are() {
         &[
             "routes[0].name: route names are non-empty",
             "routes[0].match.hosts[0]: \"api.test:80\" is not a host name",
-            "routes[0].match: give either path_prefix or path_exact, not both",
+            "routes[0].match: give one path condition, not path_prefix and path_exact",
             "routes[0].match.methods[0]: \"G T\" is not an HTTP method",
             "routes[0].match.headers.bad name: is not a valid header name",
             "routes[0].upstream: unknown upstream \"nope\" (known: a)",
             "routes[1].strip_prefix: \"/t\" is not a leading part of the matched path \"/s\"",
             "routes[1].response_headers.set.connection: is a hop-by-hop or framing header",
-            "routes[2].rewrite: needs match.path_prefix or match.path_exact to replace",
+            "routes[2].rewrite: needs match.path_prefix, path_exact, path_template or path_regex",
             "routes[3].allow_consumers[0]: unknown consumer \"bob\"",
             "routes[3].auth: allow_groups and allow_consumers need `auth`",
             "routes[4].name: route name \"u\" is already used by routes[3]",
@@ -185,4 +185,74 @@ fn mirrors() {
             "routes[2].mirror.max_body_size: must be at most 16MiB",
         ],
     );
+}
+
+#[test]
+fn templates_regexes_and_their_rewrites() {
+    let c = load_with(
+        &routes("  - {name: t, match: {path_template: '/users/{id}/orders'}, upstream: a, rewrite: '/v2/customers/{id}/orders'}\n  - {name: r, match: {path_regex: '/items/(?P<id>[0-9]+)'}, upstream: a, rewrite: '/catalog/{id}'}\n  - {name: q, match: {path_prefix: /q, query: {v: '2'}}, upstream: a}\n"),
+        &Fixed::default(),
+    );
+    let r = &c.routing.routes;
+    assert!(matches!(&r[0].path, PathMatch::Template(t) if t.source == "/users/{id}/orders"));
+    assert!(matches!(&r[0].rewrite, PathRewrite::Template(_)));
+    assert!(matches!(&r[1].path, PathMatch::Regex(x) if x.source == "/items/(?P<id>[0-9]+)"));
+    assert_eq!(r[2].query, vec![("v".to_string(), "2".to_string())]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let e = errors(&routes(
+        "  - {name: a, match: {path_template: '/users/x{id}'}, upstream: a}\n  - {name: b, match: {path_template: '/users/{id}', path_prefix: /users}, upstream: a}\n  - {name: c, match: {path_regex: '/items/(['}, upstream: a}\n  - {name: d, match: {path_template: '/u/{id}'}, upstream: a, rewrite: '/v/{uid}'}\n  - {name: e, match: {path_prefix: /e}, upstream: a, rewrite: '/v/{id}'}\n  - {name: f, match: {path_template: '/f/{id}'}, upstream: a, strip_prefix: /f}\n  - {name: g, match: {path_template: '/g/../{id}'}, upstream: a}\n  - {name: h, match: {path_prefix: /h, query: {'': x}}, upstream: a}\n  - {name: i, match: {path_regex: '/i/(?P<n>x)'}, upstream: a, rewrite: '/i/{n'}\n",
+    ));
+    assert_reported(
+        &e,
+        &[
+            "routes[0].match.path_template: \"x{id}\": a parameter takes a whole segment",
+            "routes[1].match: give one path condition, not path_prefix and path_template",
+            "routes[2].match.path_regex: regex parse error",
+            "routes[3].rewrite: {uid} is not a parameter of the match (it has id)",
+            "routes[4].rewrite: {parameters} need match.path_template or match.path_regex",
+            "routes[5].strip_prefix: a template or regex match is rewritten with rewrite:",
+            "routes[6].match.path_template: \"/g/../{id}\" is not in canonical form",
+            "routes[7].match.query: a parameter name is empty",
+            "routes[8].rewrite: a '{' without its '}'",
+        ],
+    );
+    assert_eq!(e.len(), 9, "{e:#?}");
+}
+
+fn warnings(list: &str) -> Vec<String> {
+    load_with(&routes(list), &Fixed::default())
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+#[test]
+fn shadowed_routes_are_warned_about() {
+    let w = warnings(
+        "  - {name: all, match: {path_prefix: /api}, upstream: a, priority: 5}\n  - {name: users, match: {path_prefix: /api/users}, upstream: a}\n  - {name: one, match: {path_template: '/v/{id}'}, upstream: a, priority: 1}\n  - {name: me, match: {path_exact: /v/me}, upstream: a}\n  - {name: same, match: {path_template: '/v/{uid}'}, upstream: a, priority: 1}\n  - {name: get, match: {path_prefix: /m, methods: [GET, POST]}, upstream: a}\n  - {name: get2, match: {path_prefix: /m, methods: [GET]}, upstream: a}\n  - {name: wild, match: {hosts: ['*.example.com'], path_prefix: /h}, upstream: a, priority: 1}\n  - {name: named, match: {hosts: [a.example.com], path_prefix: /h/x, headers: {x-a: b}}, upstream: a}\n  - {name: re, match: {path_regex: '/r/[a-z]+'}, upstream: a, priority: 1}\n  - {name: rx, match: {path_exact: /r/abc}, upstream: a}\n",
+    );
+    for (route, by) in [
+        ("routes[1].match: route \"users\"", "routes[0] (\"all\")"),
+        ("routes[3].match: route \"me\"", "routes[2] (\"one\")"),
+        ("routes[4].match: route \"same\"", "routes[2] (\"one\")"),
+        ("routes[6].match: route \"get2\"", "routes[5] (\"get\")"),
+        ("routes[8].match: route \"named\"", "routes[7] (\"wild\")"),
+        ("routes[10].match: route \"rx\"", "routes[9] (\"re\")"),
+    ] {
+        assert!(
+            w.iter().any(|m| m.starts_with(route)
+                && m.contains(by)
+                && m.contains("can never be chosen")),
+            "{route} by {by} not in {w:#?}"
+        );
+    }
+    assert_eq!(w.len(), 6, "{w:#?}");
+
+    // Routes that win at least some requests are not reported.
+    let w = warnings(
+        "  - {name: all, match: {path_prefix: /api}, upstream: a}\n  - {name: users, match: {path_prefix: /api/users}, upstream: a}\n  - {name: one, match: {path_template: '/v/{id}'}, upstream: a}\n  - {name: me, match: {path_exact: /v/me}, upstream: a}\n  - {name: get, match: {path_prefix: /m, methods: [GET]}, upstream: a}\n  - {name: any, match: {path_prefix: /m}, upstream: a}\n  - {name: named, match: {hosts: [a.example.com], path_prefix: /h}, upstream: a}\n  - {name: wild, match: {hosts: ['*.example.com'], path_prefix: /h}, upstream: a}\n  - {name: hi, match: {path_prefix: /p, headers: {x-a: b}}, upstream: a, priority: 3}\n  - {name: lo, match: {path_prefix: /p/q}, upstream: a}\n  - {name: re, match: {path_regex: '/r/[a-z]+'}, upstream: a, priority: 1}\n  - {name: rx, match: {path_exact: /r/a1}, upstream: a}\n  - {name: q1, match: {path_prefix: /q, query: {a: '1'}}, upstream: a}\n  - {name: q2, match: {path_prefix: /q, query: {a: '2'}}, upstream: a}\n  - {name: rest, match: {path_template: '/f/{*p}'}, upstream: a, priority: 1}\n  - {name: fslash, match: {path_exact: /f/}, upstream: a}\n",
+    );
+    assert!(w.is_empty(), "{w:#?}");
 }
