@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the request path's decisions, each on a snapshot built from YAML the way
-//! the gateway builds it: route lookup with 1, 100 and 10,000 routes; the local rate-limit
-//! decision with 1 and 100,000 distinct keys; API-key and JWT verification; the cache key; and a
+//! the gateway builds it: route lookup with 1, 100 and 10,000 prefix or template routes; the
+//! local rate-limit decision with 1 and 1,000,000 distinct keys; API-key and JWT verification; the cache key; and a
 //! full TLS 1.3 handshake (ECDSA P-256, no resumption) with each crypto provider rustls has here.
 //! `cargo bench --bench micro`.
 

@@ -3,7 +3,7 @@
 //! system's resolver configuration or from the name servers the configuration gives. Answers
 //! carry how long they may be kept (the records' TTL), for re-resolution.
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
@@ -65,6 +65,8 @@ impl Resolver {
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.timeout = Duration::from_secs(1);
         opts.attempts = 2;
+        // Every address of a name: both A and AAAA records (the default stops at A when any).
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         Ok(Resolver(builder.build()))
     }
 

@@ -117,10 +117,18 @@ impl Gateway {
             .upstreams
             .iter()
             .map(|u| {
-                previous
-                    .and_then(|p| p.pools.iter().find(|pool| pool.config == *u))
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Pool::new(u.clone())))
+                let same_name =
+                    previous.and_then(|p| p.pools.iter().find(|pool| pool.config.name == u.name));
+                match same_name {
+                    Some(pool) if pool.config == *u => pool.clone(),
+                    _ => {
+                        let pool = Arc::new(Pool::new(u.clone()));
+                        if let Some(old) = same_name {
+                            pool.continue_counters(old);
+                        }
+                        pool
+                    }
+                }
             })
             .collect();
         limits.set_max_keys(routing.rate_limit_max_keys);

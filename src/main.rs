@@ -273,11 +273,8 @@ fn main() -> ExitCode {
             ReopenOnUsr1(log.clone()),
         ));
     }
-    match server::systemd::NotifyStopping::install() {
-        Ok(notify) => {
-            server.add_service(background_service("systemd STOPPING=1 on SIGTERM", notify));
-        }
-        Err(e) => log::error!("cannot watch for SIGTERM, no STOPPING=1 for systemd: {e}"),
+    if let Err(e) = server::systemd::watch_sigterm() {
+        log::error!("cannot watch for SIGTERM, no STOPPING=1 for systemd: {e}");
     }
     server.add_service(background_service(
         "upgrade on SIGUSR2",

@@ -32,7 +32,7 @@ pub struct PeerStats {
     /// Outlier detection: failures in a row, recent ejections, and when the last one began.
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
-    last_ejection_ms: AtomicU64,
+    last_ejection_end_ms: AtomicU64,
 }
 
 impl PeerStats {
@@ -45,7 +45,7 @@ impl PeerStats {
             drained: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
-            last_ejection_ms: AtomicU64::new(0),
+            last_ejection_end_ms: AtomicU64::new(0),
         }
     }
 }
@@ -376,10 +376,10 @@ impl Pool {
             return false;
         }
         // The back-off grows with ejections that follow each other; a peer that stayed in for
-        // the longest ejection starts again from the base.
-        let last = peer.last_ejection_ms.load(Ordering::Relaxed);
+        // twice the longest ejection since it came back starts again from the base.
+        let last_end = peer.last_ejection_end_ms.load(Ordering::Relaxed);
         let max_ms = od.max_ejection.as_millis() as u64;
-        let times = if last != 0 && now.saturating_sub(last) <= max_ms * 2 {
+        let times = if last_end != 0 && now.saturating_sub(last_end) <= max_ms * 2 {
             peer.ejections.fetch_add(1, Ordering::Relaxed) + 1
         } else {
             peer.ejections.store(1, Ordering::Relaxed);
@@ -387,7 +387,8 @@ impl Pool {
         };
         let ms = (od.base_ejection.as_millis() as u64 * u64::from(times)).min(max_ms);
         peer.cooldown_until_ms.store(now + ms, Ordering::Relaxed);
-        peer.last_ejection_ms.store(now.max(1), Ordering::Relaxed);
+        peer.last_ejection_end_ms
+            .store((now + ms).max(1), Ordering::Relaxed);
         peer.consecutive_failures.store(0, Ordering::Relaxed);
         self.ejected.fetch_add(1, Ordering::Relaxed);
         log::warn!(
@@ -396,6 +397,16 @@ impl Pool {
             peer.address
         );
         true
+    }
+
+    /// Continue the counters of `previous`, the pool of the same name this one replaces on a
+    /// reload: what Prometheus scrapes as counters never goes back.
+    pub fn continue_counters(&self, previous: &Pool) {
+        self.ejected
+            .fetch_add(previous.ejections(), Ordering::Relaxed);
+        if let (Some(d), Some(n)) = (&self.discovery, previous.dns_failures()) {
+            d.failures.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Peers ejected by outlier detection so far.

@@ -172,6 +172,15 @@ pub(super) fn proxy_failed(
             pool.observe(attempt.peer(), true);
         }
     }
+    // Once the client has the response head, or when the client is what failed, no attempt
+    // may start again: a second answer cannot follow the first, and a client that went away
+    // needs none.
+    if session.as_ref().response_written().is_some()
+        || e.esource() == &pingora_error::ErrorSource::Downstream
+    {
+        e.set_retry(false);
+        return e;
+    }
     let on = &pool.config.retry_on;
     let reason = match e.etype() {
         ErrorType::CustomCode(RETRY_STATUS, _) => {

@@ -60,7 +60,7 @@ pub struct Tollgate {
     /// The listeners' settings: which proxies are trusted to name the client.
     door: Arc<FrontDoor>,
     /// Connections to shadow pools (mirroring).
-    mirror: Arc<pingora_core::connectors::http::Connector>,
+    mirror: mirror::Mirrors,
 }
 
 impl Tollgate {
@@ -77,7 +77,7 @@ impl Tollgate {
             access_log,
             lifecycle,
             door,
-            mirror: Arc::new(pingora_core::connectors::http::Connector::new(None)),
+            mirror: mirror::Mirrors::new(),
         }
     }
 }
@@ -268,7 +268,10 @@ impl ProxyHttp for Tollgate {
         match ctx.route() {
             Some(route) => {
                 forward::shape_request(route, session, upstream_request, ctx)?;
-                mirror::keep_head(ctx, upstream_request);
+                if ctx.mirror.is_some() {
+                    let has_body = !session.as_mut().is_body_empty();
+                    mirror::keep_head(ctx, upstream_request, has_body);
+                }
                 Ok(())
             }
             None => Ok(()),
@@ -280,17 +283,18 @@ impl ProxyHttp for Tollgate {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         let gateway = ctx.gateway.clone();
-        match (body.as_ref(), ctx.route.map(|r| gateway.route(r))) {
-            (Some(b), Some(route)) => {
-                mirror::keep_body(route, ctx, b);
-                admission::count_body(route, b.len(), &mut ctx.upstream.body_bytes)
-            }
-            _ => Ok(()),
-        }
+        let Some(route) = ctx.route.map(|r| gateway.route(r)) else {
+            return Ok(());
+        };
+        let chunk = body.as_deref().unwrap_or_default();
+        // Counted first: a body refused as too large is never a complete copy.
+        admission::count_body(route, chunk.len(), &mut ctx.upstream.body_bytes)?;
+        mirror::keep_body(route, ctx, chunk, end_of_stream);
+        Ok(())
     }
 
     /// Note the upstream's status and time to its response header.

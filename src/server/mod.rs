@@ -111,6 +111,7 @@ impl Lifecycle {
         if self.draining.swap(true, Ordering::AcqRel) {
             return;
         }
+        systemd::stopping_if_terminated();
         let plan = self.plan.lock().ok().and_then(|mut p| p.take());
         match &plan {
             Some(p) => log::info!(

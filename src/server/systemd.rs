@@ -1,6 +1,6 @@
 //! systemd integration (`Type=notify`): `READY=1` with `MAINPID=` once every listener accepts
 //! (after an upgrade the new process says it is the main one now), `STOPPING=1` when a shutdown
-//! (SIGTERM) starts draining, and the binary upgrade started from inside the service on SIGUSR2:
+//! (SIGTERM) starts draining (sent as the drain begins, so no quick exit can come first), and the binary upgrade started from inside the service on SIGUSR2:
 //! the running process starts the new binary with `-u`, waits until it waits for the listening
 //! sockets, and hands them over (SIGQUIT to itself), as nginx does on USR2. Outside systemd
 //! (no `NOTIFY_SOCKET`) the notifications are nothing.
@@ -11,7 +11,6 @@ use pingora_core::services::background::BackgroundService;
 use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tell the service manager the process serves, and that it is the service's main process.
@@ -26,42 +25,27 @@ pub fn ready(status: &str) {
     }
 }
 
-/// Sends `STOPPING=1` when SIGTERM starts a shutdown (an upgrade's SIGQUIT is not one: the new
-/// process takes over as the main process).
-pub struct NotifyStopping {
-    /// Set by the SIGTERM handler, which is in place from [`NotifyStopping::install`] on: a
-    /// shutdown is a stop when it was set before the shutdown began, however late this service
-    /// runs or however busy the machine is.
-    terminated: Arc<AtomicBool>,
-}
+/// Set by the SIGTERM handler ([`watch_sigterm`]): a drain that begins after it is a stop.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
 
-impl NotifyStopping {
-    /// Start watching for SIGTERM (before the server runs, so none is missed).
-    pub fn install() -> std::io::Result<NotifyStopping> {
-        let terminated = Arc::new(AtomicBool::new(false));
-        let flag = terminated.clone();
-        // SAFETY: the action only stores to an atomic, which is async-signal-safe; it is added
-        // beside the other handlers of SIGTERM (Pingora's), which still run.
-        unsafe {
-            signal_hook_registry::register(libc::SIGTERM, move || {
-                flag.store(true, Ordering::SeqCst)
-            })?;
-        }
-        Ok(NotifyStopping { terminated })
+/// Start noting SIGTERM (before the server runs, so none is missed), beside Pingora's own
+/// handler, which still runs.
+pub fn watch_sigterm() -> std::io::Result<()> {
+    // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal_hook_registry::register(libc::SIGTERM, || TERMINATED.store(true, Ordering::SeqCst))?;
     }
+    Ok(())
 }
 
-#[async_trait]
-impl BackgroundService for NotifyStopping {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        if !*shutdown.borrow() && shutdown.changed().await.is_err() {
-            return;
-        }
-        if self.terminated.load(Ordering::SeqCst) {
-            let state = [NotifyState::Stopping, NotifyState::Status("draining")];
-            if let Err(e) = sd_notify::notify(false, &state) {
-                log::warn!("systemd: cannot send STOPPING=1: {e}");
-            }
+/// Send `STOPPING=1` when the drain now beginning is a stop (SIGTERM), not an upgrade's SIGQUIT,
+/// after which the new process is the main one. Called as the drain begins, before anything
+/// can make the process exit.
+pub fn stopping_if_terminated() {
+    if TERMINATED.load(Ordering::SeqCst) {
+        let state = [NotifyState::Stopping, NotifyState::Status("draining")];
+        if let Err(e) = sd_notify::notify(false, &state) {
+            log::warn!("systemd: cannot send STOPPING=1: {e}");
         }
     }
 }

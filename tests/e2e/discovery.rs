@@ -183,3 +183,30 @@ fn srv_records_give_targets_ports_and_weights() {
     // Weighted round robin, 3 : 1.
     assert_eq!((heavy.count(), light.count()), (300, 100));
 }
+
+#[test]
+fn a_dual_stack_name_gives_its_ipv4_and_ipv6_addresses() {
+    let (port, listeners) = same_port(&["127.0.0.1", "::1"]);
+    let ups: Vec<Upstream> = listeners
+        .into_iter()
+        .zip(["v4", "v6"])
+        .map(|(l, name)| Upstream::on(l, name, move |_| Reply::ok(name)))
+        .collect();
+    let dns = Dnsmasq::start(&[("dual.test", &["127.0.0.1", "::1"])], &[]);
+    let admin = closed_port().port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "dns: {{servers: [\"{}\"]}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: DNS_TOKEN}}\nupstreams:\n  u: {{peers: [\"dual.test:{port}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            dns.server()
+        ),
+        &[("DNS_TOKEN", TOKEN)],
+    );
+    assert_eq!(
+        peers(admin),
+        [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
+    );
+    for _ in 0..10 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert_eq!((ups[0].count(), ups[1].count()), (5, 5));
+}

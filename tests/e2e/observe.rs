@@ -28,7 +28,7 @@ fn setup(extra_peer: Option<std::net::SocketAddr>, token: bool) -> Setup {
     let logs = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with_env(
         &format!(
-            "admin: {{address: 127.0.0.1:{admin}{token_line}}}\naccess_log: {{path: ACCESS_LOG, format: json}}\nconsumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\nupstreams:\n  a:\n    peers: {peers}\n    health_check: {{kind: http, path: /health, interval: 100ms, timeout: 50ms, unhealthy_after: 1, healthy_after: 1}}\n    passive_cooldown: 0s\nroutes:\n  - {{name: open, match: {{path_prefix: /open}}, upstream: a}}\n  - {{name: keyed, match: {{path_prefix: /keyed}}, upstream: a, auth: [api_key]}}\n  - {{name: limited, match: {{path_prefix: /limited}}, upstream: a, rate_limit: [{{requests: 1, per: 1m, key: route}}]}}\n  - {{name: cached, match: {{path_prefix: /cached}}, upstream: a, cache: {{ttl: 60s}}}}\n"
+            "admin: {{address: 127.0.0.1:{admin}{token_line}}}\naccess_log: {{path: ACCESS_LOG, format: json}}\nconsumers:\n  - {{name: alice, api_keys: [alice-key-1]}}\nupstreams:\n  a:\n    peers: {peers}\n    health_check: {{kind: http, path: /health, interval: 100ms, timeout: 50ms, unhealthy_after: 1, healthy_after: 1}}\n    passive_cooldown: 0s\n    outlier_detection: {{consecutive_failures: 1000}}\nroutes:\n  - {{name: open, match: {{path_prefix: /open}}, upstream: a}}\n  - {{name: keyed, match: {{path_prefix: /keyed}}, upstream: a, auth: [api_key]}}\n  - {{name: limited, match: {{path_prefix: /limited}}, upstream: a, rate_limit: [{{requests: 1, per: 1m, key: route}}]}}\n  - {{name: cached, match: {{path_prefix: /cached}}, upstream: a, cache: {{ttl: 60s}}}}\n"
         )
         .replace("ACCESS_LOG", &logs.path().join("access.log").display().to_string()),
         &[("OBSERVE_TOKEN", TOKEN)],
@@ -485,6 +485,11 @@ fn status_page_renders_in_a_real_browser() {
         "the live peer is not shown as up:\n{dom}"
     );
     assert!(dom.contains("ready"), "{dom}");
+    // Per-pool events: outlier ejections (the pool has outlier detection, no DNS names).
+    assert!(
+        dom.contains("<td class=\"events\">0 ejections</td>"),
+        "{dom}"
+    );
     assert!(
         dom.contains("<div id=\"limits-text\">0 of 1000000 keys held, 0 evicted</div>"),
         "{dom}"

@@ -362,6 +362,41 @@ fn no_more_than_the_allowed_share_of_the_pool_is_ejected() {
         "{m}"
     );
     assert!(x.count().max(y.count()) > 5, "{} {}", x.count(), y.count());
+    // A reload that changes the pool builds it anew: its counters go on from where they were
+    // (a Prometheus counter never goes back).
+    gw.rewrite(&format!(
+        "admin: {{address: 127.0.0.1:{admin}, token_env: RETRY_TOKEN}}\nupstreams:\n  u: {}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n  - {{name: after, match: {{path_prefix: /after}}, upstream: u}}\n",
+        pool_of(
+            &[x.addr, y.addr, good.addr],
+            "retries: 0, outlier_detection: {consecutive_failures: 2, base_ejection: 31s, max_ejection_percent: 50}",
+        )
+    ));
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || {
+        send_raw(
+            admin,
+            format!("GET /routes HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .text()
+        .contains("\"after\"")
+    }));
+    assert_eq!(
+        metric(
+            &metrics(admin),
+            "tollgate_upstream_ejections_total{upstream=\"u\"}"
+        ),
+        1
+    );
+    for _ in 0..30 {
+        gw.get("/after", &[]);
+    }
+    assert_eq!(
+        metric(
+            &metrics(admin),
+            "tollgate_upstream_ejections_total{upstream=\"u\"}"
+        ),
+        2
+    );
 }
 
 /// A real upstream process (`tollgate-bench upstream`) on `port`, answering after 20 ms.
@@ -421,4 +456,113 @@ fn a_peer_killed_and_restarted_under_load_costs_no_failed_get() {
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(failed, 0, "of {total} GETs");
+}
+
+/// A peer that answers the head and part of the body of every request, then (`stall`: stops
+/// sending, or) closes the connection.
+fn half_answer_peer(stall: bool) -> std::net::SocketAddr {
+    use std::io::Write;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Upstream: half\r\n\r\nfirst part of the body",
+            );
+            let _ = s.flush();
+            if stall {
+                held.push(s);
+            } else {
+                drop(s);
+            }
+        }
+    });
+    addr
+}
+
+/// One GET on a new connection, everything the gateway sends until it closes (or 10 s pass).
+fn get_all(port: u16) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn nothing_is_retried_once_the_client_has_the_response_head() {
+    for stall in [false, true] {
+        let half = half_answer_peer(stall);
+        let good = Upstream::start("good");
+        let admin = closed_port().port();
+        let (gw, _logs) = gateway(
+            &format!(
+                "{{peers: [\"{half}\", \"{}\"], retries: 2, retry_on: [reset, timeout, 502, 503, 504], retry_budget: {{ratio: 1}}, read_timeout: 300ms, passive_cooldown: 0s}}",
+                good.addr
+            ),
+            "",
+            admin,
+        );
+        let answers: Vec<String> = (0..4).map(|_| get_all(gw.port)).collect();
+        let from_half: Vec<&String> = answers
+            .iter()
+            .filter(|a| a.to_ascii_lowercase().contains("x-upstream: half"))
+            .collect();
+        assert!(!from_half.is_empty(), "stall {stall}: {answers:#?}");
+        for a in &from_half {
+            // The broken answer ends where the peer stopped: no second head or body after it.
+            assert_eq!(a.matches("HTTP/1.1").count(), 1, "stall {stall}: {a}");
+            assert!(a.ends_with("first part of the body"), "stall {stall}: {a}");
+        }
+        // Only the requests the good peer answered reached it.
+        assert_eq!(
+            good.count(),
+            answers.len() - from_half.len(),
+            "stall {stall}: {answers:#?}"
+        );
+        let m = metrics(admin);
+        assert!(!m.contains("tollgate_upstream_retries_total{"), "{m}");
+    }
+}
+
+#[test]
+fn a_client_that_goes_away_is_not_retried_for() {
+    use std::io::Write;
+    let slow = Upstream::with_handler("slow", |_| {
+        Reply::ok("slow").delay(Duration::from_millis(1500))
+    });
+    let other = Upstream::start("other");
+    let admin = closed_port().port();
+    let (gw, logs) = gateway(
+        &format!(
+            "{{peers: [\"{}\", \"{}\"], balance: round_robin, retries: 2, retry_on: [reset, timeout], retry_budget: {{ratio: 1}}, passive_cooldown: 0s}}",
+            slow.addr, other.addr
+        ),
+        "",
+        admin,
+    );
+    // Round robin: find the turn of the slow peer, then leave while it works.
+    while gw.get("/", &[]).header("x-upstream") != Some("other") {}
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET /leaving HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || slow.seen_path("/leaving")));
+    drop(s);
+    // Once the request is over (its access log line is written), it went nowhere else.
+    let log = logs.path().join("access.log");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/leaving"))
+    }));
+    assert!(
+        !other.seen_path("/leaving"),
+        "the client's request was retried after it left"
+    );
+    let m = metrics(admin);
+    assert!(!m.contains("tollgate_upstream_retries_total{"), "{m}");
 }

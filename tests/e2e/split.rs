@@ -187,3 +187,67 @@ fn a_dead_shadow_costs_the_client_nothing_and_a_share_is_mirrored() {
     let n = shadow.count();
     assert!((60..=140).contains(&n), "{n} of 200 mirrored at 50 %");
 }
+
+#[test]
+fn only_whole_requests_are_mirrored_and_a_failing_shadow_is_counted() {
+    use std::io::Write;
+    let main = Upstream::start("main");
+    let shadow = Upstream::with_handler("shadow", |_| Reply {
+        status: 500,
+        ..Reply::ok("shadow")
+    });
+    let admin = closed_port().port();
+    // The main pool's first peer refuses connections: requests are retried on the second.
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin: {{address: 127.0.0.1:{admin}, token_env: MIRROR_TOKEN}}\nupstreams:\n  main: {{peers: [\"{}\", \"{}\"], passive_cooldown: 0s}}\n  shadow: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: main, max_body_size: 64, mirror: {{pool: shadow}}}}\n",
+            closed_port(),
+            main.addr,
+            shadow.addr
+        ),
+        &[("MIRROR_TOKEN", TOKEN)],
+    );
+    // Bodies of requests retried after a refused connection are copied whole.
+    for i in 0..4 {
+        let body = format!("retried-{i}");
+        let r = gw.raw(
+            format!("POST /r HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+    assert!(wait_until(std::time::Duration::from_secs(5), || shadow
+        .count()
+        == 4));
+    let mut bodies: Vec<String> = shadow
+        .seen()
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["retried-0", "retried-1", "retried-2", "retried-3"]);
+    // The shadow's 500s are its failures.
+    assert!(wait_until(std::time::Duration::from_secs(5), || mirrored(
+        admin, "failed"
+    ) == 4));
+    assert_eq!(mirrored(admin, "sent"), 0);
+    // A body refused as too large (413) and a client that leaves halfway: nothing is copied.
+    let big = format!(
+        "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{}",
+        "x".repeat(100)
+    );
+    assert_eq!(gw.raw(big.as_bytes()).status, 413);
+    let skipped = mirrored(admin, "skipped");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"POST /half HTTP/1.1\r\nHost: t\r\nContent-Length: 60\r\n\r\nonly part")
+        .unwrap();
+    // The client leaves with its body unfinished.
+    drop(s);
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || mirrored(
+            admin, "skipped"
+        ) == skipped + 1),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(shadow.count(), 4);
+}
