@@ -53,6 +53,12 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
     }
     let target =
         Target::of(req, &ctx.gateway.path_normalization).map_err(|why| status_error(400, why))?;
+    if ctx.gateway.router.ambiguous_query(req.uri.query()) {
+        return Err(status_error(
+            400,
+            "a query parameter that routes match on reads differently when ';' separates parameters",
+        ));
+    }
     let view = RequestView {
         host: target.host(req).unwrap_or(""),
         path: target.path(req),

@@ -81,6 +81,8 @@ pub struct Router {
     any_host: PathTable,
     /// With one priority everywhere the first match in precedence order wins and the walk stops.
     uniform_priority: bool,
+    /// The parameter names of every route's query conditions.
+    query_names: Vec<Box<str>>,
 }
 
 /// What a lookup needs from the request.
@@ -101,6 +103,11 @@ impl Router {
             ..Router::default()
         };
         for (i, route) in routes.iter().enumerate() {
+            for (name, _) in &route.query {
+                if !r.query_names.iter().any(|n| **n == **name) {
+                    r.query_names.push(name.as_str().into());
+                }
+            }
             let c = Candidate {
                 route: i,
                 priority: route.priority,
@@ -187,6 +194,29 @@ impl Router {
         }
         consider(&self.any_host, 0, &mut done);
         best.map(|(route, _)| route)
+    }
+}
+
+impl Router {
+    /// Whether `query` reads differently, for a parameter some route matches on, when `;` also
+    /// separates parameters (as older servers read it) than when only `&` does (as the routes
+    /// are matched): such a request could be routed on one reading and served on the other.
+    pub fn ambiguous_query(&self, query: Option<&str>) -> bool {
+        let Some(q) = query.filter(|q| !self.query_names.is_empty() && q.contains(';')) else {
+            return false;
+        };
+        let values = |pieces: &mut dyn Iterator<Item = &str>, name: &str| {
+            let mut v: Vec<String> = pieces
+                .flat_map(|p| form_urlencoded::parse(p.as_bytes()))
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        self.query_names
+            .iter()
+            .any(|name| values(&mut std::iter::once(q), name) != values(&mut q.split(';'), name))
     }
 }
 

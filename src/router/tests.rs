@@ -223,6 +223,21 @@ fn query_conditions() {
     );
     assert_eq!(at("/s").as_deref(), Some("plain"));
     assert_eq!(at("/s?VERSION=2&a+b=c%26d").as_deref(), Some("plain"));
+    // Invalid escapes stay as they are; bytes that are not UTF-8 never equal a written value.
+    assert_eq!(at("/s?version=%zz&a+b=c%26d").as_deref(), Some("plain"));
+    assert_eq!(at("/s?version=2%FF&a+b=c%26d").as_deref(), Some("plain"));
+    assert_eq!(at("/s?version&a+b=c%26d").as_deref(), Some("plain"));
+    // ';' separates nothing when routes are matched; a query that older servers would read
+    // differently for a parameter routes match on is ambiguous (refused with 400).
+    assert_eq!(at("/s?version=2;x=1&a+b=c%26d").as_deref(), Some("plain"));
+    assert!(r.0.ambiguous_query(Some("version=2;x=1&a+b=c%26d")));
+    assert!(r.0.ambiguous_query(Some("x=1;version=2")));
+    assert!(r.0.ambiguous_query(Some("version=2&version=3;x")));
+    assert!(!r.0.ambiguous_query(Some("version=2&q=a;b")));
+    assert!(!r.0.ambiguous_query(Some("version=2&a+b=c%26d")));
+    assert!(!r.0.ambiguous_query(None));
+    let plain = router("  - {name: p, match: {path_prefix: /s}, upstream: u}\n");
+    assert!(!plain.0.ambiguous_query(Some("version=2;x=1")));
 }
 
 #[test]

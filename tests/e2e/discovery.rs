@@ -210,3 +210,48 @@ fn a_dual_stack_name_gives_its_ipv4_and_ipv6_addresses() {
     }
     assert_eq!((ups[0].count(), ups[1].count()), (5, 5));
 }
+
+#[test]
+fn a_peer_that_stays_in_dns_keeps_its_health_state() {
+    let ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7"];
+    let (port, listeners) = same_port(&ips);
+    let ups: Vec<Upstream> = listeners
+        .into_iter()
+        .zip(["e", "f", "g"])
+        .map(|(l, name)| Upstream::on(l, name, move |_| Reply::ok(name)))
+        .collect();
+    let dns = Dnsmasq::start(&[("health.test", &["127.0.0.5", "127.0.0.6"])], &[]);
+    let admin = closed_port().port();
+    // A peer needs 100 passing probes in a row (10 s) to come back.
+    let gw = Gateway::start_with_env(
+        &format!(
+            "dns: {{servers: [\"{}\"]}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: DNS_TOKEN}}\nupstreams:\n  u:\n    peers: [\"health.test:{port}\"]\n    resolve: {{min_interval: 200ms, max_interval: 1s}}\n    health_check: {{kind: http, path: /health, interval: 100ms, timeout: 50ms, unhealthy_after: 1, healthy_after: 100}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            dns.server()
+        ),
+        &[("DNS_TOKEN", TOKEN)],
+    );
+    let healthy = |address: &str| {
+        admin_json(admin, "/upstreams")[0]["peers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["address"] == address).cloned())
+            .map(|p| p["healthy"] == true)
+    };
+    let e = format!("127.0.0.5:{port}");
+    // e fails a probe and leaves; its checks pass again at once, but it is not back for 10 s.
+    ups[0].set_healthy(false);
+    assert!(wait_until(Duration::from_secs(5), || healthy(&e) == Some(false)));
+    ups[0].set_healthy(true);
+    // g is added: the pool is rebuilt from the new answer, and e is still out (a new peer would
+    // start healthy), g is in.
+    dns.set_hosts(&[("health.test", &["127.0.0.5", "127.0.0.6", "127.0.0.7"])]);
+    let g = format!("127.0.0.7:{port}");
+    assert!(wait_until(Duration::from_secs(10), || healthy(&g).is_some()));
+    assert_eq!(healthy(&e), Some(false));
+    assert_eq!(healthy(&g), Some(true));
+    let before = ups[0].count();
+    for _ in 0..20 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    assert_eq!(ups[0].count(), before, "the peer that was out got requests");
+    assert!(ups[2].count() > 0);
+}

@@ -173,6 +173,25 @@ fn a_route_may_allow_retrying_non_idempotent_requests() {
     }
     assert!(statuses.contains(&503), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
+    // The same for an idempotent PUT, with a length-delimited and with a chunked body.
+    for chunked in [false, true] {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let mut req = if chunked {
+                format!("PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n", body.len())
+            } else {
+                format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+            }
+            .into_bytes();
+            req.extend_from_slice(&body);
+            if chunked {
+                req.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+            statuses.push(gw.raw(&req).status);
+        }
+        assert!(statuses.contains(&503), "chunked {chunked}: {statuses:?}");
+        assert!(statuses.contains(&200), "chunked {chunked}: {statuses:?}");
+    }
 }
 
 #[test]

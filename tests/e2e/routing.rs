@@ -318,4 +318,15 @@ fn templates_regexes_and_query_conditions_end_to_end() {
     ] {
         assert_eq!(gw.get(q, &[]).header("x-upstream"), Some(want), "{q}");
     }
+    // Read with ';' as a separator too (as older servers do), this query has version=2: routed
+    // on one reading and served on the other, it is refused instead.
+    let (ca, cb) = (a.count(), b.count());
+    let r = gw.get("/s?x=1;version=2", &[]);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!((a.count(), b.count()), (ca, cb));
+    assert_eq!(
+        gw.get("/s?q=a;b&version=2", &[]).header("x-upstream"),
+        Some("b")
+    );
 }

@@ -251,3 +251,61 @@ fn only_whole_requests_are_mirrored_and_a_failing_shadow_is_counted() {
     );
     assert_eq!(shadow.count(), 4);
 }
+
+#[test]
+fn stickiness_by_cookie_consumer_and_address_follows_the_documented_hash() {
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let expected = |key: &str| {
+        let d = Sha256::digest(key.as_bytes());
+        if u64::from_be_bytes(d[..8].try_into().unwrap()) % 4 < 3 {
+            "v1"
+        } else {
+            "v2"
+        }
+    };
+    let users: Vec<String> = (0..20).map(|u| format!("user-{u}")).collect();
+    // By cookie.
+    let gw = gateway(
+        &v1,
+        &v2,
+        "upstreams: [{pool: v1, weight: 3}, {pool: v2, weight: 1}], sticky: \"cookie:session\"",
+    );
+    for user in &users {
+        let cookie = format!("theme=dark; session={user}");
+        for _ in 0..2 {
+            assert_eq!(
+                pool_of(&gw.get("/", &[("cookie", &cookie)])),
+                expected(user)
+            );
+        }
+    }
+    drop(gw);
+    // By consumer: the consumer's name, whichever of its keys it presents.
+    let consumers: Vec<String> = users
+        .iter()
+        .map(|u| format!("  - {{name: {u}, api_keys: [{u}-key-1, {u}-key-2]}}"))
+        .collect();
+    let gw = Gateway::start(&format!(
+        "consumers:\n{}\nupstreams:\n  v1: {{peers: [\"{}\"]}}\n  v2: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, auth: [api_key], upstreams: [{{pool: v1, weight: 3}}, {{pool: v2, weight: 1}}], sticky: consumer}}\n",
+        consumers.join("\n"),
+        v1.addr,
+        v2.addr
+    ));
+    for user in &users {
+        for key in ["key-1", "key-2"] {
+            let r = gw.get("/", &[("x-api-key", &format!("{user}-{key}"))]);
+            assert_eq!(r.status, 200);
+            assert_eq!(pool_of(&r), expected(user), "{user}");
+        }
+    }
+    drop(gw);
+    // By client address: the address as text.
+    let gw = gateway(
+        &v1,
+        &v2,
+        "upstreams: [{pool: v1, weight: 3}, {pool: v2, weight: 1}], sticky: client_ip",
+    );
+    for _ in 0..3 {
+        assert_eq!(pool_of(&gw.get("/", &[])), expected("127.0.0.1"));
+    }
+}
