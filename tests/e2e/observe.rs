@@ -425,7 +425,7 @@ fn admin_health_readiness_and_token() {
 }
 
 /// Debian's Chromium, headless, as the machine's probe runs it.
-fn chromium(args: &[&str]) -> std::process::Output {
+pub(crate) fn chromium(args: &[&str]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     std::process::Command::new("chromium")
         .args([

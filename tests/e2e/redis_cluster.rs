@@ -50,6 +50,21 @@ fn three_gateways_share_limits_on_a_redis_cluster_and_outlive_a_master() {
         let user = format!("user-{u}");
         assert_eq!(admitted(&gws, &user, 30), 20, "{user}");
     }
+    // The same key from the three gateways at once (three clients each): still exactly 20.
+    let admitted_at_once: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..9)
+            .map(|t| {
+                let gw = &gws[t % 3];
+                scope.spawn(move || {
+                    (0..10)
+                        .filter(|_| gw.get("/", &[("x-user", "crowd")]).status == 200)
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(admitted_at_once, 20);
     assert!(admins.iter().all(|&a| !circuit_open(a)));
     // A master dies: no gateway fails a request or waits long; each soon counts locally.
     cluster.kill(0);

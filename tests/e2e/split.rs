@@ -309,3 +309,50 @@ fn stickiness_by_cookie_consumer_and_address_follows_the_documented_hash() {
         assert_eq!(pool_of(&gw.get("/", &[])), expected("127.0.0.1"));
     }
 }
+
+#[test]
+fn each_pool_of_a_split_shows_in_metrics_the_access_log_and_the_status_page() {
+    let (v1, v2) = (Upstream::start("v1"), Upstream::start("v2"));
+    let admin = closed_port().port();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let gw = Gateway::start(&format!(
+        "admin: {{address: 127.0.0.1:{admin}}}\naccess_log: {{path: \"{}\"}}\nupstreams:\n  v1: {{peers: [\"{}\"]}}\n  v2: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstreams: [{{pool: v1, weight: 3}}, {{pool: v2, weight: 1}}]}}\n",
+        log.display(),
+        v1.addr,
+        v2.addr
+    ));
+    // Each pool keeps its own series, and the access log names the pool that served.
+    for _ in 0..40 {
+        assert_eq!(gw.get("/", &[]).status, 200);
+    }
+    let m = send_raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .text();
+    for (pool, up) in [("v1", &v1), ("v2", &v2)] {
+        let series = format!("tollgate_upstream_duration_seconds_count{{upstream=\"{pool}\"}} ");
+        let n: usize = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0);
+        assert_eq!(n, up.count(), "{pool}: {m}");
+    }
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        lines.len() == 40
+            && lines.iter().filter(|l| l["upstream"] == "v2").count() == v2.count()
+            && lines.iter().filter(|l| l["upstream"] == "v1").count() == v1.count()
+    }));
+    let out = crate::observe::chromium(&["--dump-dom", &format!("http://127.0.0.1:{admin}/")]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<td class=\"pools\">v1 75 % / v2 25 %</td>"),
+        "{dom}"
+    );
+}
