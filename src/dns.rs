@@ -29,6 +29,9 @@ impl std::fmt::Display for Name {
     }
 }
 
+/// Addresses with their own weights (`None`: the entry's).
+pub type Resolved = Vec<(SocketAddr, Option<usize>)>;
+
 /// What a name resolved to: addresses with their weights (`None`: the entry's own weight), and
 /// when the answer expires.
 #[derive(Debug, Clone)]

@@ -77,7 +77,15 @@ impl Reloader {
     /// Re-read the file and swap it in if it is valid.
     pub fn reload(&self) -> Outcome {
         let _one = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let config = match config::load_file_in(&self.path, &self.base) {
+        // Names that cannot be looked up now keep the addresses the running pools have.
+        let known = self
+            .state
+            .load()
+            .pools
+            .iter()
+            .flat_map(|p| p.known_names())
+            .collect();
+        let config = match config::reload_file_in(&self.path, &self.base, known) {
             Ok(c) => c,
             Err(errors) => {
                 self.metrics

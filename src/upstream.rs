@@ -455,13 +455,6 @@ impl Pool {
         self.peers.load_full()
     }
 
-    /// Lookups of this pool's peer names that failed.
-    pub fn dns_failures(&self) -> Option<u64> {
-        self.discovery
-            .as_ref()
-            .map(|d| d.failures.load(Ordering::Relaxed))
-    }
-
     /// Look the pool's peer names up again; the selector is rebuilt when the peers changed.
     async fn refresh(&self) {
         if let Err(e) = with_lb!(&self.balancer, lb => lb.update().await) {

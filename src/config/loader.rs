@@ -21,6 +21,11 @@ pub trait Loader {
     /// The peers `name` resolves to now (asking `servers`, or the system's resolver without
     /// any), each with its own weight when the name gives one (SRV).
     fn resolve(&self, name: &Name, servers: &[SocketAddr]) -> Result<Answer, String>;
+    /// The addresses the running gateway has for `name`, when a reload cannot look it up: the
+    /// pool keeps them rather than the reload failing while DNS does.
+    fn last_known(&self, _name: &Name) -> Option<crate::dns::Resolved> {
+        None
+    }
     /// The value of an environment variable, when set (and Unicode).
     fn env(&self, name: &str) -> Option<String>;
     /// How many CPUs the process may use.
@@ -42,6 +47,8 @@ pub trait Loader {
 pub struct System {
     base: PathBuf,
     check_only: bool,
+    /// What the running gateway's names resolve to (a reload's fallback), by name.
+    known: std::collections::HashMap<String, crate::dns::Resolved>,
 }
 
 impl System {
@@ -50,14 +57,27 @@ impl System {
         System {
             base: base.to_path_buf(),
             check_only: false,
+            known: Default::default(),
+        }
+    }
+
+    /// For a reload: names that cannot be looked up now keep the addresses in `known` (keyed
+    /// by the name as printed: `users.internal:8080`, `SRV _http._tcp.users`).
+    pub fn remembering(
+        base: &Path,
+        known: std::collections::HashMap<String, crate::dns::Resolved>,
+    ) -> System {
+        System {
+            known,
+            ..System::new(base)
         }
     }
 
     /// For checking a file only (`tollgate -t`): secrets from the environment may be missing.
     pub fn checking(base: &Path) -> System {
         System {
-            base: base.to_path_buf(),
             check_only: true,
+            ..System::new(base)
         }
     }
 }
@@ -99,6 +119,9 @@ impl Loader for System {
                 Resolver::resolve_blocking(servers, name).map_err(|e| format!("cannot resolve {e}"))
             }
         }
+    }
+    fn last_known(&self, name: &Name) -> Option<crate::dns::Resolved> {
+        self.known.get(&name.to_string()).cloned()
     }
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()

@@ -59,6 +59,23 @@ pub fn load_file_in(path: &Path, base: &Path) -> Result<Config, Vec<ConfigError>
     parse_in(&text, base)
 }
 
+/// [`load_file_in`] for a reload: a peer name that cannot be looked up now keeps the addresses
+/// in `known` (what the running gateway has for it, by name as printed), with a warning.
+pub fn reload_file_in(
+    path: &Path,
+    base: &Path,
+    known: std::collections::HashMap<String, crate::dns::Resolved>,
+) -> Result<Config, Vec<ConfigError>> {
+    let path = base.join(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        vec![ConfigError::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )]
+    })?;
+    parse_with(&text, &loader::System::remembering(base, known))
+}
+
 /// Check a configuration file without starting anything (`tollgate -t`): as
 /// [`load_file_in`], except that secrets read from the environment (the admin token, JWT
 /// secrets) may be missing where the check runs: they are reported as warnings.

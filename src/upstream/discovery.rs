@@ -10,7 +10,7 @@
 
 use super::PeerStats;
 use crate::config::{Discovery, Peer};
-use crate::dns::Resolver;
+use crate::dns::{Resolved, Resolver};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_load_balancing::discovery::ServiceDiscovery;
@@ -71,6 +71,20 @@ impl DnsDiscovery {
             next_in_ms: AtomicU64::new(min),
             failures: AtomicU64::new(0),
         }
+    }
+
+    /// Each name (as printed) with its last good addresses and their weights.
+    pub(super) fn known(&self) -> Vec<(String, Resolved)> {
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        self.config
+            .names
+            .iter()
+            .zip(names.iter())
+            .map(|(n, state)| {
+                let peers = state.good.iter().map(|(a, w)| (*a, Some(*w))).collect();
+                (n.name.to_string(), peers)
+            })
+            .collect()
     }
 
     /// How long until the next lookup.
@@ -204,5 +218,19 @@ pub(super) struct Shared(pub Arc<DnsDiscovery>);
 impl ServiceDiscovery for Shared {
     async fn discover(&self) -> pingora_error::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         self.0.discover().await
+    }
+}
+
+impl super::Pool {
+    /// Each of the pool's peer names (as printed) with its last good addresses and weights.
+    pub fn known_names(&self) -> Vec<(String, Resolved)> {
+        self.discovery.as_ref().map_or_else(Vec::new, |d| d.known())
+    }
+
+    /// Lookups of this pool's peer names that failed.
+    pub fn dns_failures(&self) -> Option<u64> {
+        self.discovery
+            .as_ref()
+            .map(|d| d.failures.load(Ordering::Relaxed))
     }
 }

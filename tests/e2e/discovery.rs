@@ -255,3 +255,39 @@ fn a_peer_that_stays_in_dns_keeps_its_health_state() {
     assert_eq!(ups[0].count(), before, "the peer that was out got requests");
     assert!(ups[2].count() > 0);
 }
+
+#[test]
+fn a_reload_while_dns_is_down_keeps_the_running_addresses() {
+    let up = Upstream::start("a");
+    let mut dns = Dnsmasq::start(&[("kept.test", &["127.0.0.1"])], &[]);
+    let admin = closed_port().port();
+    let server = dns.server();
+    let body = |extra: &str| {
+        format!(
+            "dns: {{servers: [\"{server}\"]}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: DNS_TOKEN}}\nupstreams:\n  u: {{peers: [\"kept.test:{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u{extra}}}\n",
+            up.addr.port()
+        )
+    };
+    let gw = Gateway::start_with_env(&body(""), &[("DNS_TOKEN", TOKEN)]);
+    assert_eq!(gw.get("/", &[]).status, 200);
+    dns.stop();
+    // The file changes (the route adds a response header) while the name cannot be looked up:
+    // the reload takes, with the addresses the pool has.
+    gw.rewrite(&body(", response_headers: {set: {x-reloaded: \"1\"}}"));
+    gw.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(15), || gw
+            .get("/", &[])
+            .header("x-reloaded")
+            == Some("1")),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(peers(admin), [up.addr.to_string()]);
+    assert!(
+        gw.log()
+            .contains("keeping the 1 address(es) the running gateway has for it"),
+        "{}",
+        gw.log()
+    );
+}

@@ -158,7 +158,29 @@ impl Validator<'_> {
                         resolved,
                     });
                 }
-                Err(msg) => self.error(path, msg),
+                Err(msg) => {
+                    match self.loader.last_known(&name) {
+                        Some(known) => {
+                            self.warn(
+                            path,
+                            format!("{msg}; keeping the {} address(es) the running gateway has for it", known.len()),
+                        );
+                            let resolved = known
+                                .into_iter()
+                                .map(|(address, own)| Peer {
+                                    address,
+                                    weight: own.unwrap_or(weight),
+                                })
+                                .collect();
+                            names.push(NamedPeers {
+                                name,
+                                weight,
+                                resolved,
+                            });
+                        }
+                        None => self.error(path, msg),
+                    }
+                }
             }
         }
         let fixed = peers.clone();
