@@ -49,14 +49,18 @@ pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
 /// Read and validate a configuration file; relative paths in it are relative to `base` (a
 /// reload uses the directory the process started in, whatever its current directory is now).
 pub fn load_file_in(path: &Path, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    parse_in(&read(path, base)?, base)
+}
+
+/// The text of the file at `path` (relative to `base`).
+fn read(path: &Path, base: &Path) -> Result<String, Vec<ConfigError>> {
     let path = base.join(path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    std::fs::read_to_string(&path).map_err(|e| {
         vec![ConfigError::new(
             "",
             format!("cannot read {}: {e}", path.display()),
         )]
-    })?;
-    parse_in(&text, base)
+    })
 }
 
 /// [`load_file_in`] for a reload: a peer name that cannot be looked up now keeps the addresses
@@ -66,14 +70,10 @@ pub fn reload_file_in(
     base: &Path,
     known: std::collections::HashMap<String, crate::dns::Resolved>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let path = base.join(path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        vec![ConfigError::new(
-            "",
-            format!("cannot read {}: {e}", path.display()),
-        )]
-    })?;
-    parse_with(&text, &loader::System::remembering(base, known))
+    parse_with(
+        &read(path, base)?,
+        &loader::System::remembering(base, known),
+    )
 }
 
 /// Check a configuration file without starting anything (`tollgate -t`): as

@@ -139,25 +139,12 @@ impl Validator<'_> {
                 continue;
             }
             // Looked up now: a name that does not resolve is a problem of the file.
-            match self.loader.resolve(&name, &self.dns_servers) {
+            let found = match self.loader.resolve(&name, &self.dns_servers) {
                 Ok(answer) if answer.peers.is_empty() => {
                     self.error(path, format!("{name} resolves to no address"));
+                    continue;
                 }
-                Ok(answer) => {
-                    let resolved: Vec<Peer> = answer
-                        .peers
-                        .into_iter()
-                        .map(|(address, own)| Peer {
-                            address,
-                            weight: own.unwrap_or(weight),
-                        })
-                        .collect();
-                    names.push(NamedPeers {
-                        name,
-                        weight,
-                        resolved,
-                    });
-                }
+                Ok(answer) => answer.peers,
                 Err(msg) => {
                     match self.loader.last_known(&name) {
                         Some(known) => {
@@ -165,23 +152,27 @@ impl Validator<'_> {
                             path,
                             format!("{msg}; keeping the {} address(es) the running gateway has for it", known.len()),
                         );
-                            let resolved = known
-                                .into_iter()
-                                .map(|(address, own)| Peer {
-                                    address,
-                                    weight: own.unwrap_or(weight),
-                                })
-                                .collect();
-                            names.push(NamedPeers {
-                                name,
-                                weight,
-                                resolved,
-                            });
+                            known
                         }
-                        None => self.error(path, msg),
+                        None => {
+                            self.error(path, msg);
+                            continue;
+                        }
                     }
                 }
-            }
+            };
+            let resolved = found
+                .into_iter()
+                .map(|(address, own)| Peer {
+                    address,
+                    weight: own.unwrap_or(weight),
+                })
+                .collect();
+            names.push(NamedPeers {
+                name,
+                weight,
+                resolved,
+            });
         }
         let fixed = peers.clone();
         for n in &names {
