@@ -121,6 +121,7 @@ problems! {
     BAD_REQUEST = "bad-request", 400, "Bad request", "malformed request";
     UNAUTHENTICATED = "unauthenticated", 401, "Authentication required", "authentication required";
     FORBIDDEN = "forbidden", 403, "Forbidden", "forbidden";
+    CORS_REFUSED = "cors-refused", 403, "CORS preflight refused", "the origin, method or a request header is not allowed by the route's CORS rules";
     NO_ROUTE = "no-route", 404, "No route", "no route matches this request";
     METHOD_NOT_ALLOWED = "method-not-allowed", 405, "Method not allowed", "method not allowed";
     REQUEST_TIMEOUT = "request-timeout", 408, "Request timeout", "request timed out";

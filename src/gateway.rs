@@ -53,6 +53,8 @@ pub struct CompiledRoute {
     /// Mirroring: its settings and its shadow pool.
     pub mirror: Option<crate::config::Mirror>,
     pub mirror_pool: Option<Arc<Pool>>,
+    /// CORS rules, compiled.
+    pub cors: Option<crate::policy::cors::CorsPolicy>,
 }
 
 impl CompiledRoute {
@@ -159,6 +161,7 @@ impl Gateway {
                     retry_non_idempotent: r.retry_non_idempotent,
                     mirror: r.mirror.clone(),
                     mirror_pool: r.mirror.as_ref().and_then(|m| pools.get(m.pool).cloned()),
+                    cors: r.cors.as_ref().map(crate::policy::cors::CorsPolicy::new),
                     split: r.split.as_ref().map(|s| {
                         split::RouteSplit::new(s, &pools, |pool: &Pool| {
                             metrics.route(id, generation, name.clone(), &pool.config.name)

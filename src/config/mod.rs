@@ -7,6 +7,7 @@
 //! The model has two halves: [`Process`] (sockets and process settings, changed by an upgrade)
 //! and [`Routing`] (pools, routes, consumers, limits: swapped by a reload).
 
+mod cors;
 mod error;
 pub mod loader;
 pub mod pattern;
@@ -16,6 +17,7 @@ mod routing;
 pub mod units;
 mod validate;
 
+pub use cors::{Cors, OriginPattern};
 pub use error::ConfigError;
 pub use loader::Loader;
 pub use pattern::{PathRegex, PathTemplate, RewriteTemplate};

@@ -247,6 +247,19 @@ pub struct RawRoute {
     pub rate_limit: Option<Vec<RawRateLimit>>,
     pub concurrency_limit: Option<RawConcurrencyLimit>,
     pub cache: Option<RawRouteCache>,
+    pub cors: Option<RawCors>,
+}
+
+/// `routes[].cors`: who may read the route's answers from a browser.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    pub max_age: Option<ConfDuration>,
 }
 
 /// `routes[].mirror`: copy a share of the route's requests to a shadow pool.

@@ -3,6 +3,7 @@
 //! [`Policies::check`] returns a [`Decision`] and the proxy writes the answer.
 
 mod basic;
+pub mod cors;
 mod jwt;
 pub mod limits;
 
@@ -77,6 +78,19 @@ pub struct Access {
 }
 
 impl Access {
+    /// Whether the route's IP rules admit `client` (`ip_deny` first, then `ip_allow`).
+    pub fn address_allowed(&self, client: Option<IpAddr>) -> bool {
+        if self.ip_deny.is_empty() && self.ip_allow.is_empty() {
+            return true;
+        }
+        let Some(ip) = client else {
+            return false;
+        };
+        let ip = canonical(ip);
+        !self.ip_deny.iter().any(|n| n.contains(&ip))
+            && (self.ip_allow.is_empty() || self.ip_allow.iter().any(|n| n.contains(&ip)))
+    }
+
     /// Compile a route's rules.
     pub fn new(route: &Route) -> Access {
         Access {
@@ -168,17 +182,8 @@ impl Policies {
         client: Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Decision {
-        if !access.ip_deny.is_empty() || !access.ip_allow.is_empty() {
-            let Some(ip) = client else {
-                return Decision::Forbidden;
-            };
-            let ip = canonical(ip);
-            if access.ip_deny.iter().any(|n| n.contains(&ip)) {
-                return Decision::Forbidden;
-            }
-            if !access.ip_allow.is_empty() && !access.ip_allow.iter().any(|n| n.contains(&ip)) {
-                return Decision::Forbidden;
-            }
+        if !access.address_allowed(client) {
+            return Decision::Forbidden;
         }
         if access.auth.is_empty() {
             return Decision::Allow(None);

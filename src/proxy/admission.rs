@@ -9,6 +9,7 @@ use crate::errors::status_error;
 use crate::front::FrontDoor;
 use crate::gateway::{CompiledRoute, Gateway};
 use crate::observe::metrics::AuthFailure;
+use crate::policy::cors::CorsPolicy;
 use crate::policy::limits::{KeyInput, Outcome};
 use crate::policy::Decision;
 use crate::router::RequestView;
@@ -66,7 +67,19 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
         headers: &req.headers,
         query: req.uri.query(),
     };
-    ctx.route = ctx.gateway.router.lookup(&view);
+    // A CORS preflight asks about the request the browser wants to send: it goes to the route
+    // that request would take, when that route has CORS rules (its `methods` need not list
+    // OPTIONS); otherwise it is an OPTIONS request like any other.
+    let router = &ctx.gateway.router;
+    let preflight = CorsPolicy::requested_method(&req.method, &req.headers).and_then(|wanted| {
+        let id = router.lookup(&RequestView {
+            method: &wanted,
+            ..view
+        })?;
+        ctx.gateway.route(id).cors.is_some().then_some(id)
+    });
+    ctx.request.preflight = preflight.is_some();
+    ctx.route = preflight.or_else(|| router.lookup(&view));
     ctx.request.target = target;
     Ok(())
 }

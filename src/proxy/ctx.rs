@@ -49,6 +49,8 @@ pub(super) struct Request {
     pub(super) client: Client,
     /// It carries `Expect`, which the gateway answers and does not forward.
     pub(super) expect: bool,
+    /// A CORS preflight for a route with CORS rules: the gateway answers it.
+    pub(super) preflight: bool,
     /// When it started.
     pub(super) start: Instant,
     /// The same, as wall-clock time (for the access log).
@@ -130,6 +132,7 @@ impl Ctx {
                 target: Target::default(),
                 client: Client::default(),
                 expect: false,
+                preflight: false,
                 start: Instant::now(),
                 started_at: std::time::SystemTime::now(),
                 error_status: None,

@@ -138,6 +138,15 @@ impl ProxyHttp for Tollgate {
         let gateway = ctx.gateway.clone();
         let route = ctx.route.map(|r| gateway.route(r));
         let route = route.ok_or_else(|| status_error(404, "no route"))?;
+        if ctx.request.preflight {
+            // Answered here, after the IP rules and before authentication (a browser sends no
+            // credentials with a preflight); never forwarded.
+            if !route.access.address_allowed(ctx.request.client.ip) {
+                return Err(status_error(403, "refused by the route's IP rules"));
+            }
+            respond::preflight(session, route, ctx).await?;
+            return Ok(true);
+        }
         admission::check_access(route, &gateway, session, ctx).await?;
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;

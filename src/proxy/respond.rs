@@ -6,6 +6,7 @@
 use super::ctx::Ctx;
 use super::headers;
 use crate::errors::{self, Problem};
+use crate::policy::cors::{CorsPolicy, Preflight};
 use crate::wire::written;
 use bytes::Bytes;
 use http::header;
@@ -83,6 +84,9 @@ pub(super) fn shape_response(
         headers::apply_response(t, resp);
     }
     resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    if let Some(cors) = route.and_then(|r| r.cors.as_ref()) {
+        cors.apply(&session.req_header().headers, resp);
+    }
     if route.is_some_and(|r| r.cache.is_some()) {
         cache_status(session, resp, ctx)?;
     }
@@ -155,6 +159,58 @@ pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &mut Ctx) -> Fai
     }
 }
 
+/// Answer a CORS preflight: `204` with the route's `Access-Control-*` headers, or `403` (a
+/// problem saying what is not allowed) without them.
+pub(super) async fn preflight(
+    session: &mut Session,
+    route: &crate::gateway::CompiledRoute,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let Some(cors) = &route.cors else {
+        return Err(crate::errors::status_error(
+            500,
+            "preflight without CORS rules",
+        ));
+    };
+    let req = session.req_header();
+    let wanted = CorsPolicy::requested_method(&req.method, &req.headers);
+    let verdict = match wanted {
+        Some(m) => cors.preflight(&m, &req.headers),
+        None => Preflight::Refused("not a CORS preflight"),
+    };
+    let (mut resp, body) = match verdict {
+        Preflight::Allowed(headers) => {
+            let mut resp = ResponseHeader::build(204, Some(headers.len() + 2))?;
+            for (name, value) in headers {
+                resp.append_header(name, value)?;
+            }
+            (resp, Bytes::new())
+        }
+        Preflight::Refused(why) => {
+            let instance = ctx.request.target.path(req);
+            let body = Problem::CORS_REFUSED.body(
+                ctx.request.id.to_str().ok(),
+                Some(instance),
+                Some(why),
+                None,
+            );
+            let mut resp = ResponseHeader::build(403, Some(4))?;
+            resp.insert_header(header::CONTENT_TYPE, errors::PROBLEM_JSON)?;
+            resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+            resp.insert_header(header::VARY, "Origin")?;
+            ctx.request.error_status = Some(403);
+            (resp, body)
+        }
+    };
+    resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    let end = body.is_empty();
+    session.write_response_header(Box::new(resp), end).await?;
+    if !end {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// Answer `308` to the same host and path over HTTPS.
 pub(super) async fn redirect_to_https(session: &mut Session, port: u16, ctx: &Ctx) -> Result<()> {
     let req = session.req_header();
@@ -224,6 +280,10 @@ async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(written::X_REQUEST_ID, request_id.clone())?;
     refusal_headers(&mut resp, status, ctx)?;
+    // An allowed origin's script may read why it was refused.
+    if let Some(cors) = ctx.route().and_then(|r| r.cors.as_ref()) {
+        cors.apply(&session.req_header().headers, &mut resp);
+    }
     if status == 503 || (status == 429 && ctx.caller.rate.is_none()) {
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }

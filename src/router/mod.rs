@@ -86,6 +86,7 @@ pub struct Router {
 }
 
 /// What a lookup needs from the request.
+#[derive(Clone, Copy)]
 pub struct RequestView<'a> {
     pub host: &'a str,
     pub path: &'a str,

@@ -105,6 +105,7 @@ impl Validator<'_> {
             rc,
         );
         let mirror = raw.mirror.and_then(|m| self.mirror(base, m, rc));
+        let cors = raw.cors.and_then(|c| self.cors(base, c));
         let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
         let request_headers = self.transform(
             &format!("{base}.request_headers"),
@@ -145,6 +146,7 @@ impl Validator<'_> {
             methods: m.methods,
             headers: m.headers,
             query: m.query,
+            cors,
             upstream,
             split,
             priority: raw.priority.unwrap_or(0),
@@ -385,6 +387,7 @@ fn route_signature(r: &Route) -> String {
     )
 }
 
+mod cors;
 mod paths;
 mod shadow;
 mod split;

@@ -150,7 +150,11 @@ impl Gateway {
                 if let Ok(Some(status)) = child.try_wait() {
                     let log =
                         std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
-                    if log.contains("Address already in use") {
+                    // The port picked for traffic was taken meanwhile, or is the one the test
+                    // picked for the admin listener: pick another.
+                    if log.contains("Address already in use")
+                        || log.contains("must not share a port with a traffic listener")
+                    {
                         break;
                     }
                     panic!("gateway exited with {status}:\n{log}");

@@ -256,3 +256,36 @@ fn shadowed_routes_are_warned_about() {
     );
     assert!(w.is_empty(), "{w:#?}");
 }
+
+#[test]
+fn cors_rules_are_checked() {
+    let c = load_with(
+        &routes("  - {name: c, match: {}, upstream: a, cors: {allow_origins: [\"https://App.example.com\", \"https://*.example.org:8443\"], allow_credentials: true, max_age: 10m, expose_headers: [x-request-id]}}\n"),
+        &Fixed::default(),
+    );
+    let cors = c.routing.routes[0].cors.as_ref().expect("cors");
+    assert_eq!(
+        cors.allow_origins[0],
+        super::super::super::OriginPattern::Exact("https://app.example.com".into())
+    );
+    assert!(cors.allow_credentials);
+    assert_eq!(cors.allow_methods.len(), 6);
+    assert_eq!(cors.allow_headers, None);
+    assert_eq!(cors.max_age, Some(std::time::Duration::from_secs(600)));
+    let e = errors(&routes(
+        "  - {name: a, match: {}, upstream: a, cors: {allow_origins: [\"*\"], allow_credentials: true}}\n  - {name: b, match: {}, upstream: a, priority: 1, cors: {allow_origins: [\"app.example.com\", \"https://x.com/\"], allow_methods: [\"G T\"], allow_headers: [\"bad header\"], expose_headers: [\"x y\"]}}\n  - {name: c, match: {}, upstream: a, priority: 2, cors: {allow_origins: []}}\n  - {name: d, match: {}, upstream: a, priority: 3, cors: {allow_origins: [\"https://*.org\"], origins: [x]}}\n",
+    ));
+    assert_reported(
+        &e,
+        &[
+            "routes[0].cors.allow_origins[0]: \"*\" with allow_credentials would let every web site read",
+            "routes[1].cors.allow_origins[0]: \"app.example.com\" is not an origin",
+            "routes[1].cors.allow_origins[1]: \"https://x.com/\" is not an origin",
+            "routes[1].cors.allow_methods[0]: \"G T\" is not an HTTP method",
+            "routes[1].cors.allow_headers[0]: \"bad header\" is not a header name",
+            "routes[1].cors.expose_headers[0]: \"x y\" is not a header name",
+            "routes[2].cors.allow_origins: list at least one origin",
+            "routes[3].cors",
+        ],
+    );
+}
