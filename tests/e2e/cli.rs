@@ -564,3 +564,35 @@ fn check_warns_about_routes_that_can_never_be_chosen() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn references_to_the_environment_and_files_fill_the_configuration() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("header-secret");
+    std::fs::write(&secret, "from-a-file\n").unwrap();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "upstreams:\n  a: {{peers: [\"${{UPSTREAM}}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-secret: \"${{file:{}}}\", x-env: \"${{TEAM:-platform}}\"}}}}}}\n",
+            secret.display()
+        ),
+        &[("UPSTREAM", &up.addr.to_string())],
+    );
+    assert_eq!(gw.get("/", &[]).status, 200);
+    assert_eq!(up.last().header("x-secret"), Some("from-a-file"));
+    assert_eq!(up.last().header("x-env"), Some("platform"));
+    // Checking the file where the variable is not set: a warning naming it, no failure, and
+    // no value of any other variable printed.
+    let (ok, out, err) = check(
+        "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: r, match: {}, upstream: a, request_headers: {set: {x-key: \"${TOLLGATE_TEST_UNSET_SECRET}\", x-home: \"${HOME}\"}}}\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "configuration OK");
+    assert!(
+        err.contains("warning: routes[0].request_headers.set.x-key: environment variable TOLLGATE_TEST_UNSET_SECRET (in ${TOLLGATE_TEST_UNSET_SECRET}) is not set"),
+        "{err}"
+    );
+    if let Ok(home) = std::env::var("HOME") {
+        assert!(!err.contains(&home) && !out.contains(&home), "{err}");
+    }
+}

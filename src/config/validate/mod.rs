@@ -12,6 +12,7 @@ mod limits;
 mod listeners;
 mod process;
 mod routes;
+mod substitute;
 mod upstreams;
 
 use super::error::ConfigError;
@@ -254,6 +255,7 @@ impl<'a> Validator<'a> {
     }
 
     pub(super) fn document(&mut self, doc: Value) -> Option<(Process, Routing)> {
+        let doc = self.substitute(doc);
         let map = match doc {
             Value::Mapping(m) => m,
             Value::Null => Mapping::new(),

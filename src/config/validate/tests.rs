@@ -93,3 +93,65 @@ fn required_sections_are_named() {
         ],
     );
 }
+
+#[test]
+fn references_are_replaced_in_values_from_the_environment_and_files() {
+    use super::super::loader::Fixed;
+    let mut loader = Fixed::default().file("secrets/pass", "from-file\n");
+    loader.vars.insert("THREADS".into(), "3".into());
+    loader
+        .vars
+        .insert("KEY".into(), "s3cret: [not, yaml]".into());
+    loader.vars.insert("HOST".into(), "api.example.com".into());
+    let text = format!(
+        "threads: ${{THREADS}}\n{LISTENER}{POOL}routes:\n  - {{name: r, match: {{hosts: [\"${{HOST}}\"]}}, upstream: a, request_headers: {{set: {{x-a: \"${{KEY}}\", x-b: \"${{file:secrets/pass}}\", x-c: \"$${{LITERAL}}\", x-d: \"pre-${{MISSING:-dflt}}-post\"}}}}}}\n"
+    );
+    let c = load_with(&text, &loader);
+    assert_eq!(c.process.server.threads, 3);
+    let r = &c.routing.routes[0];
+    assert_eq!(
+        r.hosts,
+        [super::super::HostPattern::Exact("api.example.com".into())]
+    );
+    let values: Vec<&str> = r
+        .request_headers
+        .set
+        .iter()
+        .map(|(_, v)| v.to_str().unwrap_or(""))
+        .collect();
+    // A value never adds structure: the variable's YAML-looking text stays one string.
+    assert_eq!(
+        values,
+        [
+            "s3cret: [not, yaml]",
+            "from-file",
+            "${LITERAL}",
+            "pre-dflt-post"
+        ]
+    );
+    // The file's text, not the values, is what the snapshot keeps.
+    assert!(!c.text.contains("s3cret"));
+
+    let e = errors_with(
+        &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-a: \"${{NOPE}}\", x-b: \"${{file:missing}}\", x-c: \"${{bad name}}\", x-d: \"${{open\"}}}}}}\n"),
+        &loader,
+    );
+    assert_reported(
+        &e,
+        &[
+            "routes[0].request_headers.set.x-a: environment variable NOPE (in ${NOPE}) is not set",
+            "routes[0].request_headers.set.x-b: ${file:missing}: cannot read",
+            "routes[0].request_headers.set.x-c: ${bad name}: a variable name uses letters",
+            "routes[0].request_headers.set.x-d: a \"${\" without its \"}\"",
+        ],
+    );
+    // Checking only: an unset variable is a warning, and the shape is still checked.
+    loader.check_only = true;
+    let c = load_with(
+        &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-a: \"${{NOPE}}\"}}}}}}\n"),
+        &loader,
+    );
+    assert!(c.warnings.iter().any(|w| w
+        .to_string()
+        .starts_with("routes[0].request_headers.set.x-a: environment variable NOPE")));
+}
