@@ -332,6 +332,7 @@ fn main() -> ExitCode {
         pingora_core::listeners::ListenerConfig::tcp(addr.to_string())
             .l4_buffer(pingora_core::listeners::L4BufferSettings::default().read(0))
     };
+    let mut listener_certificates = Vec::new();
     for listener in &process.listeners {
         let service = match (server::service_for(listener, split), &mut h2c_proxy) {
             (ServiceFor::H2c, Some(h2c)) => h2c,
@@ -341,7 +342,10 @@ fn main() -> ExitCode {
             service.add_listener(endpoint(listener.address));
         } else {
             match tollgate::tls::settings(listener) {
-                Ok(settings) => service.add_listener(endpoint(listener.address).tls(settings)),
+                Ok((settings, certificates)) => {
+                    service.add_listener(endpoint(listener.address).tls(settings));
+                    listener_certificates.push((listener.address, certificates));
+                }
                 Err(e) => {
                     eprintln!("listener {}: {e}", listener.address);
                     return ExitCode::from(2);
@@ -390,6 +394,7 @@ fn main() -> ExitCode {
         gateway.clone(),
         metrics.clone(),
         health,
+        listener_certificates,
     ));
     server.add_service(background_service(
         "reload on SIGHUP",

@@ -1,9 +1,9 @@
 //! Hot reload: re-read the configuration file and swap routes, upstreams, consumers and
 //! policies in one atomic step. A request keeps the snapshot it started with, so none sees a
 //! mix of old and new. Health state (of unchanged pools), limit counters and the cache carry
-//! over. Settings that need new sockets or a new process (listeners, the admin listener, the
-//! cache size, process settings, the access log file) are reported, not silently ignored: they
-//! take effect with an upgrade (`tollgate -u`).
+//! over, and listener certificates are loaded again. Settings that need new sockets or a new
+//! process (listeners, the admin listener, the cache size, process settings, the access log
+//! file) are reported, not silently ignored: they take effect with an upgrade (`tollgate -u`).
 
 use crate::cache::Cache;
 use crate::config::{self, Config, ConfigError, Process};
@@ -37,6 +37,8 @@ pub struct Reloader {
     fixed: Process,
     /// One reload at a time.
     busy: Mutex<()>,
+    /// Each TLS listener's certificates, reloaded with the configuration.
+    certificates: Vec<(std::net::SocketAddr, Arc<crate::tls::Certificates>)>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -59,6 +61,7 @@ impl Reloader {
         state: Arc<ArcSwap<Gateway>>,
         metrics: Arc<Metrics>,
         health: HealthChecker,
+        certificates: Vec<(std::net::SocketAddr, Arc<crate::tls::Certificates>)>,
     ) -> Reloader {
         let current = state.load_full();
         Reloader {
@@ -71,6 +74,7 @@ impl Reloader {
             health,
             fixed: config.process,
             busy: Mutex::new(()),
+            certificates,
         }
     }
 
@@ -118,6 +122,7 @@ impl Reloader {
         );
         self.health.set_pools(next.pools.clone());
         self.state.store(Arc::new(next));
+        self.reload_certificates(&config.process);
         self.metrics
             .config_reloads
             .with_label_values(&["success"])
@@ -133,5 +138,25 @@ impl Reloader {
             );
         }
         Outcome::Applied { needs_upgrade }
+    }
+
+    /// Load each TLS listener's certificates again (renewed files, or other files named);
+    /// one that fails keeps its certificates in use and says why.
+    fn reload_certificates(&self, process: &Process) {
+        for (address, certificates) in &self.certificates {
+            let Some(listener) = process
+                .listeners
+                .iter()
+                .find(|l| l.address == *address && !l.tls.is_empty())
+            else {
+                continue;
+            };
+            match certificates.reload(listener) {
+                Ok(()) => log::info!("listener {address}: certificates reloaded"),
+                Err(e) => log::error!(
+                    "listener {address}: the certificates cannot be loaded, the ones in use stay: {e}"
+                ),
+            }
+        }
     }
 }

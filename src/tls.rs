@@ -2,6 +2,7 @@
 //! first certificate as the default for clients that send no (or an unknown) name.
 
 use crate::config::Listener;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
@@ -112,13 +113,38 @@ pub fn resolver(listener: &Listener) -> Result<SniResolver, String> {
     })
 }
 
-/// Pingora TLS settings for a listener: SNI certificates, the SNI name kept for the log, and
-/// HTTP/2 through ALPN when enabled.
-pub fn settings(listener: &Listener) -> Result<TlsSettings, String> {
+/// A listener's certificates, replaced in one step when the configuration is reloaded: new
+/// handshakes use the new ones, connections already made keep theirs.
+#[derive(Debug)]
+pub struct Certificates {
+    current: ArcSwap<SniResolver>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().resolve(hello)
+    }
+}
+
+impl Certificates {
+    /// Load `listener`'s certificates again (their files may have been renewed in place, or
+    /// the configuration names others); on failure the ones in use stay.
+    pub fn reload(&self, listener: &Listener) -> Result<(), String> {
+        self.current.store(Arc::new(resolver(listener)?));
+        Ok(())
+    }
+}
+
+/// Pingora TLS settings for a listener: SNI certificates (returned too, to be reloaded), the SNI
+/// name kept for the log, and HTTP/2 through ALPN when enabled.
+pub fn settings(listener: &Listener) -> Result<(TlsSettings, Arc<Certificates>), String> {
     let mut s = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(|e| e.to_string())?;
-    s.set_cert_resolver(Arc::new(resolver(listener)?));
+    let certificates = Arc::new(Certificates {
+        current: ArcSwap::from_pointee(resolver(listener)?),
+    });
+    s.set_cert_resolver(certificates.clone());
     if listener.http2 {
         s.enable_h2();
     }
-    Ok(s)
+    Ok((s, certificates))
 }

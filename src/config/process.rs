@@ -44,7 +44,15 @@ impl Process {
                 out.push(name);
             }
         };
-        differ(*listeners != other.listeners, "listeners");
+        // Certificates are reloaded in place; everything else about a listener needs its socket
+        // made again.
+        differ(
+            !listeners
+                .iter()
+                .map(Listener::socket)
+                .eq(other.listeners.iter().map(Listener::socket)),
+            "listeners",
+        );
         differ(*admin != other.admin, "admin");
         differ(*cache != other.cache, "cache");
         differ(*access_log != other.access_log, "access_log");
@@ -78,6 +86,23 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// At most this many open connections from one client address.
     pub max_connections_per_ip: Option<u32>,
+}
+
+impl Listener {
+    /// The listener with its certificates reduced to whether it has any: what an upgrade is
+    /// needed to change (certificates are reloaded in place).
+    fn socket(&self) -> Listener {
+        let mut l = self.clone();
+        l.tls.truncate(1);
+        if let Some(c) = l.tls.first_mut() {
+            *c = Certificate {
+                cert: String::new(),
+                key: String::new(),
+                names: Vec::new(),
+            };
+        }
+        l
+    }
 }
 
 /// The header a trusted proxy names the client in.

@@ -320,3 +320,66 @@ fn health_checks_over_tls_verify_like_requests() {
     assert_eq!((r.status, r.text().as_str()), (200, "secure"));
     assert_eq!(gw.get("/untrusted", &[]).status, 503, "{}", gw.log());
 }
+
+#[test]
+fn certificates_reload_with_the_configuration() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    // The files the listener names, renewed in place later; copies to verify against.
+    let (live_cert, live_key) = cert(dir.path(), "live", &["a.test"]);
+    let first = dir.path().join("first.pem");
+    std::fs::copy(&live_cert, &first).unwrap();
+    let gw = Gateway::start_listener(
+        "",
+        &format!("    tls: {{cert: {live_cert}, key: {live_key}}}\n"),
+        &format!(
+            "upstreams:\n  u: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: u}}\n",
+            up.addr
+        ),
+        &[],
+    );
+    let resolve = format!("a.test:{}:127.0.0.1", gw.port);
+    let url = format!("https://a.test:{}/", gw.port);
+    let verifies = |ca: &Path| {
+        curl(&[
+            "--cacert",
+            &ca.display().to_string(),
+            "--resolve",
+            &resolve,
+            &url,
+        ])
+        .0
+    };
+    assert!(verifies(&first));
+    // Renewed in place (a new key too), then SIGHUP: new handshakes get the new certificate,
+    // without an upgrade.
+    let (renewed_cert, renewed_key) = cert(dir.path(), "renewed", &["a.test"]);
+    std::fs::copy(&renewed_cert, &live_cert).unwrap();
+    std::fs::copy(&renewed_key, &live_key).unwrap();
+    gw.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || verifies(Path::new(
+            &renewed_cert
+        ))),
+        "{}",
+        gw.log()
+    );
+    assert!(!verifies(&first));
+    assert!(gw.log().contains("certificates reloaded"), "{}", gw.log());
+    assert!(!gw.log().contains("only with an upgrade"), "{}", gw.log());
+    // A broken certificate: the reload is refused, saying why, and the one in use stays.
+    std::fs::write(
+        &live_cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || gw
+            .log()
+            .contains("reload refused")),
+        "{}",
+        gw.log()
+    );
+    assert!(verifies(Path::new(&renewed_cert)));
+}
