@@ -55,6 +55,8 @@ pub struct CompiledRoute {
     pub mirror_pool: Option<Arc<Pool>>,
     /// CORS rules, compiled.
     pub cors: Option<crate::policy::cors::CorsPolicy>,
+    /// Response compression rules.
+    pub compression: Option<crate::compress::RouteCompression>,
 }
 
 impl CompiledRoute {
@@ -162,6 +164,10 @@ impl Gateway {
                     mirror: r.mirror.clone(),
                     mirror_pool: r.mirror.as_ref().and_then(|m| pools.get(m.pool).cloned()),
                     cors: r.cors.as_ref().map(crate::policy::cors::CorsPolicy::new),
+                    compression: r
+                        .compression
+                        .as_ref()
+                        .map(crate::compress::RouteCompression::new),
                     split: r.split.as_ref().map(|s| {
                         split::RouteSplit::new(s, &pools, |pool: &Pool| {
                             metrics.route(id, generation, name.clone(), &pool.config.name)

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cache;
 pub mod canonical;
+pub mod compress;
 pub mod config;
 pub mod dns;
 pub mod errors;

@@ -7,6 +7,7 @@
 //! The model has two halves: [`Process`] (sockets and process settings, changed by an upgrade)
 //! and [`Routing`] (pools, routes, consumers, limits: swapped by a reload).
 
+mod compression;
 mod cors;
 mod error;
 pub mod loader;
@@ -17,6 +18,7 @@ mod routing;
 pub mod units;
 mod validate;
 
+pub use compression::{Coding, Compression, DEFAULT_CONTENT_TYPES};
 pub use cors::{Cors, OriginPattern};
 pub use error::ConfigError;
 pub use loader::Loader;

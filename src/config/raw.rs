@@ -248,6 +248,16 @@ pub struct RawRoute {
     pub concurrency_limit: Option<RawConcurrencyLimit>,
     pub cache: Option<RawRouteCache>,
     pub cors: Option<RawCors>,
+    pub compression: Option<RawCompression>,
+}
+
+/// `routes[].compression`: compress answers for clients that accept it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    pub algorithms: Option<Vec<String>>,
+    pub min_size: Option<ConfSize>,
+    pub content_types: Option<Vec<String>>,
 }
 
 /// `routes[].cors`: who may read the route's answers from a browser.

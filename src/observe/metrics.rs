@@ -97,6 +97,8 @@ struct Families {
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
     mirror_requests: IntCounterVec,
+    compressed: IntCounterVec,
+    compression_bytes: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
 }
@@ -175,6 +177,18 @@ impl RouteMetrics {
                     .with_label_values(&[&self.upstream, RETRY_REASONS[i]])
             })
             .inc();
+    }
+
+    /// Count an answer compressed with `coding`, `bytes_in` body bytes made `bytes_out`.
+    pub fn compressed(&self, coding: &str, bytes_in: usize, bytes_out: usize) {
+        let f = &self.families;
+        f.compressed.with_label_values(&[&self.name, coding]).inc();
+        f.compression_bytes
+            .with_label_values(&[&self.name, "in"])
+            .inc_by(bytes_in as u64);
+        f.compression_bytes
+            .with_label_values(&[&self.name, "out"])
+            .inc_by(bytes_out as u64);
     }
 
     /// The counter of mirrored requests with `result` (sent, failed, skipped).
@@ -256,6 +270,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
     mirror_requests: IntCounterVec,
+    compressed: IntCounterVec,
+    compression_bytes: IntCounterVec,
     ratelimit_rejected: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
@@ -359,6 +375,8 @@ impl Metrics {
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
             retries: counter(&r, "tollgate_upstream_retries_total", "Attempts retried on another peer, by upstream and reason.", &["upstream", "reason"]),
+            compressed: counter(&r, "tollgate_compressed_responses_total", "Answers compressed by the gateway, by route and coding.", &["route", "coding"]),
+            compression_bytes: counter(&r, "tollgate_compression_bytes_total", "Body bytes of compressed answers before (in) and after (out) compression, by route.", &["route", "direction"]),
             mirror_requests: counter(&r, "tollgate_mirror_requests_total", "Requests copied to a route's shadow pool, by route and result (sent, failed, skipped: body over max_body_size or not sent upstream).", &["route", "result"]),
             retry_budget_exhausted: counter(&r, "tollgate_upstream_retry_budget_exhausted_total", "Retries not made because the pool's retry budget was spent, by upstream.", &["upstream"]),
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
@@ -416,6 +434,8 @@ impl Metrics {
                 retries: self.retries.clone(),
                 retry_budget_exhausted: self.retry_budget_exhausted.clone(),
                 mirror_requests: self.mirror_requests.clone(),
+                compressed: self.compressed.clone(),
+                compression_bytes: self.compression_bytes.clone(),
                 auth_failures: self.auth_failures.clone(),
                 cache_requests: self.cache_requests.clone(),
             },

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub(super) guards: Guards,
     /// The copy of a mirrored request.
     pub(super) mirror: Option<super::mirror::Copy>,
+    /// The encoder compressing the answer, and its coding.
+    pub(super) compression: Option<(crate::compress::Encoder, crate::config::Coding)>,
 }
 
 /// How the request used the route's cache, for `Cache-Status`.
@@ -145,6 +147,7 @@ impl Ctx {
                 _in_flight: in_flight,
             },
             mirror: None,
+            compression: None,
         }
     }
 

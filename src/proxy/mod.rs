@@ -352,6 +352,31 @@ impl ProxyHttp for Tollgate {
         respond::shape_response(session, upstream_response, ctx, draining)
     }
 
+    /// Compress the answer's body when its head said so.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some((encoder, coding)) = ctx.compression.as_mut() {
+            let input = body.take().unwrap_or_default();
+            let out = encoder.encode(&input, end_of_stream)?;
+            // An empty chunk would end a chunked body: nothing is written until there is output.
+            *body = (!out.is_empty()).then_some(out);
+            if end_of_stream {
+                let (_, bytes_in, bytes_out, _) = encoder.stat();
+                let coding = coding.token();
+                let gateway = ctx.gateway.clone();
+                if let Some(route) = ctx.route.map(|r| gateway.route(r)) {
+                    route.metrics.compressed(coding, bytes_in, bytes_out);
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The peer is done with this request: it stops counting for `least_conn` before the
     /// client can have the answer and send its next request.
     fn upstream_response_body_filter(

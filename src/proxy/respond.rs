@@ -64,7 +64,7 @@ pub(super) fn upstream_answered(
 pub(super) fn shape_response(
     session: &mut Session,
     resp: &mut ResponseHeader,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     draining: bool,
 ) -> Result<()> {
     headers::strip_response_hop_by_hop(resp);
@@ -95,7 +95,33 @@ pub(super) fn shape_response(
             resp.insert_header(name, value)?;
         }
     }
+    compress_if_accepted(session, resp, ctx);
     Ok(())
+}
+
+/// Compress the answer when the route compresses, the answer may be, and the client accepts a
+/// coding the route uses (not for `HEAD`, nor for HTTP/1.0, which cannot stream it in chunks).
+fn compress_if_accepted(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+    let gateway = ctx.gateway.clone();
+    let Some(rules) = ctx
+        .route
+        .map(|r| gateway.route(r))
+        .and_then(|r| r.compression.as_ref())
+    else {
+        return;
+    };
+    if !rules.applies(resp) {
+        return;
+    }
+    crate::compress::vary(resp);
+    let req = session.req_header();
+    if req.method == http::Method::HEAD || req.version == http::Version::HTTP_10 {
+        return;
+    }
+    if let Some(coding) = rules.negotiate(&req.headers) {
+        let chunked = req.version == http::Version::HTTP_11;
+        ctx.compression = crate::compress::start(coding, resp, chunked).map(|e| (e, coding));
+    }
 }
 
 /// `Cache-Status` (RFC 9211) and/or `X-Cache-Status`, as `cache_status_headers` says.

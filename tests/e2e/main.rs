@@ -10,6 +10,7 @@ mod balancing;
 mod bench_smoke;
 mod cache;
 mod cli;
+mod compression;
 mod cors;
 mod discovery;
 mod front_door;

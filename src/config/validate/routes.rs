@@ -106,6 +106,7 @@ impl Validator<'_> {
         );
         let mirror = raw.mirror.and_then(|m| self.mirror(base, m, rc));
         let cors = raw.cors.and_then(|c| self.cors(base, c));
+        let compression = raw.compression.and_then(|c| self.compression(base, c));
         let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
         let request_headers = self.transform(
             &format!("{base}.request_headers"),
@@ -147,6 +148,7 @@ impl Validator<'_> {
             headers: m.headers,
             query: m.query,
             cors,
+            compression,
             upstream,
             split,
             priority: raw.priority.unwrap_or(0),
@@ -387,6 +389,7 @@ fn route_signature(r: &Route) -> String {
     )
 }
 
+mod compression;
 mod cors;
 mod paths;
 mod shadow;

@@ -289,3 +289,31 @@ fn cors_rules_are_checked() {
         ],
     );
 }
+
+#[test]
+fn compression_rules_are_checked() {
+    let c = load_with(
+        &routes("  - {name: c, match: {}, upstream: a, compression: {}}\n"),
+        &Fixed::default(),
+    );
+    let z = c.routing.routes[0]
+        .compression
+        .as_ref()
+        .expect("compression");
+    assert_eq!(z.codings.len(), 3);
+    assert_eq!(z.min_size, 1024);
+    assert!(z.content_types.iter().any(|t| t == "application/json"));
+    let e = errors(&routes(
+        "  - {name: c, match: {}, upstream: a, compression: {algorithms: [gzip, deflate, GZIP], content_types: [json, \"text/*\", \"a b/c\"]}}\n  - {name: d, match: {}, upstream: a, priority: 1, compression: {min_size: lots}}\n",
+    ));
+    assert_reported(
+        &e,
+        &[
+            "routes[0].compression.algorithms[1]: \"deflate\" is not a coding",
+            "routes[0].compression.algorithms[2]: \"GZIP\" is listed twice",
+            "routes[0].compression.content_types[0]: \"json\" is not a media type",
+            "routes[0].compression.content_types[2]: \"a b/c\" is not a media type",
+            "routes[1].compression.min_size: invalid size \"lots\"",
+        ],
+    );
+}
