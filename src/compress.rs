@@ -139,15 +139,8 @@ fn qvalue(v: &str) -> Option<f32> {
 
 /// Say in `resp` that its representation depends on `Accept-Encoding`.
 pub fn vary(resp: &mut ResponseHeader) {
-    let listed = resp
-        .headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| v.trim() == "*" || v.trim().eq_ignore_ascii_case("accept-encoding"));
-    if !listed {
-        let _ = resp.append_header(header::VARY, "Accept-Encoding");
+    if let Some(name) = crate::wire::vary_adds(&resp.headers, "Accept-Encoding") {
+        let _ = resp.append_header(header::VARY, name);
     }
 }
 

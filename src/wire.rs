@@ -77,6 +77,18 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> 
     None
 }
 
+/// Add `name` to the `Vary` of a response with these `headers`, unless `Vary` already names it
+/// or is `*`; the value to append, if any.
+pub fn vary_adds(headers: &http::HeaderMap, name: &'static str) -> Option<&'static str> {
+    let covered = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == "*" || v.trim().eq_ignore_ascii_case(name));
+    (!covered).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,15 +181,8 @@ impl CorsPolicy {
             response.remove_header(name);
         }
         if !self.wildcard {
-            let varies = response
-                .headers
-                .get_all(header::VARY)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|v| v.trim() == "*" || v.trim().eq_ignore_ascii_case("origin"));
-            if !varies {
-                let _ = response.append_header(header::VARY, "Origin");
+            if let Some(name) = crate::wire::vary_adds(&response.headers, "Origin") {
+                let _ = response.append_header(header::VARY, name);
             }
         }
         let Some(origin) = self.admitted(request) else {
