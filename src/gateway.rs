@@ -57,6 +57,8 @@ pub struct CompiledRoute {
     pub cors: Option<crate::policy::cors::CorsPolicy>,
     /// Response compression rules.
     pub compression: Option<crate::compress::RouteCompression>,
+    /// The authorization service asked first.
+    pub forward_auth: Option<crate::policy::forward_auth::ForwardAuth>,
 }
 
 impl CompiledRoute {
@@ -168,6 +170,13 @@ impl Gateway {
                         .compression
                         .as_ref()
                         .map(crate::compress::RouteCompression::new),
+                    forward_auth: r.forward_auth.as_ref().and_then(|f| {
+                        let pool = pools.get(f.pool)?.clone();
+                        Some(crate::policy::forward_auth::ForwardAuth::new(
+                            f.clone(),
+                            pool,
+                        ))
+                    }),
                     split: r.split.as_ref().map(|s| {
                         split::RouteSplit::new(s, &pools, |pool: &Pool| {
                             metrics.route(id, generation, name.clone(), &pool.config.name)

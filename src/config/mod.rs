@@ -10,6 +10,7 @@
 mod compression;
 mod cors;
 mod error;
+mod forward_auth;
 pub mod loader;
 pub mod pattern;
 mod process;
@@ -21,6 +22,7 @@ mod validate;
 pub use compression::{Coding, Compression, DEFAULT_CONTENT_TYPES};
 pub use cors::{Cors, OriginPattern};
 pub use error::ConfigError;
+pub use forward_auth::ForwardAuth;
 pub use loader::Loader;
 pub use pattern::{PathRegex, PathTemplate, RewriteTemplate};
 pub use process::*;

@@ -249,6 +249,20 @@ pub struct RawRoute {
     pub cache: Option<RawRouteCache>,
     pub cors: Option<RawCors>,
     pub compression: Option<RawCompression>,
+    pub forward_auth: Option<RawForwardAuth>,
+}
+
+/// `routes[].forward_auth`: ask an authorization service whether a request may pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub pool: String,
+    pub path: Option<String>,
+    pub request_headers: Option<Vec<String>>,
+    pub response_headers: Option<Vec<String>>,
+    pub timeout: Option<ConfDuration>,
+    pub failure: Option<String>,
+    pub cache: Option<ConfDuration>,
 }
 
 /// `routes[].compression`: compress answers for clients that accept it.

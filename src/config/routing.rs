@@ -257,6 +257,8 @@ pub struct Route {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Query parameters the request must carry with exactly these (decoded) values.
     pub query: Vec<(String, String)>,
+    /// An authorization service asked about every request first.
+    pub forward_auth: Option<super::ForwardAuth>,
     /// Response compression (`None`: answers go as the upstream sent them).
     pub compression: Option<super::Compression>,
     /// Cross-origin rules for browsers (`None`: the gateway adds no CORS headers).

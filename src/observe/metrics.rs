@@ -9,6 +9,8 @@ use prometheus::{
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+mod features;
+
 /// `tollgate_requests_total` children of one route (or of requests without one) by method
 /// and status, as resolved by one thread.
 #[derive(Default)]
@@ -99,6 +101,7 @@ struct Families {
     mirror_requests: IntCounterVec,
     compressed: IntCounterVec,
     compression_bytes: IntCounterVec,
+    forward_auth: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
 }
@@ -179,25 +182,6 @@ impl RouteMetrics {
             .inc();
     }
 
-    /// Count an answer compressed with `coding`, `bytes_in` body bytes made `bytes_out`.
-    pub fn compressed(&self, coding: &str, bytes_in: usize, bytes_out: usize) {
-        let f = &self.families;
-        f.compressed.with_label_values(&[&self.name, coding]).inc();
-        f.compression_bytes
-            .with_label_values(&[&self.name, "in"])
-            .inc_by(bytes_in as u64);
-        f.compression_bytes
-            .with_label_values(&[&self.name, "out"])
-            .inc_by(bytes_out as u64);
-    }
-
-    /// The counter of mirrored requests with `result` (sent, failed, skipped).
-    pub fn mirror_counter(&self, result: &str) -> IntCounter {
-        self.families
-            .mirror_requests
-            .with_label_values(&[&self.name, result])
-    }
-
     /// Count a retry the pool's budget did not allow.
     pub fn retry_budget_exhausted(&self) {
         self.retry_budget_exhausted
@@ -272,6 +256,7 @@ pub struct Metrics {
     mirror_requests: IntCounterVec,
     compressed: IntCounterVec,
     compression_bytes: IntCounterVec,
+    forward_auth: IntCounterVec,
     ratelimit_rejected: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
@@ -375,6 +360,7 @@ impl Metrics {
             upstream_duration: histogram(&r, "tollgate_upstream_duration_seconds", "Time from choosing a peer to its response header, by upstream.", &["upstream"]),
             upstream_errors: counter(&r, "tollgate_upstream_errors_total", "Failures talking to upstream peers, by upstream and kind.", &["upstream", "kind"]),
             retries: counter(&r, "tollgate_upstream_retries_total", "Attempts retried on another peer, by upstream and reason.", &["upstream", "reason"]),
+            forward_auth: counter(&r, "tollgate_forward_auth_total", "Requests checked by a route's authorization service, by route and result (allowed, cached, refused, failed_denied, failed_allowed).", &["route", "result"]),
             compressed: counter(&r, "tollgate_compressed_responses_total", "Answers compressed by the gateway, by route and coding.", &["route", "coding"]),
             compression_bytes: counter(&r, "tollgate_compression_bytes_total", "Body bytes of compressed answers before (in) and after (out) compression, by route.", &["route", "direction"]),
             mirror_requests: counter(&r, "tollgate_mirror_requests_total", "Requests copied to a route's shadow pool, by route and result (sent, failed, skipped: body over max_body_size or not sent upstream).", &["route", "result"]),
@@ -435,6 +421,7 @@ impl Metrics {
                 retry_budget_exhausted: self.retry_budget_exhausted.clone(),
                 mirror_requests: self.mirror_requests.clone(),
                 compressed: self.compressed.clone(),
+                forward_auth: self.forward_auth.clone(),
                 compression_bytes: self.compression_bytes.clone(),
                 auth_failures: self.auth_failures.clone(),
                 cache_requests: self.cache_requests.clone(),

@@ -4,6 +4,7 @@
 
 mod basic;
 pub mod cors;
+pub mod forward_auth;
 mod jwt;
 pub mod limits;
 

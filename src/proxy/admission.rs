@@ -10,6 +10,7 @@ use crate::front::FrontDoor;
 use crate::gateway::{CompiledRoute, Gateway};
 use crate::observe::metrics::AuthFailure;
 use crate::policy::cors::CorsPolicy;
+use crate::policy::forward_auth::{Asked, Verdict};
 use crate::policy::limits::{KeyInput, Outcome};
 use crate::policy::Decision;
 use crate::router::RequestView;
@@ -119,6 +120,75 @@ pub(super) async fn check_access(
     };
     route.metrics.auth_failure(failure.1);
     Err(status_error(failure.0, "refused by the route's policies"))
+}
+
+/// Ask the route's authorization service, if it has one: `Ok(true)` when its refusal was
+/// written to the client; admitted, its headers wait in `ctx` for the upstream request.
+pub(super) async fn ask_authorization(
+    route: &CompiledRoute,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<bool> {
+    let Some(fa) = &route.forward_auth else {
+        return Ok(false);
+    };
+    let req = session.req_header();
+    let path = ctx.request.target.path(req);
+    let uri = match req.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let asked = Asked {
+        method: req.method.as_str(),
+        scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            "https"
+        } else {
+            "http"
+        },
+        host: ctx.request.target.host(req).unwrap_or(""),
+        uri: &uri,
+        client: ctx.request.client.ip,
+        headers: &req.headers,
+    };
+    let (verdict, cached) = fa.check(&asked).await;
+    match verdict {
+        Verdict::Admit(headers) => {
+            route
+                .metrics
+                .forward_auth(if cached { "cached" } else { "allowed" });
+            ctx.authorized = headers;
+            Ok(false)
+        }
+        Verdict::Refuse {
+            status,
+            headers,
+            body,
+        } => {
+            route.metrics.forward_auth("refused");
+            super::respond::passed_on(session, status, headers, body, ctx).await?;
+            Ok(true)
+        }
+        Verdict::Failed(why) => {
+            log::warn!(
+                "route {}: the authorization service could not be asked ({why}); {}",
+                route.name,
+                if fa.rules.failure_allow {
+                    "admitted (failure: allow)"
+                } else {
+                    "refused"
+                }
+            );
+            if fa.rules.failure_allow {
+                route.metrics.forward_auth("failed_allowed");
+                return Ok(false);
+            }
+            route.metrics.forward_auth("failed_denied");
+            Err(status_error(
+                403,
+                "the authorization service could not be asked",
+            ))
+        }
+    }
 }
 
 /// Count the request against the route's rate and concurrency limits; hold its slot.

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub(super) guards: Guards,
     /// The copy of a mirrored request.
     pub(super) mirror: Option<super::mirror::Copy>,
+    /// Headers the route's authorization service gave for the upstream.
+    pub(super) authorized: Vec<(http::HeaderName, HeaderValue)>,
     /// The encoder compressing the answer, and its coding.
     pub(super) compression: Option<(crate::compress::Encoder, crate::config::Coding)>,
 }
@@ -148,6 +150,7 @@ impl Ctx {
             },
             mirror: None,
             compression: None,
+            authorized: Vec::new(),
         }
     }
 

@@ -264,6 +264,15 @@ pub(super) fn shape_request(
     headers::set_forwarding(upstream_request, &hop);
     upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
     set_identity(upstream_request, ctx)?;
+    if let Some(fa) = &route.forward_auth {
+        // Only the authorization service says these: a client's own are dropped.
+        for name in &fa.rules.response_headers {
+            upstream_request.remove_header(name);
+        }
+        for (name, value) in &ctx.authorized {
+            upstream_request.append_header(name.clone(), value.clone())?;
+        }
+    }
     if !route.request_headers.is_empty() {
         headers::apply_request(&route.request_headers, upstream_request);
     }

@@ -148,6 +148,9 @@ impl ProxyHttp for Tollgate {
             return Ok(true);
         }
         admission::check_access(route, &gateway, session, ctx).await?;
+        if admission::ask_authorization(route, session, ctx).await? {
+            return Ok(true);
+        }
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;

@@ -237,6 +237,35 @@ pub(super) async fn preflight(
     Ok(())
 }
 
+/// Pass on an answer another service wrote (a forward-authentication refusal), with the
+/// request id and, for an allowed origin, the route's CORS headers.
+pub(super) async fn passed_on(
+    session: &mut Session,
+    status: u16,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: Bytes,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    for (name, value) in headers {
+        resp.append_header(name, value)?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
+    if let Some(cors) = ctx.route().and_then(|r| r.cors.as_ref()) {
+        cors.apply(&session.req_header().headers, &mut resp);
+    }
+    ctx.request.error_status = Some(status);
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// Answer `308` to the same host and path over HTTPS.
 pub(super) async fn redirect_to_https(session: &mut Session, port: u16, ctx: &Ctx) -> Result<()> {
     let req = session.req_header();

@@ -13,6 +13,7 @@ mod cli;
 mod compression;
 mod cors;
 mod discovery;
+mod forward_auth;
 mod front_door;
 mod grpc;
 mod jwt;

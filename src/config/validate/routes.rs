@@ -107,6 +107,9 @@ impl Validator<'_> {
         let mirror = raw.mirror.and_then(|m| self.mirror(base, m, rc));
         let cors = raw.cors.and_then(|c| self.cors(base, c));
         let compression = raw.compression.and_then(|c| self.compression(base, c));
+        let forward_auth = raw
+            .forward_auth
+            .and_then(|f| self.forward_auth(base, f, rc));
         let rewrite = self.rewrite(base, &m.path, raw.strip_prefix, raw.rewrite);
         let request_headers = self.transform(
             &format!("{base}.request_headers"),
@@ -149,6 +152,7 @@ impl Validator<'_> {
             query: m.query,
             cors,
             compression,
+            forward_auth,
             upstream,
             split,
             priority: raw.priority.unwrap_or(0),
@@ -391,6 +395,7 @@ fn route_signature(r: &Route) -> String {
 
 mod compression;
 mod cors;
+mod forward_auth;
 mod paths;
 mod shadow;
 mod split;
