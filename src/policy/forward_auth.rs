@@ -187,32 +187,26 @@ impl ForwardAuth {
             .release_http_session(session, &peer, Some(self.pool.config.idle_timeout))
             .await;
         if (200..300).contains(&status) {
-            let headers = self
-                .rules
-                .response_headers
-                .iter()
-                .flat_map(|n| {
-                    resp.headers
-                        .get_all(n)
-                        .iter()
-                        .map(move |v| (n.clone(), v.clone()))
-                })
-                .collect();
-            return Verdict::Admit(headers);
+            return Verdict::Admit(pick(&self.rules.response_headers, &resp.headers));
         }
-        let headers = PASSED_ON
-            .iter()
-            .flat_map(|n| {
-                resp.headers
-                    .get_all(n)
-                    .iter()
-                    .map(move |v| (n.clone(), v.clone()))
-            })
-            .collect();
+        let headers = pick(&PASSED_ON, &resp.headers);
         Verdict::Refuse {
             status,
             headers,
             body: Bytes::from(body),
         }
     }
+}
+
+/// Every value of the headers `names` in `headers`.
+fn pick(names: &[HeaderName], headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    names
+        .iter()
+        .flat_map(|n| {
+            headers
+                .get_all(n)
+                .iter()
+                .map(move |v| (n.clone(), v.clone()))
+        })
+        .collect()
 }
