@@ -117,6 +117,11 @@ impl RouteCompression {
         let Some((a, b)) = media.split_once('/') else {
             return false;
         };
+        // A stream of events must reach the client as each is sent: an encoder holds bytes
+        // back until it has enough to compress.
+        if a.eq_ignore_ascii_case("text") && b.eq_ignore_ascii_case("event-stream") {
+            return false;
+        }
         self.types.iter().any(|(ta, tb)| {
             ta.eq_ignore_ascii_case(a) && tb.as_ref().is_none_or(|tb| tb.eq_ignore_ascii_case(b))
         })
@@ -295,6 +300,7 @@ mod tests {
             &[json, ("cache-control", "public, No-Transform")]
         )));
         assert!(!r.applies(&resp(200, &[("content-type", "image/png")])));
+        assert!(!r.applies(&resp(200, &[("content-type", "text/event-stream")])));
         assert!(!r.applies(&resp(200, &[])));
         let mut h = resp(200, &[json, ("etag", "\"v1\""), ("content-length", "500")]);
         assert!(start(Coding::Gzip, &mut h, true).is_some());

@@ -131,7 +131,10 @@ pub fn parse_reporting(
         )
     })?;
     let mut v = validate::Validator::new(loader);
-    match v.document(doc) {
+    v.source = text;
+    let model = v.document(doc);
+    v.settle_references();
+    match model {
         Some((process, routing)) if v.errors.is_empty() => Ok(Config {
             process,
             routing,

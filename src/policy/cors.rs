@@ -185,6 +185,16 @@ impl CorsPolicy {
                 let _ = response.append_header(header::VARY, name);
             }
         }
+        if self.wildcard {
+            // The same for every origin, and for requests without one (a cache may serve that
+            // answer to a browser's cross-origin request later).
+            let _ = response.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, STAR.clone());
+            if let Some(expose) = &self.expose_value {
+                let _ =
+                    response.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+            }
+            return;
+        }
         let Some(origin) = self.admitted(request) else {
             return;
         };

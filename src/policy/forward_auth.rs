@@ -1,11 +1,13 @@
 //! Forward authentication: before a request is admitted, a pool of the file (the
 //! authorization service) is asked `GET <path>` with the request's method, scheme, host, URI and
 //! client in `X-Forwarded-*` headers and the credentials headers the route names. A `2xx`
-//! admits, and the headers it names (a user id, groups) go on to the upstream; any other answer
+//! admits, and the headers it names (a user id, groups; the first value of each) go on to the
+//! upstream; any other answer
 //! goes back to the client as the service wrote it (status, its body up to 64 KiB, and its
 //! `Content-Type`, `WWW-Authenticate`, `Location`, `Set-Cookie`). A service that cannot be asked
 //! in time refuses (`403`), or admits with `failure: allow`. An admitting answer may be reused
-//! for the same credentials for `cache` (at most 10,000 of them).
+//! for `cache` for the same request as the service saw it (method, host, URI, client,
+//! credentials; at most 10,000 of them).
 
 use crate::config::ForwardAuth as Rules;
 use crate::upstream::Pool;
@@ -89,10 +91,7 @@ impl ForwardAuth {
     /// Ask about a request (or reuse an admitting answer for the same credentials); `bool`:
     /// whether the answer came from the cache.
     pub async fn check(&self, asked: &Asked<'_>) -> (Verdict, bool) {
-        let key = self
-            .rules
-            .cache
-            .map(|_| self.credentials_key(asked.headers));
+        let key = self.rules.cache.map(|_| self.credentials_key(asked));
         if let (Some(ttl), Some(key)) = (self.rules.cache, key) {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, headers)) = cache.get(&key) {
@@ -118,11 +117,18 @@ impl ForwardAuth {
         (verdict, false)
     }
 
-    /// The digest of the credentials headers' values (names and values, in the route's order).
-    fn credentials_key(&self, headers: &HeaderMap) -> [u8; 32] {
+    /// The digest of everything the service is told about a request: method, scheme, host,
+    /// URI, client and the credentials headers (names and values, in the route's order); the
+    /// service may decide on any of them.
+    fn credentials_key(&self, asked: &Asked<'_>) -> [u8; 32] {
         let mut text = Vec::new();
+        let client = asked.client.map(|ip| ip.to_string()).unwrap_or_default();
+        for part in [asked.method, asked.scheme, asked.host, asked.uri, &client] {
+            text.extend_from_slice(part.as_bytes());
+            text.push(0);
+        }
         for name in &self.rules.request_headers {
-            for v in headers.get_all(name) {
+            for v in asked.headers.get_all(name) {
                 text.extend_from_slice(name.as_str().as_bytes());
                 text.push(0);
                 text.extend_from_slice(v.as_bytes());
@@ -164,13 +170,30 @@ impl ForwardAuth {
         };
         if session.write_request_header(Box::new(head)).await.is_err()
             || session.finish_request_body().await.is_err()
-            || session.read_response_header().await.is_err()
         {
             return Verdict::Failed("broken exchange");
         }
-        let Some(resp) = session.response_header().cloned() else {
-            return Verdict::Failed("no answer");
+        // Interim answers (100, 103) come before the real one: at most a few are read past.
+        let mut resp = None;
+        for _ in 0..4 {
+            if session.read_response_header().await.is_err() {
+                return Verdict::Failed("broken exchange");
+            }
+            match session.response_header() {
+                Some(h) if h.status.is_informational() => continue,
+                Some(h) => {
+                    resp = Some(h.clone());
+                    break;
+                }
+                None => break,
+            }
+        }
+        let Some(resp) = resp else {
+            return Verdict::Failed("no final answer");
         };
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Verdict::Failed("no final answer");
+        }
         let status = resp.status.as_u16();
         let mut body = Vec::new();
         loop {
@@ -187,7 +210,14 @@ impl ForwardAuth {
             .release_http_session(session, &peer, Some(self.pool.config.idle_timeout))
             .await;
         if (200..300).contains(&status) {
-            return Verdict::Admit(pick(&self.rules.response_headers, &resp.headers));
+            // One value per identity header: the first the service sent.
+            let first = self
+                .rules
+                .response_headers
+                .iter()
+                .filter_map(|n| Some((n.clone(), resp.headers.get(n)?.clone())))
+                .collect();
+            return Verdict::Admit(first);
         }
         let headers = pick(&PASSED_ON, &resp.headers);
         Verdict::Refuse {

@@ -265,8 +265,23 @@ pub(super) fn shape_request(
     upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
     set_identity(upstream_request, ctx)?;
     if let Some(fa) = &route.forward_auth {
-        // Only the authorization service says these: a client's own are dropped.
-        for name in &fa.rules.response_headers {
+        // Only the authorization service says these: a client's own are dropped, also spelt
+        // with '_' (which frameworks read as '-').
+        let spoofed: Vec<http::HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|k| {
+                fa.rules.response_headers.iter().any(|n| {
+                    k.as_str().len() == n.as_str().len()
+                        && k.as_str()
+                            .bytes()
+                            .zip(n.as_str().bytes())
+                            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+                })
+            })
+            .cloned()
+            .collect();
+        for name in &spoofed {
             upstream_request.remove_header(name);
         }
         for (name, value) in &ctx.authorized {

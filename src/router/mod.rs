@@ -38,21 +38,26 @@ impl Candidate {
     /// Whether the request's method and headers satisfy this route's predicates. A route for
     /// `GET` also takes `HEAD`, which servers answer with the `GET` handler: otherwise a `HEAD`
     /// would miss a protected `GET` route and still run its handler behind another route.
-    fn accepts(&self, req: &RequestView) -> bool {
+    /// With `conditions` false, only the method counts (a CORS preflight carries none of the
+    /// headers or query of the request it asks about).
+    fn accepts(&self, req: &RequestView, conditions: bool) -> bool {
         let method = req.method;
         (self.methods.is_empty()
             || self.methods.contains(method)
             || (*method == Method::HEAD && self.methods.contains(&Method::GET)))
-            && self.headers.iter().all(|(name, value)| {
-                req.headers
-                    .get_all(name)
-                    .iter()
-                    .any(|v| v.as_bytes() == value.as_bytes())
-            })
-            && self
-                .query
+            && (!conditions || self.conditions_met(req))
+    }
+
+    fn conditions_met(&self, req: &RequestView) -> bool {
+        self.headers.iter().all(|(name, value)| {
+            req.headers
+                .get_all(name)
                 .iter()
-                .all(|(name, value)| query_has(req.query, name, value))
+                .any(|v| v.as_bytes() == value.as_bytes())
+        }) && self
+            .query
+            .iter()
+            .all(|(name, value)| query_has(req.query, name, value))
     }
 }
 
@@ -149,6 +154,18 @@ impl Router {
     /// Find the route for a request, if any; `req.host` is the canonical host (see
     /// [`crate::canonical`]).
     pub fn lookup(&self, req: &RequestView) -> Option<RouteId> {
+        self.find(req, true)
+    }
+
+    /// The route a CORS preflight asks about: `req.method` is the method the browser wants to
+    /// use, and header and query conditions are not checked (the preflight carries none of the
+    /// request's headers; the browser names them only). The route with the most conditions
+    /// ranks first, as always.
+    pub fn lookup_preflight(&self, req: &RequestView) -> Option<RouteId> {
+        self.find(req, false)
+    }
+
+    fn find(&self, req: &RequestView, conditions: bool) -> Option<RouteId> {
         let h = req.host;
         let uniform = self.uniform_priority;
         // (priority, host rank, -visit order): visit order runs from the most to the least
@@ -163,7 +180,7 @@ impl Router {
             }
             table.walk(req.path, |bucket| {
                 seq += 1;
-                let Some(c) = bucket.iter().find(|c| c.accepts(req)) else {
+                let Some(c) = bucket.iter().find(|c| c.accepts(req, conditions)) else {
                     return false;
                 };
                 let key = (c.priority, host_rank, std::cmp::Reverse(seq));

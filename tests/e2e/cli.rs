@@ -584,7 +584,7 @@ fn references_to_the_environment_and_files_fill_the_configuration() {
     // Checking the file where the variable is not set: a warning naming it, no failure, and
     // no value of any other variable printed.
     let (ok, out, err) = check(
-        "listeners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [127.0.0.1:2]}}\nroutes:\n  - {name: r, match: {}, upstream: a, request_headers: {set: {x-key: \"${TOLLGATE_TEST_UNSET_SECRET}\", x-home: \"${HOME}\"}}}\n",
+        "threads: ${TOLLGATE_TEST_UNSET_THREADS}\nlisteners: [{address: 127.0.0.1:1}]\nupstreams: {a: {peers: [\"${TOLLGATE_TEST_UNSET_HOST}:8080\"]}}\nroutes:\n  - {name: r, match: {}, upstream: a, request_headers: {set: {x-key: \"${TOLLGATE_TEST_UNSET_SECRET}\", x-home: \"${HOME}\"}}}\n",
     );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "configuration OK");

@@ -7,6 +7,13 @@ use std::time::{Duration, Instant};
 
 fn auth_service() -> Upstream {
     Upstream::with_handler("auth", |s| match s.header("authorization") {
+        // Paths with "public" in them pass without credentials.
+        None if s
+            .header("x-forwarded-uri")
+            .is_some_and(|u| u.contains("public")) =>
+        {
+            Reply::ok("").header("x-user-id", "anonymous")
+        }
         Some("Bearer good") => Reply::ok("")
             .header("x-user-id", "u1")
             .header("x-user-groups", "staff")
@@ -89,14 +96,26 @@ fn an_authorization_service_decides_and_its_headers_go_upstream() {
         t.elapsed()
     );
     assert_eq!(api.count(), before);
-    // Cached verdicts: the second request with the same credentials is not asked about.
+    // Cached verdicts: the same request again is not asked about.
     let asked_before = auth.count();
     assert_eq!(get(&gw, "/c/1", Some("good"), &[]).status, 200);
-    assert_eq!(get(&gw, "/c/2", Some("good"), &[]).status, 200);
+    assert_eq!(get(&gw, "/c/1", Some("good"), &[]).status, 200);
     assert_eq!(auth.count(), asked_before + 1);
     assert_eq!(api.last().header("x-user-id"), Some("u1"));
     // Other credentials are asked about (and refused).
     assert_eq!(get(&gw, "/c/3", Some("bad"), &[]).status, 401);
+    // A cached "yes" is for that request only: another path or method is asked about.
+    assert_eq!(get(&gw, "/c/public", None, &[]).status, 200);
+    assert_eq!(get(&gw, "/c/admin", None, &[]).status, 401);
+    let r = gw.raw(
+        b"DELETE /c/public HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(auth.last().header("x-forwarded-method"), Some("DELETE"));
+    // Spellings with '_' of an identity header are dropped too.
+    let r = get(&gw, "/r/x", Some("good"), &[("x_user_id", "admin")]);
+    assert_eq!(r.status, 200);
+    assert!(api.last().headers.iter().all(|(k, _)| k != "x_user_id"));
     // A service that cannot be reached: admitted with `failure: allow` (and no identity
     // headers, not even the client's), refused otherwise.
     let r = get(&gw, "/open", None, &[("x-user-id", "evil")]);
@@ -109,7 +128,7 @@ fn an_authorization_service_decides_and_its_headers_go_upstream() {
     )
     .text();
     for line in [
-        "tollgate_forward_auth_total{result=\"allowed\",route=\"r\"} 1",
+        "tollgate_forward_auth_total{result=\"allowed\",route=\"r\"} 2",
         "tollgate_forward_auth_total{result=\"refused\",route=\"r\"} 2",
         "tollgate_forward_auth_total{result=\"failed_denied\",route=\"r\"} 1",
         "tollgate_forward_auth_total{result=\"cached\",route=\"c\"} 1",
@@ -117,4 +136,32 @@ fn an_authorization_service_decides_and_its_headers_go_upstream() {
     ] {
         assert!(m.contains(line), "{line} not in {m}");
     }
+}
+
+/// An authorization service that sends `103 Early Hints` before its `200`.
+fn early_hints_service() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nx-user-id: early\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn interim_answers_of_the_service_are_read_past() {
+    let api = Upstream::start("api");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api: {{peers: [\"{}\"]}}\n  auth: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: r, match: {{}}, upstream: api, forward_auth: {{pool: auth, response_headers: [x-user-id]}}}}\n",
+        api.addr,
+        early_hints_service()
+    ));
+    let r = gw.get("/", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.last().header("x-user-id"), Some("early"));
 }

@@ -58,6 +58,12 @@ pub(super) struct Validator<'a> {
     loader: &'a dyn Loader,
     /// The name servers peer names are resolved with (`dns.servers`; empty: the system's).
     dns_servers: Vec<std::net::SocketAddr>,
+    /// The file's text (to tell a quoted `"${NAME}"` from a bare one).
+    pub(super) source: &'a str,
+    /// Values put in by references, with the reference, kept out of messages.
+    substituted: Vec<(String, String)>,
+    /// Places whose reference could not be read while only checking the file.
+    unresolved: Vec<String>,
 }
 
 fn index_path(section: &str, i: usize) -> String {
@@ -152,6 +158,9 @@ impl<'a> Validator<'a> {
             warnings: Vec::new(),
             loader,
             dns_servers: Vec::new(),
+            source: "",
+            substituted: Vec::new(),
+            unresolved: Vec::new(),
         }
     }
 

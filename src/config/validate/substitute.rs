@@ -73,10 +73,17 @@ impl Validator<'_> {
                 return Value::String(s);
             };
             let reference = &body[..end];
+            if reference.contains("${") {
+                self.error(place, "a reference inside a reference is not read: write one `${NAME:-default}` with a plain default");
+                return Value::String(s);
+            }
             whole = i == 0 && end + 3 == rest.len() && references == 0 && out.is_empty();
             references += 1;
             match self.resolve_reference(place, reference) {
-                Some(value) => out.push_str(&value),
+                Some(value) => {
+                    out.push_str(&value);
+                    self.substituted.push((value, format!("${{{reference}}}")));
+                }
                 None => {
                     out.push_str("${");
                     out.push_str(reference);
@@ -86,9 +93,10 @@ impl Validator<'_> {
             rest = &body[end + 1..];
         }
         out.push_str(rest);
-        if whole {
-            // A value that is one reference alone takes the type its text has in YAML, but only
-            // as a scalar: it never adds structure.
+        // A value that is one reference alone, written without quotes, takes the type its text
+        // has in YAML (`threads: ${THREADS}`), but only as a scalar: it never adds structure.
+        let quoted = |q: char| self.source.contains(&format!("{q}{s}{q}"));
+        if whole && !quoted('"') && !quoted('\'') {
             if let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_yaml::from_str(&out) {
                 return v;
             }
@@ -151,8 +159,34 @@ impl Validator<'_> {
     fn missing(&mut self, place: &str, message: String) {
         if self.loader.secrets_optional() {
             self.warn(place, message);
+            self.unresolved.push(place.to_string());
         } else {
             self.error(place, message);
+        }
+    }
+
+    /// Once the file is checked: no message quotes a value a reference put in (it names the
+    /// reference instead), and, when only checking the file, problems at a place whose
+    /// reference could not be read are left to its warning.
+    pub(crate) fn settle_references(&mut self) {
+        let unresolved = std::mem::take(&mut self.unresolved);
+        self.errors.retain(|e| {
+            !unresolved.iter().any(|p| {
+                e.path == *p
+                    || e.path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+        });
+        let mut values = std::mem::take(&mut self.substituted);
+        // Longer values first, so a value that contains another is replaced whole.
+        values.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        for e in self.errors.iter_mut().chain(self.warnings.iter_mut()) {
+            for (value, reference) in &values {
+                if value.len() >= 4 {
+                    e.message = e.message.replace(value.as_str(), reference);
+                }
+            }
         }
     }
 }

@@ -145,8 +145,49 @@ fn references_are_replaced_in_values_from_the_environment_and_files() {
             "routes[0].request_headers.set.x-d: a \"${\" without its \"}\"",
         ],
     );
+    // A quoted reference stays a string whatever its value looks like; a bare one takes its
+    // YAML type (threads above).
+    loader.vars.insert("VER".into(), "2".into());
+    let c = load_with(
+        &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{headers: {{x-api-version: \"${{VER}}\"}}}}, upstream: a}}\n"),
+        &loader,
+    );
+    assert_eq!(c.routing.routes[0].headers[0].1, "2");
+    // A message never quotes a value a reference put in: it names the reference.
+    loader
+        .vars
+        .insert("SECRET".into(), "s3cr3t\u{1}value".into());
+    let e = errors_with(
+        &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-a: \"Bearer ${{SECRET}}\"}}}}}}\n"),
+        &loader,
+    );
+    assert!(!e.is_empty());
+    assert!(e.iter().all(|m| !m.contains("s3cr3t")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("${SECRET}")), "{e:?}");
+    // A reference in a default is not read.
+    let e = errors_with(
+        &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-a: \"${{NOPE:-${{VER}}}}\"}}}}}}\n"),
+        &loader,
+    );
+    assert_reported(
+        &e,
+        &["routes[0].request_headers.set.x-a: a reference inside a reference is not read"],
+    );
     // Checking only: an unset variable is a warning, and the shape is still checked.
     loader.check_only = true;
+    // What depends on an unset variable is left to its warning: no problem is reported.
+    let checked = super::super::parse_reporting(
+        &format!("threads: ${{NOPE_THREADS}}\n{LISTENER}upstreams: {{a: {{peers: [\"${{NOPE_HOST}}:8080\"]}}}}\n{ROUTE}"),
+        &loader,
+    );
+    let warnings = match checked {
+        Ok(c) => c.warnings,
+        Err((errors, warnings)) => {
+            assert!(errors.is_empty(), "{errors:?}");
+            warnings
+        }
+    };
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
     let c = load_with(
         &format!("{LISTENER}{POOL}routes:\n  - {{name: r, match: {{}}, upstream: a, request_headers: {{set: {{x-a: \"${{NOPE}}\"}}}}}}\n"),
         &loader,

@@ -53,6 +53,14 @@ impl Validator<'_> {
             raw.request_headers,
             &[header::AUTHORIZATION, header::COOKIE],
         );
+        for (i, h) in request_headers.iter().enumerate() {
+            if crate::wire::is_framing_or_hop(h) || *h == header::HOST || *h == header::EXPECT {
+                self.error(
+                    format!("{place}.request_headers[{i}]"),
+                    "is Host or a hop-by-hop or framing header: the gateway writes those of its own request",
+                );
+            }
+        }
         let response_headers = names(self, "response_headers", raw.response_headers, &[]);
         for (i, h) in response_headers.iter().enumerate() {
             if crate::wire::is_framing_or_hop(h) {

@@ -333,7 +333,7 @@ fn forward_auth_rules_are_checked() {
     assert!(!f.failure_allow);
     assert_eq!(f.cache, Some(std::time::Duration::from_secs(5)));
     let e = errors(&routes(
-        "  - {name: f, match: {}, upstream: a, forward_auth: {pool: nope, path: check, request_headers: [\"a b\"], response_headers: [connection], failure: maybe, timeout: 0s}}\n",
+        "  - {name: f, match: {}, upstream: a, forward_auth: {pool: nope, path: check, request_headers: [\"a b\", host], response_headers: [connection], failure: maybe, timeout: 0s}}\n",
     ));
     assert_reported(
         &e,
@@ -341,6 +341,7 @@ fn forward_auth_rules_are_checked() {
             "routes[0].forward_auth.pool: unknown upstream \"nope\"",
             "routes[0].forward_auth.path: \"check\" must start with '/'",
             "routes[0].forward_auth.request_headers[0]: \"a b\" is not a header name",
+            "routes[0].forward_auth.request_headers[0]: is Host or a hop-by-hop or framing header",
             "routes[0].forward_auth.response_headers[0]: is a hop-by-hop or framing header",
             "routes[0].forward_auth.failure: \"maybe\": write deny (the default) or allow",
             "routes[0].forward_auth.timeout: must be more than 0s",
