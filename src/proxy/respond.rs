@@ -100,7 +100,8 @@ pub(super) fn shape_response(
 }
 
 /// Compress the answer when the route compresses, the answer may be, and the client accepts a
-/// coding the route uses (not for `HEAD`, nor for HTTP/1.0, which cannot stream it in chunks).
+/// coding the route uses (not for HTTP/1.0, which cannot stream it in chunks; a `HEAD` gets the
+/// head of the compressed answer).
 fn compress_if_accepted(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
     let gateway = ctx.gateway.clone();
     let Some(rules) = ctx
@@ -115,12 +116,16 @@ fn compress_if_accepted(session: &Session, resp: &mut ResponseHeader, ctx: &mut 
     }
     crate::compress::vary(resp);
     let req = session.req_header();
-    if req.method == http::Method::HEAD || req.version == http::Version::HTTP_10 {
+    if req.version == http::Version::HTTP_10 {
         return;
     }
     if let Some(coding) = rules.negotiate(&req.headers) {
         let chunked = req.version == http::Version::HTTP_11;
-        ctx.compression = crate::compress::start(coding, resp, chunked).map(|e| (e, coding));
+        let encoder = crate::compress::start(coding, resp, chunked);
+        // A HEAD gets the head its GET would get, and no body to compress.
+        if req.method != http::Method::HEAD {
+            ctx.compression = encoder.map(|e| (e, coding));
+        }
     }
 }
 

@@ -112,11 +112,37 @@ fn answers_are_compressed_as_the_client_accepts() {
     // A strong ETag becomes weak on the compressed representation.
     let r = gw.get("/etag", &[("accept-encoding", "gzip")]);
     assert_eq!(r.header("etag"), Some("W/\"v1\""));
-    // HEAD and HTTP/1.0: not compressed.
+    // HEAD: the head its GET would get, no body. HTTP/1.0: not compressed.
     let r = gw.raw(
         b"HEAD /data HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.body.is_empty());
+    // ... and the connection goes on with the next request as usual.
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        c.write_all(b"HEAD /data HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n")
+            .unwrap();
+        // The head alone (a HEAD answer has no body, whatever its framing headers say).
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        c.write_all(
+            b"GET /data HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let next = read_response(&mut c);
+        assert_eq!(next.status, 200);
+        assert_eq!(decode(Some("gzip"), &next.body), expected);
+    }
     let r = gw.raw(b"GET /data HTTP/1.0\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.body.len(), expected.len());
@@ -139,7 +165,7 @@ fn answers_are_compressed_as_the_client_accepts() {
     )
     .text();
     assert!(
-        m.contains("tollgate_compressed_responses_total{coding=\"gzip\",route=\"c\"} 3\n"),
+        m.contains("tollgate_compressed_responses_total{coding=\"gzip\",route=\"c\"} 4\n"),
         "{m}"
     );
     assert!(
