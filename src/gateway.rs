@@ -99,6 +99,8 @@ pub struct Gateway {
     pub generation: u64,
     /// `Cache-Status` and/or `X-Cache-Status` on cached routes.
     pub cache_status_headers: crate::config::HeaderStyle,
+    /// The share of new traces sampled; `None`: no trace context.
+    pub tracing: Option<f64>,
     /// Whether global limits have a Redis server.
     pub has_redis: bool,
 }
@@ -204,6 +206,7 @@ impl Gateway {
             max_request_header_size: routing.max_request_header_size,
             path_normalization: routing.path_normalization,
             cache_status_headers: routing.cache_status_headers,
+            tracing: routing.tracing,
             has_redis: routing.redis.is_some(),
             policies: Policies::new(routing),
         }

@@ -35,6 +35,9 @@ pub struct Routing {
     pub rate_limit_max_keys: usize,
     /// Which cache status headers responses of cached routes carry.
     pub cache_status_headers: HeaderStyle,
+    /// W3C trace context: the share of new traces sampled (`None`: `traceparent` passes
+    /// through untouched and no ids are logged).
+    pub tracing: Option<f64>,
 }
 
 /// Which of two header conventions responses follow: the standard one, the older one most

@@ -317,6 +317,8 @@ impl FrontDoor {
             upstream_response: None,
             tls_version: tls.as_deref().map(crate::tls::version),
             tls_server_name: tls.as_deref().and_then(crate::tls::server_name),
+            trace_id: None,
+            span_id: None,
             consumer: None,
             cache_status: None,
             error: Some(reason),

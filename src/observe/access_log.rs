@@ -53,6 +53,9 @@ pub struct Entry {
     pub tls_version: Option<Cow<'static, str>>,
     /// The SNI name the client sent, on TLS.
     pub tls_server_name: Option<Arc<str>>,
+    /// The W3C trace id and the gateway's span id (hex), when tracing is on.
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
     pub consumer: Option<Arc<str>>,
     pub cache_status: Option<&'static str>,
     pub error: Option<&'static str>,
@@ -131,7 +134,7 @@ fn millis(d: Duration) -> f64 {
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = &self.strings;
-        let mut m = s.serialize_struct("Entry", 29)?;
+        let mut m = s.serialize_struct("Entry", 31)?;
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         m.serialize_field("time", &time)?;
         m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
@@ -159,6 +162,8 @@ impl Serialize for Entry {
         m.serialize_field("upstream_response_ms", &self.upstream_response.map(millis))?;
         m.serialize_field("tls_version", &self.tls_version.as_deref())?;
         m.serialize_field("tls_server_name", &self.tls_server_name.as_deref())?;
+        m.serialize_field("trace_id", &self.trace_id)?;
+        m.serialize_field("span_id", &self.span_id)?;
         m.serialize_field("consumer", &self.consumer.as_deref())?;
         m.serialize_field("cache_status", &self.cache_status)?;
         m.serialize_field("error", &self.error)?;
@@ -213,6 +218,8 @@ impl Serialize for Ecs<'_> {
             m.serialize_entry("tls.version", v.trim_start_matches("TLSv"))?;
         }
         m.serialize_entry("tls.client.server_name", &e.tls_server_name.as_deref())?;
+        m.serialize_entry("trace.id", &e.trace_id)?;
+        m.serialize_entry("span.id", &e.span_id)?;
         m.serialize_entry(
             "destination.address",
             &e.tried.last().map(|p| p.to_string()),
@@ -425,6 +432,8 @@ mod tests {
             upstream_response: Some(Duration::from_micros(1500)),
             tls_version: Some(Cow::Borrowed("TLSv1.3")),
             tls_server_name: Some(Arc::from("api.test")),
+            trace_id: None,
+            span_id: None,
             consumer: None,
             cache_status: Some("HIT"),
             error: None,
@@ -462,7 +471,7 @@ mod tests {
         assert_eq!(v["tls_server_name"], "api.test");
         assert_eq!(v["route"], "r");
         assert_eq!(v["cache_status"], "HIT");
-        assert_eq!(v.as_object().unwrap().len(), 29);
+        assert_eq!(v.as_object().unwrap().len(), 31);
     }
 
     #[test]

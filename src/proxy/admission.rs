@@ -9,6 +9,7 @@ use crate::errors::status_error;
 use crate::front::FrontDoor;
 use crate::gateway::{CompiledRoute, Gateway};
 use crate::observe::metrics::AuthFailure;
+use crate::observe::trace::TraceContext;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward_auth::{Asked, Verdict};
 use crate::policy::limits::{KeyInput, Outcome};
@@ -80,6 +81,10 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
         ctx.gateway.route(id).cors.is_some().then_some(id)
     });
     ctx.request.preflight = preflight.is_some();
+    ctx.request.trace = ctx
+        .gateway
+        .tracing
+        .map(|ratio| TraceContext::from_request(&req.headers, ratio));
     ctx.route = preflight.or_else(|| router.lookup(&view));
     ctx.request.target = target;
     Ok(())

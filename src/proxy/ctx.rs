@@ -55,6 +55,8 @@ pub(super) struct Request {
     pub(super) expect: bool,
     /// A CORS preflight for a route with CORS rules: the gateway answers it.
     pub(super) preflight: bool,
+    /// Its trace and the gateway's span, when tracing is on.
+    pub(super) trace: Option<crate::observe::trace::TraceContext>,
     /// When it started.
     pub(super) start: Instant,
     /// The same, as wall-clock time (for the access log).
@@ -137,6 +139,7 @@ impl Ctx {
                 client: Client::default(),
                 expect: false,
                 preflight: false,
+                trace: None,
                 start: Instant::now(),
                 started_at: std::time::SystemTime::now(),
                 error_status: None,

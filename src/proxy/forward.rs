@@ -264,6 +264,17 @@ pub(super) fn shape_request(
     headers::set_forwarding(upstream_request, &hop);
     upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
     set_identity(upstream_request, ctx)?;
+    if let Some(trace) = &ctx.request.trace {
+        // The upstream's parent is the gateway's span; the client's vendor state goes along
+        // with the trace it continued (and not with a trace the gateway started).
+        upstream_request.insert_header("traceparent", trace.traceparent())?;
+        match &trace.state {
+            Some(state) => upstream_request.insert_header("tracestate", state.clone())?,
+            None => {
+                upstream_request.remove_header("tracestate");
+            }
+        }
+    }
     if let Some(fa) = &route.forward_auth {
         // Only the authorization service says these: a client's own are dropped, also spelt
         // with '_' (which frameworks read as '-').

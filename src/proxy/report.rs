@@ -82,6 +82,8 @@ pub(super) fn report(
         upstream_response: ctx.upstream.response,
         tls_version: tls.map(crate::tls::version),
         tls_server_name: tls.and_then(crate::tls::server_name),
+        trace_id: ctx.request.trace.as_ref().map(|t| t.trace_id_hex()),
+        span_id: ctx.request.trace.as_ref().map(|t| t.span_id_hex()),
         consumer: ctx
             .caller
             .identity

@@ -29,5 +29,6 @@ mod routing;
 mod split;
 mod systemd;
 mod tls;
+mod tracing;
 mod upgrade;
 mod websocket;

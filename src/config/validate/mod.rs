@@ -13,6 +13,7 @@ mod listeners;
 mod process;
 mod routes;
 mod substitute;
+mod tracing;
 mod upstreams;
 
 use super::error::ConfigError;
@@ -48,6 +49,7 @@ const GATEWAY_KEYS: &[&str] = &[
     "rate_limit_max_keys",
     "cache_status_headers",
     "dns",
+    "tracing",
 ];
 
 /// Collects the problems of one file while its domains are checked.
@@ -296,6 +298,7 @@ impl<'a> Validator<'a> {
         let mut rate_limit_max_keys = None;
         let mut dns = None;
         let mut cache_status_headers = None;
+        let mut tracing = None;
         let mut cache = None;
         let mut admin = None;
         let mut access_log = None;
@@ -321,6 +324,7 @@ impl<'a> Validator<'a> {
                 "redis" => redis = Some(v),
                 "rate_limit_headers" => rate_limit_headers = Some(v),
                 "rate_limit_max_keys" => rate_limit_max_keys = Some(v),
+                "tracing" => tracing = Some(v),
                 "dns" => dns = Some(v),
                 "cache_status_headers" => cache_status_headers = Some(v),
                 "cache" => cache = Some(v),
@@ -360,6 +364,7 @@ impl<'a> Validator<'a> {
         let rate_limit_headers = self.header_style("rate_limit_headers", rate_limit_headers);
         let rate_limit_max_keys = self.max_keys(rate_limit_max_keys);
         let cache_status_headers = self.header_style("cache_status_headers", cache_status_headers);
+        let tracing = tracing.and_then(|v| self.tracing(v));
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
         let access_log = access_log.and_then(|v| self.access_log(v));
@@ -395,6 +400,7 @@ impl<'a> Validator<'a> {
             rate_limit_headers,
             rate_limit_max_keys,
             cache_status_headers,
+            tracing,
         };
         Some((process, routing))
     }
