@@ -163,26 +163,39 @@ pub fn start(coding: Coding, resp: &mut ResponseHeader, chunked: bool) -> Option
     if chunked {
         let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
     }
-    // As nginx does: the compressed bytes are another representation, so a strong ETag is
-    // made weak, and an unreadable one is dropped.
-    if let Some(etag) = resp.headers.get(header::ETAG).cloned() {
-        let b = etag.as_bytes();
-        if b.starts_with(b"\"") {
-            let mut weak = b"W/".to_vec();
-            weak.extend_from_slice(b);
-            match HeaderValue::from_bytes(&weak) {
-                Ok(v) => {
-                    let _ = resp.insert_header(header::ETAG, v);
-                }
-                Err(_) => {
-                    resp.remove_header(&header::ETAG);
-                }
-            }
-        } else if !b.starts_with(b"W/") {
+    weaken_etag(resp);
+    Some(encoder)
+}
+
+/// As nginx does: compressed bytes are another representation, so a strong ETag is made weak,
+/// and an unreadable one is dropped.
+fn weaken_etag(resp: &mut ResponseHeader) {
+    let Some(etag) = resp.headers.get(header::ETAG).cloned() else {
+        return;
+    };
+    let b = etag.as_bytes();
+    if b.starts_with(b"W/") {
+        return;
+    }
+    let weak = b
+        .starts_with(b"\"")
+        .then(|| HeaderValue::from_bytes(&[b"W/".as_slice(), b].concat()).ok())
+        .flatten();
+    match weak {
+        Some(v) => {
+            let _ = resp.insert_header(header::ETAG, v);
+        }
+        None => {
             resp.remove_header(&header::ETAG);
         }
     }
-    Some(encoder)
+}
+
+/// A `304` to a client that accepts one of the route's codings says what the compressed answer
+/// it revalidates said: `Vary: Accept-Encoding` and the weak ETag.
+pub fn not_modified(resp: &mut ResponseHeader) {
+    vary(resp);
+    weaken_etag(resp);
 }
 
 /// Brotli with the `brotli` crate, the one Pingora uses: Pingora 0.9's brotli encoder only

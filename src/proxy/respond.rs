@@ -111,11 +111,17 @@ fn compress_if_accepted(session: &Session, resp: &mut ResponseHeader, ctx: &mut 
     else {
         return;
     };
+    let req = session.req_header();
+    if resp.status == http::StatusCode::NOT_MODIFIED {
+        if rules.negotiate(&req.headers).is_some() {
+            crate::compress::not_modified(resp);
+        }
+        return;
+    }
     if !rules.applies(resp) {
         return;
     }
     crate::compress::vary(resp);
-    let req = session.req_header();
     if req.version == http::Version::HTTP_10 {
         return;
     }

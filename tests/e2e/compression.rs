@@ -25,6 +25,10 @@ fn upstream() -> Upstream {
                 .header("content-type", "application/json")
                 .header("content-encoding", "identity-but-encoded"),
             "/no-transform" => reply.header("cache-control", "no-transform"),
+            "/etag" if s.header("if-none-match").is_some() => Reply {
+                status: 304,
+                ..Reply::ok("").header("etag", "\"v1\"")
+            },
             "/etag" => reply.header("etag", "\"v1\""),
             "/range" => Reply {
                 status: 206,
@@ -112,6 +116,16 @@ fn answers_are_compressed_as_the_client_accepts() {
     // A strong ETag becomes weak on the compressed representation.
     let r = gw.get("/etag", &[("accept-encoding", "gzip")]);
     assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    // Revalidating it: the 304 says what the compressed answer said.
+    let r = gw.get(
+        "/etag",
+        &[("accept-encoding", "gzip"), ("if-none-match", "W/\"v1\"")],
+    );
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    assert!(r
+        .header("vary")
+        .is_some_and(|v| v.contains("Accept-Encoding")));
     // HEAD: the head its GET would get, no body. HTTP/1.0: not compressed.
     let r = gw.raw(
         b"HEAD /data HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
