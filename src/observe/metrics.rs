@@ -139,47 +139,26 @@ impl RouteMetrics {
 
     /// Count a request on a cached route by its `X-Cache-Status` (one of [`CACHE_LABELS`]).
     pub fn cache_status(&self, label: &'static str) {
-        let i = CACHE_LABELS
-            .iter()
-            .position(|l| *l == label)
-            .unwrap_or(CACHE_LABELS.len() - 1);
-        self.cache[i]
-            .get_or_init(|| {
-                self.families
-                    .cache_requests
-                    .with_label_values(&[&self.name, CACHE_LABELS[i]])
-            })
-            .inc();
+        let f = &self.families.cache_requests;
+        count_labelled(&self.cache, f, &self.name, &CACHE_LABELS, label);
     }
 
     /// Count a failure talking to the route's pool (`kind`: one of [`UPSTREAM_ERROR_KINDS`]).
     pub fn upstream_error(&self, kind: &'static str) {
-        let i = UPSTREAM_ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(UPSTREAM_ERROR_KINDS.len() - 1);
-        self.upstream_errors[i]
-            .get_or_init(|| {
-                self.families
-                    .upstream_errors
-                    .with_label_values(&[&self.upstream, UPSTREAM_ERROR_KINDS[i]])
-            })
-            .inc();
+        let f = &self.families.upstream_errors;
+        count_labelled(
+            &self.upstream_errors,
+            f,
+            &self.upstream,
+            &UPSTREAM_ERROR_KINDS,
+            kind,
+        );
     }
 
     /// Count a retry on the route's pool (`reason`: one of [`RETRY_REASONS`]).
     pub fn retry(&self, reason: &'static str) {
-        let i = RETRY_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(RETRY_REASONS.len() - 1);
-        self.retries[i]
-            .get_or_init(|| {
-                self.families
-                    .retries
-                    .with_label_values(&[&self.upstream, RETRY_REASONS[i]])
-            })
-            .inc();
+        let f = &self.families.retries;
+        count_labelled(&self.retries, f, &self.upstream, &RETRY_REASONS, reason);
     }
 
     /// Count a retry the pool's budget did not allow.
@@ -549,6 +528,25 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Count one in the child of `family` labelled `first` and `label`, one of `labels` (an unknown
+/// one counts as the last, the catch-all), made once in its slot of `slots`.
+fn count_labelled(
+    slots: &[OnceLock<IntCounter>],
+    family: &IntCounterVec,
+    first: &str,
+    labels: &[&'static str],
+    label: &str,
+) {
+    let i = labels
+        .iter()
+        .position(|l| *l == label)
+        .unwrap_or(labels.len() - 1);
+    if let Some(slot) = slots.get(i) {
+        slot.get_or_init(|| family.with_label_values(&[first, labels[i]]))
+            .inc();
     }
 }
 

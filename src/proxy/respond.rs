@@ -103,6 +103,10 @@ pub(super) fn shape_response(
 /// coding the route uses (not for HTTP/1.0, which cannot stream it in chunks; a `HEAD` gets the
 /// head of the compressed answer).
 fn compress_if_accepted(session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+    // Nothing for routes that do not compress (the snapshot is not even cloned).
+    if ctx.route().is_none_or(|r| r.compression.is_none()) {
+        return;
+    }
     let gateway = ctx.gateway.clone();
     let Some(rules) = ctx
         .route

@@ -82,7 +82,8 @@ impl Validator<'_> {
         })
     }
 
-    fn header_names(&mut self, place: &str, list: &[String]) -> Vec<HeaderName> {
+    /// Header names of a list at `place`, each bad one reported at its index.
+    pub(super) fn header_names(&mut self, place: &str, list: &[String]) -> Vec<HeaderName> {
         let mut out = Vec::new();
         for (i, h) in list.iter().enumerate() {
             match HeaderName::from_bytes(h.as_bytes()) {

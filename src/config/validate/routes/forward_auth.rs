@@ -6,7 +6,6 @@ use super::super::super::ForwardAuth;
 use super::super::Validator;
 use super::RouteContext;
 use http::header;
-use http::HeaderName;
 use std::time::Duration;
 
 impl Validator<'_> {
@@ -28,31 +27,10 @@ impl Validator<'_> {
                 ),
             );
         }
-        let names =
-            |v: &mut Self, key: &str, list: Option<Vec<String>>, default: &[HeaderName]| match list
-            {
-                None => default.to_vec(),
-                Some(list) => list
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, h)| match HeaderName::from_bytes(h.as_bytes()) {
-                        Ok(n) => Some(n),
-                        Err(_) => {
-                            v.error(
-                                format!("{place}.{key}[{i}]"),
-                                format!("\"{h}\" is not a header name"),
-                            );
-                            None
-                        }
-                    })
-                    .collect(),
-            };
-        let request_headers = names(
-            self,
-            "request_headers",
-            raw.request_headers,
-            &[header::AUTHORIZATION, header::COOKIE],
-        );
+        let request_headers = match raw.request_headers {
+            Some(list) => self.header_names(&format!("{place}.request_headers"), &list),
+            None => vec![header::AUTHORIZATION, header::COOKIE],
+        };
         for (i, h) in request_headers.iter().enumerate() {
             if crate::wire::is_framing_or_hop(h) || *h == header::HOST || *h == header::EXPECT {
                 self.error(
@@ -61,7 +39,10 @@ impl Validator<'_> {
                 );
             }
         }
-        let response_headers = names(self, "response_headers", raw.response_headers, &[]);
+        let response_headers = self.header_names(
+            &format!("{place}.response_headers"),
+            &raw.response_headers.unwrap_or_default(),
+        );
         for (i, h) in response_headers.iter().enumerate() {
             if crate::wire::is_framing_or_hop(h) {
                 self.error(

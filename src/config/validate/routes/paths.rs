@@ -2,6 +2,7 @@
 //! each written so that a canonical request path can match it, and the rewrite that derives the
 //! upstream path from it.
 
+use super::super::super::pattern::Segment;
 use super::super::super::raw::RawMatch;
 use super::super::super::{
     segment_prefix, PathMatch, PathRegex, PathRewrite, PathTemplate, RewriteTemplate,
@@ -179,8 +180,8 @@ fn sample(t: &PathTemplate) -> String {
     for s in &t.segments {
         out.push('/');
         match s {
-            super::super::super::pattern::Segment::Literal(l) => out.push_str(l),
-            super::super::super::pattern::Segment::Param(_) => out.push('p'),
+            Segment::Literal(l) => out.push_str(l),
+            Segment::Param(_) => out.push('p'),
         }
     }
     if t.rest.is_some() {
