@@ -10,7 +10,7 @@
 
 use crate::cache::{Cache, RouteCacheRules};
 use crate::config::{Config, HeaderTransform, HostPattern, PathMatch, PathRewrite};
-use crate::observe::metrics::{Metrics, PeerStat, RouteMetrics, Stats};
+use crate::observe::metrics::{JwksStat, Metrics, PeerStat, RouteMetrics, Stats};
 use crate::policy::limits::{LimitStore, RouteLimits};
 use crate::policy::{Access, Policies};
 use crate::router::{RouteId, Router};
@@ -208,7 +208,7 @@ impl Gateway {
             cache_status_headers: routing.cache_status_headers,
             tracing: routing.tracing,
             has_redis: routing.redis.is_some(),
-            policies: Policies::new(routing),
+            policies: Policies::new(routing, previous.map(|p| &p.policies)),
         }
     }
 
@@ -253,6 +253,16 @@ impl Gateway {
                 .collect(),
             rate_limit_keys: self.limits.keys_held() as u64,
             rate_limit_evictions: self.limits.keys_evicted(),
+            jwks: self
+                .policies
+                .remote_key_sets()
+                .map(|r| JwksStat {
+                    issuer: r.issuer.clone(),
+                    keys: r.keys().len(),
+                    fetched: r.fetched.load(Ordering::Relaxed),
+                    failed: r.failed.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 }

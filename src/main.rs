@@ -376,6 +376,13 @@ fn main() -> ExitCode {
         server.add_service(h2c);
     }
     server.add_service(background_service("health checks", health.clone()));
+    let snapshot = gateway.clone();
+    server.add_service(background_service(
+        "JWT key fetches",
+        tollgate::policy::jwks::JwksRefresher {
+            sets: Box::new(move || snapshot.load().policies.remote_key_sets().collect()),
+        },
+    ));
     let announce = format!(
         "tollgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),

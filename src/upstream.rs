@@ -154,7 +154,11 @@ where
 }
 
 pub(crate) fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
-    let ders = up.tls.as_ref()?.ca.as_ref()?;
+    Some(ca_type(up.tls.as_ref()?.ca.as_ref()?))
+}
+
+/// CA certificates (DER) as a peer's trust list.
+pub(crate) fn ca_type(ders: &[Vec<u8>]) -> Arc<pingora_core::protocols::tls::CaType> {
     let certs: Vec<pingora_core::utils::tls::WrappedX509> = ders
         .iter()
         .map(|d| {
@@ -164,7 +168,7 @@ pub(crate) fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::C
             )
         })
         .collect();
-    Some(Arc::from(certs.into_boxed_slice()))
+    Arc::from(certs.into_boxed_slice())
 }
 
 /// Concurrent requests one HTTP/2 connection to a peer carries before another is opened.

@@ -11,6 +11,9 @@ use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 
+mod identity;
+pub use identity::*;
+
 /// One entry of `listeners`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -369,66 +372,6 @@ pub struct RawRedis {
     pub timeout: Option<ConfDuration>,
     pub backoff: Option<ConfDuration>,
     pub max_backoff: Option<ConfDuration>,
-}
-
-/// One entry of `consumers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConsumer {
-    pub name: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub api_keys: Vec<String>,
-    pub basic_auth: Option<RawBasicAuth>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBasicAuth {
-    pub username: String,
-    pub password_hash: String,
-}
-
-/// The authentication methods a route may accept.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawAuthMethod {
-    ApiKey,
-    Basic,
-    Jwt,
-}
-
-/// A single value or a list of them.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-/// One entry of `jwt`: a token issuer and how its signatures are checked.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwt {
-    pub issuer: String,
-    pub algorithms: Vec<String>,
-    pub public_key_file: Option<String>,
-    pub jwks_file: Option<String>,
-    pub secret_env: Option<String>,
-    pub audience: Option<OneOrMany>,
-    pub consumer_claim: Option<String>,
-    pub groups_claim: Option<String>,
-    pub leeway: Option<ConfDuration>,
 }
 
 /// The access log's line format.

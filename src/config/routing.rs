@@ -437,6 +437,8 @@ pub enum AuthMethod {
 pub struct JwtIssuer {
     pub issuer: String,
     pub keys: Vec<JwtKey>,
+    /// The algorithms tokens may be signed with.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// Accepted `aud` values; empty means `aud` is not checked.
     pub audience: Vec<String>,
     /// The claim naming the consumer (`sub` by default).
@@ -445,6 +447,24 @@ pub struct JwtIssuer {
     pub groups_claim: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Where the keys are fetched from, when they are not in the file (`keys` is then empty).
+    pub remote: Option<RemoteJwks>,
+}
+
+/// A JWKS fetched over HTTPS, directly or through an OpenID Connect discovery document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// The JWKS document's URL, or the discovery document's when `discovery` is set.
+    pub url: http::Uri,
+    pub discovery: bool,
+    /// Trust these CA certificates (DER) instead of the system's.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// Bounds on the time between fetches (the answer's `Cache-Control: max-age` within them;
+    /// `max` without one); `min` also spaces fetches forced by unknown key ids and retries.
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    /// Connect, write and read timeout of one fetch.
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for JwtIssuer {

@@ -10,6 +10,8 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 mod features;
+mod stats;
+pub use stats::{JwksStat, PeerStat, Stats};
 
 /// `tollgate_requests_total` children of one route (or of requests without one) by method
 /// and status, as resolved by one thread.
@@ -191,36 +193,6 @@ fn slot(v: &mut Vec<Handles>, i: usize) -> &mut Handles {
     &mut v[i]
 }
 
-/// What the metrics render at scrape time, handed over by whoever holds the state.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub peers: Vec<PeerStat>,
-    /// Bytes and responses held by the response cache.
-    pub cache_bytes: u64,
-    pub cache_entries: u64,
-    /// Global rate-limit decisions taken locally so far.
-    pub redis_fallbacks: u64,
-    /// Whether decisions skip Redis after failures.
-    pub redis_circuit_open: bool,
-    /// Per pool with peer names: lookups that failed.
-    pub dns_failures: Vec<(String, u64)>,
-    /// Per pool with outlier detection: peers ejected so far.
-    pub ejections: Vec<(String, u64)>,
-    /// Keys local rate limits hold, and those forgotten at the bound while still counting.
-    pub rate_limit_keys: u64,
-    pub rate_limit_evictions: u64,
-}
-
-/// One peer's state.
-#[derive(Debug)]
-pub struct PeerStat {
-    pub upstream: String,
-    pub peer: String,
-    /// Healthy and not cooling down.
-    pub available: bool,
-    pub in_flight: usize,
-}
-
 /// The gateway's metrics registry and handles.
 pub struct Metrics {
     registry: Registry,
@@ -257,6 +229,8 @@ pub struct Metrics {
     redis_circuit_open: IntGauge,
     dns_failures: IntCounterVec,
     ejections: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_fetches: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -361,6 +335,8 @@ impl Metrics {
             redis_fallbacks: single_counter(&r, "tollgate_ratelimit_redis_fallbacks_total", "Global rate-limit decisions taken locally because Redis did not answer in time."),
             ejections: counter(&r, "tollgate_upstream_ejections_total", "Peers ejected by outlier detection (failures in a row), by upstream.", &["upstream"]),
             dns_failures: counter(&r, "tollgate_upstream_dns_failures_total", "Lookups of a pool's peer names that failed (the pool keeps the names' last addresses), by upstream.", &["upstream"]),
+            jwks_keys: gauge_vec(&r, "tollgate_jwt_issuer_keys", "Keys held for a JWT issuer whose keys are fetched (jwks_url or discovery_url), by issuer.", &["issuer"]),
+            jwks_fetches: counter(&r, "tollgate_jwt_key_fetches_total", "Fetches of a JWT issuer's key set, by issuer and result (success, failure); a failure keeps the last good keys.", &["issuer", "result"]),
             redis_circuit_open: gauge(&r, "tollgate_ratelimit_redis_circuit_open", "1 while global rate-limit decisions skip Redis after a failure (counted locally until a probe finds it back), else 0."),
             rate_limit_keys: gauge(&r, "tollgate_ratelimit_keys", "Keys held by local rate limits (idle ones not yet forgotten included)."),
             rate_limit_evictions: single_counter(&r, "tollgate_ratelimit_key_evictions_total", "Keys of local rate limits forgotten while still counting, because rate_limit_max_keys was reached."),
@@ -525,6 +501,20 @@ impl Metrics {
         }
         self.redis_circuit_open
             .set(i64::from(stats.redis_circuit_open));
+        self.jwks_keys.reset();
+        for j in &stats.jwks {
+            self.jwks_keys
+                .with_label_values(&[j.issuer.as_str()])
+                .set(j.keys as i64);
+            for (result, n) in [("success", j.fetched), ("failure", j.failed)] {
+                catch_up(
+                    &self
+                        .jwks_fetches
+                        .with_label_values(&[j.issuer.as_str(), result]),
+                    n,
+                );
+            }
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -5,6 +5,7 @@
 mod basic;
 pub mod cors;
 pub mod forward_auth;
+pub mod jwks;
 mod jwt;
 pub mod limits;
 
@@ -135,7 +136,7 @@ pub fn challenge(method: AuthMethod) -> &'static str {
 
 impl Policies {
     /// Compile from a validated configuration.
-    pub fn new(config: &Routing) -> Policies {
+    pub fn new(config: &Routing, previous: Option<&Policies>) -> Policies {
         let mut keys = HashMap::new();
         let users = config.consumers.iter().enumerate().filter_map(|(i, c)| {
             c.basic_auth
@@ -167,8 +168,13 @@ impl Policies {
             keys,
             api_key_header: config.api_key_header.clone(),
             basic,
-            jwt: jwt::JwtVerifier::new(&config.jwt),
+            jwt: jwt::JwtVerifier::new(&config.jwt, previous.map(|p| &p.jwt)),
         }
+    }
+
+    /// The JWT key sets fetched while running.
+    pub fn remote_key_sets(&self) -> impl Iterator<Item = Arc<jwks::RemoteKeys>> + '_ {
+        self.jwt.remote_sets()
     }
 
     /// The consumer behind an id.
@@ -194,25 +200,27 @@ impl Policies {
         let accepts_jwt = access.auth.contains(&AuthMethod::Jwt);
         let mut identity = None;
         for method in &access.auth {
-            let verdict = match method {
-                AuthMethod::ApiKey => self
-                    .presented_key(headers, accepts_jwt)
-                    .map(|k| self.find_key(k).map(Identity::Consumer)),
-                AuthMethod::Basic => match basic::credentials(headers) {
-                    Some((user, pass)) => Some(
-                        self.basic
-                            .verify(&user, &pass)
-                            .await
-                            .map(Identity::Consumer),
-                    ),
-                    None => None,
-                },
-                AuthMethod::Jwt => bearer(headers).map(|token| {
-                    self.jwt
-                        .verify(token)
-                        .map(|claimed| Identity::Token(Box::new(self.token_identity(claimed))))
-                }),
-            };
+            let verdict =
+                match method {
+                    AuthMethod::ApiKey => self
+                        .presented_key(headers, accepts_jwt)
+                        .map(|k| self.find_key(k).map(Identity::Consumer)),
+                    AuthMethod::Basic => match basic::credentials(headers) {
+                        Some((user, pass)) => Some(
+                            self.basic
+                                .verify(&user, &pass)
+                                .await
+                                .map(Identity::Consumer),
+                        ),
+                        None => None,
+                    },
+                    AuthMethod::Jwt => match bearer(headers) {
+                        Some(token) => Some(self.jwt.verify(token).await.map(|claimed| {
+                            Identity::Token(Box::new(self.token_identity(claimed)))
+                        })),
+                        None => None,
+                    },
+                };
             match verdict {
                 Some(Some(id)) => {
                     identity = Some(id);
@@ -331,7 +339,10 @@ mod tests {
             hex::encode(key_digest(b"carol-key-1"))
         );
         let c = crate::config::parse(&text).expect("valid");
-        (Policies::new(&c.routing), Access::new(&c.routing.routes[0]))
+        (
+            Policies::new(&c.routing, None),
+            Access::new(&c.routing.routes[0]),
+        )
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -286,7 +286,7 @@ fn bad_jwt_issuers() {
             "jwt[0].algorithms[0]: \"none\" is not a supported algorithm",
             "jwt[1].algorithms: none of the algorithms fits an RSA key",
             "jwt[2].secret_env: environment variable TOLLGATE_TEST_UNSET_VARIABLE is not set",
-            "jwt[3]: give exactly one of public_key_file, jwks_file or secret_env",
+            "jwt[3]: give exactly one of public_key_file, jwks_file, jwks_url, discovery_url or secret_env",
             "jwt[4].public_key_file: cannot read /nonexistent/key.pem",
         ],
     );

@@ -16,6 +16,7 @@ mod discovery;
 mod forward_auth;
 mod front_door;
 mod grpc;
+mod jwks;
 mod jwt;
 mod keepalive;
 mod limiter;

@@ -241,4 +241,51 @@ mod tests {
             ],
         );
     }
+
+    #[test]
+    fn remote_key_sets() {
+        let machine =
+            Fixed::default().file("ca.pem", include_str!("../../../tests/fixtures/ca.pem"));
+        let c = load_with(
+            &file("jwt:\n  - {issuer: a, algorithms: [ES256, RS256], jwks_url: 'https://id.example/keys', audience: api}\n  - {issuer: b, algorithms: [ES256], discovery_url: 'https://id.example/.well-known/openid-configuration', ca_file: ca.pem, refresh: {min: 10s, max: 10m}, fetch_timeout: 2s, audience: api}\n"),
+            &machine,
+        );
+        let a = c.routing.jwt[0].remote.as_ref().unwrap();
+        assert!(!a.discovery);
+        assert_eq!(
+            (a.refresh_min.as_secs(), a.refresh_max.as_secs()),
+            (30, 3600)
+        );
+        assert!(c.routing.jwt[0].keys.is_empty());
+        let b = c.routing.jwt[1].remote.as_ref().unwrap();
+        assert!(b.discovery && b.ca.is_some());
+        assert_eq!(
+            (
+                b.refresh_min.as_secs(),
+                b.refresh_max.as_secs(),
+                b.timeout.as_secs()
+            ),
+            (10, 600, 2)
+        );
+        let e = errors_with(
+            &file("jwt:\n  - {issuer: a, algorithms: [ES256], jwks_url: 'http://id.example/keys'}\n  - {issuer: b, algorithms: [ES256], jwks_url: 'id.example/keys'}\n  - {issuer: c, algorithms: [HS256], jwks_url: 'https://id.example/keys'}\n  - {issuer: d, algorithms: [ES256], jwks_url: 'https://id.example/keys', discovery_url: 'https://id.example/d'}\n  - {issuer: e, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 0s, max: 200h}, fetch_timeout: 0s, ca_file: none.pem}\n  - {issuer: f, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 1m, max: 30s}}\n  - {issuer: g, algorithms: [ES256], jwks_file: jwks.json, ca_file: ca.pem, refresh: {min: 1s}}\n"),
+            &machine,
+        );
+        assert_reported(
+            &e,
+            &[
+                "jwt[0].jwks_url: must be an https:// URL",
+                "jwt[1].jwks_url: \"id.example/keys\" is not an https:// URL",
+                "jwt[2].algorithms[0]: an HMAC algorithm needs a shared secret",
+                "jwt[3]: give exactly one of public_key_file, jwks_file, jwks_url, discovery_url or secret_env",
+                "jwt[4].refresh.min: must be at least 1s",
+                "jwt[4].refresh.max: must be at most 168h",
+                "jwt[4].fetch_timeout: must be more than 0s",
+                "jwt[4].ca_file: cannot read /conf/none.pem",
+                "jwt[5].refresh.max: must not be shorter than refresh.min",
+                "jwt[6].ca_file: only applies to keys fetched",
+                "jwt[6].refresh: only applies to keys fetched",
+            ],
+        );
+    }
 }

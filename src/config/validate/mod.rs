@@ -166,6 +166,33 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The certificates (DER) of a PEM CA bundle named at `place`; `None` (and an error) when
+    /// it cannot be read or holds none.
+    fn ca_bundle(&mut self, place: &str, path: &str) -> Option<Vec<Vec<u8>>> {
+        use rustls_pki_types::pem::PemObject;
+        let path = self.loader.path(path);
+        match self.loader.read(&path) {
+            Ok(bytes) => {
+                let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+                    .filter_map(|c| c.ok())
+                    .map(|c| c.as_ref().to_vec())
+                    .collect();
+                if certs.is_empty() {
+                    self.error(
+                        place,
+                        format!("{} holds no PEM certificate", path.display()),
+                    );
+                    return None;
+                }
+                Some(certs)
+            }
+            Err(e) => {
+                self.error(place, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(ConfigError {
             path: path.into(),

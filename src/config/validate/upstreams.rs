@@ -272,36 +272,9 @@ impl Validator<'_> {
                     format!("\"{}\" is not a host name", t.sni),
                 );
             }
-            let ca = match t.ca_file {
-                None => None,
-                Some(path) => {
-                    let path = self.loader.path(&path);
-                    match self.loader.read(&path) {
-                        Ok(bytes) => {
-                            use rustls_pki_types::pem::PemObject;
-                            let certs: Vec<Vec<u8>> =
-                                rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
-                                    .filter_map(|c| c.ok())
-                                    .map(|c| c.as_ref().to_vec())
-                                    .collect();
-                            if certs.is_empty() {
-                                self.error(
-                                    format!("{place}.ca_file"),
-                                    format!("{} holds no PEM certificate", path.display()),
-                                );
-                            }
-                            Some(certs)
-                        }
-                        Err(e) => {
-                            self.error(
-                                format!("{place}.ca_file"),
-                                format!("cannot read {}: {e}", path.display()),
-                            );
-                            None
-                        }
-                    }
-                }
-            };
+            let ca = t
+                .ca_file
+                .and_then(|path| self.ca_bundle(&format!("{place}.ca_file"), &path));
             let verify = t.verify.unwrap_or(true);
             if !verify {
                 self.warn(

@@ -281,6 +281,28 @@ impl Upstream {
     }
 }
 
+/// A TLS server configuration with a new self-signed certificate for `names` (IP addresses
+/// become IP SANs), and the certificate's PEM file, to be trusted as its own CA.
+pub fn tls_server_config(
+    dir: &std::path::Path,
+    names: &[&str],
+) -> (Arc<rustls::ServerConfig>, String) {
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("certificate");
+    let cert_path = dir.join(format!("{}-{}.pem", names[0], std::process::id()));
+    std::fs::write(&cert_path, c.cert.pem()).expect("write certificate");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(c.key_pair.serialize_der()).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![c.cert.der().clone()], key)
+        .expect("server config");
+    (Arc::new(config), cert_path.display().to_string())
+}
+
 /// A loopback port nobody listens on (connections are refused).
 pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
