@@ -162,8 +162,12 @@ fn authentication(c: &mut Criterion) {
     ));
     let ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let check = |route: usize, headers: &HeaderMap| {
-        let d =
-            futures::executor::block_on(gw.policies.check(&gw.routes[route].access, ip, headers));
+        let d = futures::executor::block_on(gw.policies.check(
+            &gw.routes[route].access,
+            ip,
+            headers,
+            None,
+        ));
         assert!(matches!(d, Decision::Allow(Some(_))), "bench credentials");
         d
     };

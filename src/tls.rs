@@ -1,5 +1,10 @@
 //! TLS termination on listeners (Pingora's rustls backend): certificates chosen by SNI, with the
-//! first certificate as the default for clients that send no (or an unknown) name.
+//! first certificate as the default for clients that send no (or an unknown) name, and client
+//! certificates ([`client_auth`]).
+
+pub mod client_auth;
+
+pub use client_auth::{ClientCert, ClientVerifier};
 
 use crate::config::Listener;
 use arc_swap::ArcSwap;
@@ -14,22 +19,33 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The SNI name a client sent, kept with its connection's TLS digest (lower-cased).
+/// What the handshake established, kept with the connection's TLS digest: the SNI name the
+/// client sent (lower-cased) and its verified certificate.
 #[derive(Debug)]
-struct ServerName(Arc<str>);
+struct ConnectionFacts {
+    server_name: Option<Arc<str>>,
+    client: Option<ClientCert>,
+}
 
-/// Keeps each connection's SNI name in its TLS digest once the handshake is done, for the
-/// access log.
-struct KeepServerName;
+/// Keeps each connection's SNI name and verified client certificate in its TLS digest once
+/// the handshake is done (read once per connection, not per request).
+struct KeepConnectionFacts;
 
 #[async_trait]
-impl TlsAccept for KeepServerName {
+impl TlsAccept for KeepConnectionFacts {
     async fn handshake_complete_callback(
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let name = tls.server_name()?;
-        Some(Arc::new(ServerName(Arc::from(name.to_ascii_lowercase()))))
+        let facts = ConnectionFacts {
+            server_name: tls.server_name().map(|n| Arc::from(n.to_ascii_lowercase())),
+            // Only a certificate the verifier accepted reaches here.
+            client: tls.peer_certificate_der().and_then(ClientCert::parse),
+        };
+        if facts.server_name.is_none() && facts.client.is_none() {
+            return None;
+        }
+        Some(Arc::new(facts))
     }
 }
 
@@ -45,7 +61,18 @@ pub fn version(digest: &SslDigest) -> Cow<'static, str> {
 
 /// The SNI name the client sent on this TLS connection, if it sent one.
 pub fn server_name(digest: &SslDigest) -> Option<Arc<str>> {
-    digest.extension.get::<ServerName>().map(|n| n.0.clone())
+    digest
+        .extension
+        .get::<ConnectionFacts>()
+        .and_then(|f| f.server_name.clone())
+}
+
+/// The client's verified certificate on this TLS connection, if it sent one.
+pub fn client_cert(digest: &SslDigest) -> Option<&ClientCert> {
+    digest
+        .extension
+        .get::<ConnectionFacts>()
+        .and_then(|f| f.client.as_ref())
 }
 
 /// Chooses a certificate by the client's SNI name: exact names, then `*.` wildcards, then the
@@ -118,6 +145,7 @@ pub fn resolver(listener: &Listener) -> Result<SniResolver, String> {
 #[derive(Debug)]
 pub struct Certificates {
     current: ArcSwap<SniResolver>,
+    clients: Arc<ClientVerifier>,
 }
 
 impl ResolvesServerCert for Certificates {
@@ -130,19 +158,25 @@ impl Certificates {
     /// Load `listener`'s certificates again (their files may have been renewed in place, or
     /// the configuration names others); on failure the ones in use stay.
     pub fn reload(&self, listener: &Listener) -> Result<(), String> {
-        self.current.store(Arc::new(resolver(listener)?));
+        let next = resolver(listener)?;
+        self.clients.set(listener.client_auth.as_ref())?;
+        self.current.store(Arc::new(next));
         Ok(())
     }
 }
 
-/// Pingora TLS settings for a listener: SNI certificates (returned too, to be reloaded), the SNI
-/// name kept for the log, and HTTP/2 through ALPN when enabled.
+/// Pingora TLS settings for a listener: SNI certificates and the client-certificate verifier
+/// (returned too, to be reloaded), the SNI name and client certificate kept with each
+/// connection, and HTTP/2 through ALPN when enabled.
 pub fn settings(listener: &Listener) -> Result<(TlsSettings, Arc<Certificates>), String> {
-    let mut s = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(|e| e.to_string())?;
+    let mut s =
+        TlsSettings::with_callbacks(Box::new(KeepConnectionFacts)).map_err(|e| e.to_string())?;
     let certificates = Arc::new(Certificates {
         current: ArcSwap::from_pointee(resolver(listener)?),
+        clients: Arc::new(ClientVerifier::new(listener.client_auth.as_ref())?),
     });
     s.set_cert_resolver(certificates.clone());
+    s.set_client_cert_verifier(certificates.clients.clone());
     if listener.http2 {
         s.enable_h2();
     }

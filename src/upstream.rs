@@ -2,7 +2,7 @@
 //! `LoadBalancer` and `HealthCheck`s), passive protection (a peer that refuses a connection is
 //! kept out for a cool-down) and per-peer in-flight counts, which also drive `least_conn`.
 
-use crate::config::{Balance, Protocol, Upstream};
+use crate::config::{Balance, Upstream};
 use arc_swap::ArcSwap;
 use discovery::DnsDiscovery;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -122,6 +122,8 @@ pub struct Pool {
     ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
     /// Keeps this pool's upstream connections apart from other pools'.
     group_key: u64,
+    /// The certificate this pool's TLS peers are shown when they ask for one.
+    client_cert: Option<Arc<pingora_core::utils::tls::CertKey>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -151,54 +153,6 @@ where
         log::error!("building a load balancer failed: {e}");
     }
     lb
-}
-
-pub(crate) fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
-    Some(ca_type(up.tls.as_ref()?.ca.as_ref()?))
-}
-
-/// CA certificates (DER) as a peer's trust list.
-pub(crate) fn ca_type(ders: &[Vec<u8>]) -> Arc<pingora_core::protocols::tls::CaType> {
-    let certs: Vec<pingora_core::utils::tls::WrappedX509> = ders
-        .iter()
-        .map(|d| {
-            pingora_core::utils::tls::WrappedX509::new(
-                d.clone(),
-                pingora_core::utils::tls::parse_x509,
-            )
-        })
-        .collect();
-    Arc::from(certs.into_boxed_slice())
-}
-
-/// Concurrent requests one HTTP/2 connection to a peer carries before another is opened.
-const H2_STREAMS_PER_CONNECTION: usize = 100;
-
-/// Set what a pool's peers speak on a peer's options: the HTTP version(s) and, over TLS,
-/// verification against the pool's CA (the same for requests and health checks).
-pub(crate) fn apply_peer_options(
-    up: &Upstream,
-    ca: &Option<Arc<pingora_core::protocols::tls::CaType>>,
-    o: &mut pingora_core::upstreams::peer::PeerOptions,
-) {
-    apply_protocol(up.protocol, o);
-    if let Some(t) = &up.tls {
-        o.verify_cert = t.verify;
-        o.verify_hostname = t.verify;
-        o.ca = ca.clone();
-    }
-}
-
-/// Set the HTTP version(s) a pool speaks on a peer's options.
-fn apply_protocol(protocol: Protocol, o: &mut pingora_core::upstreams::peer::PeerOptions) {
-    match protocol {
-        Protocol::Http1 => o.set_http_version(1, 1),
-        Protocol::H2 => o.set_http_version(2, 2),
-        Protocol::Auto => o.set_http_version(2, 1),
-    }
-    if protocol != Protocol::Http1 {
-        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
-    }
 }
 
 impl Pool {
@@ -247,6 +201,7 @@ impl Pool {
         Pool {
             budget: budget::Budget::new(config.retry_budget.clone()),
             ejected: AtomicU64::new(0),
+            client_cert: client_cert_of(&config),
             ca,
             group_key,
             max_iterations: (total_weight * 2).max(16) + 256,
@@ -290,6 +245,7 @@ impl Pool {
             None => HttpPeer::new(stats.address, false, String::new()),
         };
         apply_peer_options(&self.config, &self.ca, &mut peer.options);
+        peer.client_cert_key = self.client_cert.clone();
         // Pooled connections belong to this pool: Pingora's reuse key does not cover the CA a
         // TLS connection was verified against, so two pools must never share connections.
         peer.group_key = self.group_key;
@@ -588,6 +544,9 @@ impl BackendIter for LeastConnIter {
 mod budget;
 mod discovery;
 mod health;
+mod options;
+
+pub(crate) use options::{apply_peer_options, ca_of, ca_type, client_cert_of};
 
 pub use health::HealthChecker;
 

@@ -11,6 +11,11 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 /// `X-Consumer-Groups`: its groups, comma-separated.
 pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+/// `X-Forwarded-Client-Cert`: the client certificate verified on the connection (Envoy's
+/// format), and its spelling with `_` that frameworks read the same.
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub static X_FORWARDED_CLIENT_CERT_UNDERSCORE: HeaderName =
+    HeaderName::from_static("x_forwarded_client_cert");
 
 /// The names the gateway adds, as written on the wire. Pingora keeps each added header's
 /// written case beside the header map; from a `&'static str` it takes that case as is, where a
@@ -22,6 +27,7 @@ pub mod written {
     pub const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
     pub const X_CONSUMER: &str = "X-Consumer";
     pub const X_CONSUMER_GROUPS: &str = "X-Consumer-Groups";
+    pub const X_FORWARDED_CLIENT_CERT: &str = "X-Forwarded-Client-Cert";
     pub const X_CACHE_STATUS: &str = "X-Cache-Status";
     pub const CACHE_STATUS: &str = "Cache-Status";
 }

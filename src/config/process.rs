@@ -86,6 +86,18 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// At most this many open connections from one client address.
     pub max_connections_per_ip: Option<u32>,
+    /// Ask TLS clients for certificates (reloaded in place).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificates on a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The CA certificates (DER) client certificates must chain to.
+    pub ca: Vec<Vec<u8>>,
+    /// Refuse the handshake without a valid certificate (else a certificate is optional, but
+    /// one that is sent must be valid).
+    pub required: bool,
 }
 
 impl Listener {
@@ -93,6 +105,7 @@ impl Listener {
     /// needed to change (certificates are reloaded in place).
     fn socket(&self) -> Listener {
         let mut l = self.clone();
+        l.client_auth = None;
         l.tls.truncate(1);
         if let Some(c) = l.tls.first_mut() {
             *c = Certificate {

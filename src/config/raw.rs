@@ -69,6 +69,15 @@ pub struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub certificates: Option<Vec<RawCertPair>>,
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// `listeners[].tls.client_auth`: ask clients for certificates issued by a CA.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub ca_file: String,
+    pub required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +207,8 @@ pub struct RawUpstreamTls {
     pub sni: String,
     pub verify: Option<bool>,
     pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

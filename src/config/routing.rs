@@ -1,6 +1,7 @@
 //! The validated routing settings: upstream pools, routes, consumers, JWT issuers, Redis and
 //! the request-reading limits that a reload swaps in one atomic step.
 
+use super::identity::{AuthMethod, Consumer, JwtIssuer};
 use super::pattern::{PathRegex, PathTemplate, RewriteTemplate};
 use http::{HeaderName, HeaderValue, Method};
 use std::fmt;
@@ -193,7 +194,7 @@ pub enum Protocol {
 }
 
 /// TLS towards a pool's peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UpstreamTls {
     /// The name sent in SNI and checked against the peer's certificate.
     pub sni: String,
@@ -201,6 +202,33 @@ pub struct UpstreamTls {
     pub verify: bool,
     /// Trust these CA certificates (DER) instead of the system's.
     pub ca: Option<Vec<Vec<u8>>>,
+    /// The certificate chain (DER, leaf first) and private key (DER) shown to peers that ask.
+    pub client_cert: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+}
+
+impl fmt::Debug for UpstreamTls {
+    /// The client key never printed: the certificate chain stands for it by its digest.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        use sha2::Digest;
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field(
+                "ca",
+                &self
+                    .ca
+                    .as_ref()
+                    .map(|c| hex::encode(sha2::Sha256::digest(c.concat()))),
+            )
+            .field(
+                "client_cert",
+                &self
+                    .client_cert
+                    .as_ref()
+                    .map(|(chain, _)| hex::encode(sha2::Sha256::digest(chain.concat()))),
+            )
+            .finish()
+    }
 }
 
 /// One peer of a pool.
@@ -419,82 +447,6 @@ pub struct RedisConfig {
     /// while probes fail, up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
-}
-
-/// A way a caller proves who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// A key in `X-API-Key` (or the configured header) or `Authorization: Bearer`.
-    ApiKey,
-    /// `Authorization: Basic` checked against a bcrypt hash.
-    Basic,
-    /// `Authorization: Bearer <JWT>` from a configured issuer.
-    Jwt,
-}
-
-/// A JWT issuer and the keys that verify its tokens.
-#[derive(Clone)]
-pub struct JwtIssuer {
-    pub issuer: String,
-    pub keys: Vec<JwtKey>,
-    /// The algorithms tokens may be signed with.
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-    /// Accepted `aud` values; empty means `aud` is not checked.
-    pub audience: Vec<String>,
-    /// The claim naming the consumer (`sub` by default).
-    pub consumer_claim: String,
-    /// The claim listing groups, if any.
-    pub groups_claim: Option<String>,
-    /// Clock skew allowed on `exp` and `nbf`.
-    pub leeway: Duration,
-    /// Where the keys are fetched from, when they are not in the file (`keys` is then empty).
-    pub remote: Option<RemoteJwks>,
-}
-
-/// A JWKS fetched over HTTPS, directly or through an OpenID Connect discovery document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteJwks {
-    /// The JWKS document's URL, or the discovery document's when `discovery` is set.
-    pub url: http::Uri,
-    pub discovery: bool,
-    /// Trust these CA certificates (DER) instead of the system's.
-    pub ca: Option<Vec<Vec<u8>>>,
-    /// Bounds on the time between fetches (the answer's `Cache-Control: max-age` within them;
-    /// `max` without one); `min` also spaces fetches forced by unknown key ids and retries.
-    pub refresh_min: Duration,
-    pub refresh_max: Duration,
-    /// Connect, write and read timeout of one fetch.
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for JwtIssuer {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("JwtIssuer")
-            .field("issuer", &self.issuer)
-            .field("keys", &self.keys.len())
-            .finish()
-    }
-}
-
-/// One verification key of an issuer.
-#[derive(Clone)]
-pub struct JwtKey {
-    /// The JWKS `kid`, when the key came from a JWKS document.
-    pub kid: Option<String>,
-    pub key: jsonwebtoken::DecodingKey,
-    /// The configured algorithms that fit this key's type.
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-}
-
-/// A known caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Consumer {
-    pub name: String,
-    pub groups: Vec<String>,
-    /// SHA-256 digests of the consumer's API keys (keys given in clear are hashed at load).
-    pub api_key_digests: Vec<[u8; 32]>,
-    /// Basic-auth user name and bcrypt hash.
-    pub basic_auth: Option<(String, String)>,
 }
 
 /// A host a route answers for.

@@ -1,4 +1,5 @@
-//! Who may call a route: IP rules, authentication (API keys, basic auth, JWT) and authorization
+//! Who may call a route: IP rules, authentication (API keys, basic auth, JWT, client
+//! certificates) and authorization
 //! (groups, consumers). Compiled from the configuration into small lookup structures;
 //! [`Policies::check`] returns a [`Decision`] and the proxy writes the answer.
 
@@ -9,7 +10,8 @@ pub mod jwks;
 mod jwt;
 pub mod limits;
 
-use crate::config::{AuthMethod, Route, Routing};
+use crate::config::{AuthMethod, CertIdentity, Route, Routing};
+use crate::tls::ClientCert;
 use crate::wire::key_digest;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -109,9 +111,10 @@ impl Access {
         !self.auth.is_empty()
     }
 
-    /// The `WWW-Authenticate` challenges of a 401, one per accepted method.
+    /// The `WWW-Authenticate` challenges of a 401, one per accepted method that has an HTTP
+    /// authentication scheme (client certificates have none).
     pub fn challenges(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.auth.iter().map(|m| challenge(*m))
+        self.auth.iter().filter_map(|m| challenge(*m))
     }
 }
 
@@ -123,14 +126,56 @@ pub struct Policies {
     api_key_header: HeaderName,
     basic: basic::BasicAuth,
     jwt: jwt::JwtVerifier,
+    certs: CertConsumers,
 }
 
-/// The `WWW-Authenticate` challenge for each method.
-pub fn challenge(method: AuthMethod) -> &'static str {
+/// The `WWW-Authenticate` challenge for each method that has one.
+pub fn challenge(method: AuthMethod) -> Option<&'static str> {
     match method {
-        AuthMethod::ApiKey => "ApiKey realm=\"tollgate\"",
-        AuthMethod::Basic => "Basic realm=\"tollgate\", charset=\"UTF-8\"",
-        AuthMethod::Jwt => "Bearer realm=\"tollgate\"",
+        AuthMethod::ApiKey => Some("ApiKey realm=\"tollgate\""),
+        AuthMethod::Basic => Some("Basic realm=\"tollgate\", charset=\"UTF-8\""),
+        AuthMethod::Jwt => Some("Bearer realm=\"tollgate\""),
+        AuthMethod::Mtls => None,
+    }
+}
+
+/// Consumers by the names their client certificates carry.
+#[derive(Debug, Default)]
+struct CertConsumers {
+    subject: HashMap<String, ConsumerId>,
+    common_name: HashMap<String, ConsumerId>,
+    dns: HashMap<String, ConsumerId>,
+    uri: HashMap<String, ConsumerId>,
+    email: HashMap<String, ConsumerId>,
+}
+
+impl CertConsumers {
+    fn add(&mut self, id: &CertIdentity, consumer: ConsumerId) {
+        let (map, name) = match id {
+            CertIdentity::Subject(s) => (&mut self.subject, s),
+            CertIdentity::CommonName(s) => (&mut self.common_name, s),
+            CertIdentity::Dns(s) => (&mut self.dns, s),
+            CertIdentity::Uri(s) => (&mut self.uri, s),
+            CertIdentity::Email(s) => (&mut self.email, s),
+        };
+        map.insert(name.clone(), consumer);
+    }
+
+    /// The consumer a certificate names: by URI, DNS name, e-mail address, subject, then
+    /// common name.
+    fn find(&self, cert: &ClientCert) -> Option<ConsumerId> {
+        let any = |map: &HashMap<String, ConsumerId>, names: &[String]| {
+            names.iter().find_map(|n| map.get(n).copied())
+        };
+        any(&self.uri, &cert.uris)
+            .or_else(|| any(&self.dns, &cert.dns))
+            .or_else(|| any(&self.email, &cert.emails))
+            .or_else(|| self.subject.get(&cert.subject).copied())
+            .or_else(|| {
+                cert.common_name
+                    .as_ref()
+                    .and_then(|cn| self.common_name.get(cn).copied())
+            })
     }
 }
 
@@ -138,6 +183,7 @@ impl Policies {
     /// Compile from a validated configuration.
     pub fn new(config: &Routing, previous: Option<&Policies>) -> Policies {
         let mut keys = HashMap::new();
+        let mut certs = CertConsumers::default();
         let users = config.consumers.iter().enumerate().filter_map(|(i, c)| {
             c.basic_auth
                 .as_ref()
@@ -151,6 +197,9 @@ impl Policies {
             .map(|(i, c)| {
                 for d in &c.api_key_digests {
                     keys.insert(*d, i);
+                }
+                for id in &c.client_certs {
+                    certs.add(id, i);
                 }
                 ConsumerInfo {
                     name: Arc::from(c.name.as_str()),
@@ -169,6 +218,7 @@ impl Policies {
             api_key_header: config.api_key_header.clone(),
             basic,
             jwt: jwt::JwtVerifier::new(&config.jwt, previous.map(|p| &p.jwt)),
+            certs,
         }
     }
 
@@ -182,12 +232,14 @@ impl Policies {
         &self.consumers[id]
     }
 
-    /// Run the route's rules in order: IP rules, authentication, authorization.
+    /// Run the route's rules in order: IP rules, authentication, authorization. `cert` is the
+    /// client certificate verified on the request's TLS connection.
     pub async fn check(
         &self,
         access: &Access,
         client: Option<IpAddr>,
         headers: &HeaderMap,
+        cert: Option<&ClientCert>,
     ) -> Decision {
         if !access.address_allowed(client) {
             return Decision::Forbidden;
@@ -220,6 +272,11 @@ impl Policies {
                         })),
                         None => None,
                     },
+                    // A verified certificate no consumer claims is no credential here (another
+                    // accepted method may still identify the caller).
+                    AuthMethod::Mtls => cert
+                        .and_then(|c| self.certs.find(c))
+                        .map(|id| Some(Identity::Consumer(id))),
                 };
             match verdict {
                 Some(Some(id)) => {
@@ -363,7 +420,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(p.check(r, ip, h))
+        rt.block_on(p.check(r, ip, h, None))
     }
 
     #[test]

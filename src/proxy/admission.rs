@@ -111,9 +111,13 @@ pub(super) async fn check_access(
     ctx: &mut Ctx,
 ) -> Result<()> {
     let headers = &session.req_header().headers;
+    let cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_deref())
+        .and_then(crate::tls::client_cert);
     let failure = match gateway
         .policies
-        .check(&route.access, ctx.request.client.ip, headers)
+        .check(&route.access, ctx.request.client.ip, headers, cert)
         .await
     {
         Decision::Allow(identity) => {

@@ -264,6 +264,7 @@ pub(super) fn shape_request(
     headers::set_forwarding(upstream_request, &hop);
     upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
     set_identity(upstream_request, ctx)?;
+    set_client_cert(upstream_request, session)?;
     if let Some(trace) = &ctx.request.trace {
         // The upstream's parent is the gateway's span; the client's vendor state goes along
         // with the trace it continued (and not with a trace the gateway started).
@@ -393,6 +394,27 @@ fn set_identity(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
         if let Some(g) = groups {
             upstream_request.insert_header(written::X_CONSUMER_GROUPS, g.clone())?;
         }
+    }
+    Ok(())
+}
+
+/// `X-Forwarded-Client-Cert` describes the client certificate verified on the connection (and
+/// only that: a client's own, in any spelling, is dropped).
+fn set_client_cert(upstream_request: &mut RequestHeader, session: &Session) -> Result<()> {
+    for spoof in [
+        &wire::X_FORWARDED_CLIENT_CERT,
+        &wire::X_FORWARDED_CLIENT_CERT_UNDERSCORE,
+    ] {
+        if upstream_request.headers.contains_key(spoof) {
+            upstream_request.remove_header(spoof);
+        }
+    }
+    let cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_deref())
+        .and_then(crate::tls::client_cert);
+    if let Some(c) = cert {
+        upstream_request.insert_header(written::X_FORWARDED_CLIENT_CERT, c.forwarded.clone())?;
     }
     Ok(())
 }

@@ -248,6 +248,7 @@ mod tests {
             forwarded_header: Default::default(),
             proxy_protocol: false,
             max_connections_per_ip: None,
+            client_auth: None,
         }
     }
 

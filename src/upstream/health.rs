@@ -64,6 +64,7 @@ pub(super) fn health_check(up: &Upstream) -> Option<Box<dyn HealthCheck + Send +
             if let Some(t) = tls {
                 hc.peer_template.sni = t.sni.clone();
             }
+            hc.peer_template.client_cert_key = super::client_cert_of(up);
             apply_peer_options(up, &ca, &mut hc.peer_template.options);
             hc.consecutive_failure = cfg.unhealthy_after;
             hc.consecutive_success = cfg.healthy_after;

@@ -20,6 +20,7 @@ mod jwks;
 mod jwt;
 mod keepalive;
 mod limiter;
+mod mtls;
 mod observe;
 mod policies;
 mod ratelimit;

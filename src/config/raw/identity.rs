@@ -14,6 +14,19 @@ pub struct RawConsumer {
     #[serde(default)]
     pub api_keys: Vec<String>,
     pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub client_certs: Vec<RawCertIdentity>,
+}
+
+/// One name a client certificate may carry: exactly one of these keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertIdentity {
+    pub subject: Option<String>,
+    pub cn: Option<String>,
+    pub dns: Option<String>,
+    pub uri: Option<String>,
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +43,7 @@ pub enum RawAuthMethod {
     ApiKey,
     Basic,
     Jwt,
+    Mtls,
 }
 
 /// A single value or a list of them.

@@ -1,8 +1,8 @@
 //! Consumers (names, groups, API keys stored as digests, basic-auth users), the API key
 //! header, and the JWT issuers (their keys are checked in [`super::jwt`]).
 
-use super::super::raw::{RawConsumer, RawJwt};
-use super::super::{Consumer, JwtIssuer};
+use super::super::raw::{RawCertIdentity, RawConsumer, RawJwt};
+use super::super::{normalize_dn, CertIdentity, Consumer, JwtIssuer};
 use super::{index_path, valid_name, Validator};
 use http::HeaderName;
 use serde_yaml::Value;
@@ -31,6 +31,7 @@ impl Validator<'_> {
         let mut out: Vec<Consumer> = Vec::new();
         let mut keys: std::collections::HashMap<[u8; 32], String> = Default::default();
         let mut users: Vec<String> = Vec::new();
+        let mut certs: Vec<(CertIdentity, String)> = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let base = index_path("consumers", i);
             let Some(raw) = self.item::<RawConsumer>(&base, item) else {
@@ -121,14 +122,66 @@ impl Validator<'_> {
                 users.push(b.username.clone());
                 ok.then_some((b.username, b.password_hash))
             });
+            let mut client_certs = Vec::new();
+            for (j, c) in raw.client_certs.into_iter().enumerate() {
+                let place = format!("{base}.client_certs[{j}]");
+                let Some(id) = self.cert_identity(&place, c) else {
+                    continue;
+                };
+                if let Some((_, owner)) = certs.iter().find(|(known, _)| *known == id) {
+                    self.error(
+                        place,
+                        format!("this certificate name already identifies consumer \"{owner}\""),
+                    );
+                    continue;
+                }
+                certs.push((id.clone(), raw.name.clone()));
+                client_certs.push(id);
+            }
             out.push(Consumer {
                 name: raw.name,
                 groups: raw.groups,
                 api_key_digests: digests,
                 basic_auth,
+                client_certs,
             });
         }
         out
+    }
+
+    /// One entry of a consumer's `client_certs`: exactly one kind of name.
+    fn cert_identity(&mut self, place: &str, raw: RawCertIdentity) -> Option<CertIdentity> {
+        let given: Vec<CertIdentity> = [
+            raw.subject.map(|s| CertIdentity::Subject(normalize_dn(&s))),
+            raw.cn.map(CertIdentity::CommonName),
+            raw.dns.map(|d| CertIdentity::Dns(d.to_ascii_lowercase())),
+            raw.uri.map(CertIdentity::Uri),
+            raw.email.map(CertIdentity::Email),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut given = given.into_iter();
+        match (given.next(), given.next()) {
+            (Some(id), None) => {
+                let value = match &id {
+                    CertIdentity::Subject(v)
+                    | CertIdentity::CommonName(v)
+                    | CertIdentity::Dns(v)
+                    | CertIdentity::Uri(v)
+                    | CertIdentity::Email(v) => v,
+                };
+                if value.is_empty() {
+                    self.error(place, "must not be empty");
+                    return None;
+                }
+                Some(id)
+            }
+            _ => {
+                self.error(place, "give exactly one of subject, cn, dns, uri or email");
+                None
+            }
+        }
     }
 
     pub(super) fn jwt(&mut self, value: Option<Value>) -> Vec<JwtIssuer> {
@@ -158,6 +211,7 @@ impl Validator<'_> {
 mod tests {
     use super::super::super::loader::Fixed;
     use super::super::testing::*;
+    use crate::config::CertIdentity;
     use crate::wire::key_digest;
 
     #[test]
@@ -285,6 +339,35 @@ mod tests {
                 "jwt[5].refresh.max: must not be shorter than refresh.min",
                 "jwt[6].ca_file: only applies to keys fetched",
                 "jwt[6].refresh: only applies to keys fetched",
+            ],
+        );
+    }
+
+    #[test]
+    fn client_certificate_names() {
+        let c = load_with(
+            &file("consumers:\n  - {name: a, client_certs: [{cn: alice}, {subject: 'cn = alice , o=Acme'}, {dns: Svc.Example.org}, {uri: 'spiffe://acme/a'}, {email: a@acme.example}]}\n"),
+            &Fixed::default(),
+        );
+        assert_eq!(
+            c.routing.consumers[0].client_certs,
+            vec![
+                CertIdentity::CommonName("alice".into()),
+                CertIdentity::Subject("CN=alice,O=Acme".into()),
+                CertIdentity::Dns("svc.example.org".into()),
+                CertIdentity::Uri("spiffe://acme/a".into()),
+                CertIdentity::Email("a@acme.example".into()),
+            ]
+        );
+        let e = errors(&format!("{LISTENER}{POOL}consumers:\n  - {{name: a, client_certs: [{{cn: alice, dns: a.test}}, {{}}, {{cn: ''}}, {{cn: bob}}]}}\n  - {{name: b, client_certs: [{{cn: bob}}]}}\nroutes: [{{name: m, match: {{}}, upstream: a, auth: [mtls]}}]\n"));
+        assert_reported(
+            &e,
+            &[
+                "consumers[0].client_certs[0]: give exactly one of subject, cn, dns, uri or email",
+                "consumers[0].client_certs[1]: give exactly one of",
+                "consumers[0].client_certs[2]: must not be empty",
+                "consumers[1].client_certs[0]: this certificate name already identifies consumer \"a\"",
+                "routes[0].auth: mtls needs a TLS listener with tls.client_auth",
             ],
         );
     }

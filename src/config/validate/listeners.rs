@@ -3,7 +3,7 @@
 //! forwarding header, PROXY protocol, the per-address connection cap).
 
 use super::super::raw::{RawForwardedHeader, RawListener};
-use super::super::{Certificate, ForwardedHeader, Listener};
+use super::super::{Certificate, ClientAuth, ForwardedHeader, Listener};
 use super::{index_path, Validator};
 use serde_yaml::Value;
 use std::net::SocketAddr;
@@ -27,7 +27,16 @@ impl Validator<'_> {
             };
             let front = self.listener_front(&base, &raw);
             let mut tls = Vec::new();
+            let mut client_auth = None;
             if let Some(t) = raw.tls {
+                client_auth = t.client_auth.and_then(|c| {
+                    let ca =
+                        self.ca_bundle(&format!("{base}.tls.client_auth.ca_file"), &c.ca_file)?;
+                    Some(ClientAuth {
+                        ca,
+                        required: c.required.unwrap_or(true),
+                    })
+                });
                 let mut pairs: Vec<(String, String)> = Vec::new();
                 match (t.cert, t.key) {
                     (Some(c), Some(k)) => pairs.push((c, k)),
@@ -74,6 +83,7 @@ impl Validator<'_> {
                         forwarded_header: front.forwarded_header,
                         proxy_protocol: front.proxy_protocol,
                         max_connections_per_ip: front.max_connections_per_ip,
+                        client_auth,
                     });
                 }
                 Err(_) => self.error(

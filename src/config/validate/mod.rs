@@ -402,6 +402,7 @@ impl<'a> Validator<'a> {
             // Issuers and Redis given, even with problems of their own (reported there).
             have_jwt: jwt_declared || !jwt.is_empty(),
             have_redis: redis_declared || redis.is_some(),
+            have_client_auth: listeners.iter().any(|l| l.client_auth.is_some()),
             paths: path_normalization,
         };
         let routes = self.routes(routes, &ctx);

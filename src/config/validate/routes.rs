@@ -19,6 +19,8 @@ pub(super) struct RouteContext<'a> {
     pub(super) consumers: &'a [Consumer],
     pub(super) have_jwt: bool,
     pub(super) have_redis: bool,
+    /// Some listener asks clients for certificates.
+    pub(super) have_client_auth: bool,
     /// Routes are matched on canonical paths: their own paths must be written so.
     pub(super) paths: PathOptions,
 }
@@ -268,6 +270,15 @@ impl Validator<'_> {
             let m = match m {
                 RawAuthMethod::ApiKey => AuthMethod::ApiKey,
                 RawAuthMethod::Basic => AuthMethod::Basic,
+                RawAuthMethod::Mtls => {
+                    if !rc.have_client_auth {
+                        self.error(
+                            format!("{base}.auth"),
+                            "mtls needs a TLS listener with tls.client_auth",
+                        );
+                    }
+                    AuthMethod::Mtls
+                }
                 RawAuthMethod::Jwt => {
                     if !have_jwt {
                         self.error(

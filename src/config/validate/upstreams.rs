@@ -19,6 +19,55 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 impl Validator<'_> {
+    /// A client certificate chain and its key (PEM files) as DER: `None` and an error at
+    /// `place` when either cannot be read.
+    fn client_cert(
+        &mut self,
+        place: &str,
+        cert: &str,
+        key: &str,
+    ) -> Option<(Vec<Vec<u8>>, Vec<u8>)> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::PrivateKeyDer;
+        let chain = self.ca_bundle(&format!("{place}.client_cert"), cert);
+        let path = self.loader.path(key);
+        let key = match self.loader.read(&path) {
+            Ok(bytes) => match PrivateKeyDer::from_pem_slice(&bytes) {
+                Ok(k) => Some(k.secret_der().to_vec()),
+                Err(_) => {
+                    self.error(
+                        format!("{place}.client_key"),
+                        format!(
+                            "{} holds no PKCS#8, PKCS#1 or SEC1 private key in PEM form",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                self.error(
+                    format!("{place}.client_key"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        };
+        let chain = chain?;
+        // Pingora parses each certificate of the chain when it builds the peer's identity.
+        if chain
+            .iter()
+            .any(|c| x509_parser::parse_x509_certificate(c).is_err())
+        {
+            self.error(
+                format!("{place}.client_cert"),
+                "holds a certificate that is not a valid X.509 certificate",
+            );
+            return None;
+        }
+        Some((chain, key?))
+    }
+
     /// The pools, and the names of those that have problems (routes that use them are not
     /// also reported as pointing to an unknown pool).
     pub(super) fn upstreams(&mut self, value: Option<Value>) -> (Vec<Upstream>, Vec<String>) {
@@ -282,10 +331,19 @@ impl Validator<'_> {
                     "peer certificates are not verified: anyone on the path can impersonate them",
                 );
             }
+            let client_cert = match (t.client_cert, t.client_key) {
+                (Some(cert), Some(key)) => self.client_cert(&place, &cert, &key),
+                (None, None) => None,
+                _ => {
+                    self.error(place.clone(), "give both client_cert and client_key");
+                    None
+                }
+            };
             UpstreamTls {
                 sni: t.sni.to_ascii_lowercase(),
                 verify,
                 ca,
+                client_cert,
             }
         });
 
