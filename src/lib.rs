@@ -16,6 +16,7 @@ pub mod compress;
 pub mod config;
 pub mod dns;
 pub mod errors;
+pub mod fetch;
 pub mod front;
 pub mod gateway;
 pub mod observe;

@@ -313,6 +313,18 @@ fn main() -> ExitCode {
         access_log.clone(),
     );
     let keepalive = process.client_keepalive_timeout;
+    let spans = match &process.otlp {
+        Some(otlp) => {
+            match tollgate::observe::otlp::SpanExporter::start(otlp, metrics.spans.clone()) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
     let make_service = |name: &str, h2c: bool| {
         let proxy = Tollgate::new(
             gateway.clone(),
@@ -320,6 +332,7 @@ fn main() -> ExitCode {
             access_log.clone(),
             lifecycle.clone(),
             door.clone(),
+            spans.clone(),
         );
         let mut app = pingora_proxy::http_proxy(&server.configuration, proxy);
         let mut options = pingora_core::apps::HttpServerOptions::default();

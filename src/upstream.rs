@@ -546,7 +546,7 @@ mod discovery;
 mod health;
 mod options;
 
-pub(crate) use options::{apply_peer_options, ca_of, ca_type, client_cert_of};
+pub(crate) use options::{apply_peer_options, ca_of, client_cert_of};
 
 pub use health::HealthChecker;
 

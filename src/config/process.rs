@@ -22,6 +22,44 @@ pub struct Process {
     pub client_keepalive_timeout: Duration,
     /// How slowly a client may send a request.
     pub client_timeouts: ClientTimeouts,
+    /// Where sampled traces' spans are exported (`tracing.otlp`).
+    pub otlp: Option<OtlpExport>,
+}
+
+/// Span export over OTLP/HTTP (protobuf), in batches.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    /// The collector's traces URL (`http(s)://collector:4318/v1/traces`).
+    pub endpoint: http::Uri,
+    /// Sent with each export (an API key, say).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Trust these CA certificates (DER) for an https endpoint instead of the system's.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// The time one export may take.
+    pub timeout: Duration,
+    /// Spans per export request, at most.
+    pub batch_size: usize,
+    /// Spans waiting for export, at most; more are dropped and counted.
+    pub queue_size: usize,
+    /// How long spans wait for a batch to fill before they are sent.
+    pub interval: Duration,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl std::fmt::Debug for OtlpExport {
+    /// Header values (credentials) never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpExport")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("batch_size", &self.batch_size)
+            .field("queue_size", &self.queue_size)
+            .finish()
+    }
 }
 
 impl Process {
@@ -37,6 +75,7 @@ impl Process {
             access_log,
             client_keepalive_timeout,
             client_timeouts,
+            otlp,
         } = self;
         let mut out = Vec::new();
         let mut differ = |changed: bool, name: &'static str| {
@@ -57,6 +96,7 @@ impl Process {
         differ(*cache != other.cache, "cache");
         differ(*access_log != other.access_log, "access_log");
         differ(*server != other.server, "process settings");
+        differ(*otlp != other.otlp, "tracing.otlp");
         differ(
             *client_keepalive_timeout != other.client_keepalive_timeout,
             "client_keepalive_timeout",

@@ -218,6 +218,8 @@ pub struct Metrics {
     last_reload_successful: IntGauge,
     last_reload_success_time: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// The span exporter's counters.
+    pub spans: crate::observe::otlp::ExportCounters,
     front_door_refusals: IntCounterVec,
     peer_healthy: IntGaugeVec,
     peer_in_flight: IntGaugeVec,
@@ -327,6 +329,14 @@ impl Metrics {
             last_reload_success_time: gauge(&r, "tollgate_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded or reloaded successfully (Unix time)."),
             config_reloads: counter(&r, "tollgate_config_reloads_total", "Configuration reloads, by result.", &["result"]),
             access_log_dropped: single_counter(&r, "tollgate_access_log_dropped_total", "Access log lines dropped because the writer fell behind."),
+            spans: {
+                let dropped = counter(&r, "tollgate_trace_spans_dropped_total", "Spans not exported, by reason: queue_full (the export queue was full), export_failed (the collector did not take them).", &["reason"]);
+                crate::observe::otlp::ExportCounters {
+                    exported: single_counter(&r, "tollgate_trace_spans_exported_total", "Spans the OTLP collector accepted."),
+                    dropped_full: dropped.with_label_values(&["queue_full"]),
+                    failed: dropped.with_label_values(&["export_failed"]),
+                }
+            },
             front_door_refusals: counter(&r, "tollgate_front_door_refusals_total", "Requests and connections refused at the front door, before routing, by reason.", &["reason"]),
             peer_healthy: gauge_vec(&r, "tollgate_upstream_peer_healthy", "1 when a peer is in its pool (healthy and not cooling down), else 0.", &["upstream", "peer"]),
             peer_in_flight: gauge_vec(&r, "tollgate_upstream_peer_in_flight", "Requests in flight to a peer.", &["upstream", "peer"]),

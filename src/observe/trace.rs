@@ -3,7 +3,10 @@
 //! gateway's own span gets a new id, which becomes the parent the upstream sees. The ids are in
 //! the access log, so log lines and traces meet.
 
+use super::otlp::AttemptSpan;
 use http::header::{HeaderMap, HeaderValue};
+use std::net::SocketAddr;
+use std::time::SystemTime;
 
 /// The trace a request belongs to, and the gateway's span in it.
 #[derive(Debug, Clone)]
@@ -15,6 +18,8 @@ pub struct TraceContext {
     pub sampled: bool,
     /// The client's `tracestate`, passed on with a trace it continued.
     pub state: Option<HeaderValue>,
+    /// The tries at the upstream, each a client span (the upstream's parent).
+    pub attempts: Vec<AttemptSpan>,
 }
 
 impl TraceContext {
@@ -33,6 +38,7 @@ impl TraceContext {
                 parent_id: Some(parent),
                 sampled: flags & 1 == 1,
                 state: headers.get("tracestate").cloned(),
+                attempts: Vec::new(),
             },
             None => {
                 let mut trace_id = [0u8; 16];
@@ -44,17 +50,54 @@ impl TraceContext {
                     parent_id: None,
                     sampled: fastrand::f64() < ratio,
                     state: None,
+                    attempts: Vec::new(),
                 }
             }
         }
     }
 
-    /// The `traceparent` for the upstream: this trace, the gateway's span as the parent.
+    /// A try at `peer` starts: a new client span, the previous try's ended.
+    pub fn begin_attempt(&mut self, peer: SocketAddr, tls: bool) {
+        let now = super::otlp::unix_nanos(SystemTime::now());
+        if let Some(last) = self.attempts.last_mut() {
+            last.end_ns.get_or_insert(now);
+            last.error.get_or_insert("retried");
+        }
+        self.attempts.push(AttemptSpan {
+            span_id: nonzero8(),
+            start_ns: now,
+            end_ns: None,
+            peer,
+            tls,
+            status: None,
+            error: None,
+        });
+    }
+
+    /// The current try failed (`kind`: how).
+    pub fn attempt_failed(&mut self, kind: &'static str) {
+        if let Some(last) = self.attempts.last_mut() {
+            last.end_ns
+                .get_or_insert(super::otlp::unix_nanos(SystemTime::now()));
+            last.error.get_or_insert(kind);
+        }
+    }
+
+    /// The current try's upstream answered with `status`.
+    pub fn attempt_answered(&mut self, status: u16) {
+        if let Some(last) = self.attempts.last_mut() {
+            last.status = Some(status);
+        }
+    }
+
+    /// The `traceparent` for the upstream: this trace, the current try's client span as the
+    /// parent (the gateway's span before any try).
     pub fn traceparent(&self) -> HeaderValue {
+        let parent = self.attempts.last().map_or(self.span_id, |a| a.span_id);
         let text = format!(
             "00-{}-{}-{}",
             hex::encode(self.trace_id),
-            hex::encode(self.span_id),
+            hex::encode(parent),
             if self.sampled { "01" } else { "00" }
         );
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))

@@ -173,21 +173,9 @@ impl ForwardAuth {
         {
             return Verdict::Failed("broken exchange");
         }
-        // Interim answers (100, 103) come before the real one: at most a few are read past.
-        let mut resp = None;
-        for _ in 0..4 {
-            if session.read_response_header().await.is_err() {
-                return Verdict::Failed("broken exchange");
-            }
-            match session.response_header() {
-                Some(h) if h.status.is_informational() => continue,
-                Some(h) => {
-                    resp = Some(h.clone());
-                    break;
-                }
-                None => break,
-            }
-        }
+        let Ok(resp) = crate::fetch::final_head(&mut session).await else {
+            return Verdict::Failed("broken exchange");
+        };
         let Some(resp) = resp else {
             return Verdict::Failed("no final answer");
         };

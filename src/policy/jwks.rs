@@ -5,6 +5,7 @@
 //! failed fetch keeps the last good keys. Key sets outlive reloads that leave them unchanged.
 
 use crate::config::{read_jwks, JwtKey, RemoteJwks};
+use crate::fetch::{self, Call};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::header;
@@ -12,9 +13,6 @@ use jsonwebtoken::Algorithm;
 use pingora_core::connectors::http::Connector;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_http::RequestHeader;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -202,66 +200,27 @@ impl RemoteKeys {
 
     /// GET an https URL: its body (when 200) and its `Cache-Control: max-age`.
     async fn get(&self, url: &http::Uri) -> Result<(Vec<u8>, Option<Duration>), String> {
-        let host = url.host().ok_or("no host")?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port_u16().unwrap_or(443);
-        let address = match bare.parse::<std::net::IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((bare, port))
-                .await
-                .map_err(|e| format!("cannot resolve {bare}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("{bare} has no address"))?,
-        };
-        let mut peer = HttpPeer::new(address, true, bare.to_string());
-        peer.options.ca = self.source.ca.as_deref().map(crate::upstream::ca_type);
-        peer.options.connection_timeout = Some(self.source.timeout);
-        peer.options.read_timeout = Some(self.source.timeout);
-        peer.options.write_timeout = Some(self.source.timeout);
-        peer.options.set_http_version(1, 1);
-        let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let mut head =
-            RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
-        let authority = url.authority().map_or(bare, |a| a.as_str());
-        let _ = head.insert_header(header::HOST, authority);
-        let _ = head.insert_header(header::ACCEPT, "application/json");
-        let _ = head.insert_header(header::USER_AGENT, "tollgate");
-        let (mut session, _) = self
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("{url}: cannot connect: {e}"))?;
-        session
-            .write_request_header(Box::new(head))
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let resp = session
-            .response_header()
-            .ok_or_else(|| format!("{url}: no answer"))?
-            .clone();
-        if resp.status != http::StatusCode::OK {
-            return Err(format!("{url} answered {}", resp.status));
+        let accept = [(
+            header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        )];
+        let answer = fetch::send(
+            &self.connector,
+            Call {
+                method: http::Method::GET,
+                url,
+                headers: &accept,
+                body: None,
+                ca: self.source.ca.as_deref(),
+                timeout: self.source.timeout,
+                max_body: MAX_DOCUMENT,
+            },
+        )
+        .await?;
+        if answer.status() != http::StatusCode::OK {
+            return Err(format!("{url} answered {}", answer.status()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(format!("{url}: document larger than 1 MiB"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body, max_age(&resp.headers)))
+        Ok((answer.body, max_age(&answer.head.headers)))
     }
 }
 

@@ -50,7 +50,10 @@ pub(super) fn choose_peer(
         Some((peer, guard)) => {
             attempts.start = Some(Instant::now());
             attempts.tried.push(guard.peer().address);
-            attempts.in_flight = Some(guard);
+            if let Some(trace) = &mut ctx.request.trace {
+                trace.begin_attempt(guard.peer().address, pool.config.tls.is_some());
+            }
+            ctx.upstream.in_flight = Some(guard);
             Ok(Box::new(peer))
         }
         None if attempts.tried.is_empty() => Err(status_error(503, "no healthy peer")),
@@ -110,11 +113,15 @@ pub(super) fn connect_failed(
     if let Some(addr) = peer._address.as_inet() {
         pool.cool_down(addr);
     }
-    metrics.upstream_error(match e.etype() {
+    let kind = match e.etype() {
         ErrorType::ConnectRefused => "connect_refused",
         ErrorType::ConnectTimedout => "connect_timeout",
         _ => "connect_error",
-    });
+    };
+    metrics.upstream_error(kind);
+    if let Some(trace) = &mut ctx.request.trace {
+        trace.attempt_failed(kind);
+    }
     if let Some(attempt) = &ctx.upstream.in_flight {
         pool.observe(attempt.peer(), true);
     }
@@ -170,6 +177,9 @@ pub(super) fn proxy_failed(
     if e.esource() == &pingora_error::ErrorSource::Upstream {
         if let Some(attempt) = &ctx.upstream.in_flight {
             pool.observe(attempt.peer(), true);
+        }
+        if let Some(trace) = &mut ctx.request.trace {
+            trace.attempt_failed(super::report::upstream_error_kind(&e).unwrap_or("other"));
         }
     }
     // Once the client has the response head, or when the client is what failed, no attempt

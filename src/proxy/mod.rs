@@ -61,6 +61,8 @@ pub struct Tollgate {
     door: Arc<FrontDoor>,
     /// Connections to shadow pools (mirroring).
     mirror: mirror::Mirrors,
+    /// Where sampled requests' spans go, when exported.
+    spans: Option<Arc<crate::observe::otlp::SpanExporter>>,
 }
 
 impl Tollgate {
@@ -70,6 +72,7 @@ impl Tollgate {
         access_log: Option<Arc<AccessLog>>,
         lifecycle: Arc<Lifecycle>,
         door: Arc<FrontDoor>,
+        spans: Option<Arc<crate::observe::otlp::SpanExporter>>,
     ) -> Self {
         Tollgate {
             state,
@@ -78,6 +81,7 @@ impl Tollgate {
             lifecycle,
             door,
             mirror: mirror::Mirrors::new(),
+            spans,
         }
     }
 }
@@ -437,7 +441,14 @@ impl ProxyHttp for Tollgate {
                 mirror::send(&self.mirror, route, ctx);
             }
         }
-        report::report(&self.metrics, self.access_log.as_deref(), session, e, ctx);
+        report::report(
+            &self.metrics,
+            self.access_log.as_deref(),
+            self.spans.as_deref(),
+            session,
+            e,
+            ctx,
+        );
     }
 
     /// The connection's count carries over to its next request.

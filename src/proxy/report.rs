@@ -3,14 +3,16 @@
 use super::ctx::Ctx;
 use crate::observe::access_log::{AccessLog, Entry, RequestText, Strings};
 use crate::observe::metrics::{method_label, Metrics};
+use crate::observe::otlp::{unix_nanos, RequestSpans, SpanExporter};
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Count the request and log its line.
+/// Count the request, log its line and export its spans.
 pub(super) fn report(
     metrics: &Metrics,
     access_log: Option<&AccessLog>,
+    spans: Option<&SpanExporter>,
     session: &Session,
     e: Option<&Error>,
     ctx: &mut Ctx,
@@ -43,6 +45,11 @@ pub(super) fn report(
     if let (Some(e), Some(route)) = (e, route) {
         if let Some(kind) = upstream_error_kind(e) {
             route.target(ctx.upstream.pool).1.upstream_error(kind);
+        }
+    }
+    if let Some(exporter) = spans {
+        if let Some(record) = request_spans(session, e, ctx, status) {
+            exporter.submit(record);
         }
     }
     let Some(log) = access_log else {
@@ -94,6 +101,52 @@ pub(super) fn report(
     });
 }
 
+/// A sampled request's spans, as the exporter takes them.
+fn request_spans(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &Ctx,
+    status: u16,
+) -> Option<RequestSpans> {
+    let trace = ctx.request.trace.as_ref().filter(|t| t.sampled)?;
+    let req = session.req_header();
+    let target = &ctx.request.target;
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    Some(RequestSpans {
+        trace_id: trace.trace_id,
+        span_id: trace.span_id,
+        parent_id: trace.parent_id,
+        trace_state: trace
+            .state
+            .as_ref()
+            .and_then(|s| s.to_str().ok())
+            .map(str::to_string),
+        start_ns: unix_nanos(ctx.request.started_at),
+        end_ns: unix_nanos(std::time::SystemTime::now()),
+        method: req.method.as_str().to_string(),
+        scheme: if tls { "https" } else { "http" },
+        host: target.host(req).map(str::to_string),
+        path: target.path(req).to_string(),
+        upstream_path: target.path(req).to_string(),
+        query: req.uri.query().map(str::to_string),
+        route: ctx.route().map(|r| r.name.clone()),
+        status,
+        client: ctx.request.client.ip,
+        user_agent: req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        protocol: match req.version {
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            _ => "1.1",
+        },
+        error: e.map(|e| e.etype().as_str()),
+        attempts: trace.attempts.clone(),
+    })
+}
+
 /// The protocol as logged.
 fn protocol(v: http::Version) -> &'static str {
     match v {
@@ -121,7 +174,7 @@ fn header_bytes(resp: &ResponseHeader) -> u64 {
 
 /// How an upstream failure is counted (connection failures are counted when they happen, see
 /// `forward::connect_failed`); `None` for errors that are not the upstream's.
-fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+pub(super) fn upstream_error_kind(e: &Error) -> Option<&'static str> {
     if e.esource() != &ErrorSource::Upstream {
         return None;
     }

@@ -25,6 +25,9 @@ pub(super) fn upstream_answered(
     ctx: &mut Ctx,
 ) -> Result<()> {
     ctx.upstream.status = Some(upstream_response.status.as_u16());
+    if let Some(trace) = &mut ctx.request.trace {
+        trace.attempt_answered(upstream_response.status.as_u16());
+    }
     if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
         && !session.as_downstream().is_upgrade_req()
     {

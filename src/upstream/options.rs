@@ -2,6 +2,7 @@
 //! version(s), and over TLS the CA to verify against and the client certificate to present.
 
 use crate::config::{Protocol, Upstream};
+use crate::fetch::ca_type;
 use std::sync::Arc;
 
 pub(crate) fn ca_of(up: &Upstream) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
@@ -15,20 +16,6 @@ pub(crate) fn client_cert_of(up: &Upstream) -> Option<Arc<pingora_core::utils::t
         chain.clone(),
         key.clone(),
     )))
-}
-
-/// CA certificates (DER) as a peer's trust list.
-pub(crate) fn ca_type(ders: &[Vec<u8>]) -> Arc<pingora_core::protocols::tls::CaType> {
-    let certs: Vec<pingora_core::utils::tls::WrappedX509> = ders
-        .iter()
-        .map(|d| {
-            pingora_core::utils::tls::WrappedX509::new(
-                d.clone(),
-                pingora_core::utils::tls::parse_x509,
-            )
-        })
-        .collect();
-    Arc::from(certs.into_boxed_slice())
 }
 
 /// Concurrent requests one HTTP/2 connection to a peer carries before another is opened.

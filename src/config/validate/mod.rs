@@ -391,7 +391,10 @@ impl<'a> Validator<'a> {
         let rate_limit_headers = self.header_style("rate_limit_headers", rate_limit_headers);
         let rate_limit_max_keys = self.max_keys(rate_limit_max_keys);
         let cache_status_headers = self.header_style("cache_status_headers", cache_status_headers);
-        let tracing = tracing.and_then(|v| self.tracing(v));
+        let (tracing, otlp) = match tracing {
+            Some(v) => self.tracing(v),
+            None => (None, None),
+        };
         let cache = self.cache(cache);
         let admin = admin.and_then(|v| self.admin(v, &listeners));
         let access_log = access_log.and_then(|v| self.access_log(v));
@@ -415,6 +418,7 @@ impl<'a> Validator<'a> {
             access_log,
             client_keepalive_timeout,
             client_timeouts,
+            otlp,
         };
         let routing = Routing {
             upstreams,
