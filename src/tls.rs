@@ -13,7 +13,9 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_rustls::sign::CertifiedKey;
-use pingora_rustls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use pingora_rustls::{
+    ClientCertVerifier, ClientHello, CryptoProvider, ResolvesServerCert, UnixTime,
+};
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,11 +27,15 @@ use std::sync::Arc;
 struct ConnectionFacts {
     server_name: Option<Arc<str>>,
     client: Option<ClientCert>,
+    /// The client sent a certificate that the listener's current CA does not accept (a session
+    /// resumed after a reload, or past the certificate's expiry).
+    refused: bool,
+    verifier: Arc<ClientVerifier>,
 }
 
 /// Keeps each connection's SNI name and verified client certificate in its TLS digest once
 /// the handshake is done (read once per connection, not per request).
-struct KeepConnectionFacts;
+struct KeepConnectionFacts(Arc<ClientVerifier>);
 
 #[async_trait]
 impl TlsAccept for KeepConnectionFacts {
@@ -37,16 +43,41 @@ impl TlsAccept for KeepConnectionFacts {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let facts = ConnectionFacts {
-            server_name: tls.server_name().map(|n| Arc::from(n.to_ascii_lowercase())),
-            // Only a certificate the verifier accepted reaches here.
-            client: tls.peer_certificate_der().and_then(ClientCert::parse),
+        // A resumed TLS session skips certificate verification and brings back the chain of
+        // the handshake that made it: verified again here, against the CA in force now.
+        let mut refused = false;
+        let client = match tls.peer_cert_chain_der() {
+            Some([leaf, intermediates @ ..]) => {
+                match self
+                    .0
+                    .verify_client_cert(leaf, intermediates, UnixTime::now())
+                {
+                    Ok(_) => ClientCert::parse(leaf.as_ref()),
+                    Err(_) => {
+                        refused = true;
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
-        if facts.server_name.is_none() && facts.client.is_none() {
-            return None;
-        }
-        Some(Arc::new(facts))
+        Some(Arc::new(ConnectionFacts {
+            server_name: tls.server_name().map(|n| Arc::from(n.to_ascii_lowercase())),
+            client,
+            refused,
+            verifier: self.0.clone(),
+        }))
     }
+}
+
+/// Whether the listener refuses this connection's requests: its certificate is no longer
+/// accepted, or it has none where one is now required (both only on resumed sessions; a full
+/// handshake already refused them).
+pub fn refuses_client(digest: &SslDigest) -> bool {
+    digest
+        .extension
+        .get::<ConnectionFacts>()
+        .is_some_and(|f| f.refused || (f.client.is_none() && f.verifier.client_auth_mandatory()))
 }
 
 /// The connection's TLS version as OpenSSL and nginx's `$ssl_protocol` name it (`TLSv1.3`;
@@ -169,12 +200,11 @@ impl Certificates {
 /// (returned too, to be reloaded), the SNI name and client certificate kept with each
 /// connection, and HTTP/2 through ALPN when enabled.
 pub fn settings(listener: &Listener) -> Result<(TlsSettings, Arc<Certificates>), String> {
-    let mut s =
-        TlsSettings::with_callbacks(Box::new(KeepConnectionFacts)).map_err(|e| e.to_string())?;
-    let certificates = Arc::new(Certificates {
-        current: ArcSwap::from_pointee(resolver(listener)?),
-        clients: Arc::new(ClientVerifier::new(listener.client_auth.as_ref())?),
-    });
+    let current = ArcSwap::from_pointee(resolver(listener)?);
+    let clients = Arc::new(ClientVerifier::new(listener.client_auth.as_ref())?);
+    let mut s = TlsSettings::with_callbacks(Box::new(KeepConnectionFacts(clients.clone())))
+        .map_err(|e| e.to_string())?;
+    let certificates = Arc::new(Certificates { current, clients });
     s.set_cert_resolver(certificates.clone());
     s.set_client_cert_verifier(certificates.clients.clone());
     if listener.http2 {

@@ -84,20 +84,18 @@ pub struct Consumer {
     pub client_certs: Vec<CertIdentity>,
 }
 
-/// A distinguished name as certificates are matched on: its RDNs separated by `,` without
-/// spaces around them, attribute types in upper case (`cn = alice, o=Acme` → `CN=alice,O=Acme`).
+/// A distinguished name as certificates are matched on: its RDNs (and the parts of a
+/// multi-valued one, `+`) without spaces around them, attribute types in lower case
+/// (`CN = alice, O=Acme` → `cn=alice,o=Acme`).
 pub fn normalize_dn(dn: &str) -> String {
     let mut out = String::with_capacity(dn.len());
     let mut part = String::new();
     let mut escaped = false;
     let push = |part: &str, out: &mut String| {
         let part = part.trim();
-        if !out.is_empty() {
-            out.push(',');
-        }
         match part.split_once('=') {
             Some((t, v)) => {
-                out.push_str(&t.trim().to_ascii_uppercase());
+                out.push_str(&t.trim().to_ascii_lowercase());
                 out.push('=');
                 out.push_str(v.trim());
             }
@@ -105,17 +103,16 @@ pub fn normalize_dn(dn: &str) -> String {
         }
     };
     for c in dn.chars() {
-        if c == ',' && !escaped {
+        if (c == ',' || c == '+') && !escaped {
             push(&part, &mut out);
+            out.push(c);
             part.clear();
         } else {
             part.push(c);
         }
         escaped = c == '\\' && !escaped;
     }
-    if !part.trim().is_empty() || !out.is_empty() {
-        push(&part, &mut out);
-    }
+    push(&part, &mut out);
     out
 }
 

@@ -2,7 +2,7 @@
 //! configuration is checked, and for keys fetched from a `jwks_url` while the gateway runs.
 
 use super::JwtKey;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::str::FromStr;
 
@@ -23,6 +23,28 @@ pub fn read_jwks(
             Some(k) => format!("key {i} (kid \"{k}\")"),
             None => format!("key {i}"),
         };
+        // Keys published for encryption, or for operations other than verifying, and keys
+        // pinned to an algorithm that does not sign, verify nothing.
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            left_out.push(format!("{named} is for encryption (use: enc)"));
+            continue;
+        }
+        if let Some(ops) = &jwk.common.key_operations {
+            if !ops.contains(&KeyOperations::Verify) {
+                left_out.push(format!("{named} does not list verify in key_ops"));
+                continue;
+            }
+        }
+        let pinned = match jwk.common.key_algorithm {
+            None => None,
+            Some(ka) => match Algorithm::from_str(&ka.to_string()) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    left_out.push(format!("{named} is for {ka}, not a signature algorithm"));
+                    continue;
+                }
+            },
+        };
         let key = match DecodingKey::from_jwk(jwk) {
             Ok(k) => k,
             Err(e) => {
@@ -30,10 +52,6 @@ pub fn read_jwks(
                 continue;
             }
         };
-        let pinned = jwk
-            .common
-            .key_algorithm
-            .and_then(|ka| Algorithm::from_str(&ka.to_string()).ok());
         let fitting = fitting(algorithms, &key, pinned);
         if fitting.is_empty() {
             left_out.push(format!("{named} fits none of the algorithms"));
@@ -73,13 +91,20 @@ mod tests {
              "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
             {"kty":"EC","crv":"P-256","kid":"b","alg":"ES384",
              "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
-            {"kty":"oct","kid":"c","k":"c2VjcmV0"}
+            {"kty":"oct","kid":"c","k":"c2VjcmV0"},
+            {"kty":"EC","crv":"P-256","kid":"d","use":"enc",
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"EC","crv":"P-256","kid":"e","key_ops":["encrypt"],
+             "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"RSA","kid":"f","alg":"RSA-OAEP","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}
         ]}"#;
         let (keys, out) = read_jwks(doc, &[Algorithm::ES256, Algorithm::RS256]).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kid.as_deref(), Some("a"));
         assert_eq!(keys[0].algorithms, vec![Algorithm::ES256]);
-        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert!(out.iter().any(|o| o.contains("use: enc")), "{out:?}");
+        assert!(out.iter().any(|o| o.contains("RSA_OAEP")), "{out:?}");
         assert!(read_jwks(b"{\"keys\": 3}", &[Algorithm::ES256]).is_err());
         assert!(read_jwks(b"<html>", &[Algorithm::ES256]).is_err());
     }

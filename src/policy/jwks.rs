@@ -38,6 +38,8 @@ pub struct RemoteKeys {
     next_refresh_ms: AtomicU64,
     last_forced_ms: AtomicU64,
     refreshing: AtomicBool,
+    /// A fetch is under way (requests with an unknown key wait for it).
+    in_flight: AtomicBool,
     pub fetched: AtomicU64,
     pub failed: AtomicU64,
 }
@@ -68,9 +70,49 @@ impl RemoteKeys {
             next_refresh_ms: AtomicU64::new(0),
             last_forced_ms: AtomicU64::new(NEVER),
             refreshing: AtomicBool::new(false),
+            in_flight: AtomicBool::new(false),
             fetched: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// A set for changed settings of the same key set (`previous`: the same issuer and URL):
+    /// it starts with the keys and counts already held, and fetches at once.
+    pub fn succeeding(
+        previous: &RemoteKeys,
+        source: &RemoteJwks,
+        algorithms: &[Algorithm],
+    ) -> RemoteKeys {
+        let next = RemoteKeys::new(&previous.issuer, source, algorithms);
+        let kept: Vec<JwtKey> = previous
+            .keys()
+            .iter()
+            .filter_map(|k| {
+                let fitting: Vec<Algorithm> = k
+                    .algorithms
+                    .iter()
+                    .copied()
+                    .filter(|a| algorithms.contains(a))
+                    .collect();
+                (!fitting.is_empty()).then(|| JwtKey {
+                    algorithms: fitting,
+                    ..k.clone()
+                })
+            })
+            .collect();
+        next.keys.store(Arc::new(kept));
+        next.fetched
+            .store(previous.fetched.load(Ordering::Relaxed), Ordering::Relaxed);
+        next.failed
+            .store(previous.failed.load(Ordering::Relaxed), Ordering::Relaxed);
+        next
+    }
+
+    /// Whether this set holds the keys of `issuer` from `url` (its other settings aside).
+    pub fn same_keys(&self, issuer: &str, source: &RemoteJwks) -> bool {
+        self.issuer == issuer
+            && self.source.url == source.url
+            && self.source.discovery == source.discovery
     }
 
     /// Whether this set can stand for an issuer configured with `source` and `algorithms`.
@@ -95,8 +137,8 @@ impl RemoteKeys {
             let last = self.last_forced_ms.load(Ordering::Relaxed);
             last != NEVER && now.saturating_sub(last) < self.source.refresh_min.as_millis() as u64
         };
-        // Refused without waiting for a fetch in progress.
-        if too_soon(self.now_ms()) {
+        // Refused at once, unless a fetch is under way: its keys may be the ones wanted.
+        if too_soon(self.now_ms()) && !self.in_flight.load(Ordering::Acquire) {
             return false;
         }
         let _one = self.fetching.lock().await;
@@ -121,7 +163,9 @@ impl RemoteKeys {
 
     /// Fetch (the caller holds `fetching`); whether new keys were stored.
     async fn fetch_now(&self) -> bool {
+        self.in_flight.store(true, Ordering::Release);
         let result = tokio::time::timeout(self.source.timeout, self.fetch()).await;
+        self.in_flight.store(false, Ordering::Release);
         let result = result.unwrap_or_else(|_| {
             Err(format!(
                 "no answer within {}",

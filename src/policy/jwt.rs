@@ -113,13 +113,21 @@ impl JwtVerifier {
             .iter()
             .map(|i| {
                 let remote = i.remote.as_ref().map(|source| {
-                    previous
-                        .into_iter()
-                        .flat_map(|p| p.remote_sets())
-                        .find(|r| r.same_source(&i.issuer, source, &i.algorithms))
-                        .unwrap_or_else(|| {
-                            Arc::new(RemoteKeys::new(&i.issuer, source, &i.algorithms))
-                        })
+                    let before = previous.into_iter().flat_map(|p| p.remote_sets());
+                    let mut same_keys = None;
+                    for r in before {
+                        if r.same_source(&i.issuer, source, &i.algorithms) {
+                            return r;
+                        }
+                        if r.same_keys(&i.issuer, source) {
+                            same_keys = Some(r);
+                        }
+                    }
+                    // Other settings for the same key set: the keys held stay usable.
+                    Arc::new(match same_keys {
+                        Some(r) => RemoteKeys::succeeding(&r, source, &i.algorithms),
+                        None => RemoteKeys::new(&i.issuer, source, &i.algorithms),
+                    })
                 });
                 let validations = [
                     AlgorithmFamily::Hmac,

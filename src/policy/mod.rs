@@ -170,7 +170,7 @@ impl CertConsumers {
         any(&self.uri, &cert.uris)
             .or_else(|| any(&self.dns, &cert.dns))
             .or_else(|| any(&self.email, &cert.emails))
-            .or_else(|| self.subject.get(&cert.subject).copied())
+            .or_else(|| self.subject.get(&cert.subject_key).copied())
             .or_else(|| {
                 cert.common_name
                     .as_ref()

@@ -40,6 +40,20 @@ pub(super) fn identify_client(door: &FrontDoor, session: &Session) -> Client {
 
 /// Read the canonical host and path (refusing requests that have none), then find the route
 /// on them.
+/// A TLS connection whose client certificate the listener no longer accepts (or that has none
+/// where one is now required) gets no request through; it is closed after the answer.
+pub(super) fn client_cert_accepted(session: &mut Session) -> Result<()> {
+    let refused = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_deref())
+        .is_some_and(crate::tls::refuses_client);
+    if refused {
+        session.set_keepalive(None);
+        return Err(status_error(403, "the client certificate is not accepted"));
+    }
+    Ok(())
+}
+
 pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
     let req = session.req_header();
     // (Two `Host` headers never get here: refused at the front door on HTTP/1, and by Pingora's

@@ -129,6 +129,7 @@ impl ProxyHttp for Tollgate {
             .as_downstream_mut()
             .set_write_timeout(Some(self.door.send_timeout()));
         ctx.request.client = admission::identify_client(&self.door, session);
+        admission::client_cert_accepted(session)?;
         admission::route_request(session, ctx)
     }
 

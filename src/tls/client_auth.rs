@@ -133,6 +133,8 @@ pub struct ClientCert {
     /// The subject, RFC 4514 form (`CN=alice,O=Acme`), as `openssl x509 -subject -nameopt
     /// RFC2253` prints it.
     pub subject: String,
+    /// The subject as configured names are matched on ([`crate::config::normalize_dn`]).
+    pub subject_key: String,
     pub common_name: Option<String>,
     /// Subject alternative names.
     pub dns: Vec<String>,
@@ -205,6 +207,7 @@ impl ClientCert {
                 .unwrap_or_else(|_| HeaderValue::from_static(""))
         });
         Some(ClientCert {
+            subject_key: crate::config::normalize_dn(&subject),
             subject,
             common_name,
             dns,
@@ -283,8 +286,9 @@ mod tests {
         assert_eq!(escape_dn_value("a+b"), "a\\+b");
         assert_eq!(escape_dn_value("#x "), "\\#x\\ ");
         assert_eq!(
-            crate::config::normalize_dn(" cn = alice , o=Acme\\, Inc."),
-            "CN=alice,O=Acme\\, Inc."
+            crate::config::normalize_dn(" CN = alice + UID=7, o=Acme\\, Inc., emailAddress=a@b"),
+            "cn=alice+uid=7,o=Acme\\, Inc.,emailaddress=a@b"
         );
+        assert_eq!(crate::config::normalize_dn(""), "");
     }
 }

@@ -49,6 +49,7 @@ struct Served {
     keys: Vec<serde_json::Value>,
     cache_control: &'static str,
     discovery_issuer: String,
+    delay: Duration,
 }
 
 /// An HTTPS identity provider on loopback: `/keys` (the JWKS) and
@@ -70,6 +71,7 @@ impl IdentityProvider {
             keys: keys.iter().map(|k| k.jwk.clone()).collect(),
             cache_control: "max-age=3600",
             discovery_issuer: ISS.to_string(),
+            delay: Duration::ZERO,
         }));
         let key_fetches = Arc::new(AtomicUsize::new(0));
         let (state, fetches) = (served.clone(), key_fetches.clone());
@@ -87,6 +89,7 @@ impl IdentityProvider {
                     }
                     .header("content-type", "application/json")
                     .header("cache-control", s.cache_control)
+                    .delay(s.delay)
                 }
                 "/.well-known/openid-configuration" => Reply::ok(
                     &json!({"issuer": s.discovery_issuer,
@@ -246,4 +249,56 @@ fn discovery_names_the_key_set() {
     assert!(wait_until(Duration::from_secs(5), || gw
         .log()
         .contains("is issuer \"https://evil.example.test\"'s")));
+}
+
+#[test]
+fn requests_with_a_new_key_wait_for_one_fetch_and_settings_changes_keep_the_keys() {
+    let (a, b) = (signing_key("a"), signing_key("b"));
+    let idp = IdentityProvider::start(&[&a]);
+    let url = format!(
+        "jwks_url: \"https://127.0.0.1:{}/keys\"",
+        idp.server.addr.port()
+    );
+    let (gw, _up, admin) = gateway(&idp, &url, "{min: 30s, max: 1h}");
+    assert!(wait_until(Duration::from_secs(10), || metrics(admin)
+        .contains(&format!(
+            "tollgate_jwt_issuer_keys{{issuer=\"{ISS}\"}} 1"
+        ))));
+    // Rotated, and slow to answer: tokens with the new key that arrive while the fetch runs
+    // wait for it instead of being refused.
+    idp.serve(|s| {
+        s.keys = vec![a.jwk.clone(), b.jwk.clone()];
+        s.delay = Duration::from_millis(800);
+    });
+    let gw = Arc::new(gw);
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let (gw, t) = (gw.clone(), token(&b, "bob"));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100 * i));
+                call(&gw, &t)
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(statuses, vec![200; 4]);
+    assert_eq!(idp.fetches(), 2);
+    // The provider goes down, and a reload changes only how the keys are fetched: the keys
+    // held stay in use.
+    idp.serve(|s| s.status = 500);
+    let body = gw.config();
+    gw.rewrite_raw(&body.replace(
+        "refresh: {min: 30s, max: 1h}",
+        "refresh: {min: 20s, max: 2h}, fetch_timeout: 3s",
+    ));
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .contains("configuration reloaded")));
+    assert!(wait_until(Duration::from_secs(10), || metrics(admin)
+        .contains(&format!(
+            "tollgate_jwt_key_fetches_total{{issuer=\"{ISS}\",result=\"failure\"}} 1"
+        ))));
+    assert_eq!(call(&gw, &token(&a, "alice")), 200);
+    assert_eq!(call(&gw, &token(&b, "bob")), 200);
 }

@@ -300,7 +300,10 @@ fn pools_present_a_client_certificate_to_upstreams_that_require_one() {
         .arg("-c")
         .arg({
             let p = d.join("bad.yaml");
-            std::fs::write(&p, format!("listeners: [{{address: 127.0.0.1:1}}]\nupstreams:\n  u: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\", client_key: \"{gw_cert}\"}}}}\n  v: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\"}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n")).unwrap();
+            let junk = d.join("junk-key.pem");
+            std::fs::write(&junk, "-----BEGIN PRIVATE KEY-----\nAAAAAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+            let junk = junk.display();
+            std::fs::write(&p, format!("listeners: [{{address: 127.0.0.1:1}}]\nupstreams:\n  u: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\", client_key: \"{gw_cert}\"}}}}\n  v: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\"}}}}\n  w: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\", client_key: \"{junk}\"}}}}\n  x: {{peers: [127.0.0.1:9], tls: {{sni: b.test, client_cert: \"{gw_cert}\", client_key: \"{key}\"}}}}\nroutes: [{{name: r, match: {{}}, upstream: u}}]\n")).unwrap();
             p
         })
         .output()
@@ -316,4 +319,86 @@ fn pools_present_a_client_certificate_to_upstreams_that_require_one() {
         err.contains("upstreams.v.tls: give both client_cert and client_key"),
         "{err}"
     );
+    assert!(
+        err.contains("upstreams.w.tls.client_key: ") && err.contains("cannot be used"),
+        "{err}"
+    );
+    assert!(
+        err.contains("upstreams.x.tls.client_key: ")
+            && err.contains("does not belong to client_cert's certificate"),
+        "{err}"
+    );
+}
+
+/// A TLS client (rustls) that keeps its sessions for resumption: one request per connection;
+/// whether the session was resumed, and the status line.
+struct Resuming(Arc<rustls::ClientConfig>);
+
+impl Resuming {
+    fn new(ca: &str, client: &(String, String)) -> Resuming {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(&client.0)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&client.1).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        Resuming(Arc::new(config))
+    }
+
+    fn get(&self, port: u16) -> (bool, String) {
+        use std::io::{Read, Write};
+        let name = rustls::pki_types::ServerName::try_from("gw.test").unwrap();
+        let mut conn = rustls::ClientConnection::new(self.0.clone(), name).unwrap();
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let _ = tls.write_all(b"GET /mtls HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let text = String::from_utf8_lossy(&out);
+        (resumed, text.lines().next().unwrap_or("").to_string())
+    }
+}
+
+#[test]
+fn a_resumed_session_is_judged_by_the_ca_in_force_now() {
+    let s = setup(true);
+    let d = s.dir.path();
+    let up = Upstream::start("a");
+    let gw = Gateway::start_listener("", &s.listener, &routes(&up), &[]);
+    let carol = s.clients.issue(d, "carol", "carol", None, &[], &[]);
+    let client = Resuming::new(&s.server_ca, &carol);
+    assert_eq!(client.get(gw.port), (false, "HTTP/1.1 200 OK".to_string()));
+    // The session resumes while the CA stands.
+    assert_eq!(client.get(gw.port), (true, "HTTP/1.1 200 OK".to_string()));
+    // The listener now trusts another CA: carol's resumed session gets no request through.
+    let other = Authority::new(d, "other-ca");
+    let listener = s.listener.replace(&s.clients.pem, &other.pem);
+    gw.rewrite_raw(&format!(
+        "{}{}",
+        gw.head().replace(&s.listener, &listener),
+        routes(&up)
+    ));
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .contains("configuration reloaded")));
+    let before = up.count();
+    assert_eq!(
+        client.get(gw.port),
+        (true, "HTTP/1.1 403 Forbidden".to_string())
+    );
+    assert_eq!(up.count(), before);
 }

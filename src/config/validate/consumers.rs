@@ -298,8 +298,12 @@ mod tests {
 
     #[test]
     fn remote_key_sets() {
-        let machine =
-            Fixed::default().file("ca.pem", include_str!("../../../tests/fixtures/ca.pem"));
+        let machine = Fixed::default()
+            .file("ca.pem", include_str!("../../../tests/fixtures/ca.pem"))
+            .file(
+                "junk.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+            );
         let c = load_with(
             &file("jwt:\n  - {issuer: a, algorithms: [ES256, RS256], jwks_url: 'https://id.example/keys', audience: api}\n  - {issuer: b, algorithms: [ES256], discovery_url: 'https://id.example/.well-known/openid-configuration', ca_file: ca.pem, refresh: {min: 10s, max: 10m}, fetch_timeout: 2s, audience: api}\n"),
             &machine,
@@ -322,7 +326,7 @@ mod tests {
             (10, 600, 2)
         );
         let e = errors_with(
-            &file("jwt:\n  - {issuer: a, algorithms: [ES256], jwks_url: 'http://id.example/keys'}\n  - {issuer: b, algorithms: [ES256], jwks_url: 'id.example/keys'}\n  - {issuer: c, algorithms: [HS256], jwks_url: 'https://id.example/keys'}\n  - {issuer: d, algorithms: [ES256], jwks_url: 'https://id.example/keys', discovery_url: 'https://id.example/d'}\n  - {issuer: e, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 0s, max: 200h}, fetch_timeout: 0s, ca_file: none.pem}\n  - {issuer: f, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 1m, max: 30s}}\n  - {issuer: g, algorithms: [ES256], jwks_file: jwks.json, ca_file: ca.pem, refresh: {min: 1s}}\n"),
+            &file("jwt:\n  - {issuer: a, algorithms: [ES256], jwks_url: 'http://id.example/keys'}\n  - {issuer: b, algorithms: [ES256], jwks_url: 'id.example/keys'}\n  - {issuer: c, algorithms: [HS256], jwks_url: 'https://id.example/keys'}\n  - {issuer: d, algorithms: [ES256], jwks_url: 'https://id.example/keys', discovery_url: 'https://id.example/d'}\n  - {issuer: e, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 0s, max: 200h}, fetch_timeout: 0s, ca_file: none.pem}\n  - {issuer: f, algorithms: [ES256], jwks_url: 'https://i/k', refresh: {min: 1m, max: 30s}}\n  - {issuer: g, algorithms: [ES256], jwks_file: jwks.json, ca_file: ca.pem, refresh: {min: 1s}}\n  - {issuer: h, algorithms: [ES256], jwks_url: 'https://u:p@id.example/keys', ca_file: junk.pem}\n"),
             &machine,
         );
         assert_reported(
@@ -339,6 +343,8 @@ mod tests {
                 "jwt[5].refresh.max: must not be shorter than refresh.min",
                 "jwt[6].ca_file: only applies to keys fetched",
                 "jwt[6].refresh: only applies to keys fetched",
+                "jwt[7].jwks_url: must not carry credentials",
+                "jwt[7].ca_file: certificate 1 of /conf/junk.pem is not a valid X.509 certificate",
             ],
         );
     }
@@ -353,7 +359,7 @@ mod tests {
             c.routing.consumers[0].client_certs,
             vec![
                 CertIdentity::CommonName("alice".into()),
-                CertIdentity::Subject("CN=alice,O=Acme".into()),
+                CertIdentity::Subject("cn=alice,o=Acme".into()),
                 CertIdentity::Dns("svc.example.org".into()),
                 CertIdentity::Uri("spiffe://acme/a".into()),
                 CertIdentity::Email("a@acme.example".into()),

@@ -239,6 +239,13 @@ impl Validator<'_> {
     ) -> Option<RemoteJwks> {
         let place = format!("{base}.{key}");
         let parsed = match url.parse::<http::Uri>() {
+            Ok(u) if u.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                self.error(
+                    place.clone(),
+                    "must not carry credentials (user:password@): they would be sent and logged with the URL",
+                );
+                None
+            }
             Ok(u) if u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()) => {
                 Some(u)
             }

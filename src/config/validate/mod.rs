@@ -184,6 +184,21 @@ impl<'a> Validator<'a> {
                     );
                     return None;
                 }
+                // Every certificate is parsed where it is used (trust stores, Pingora's peers).
+                if let Some(i) = certs
+                    .iter()
+                    .position(|c| x509_parser::parse_x509_certificate(c).is_err())
+                {
+                    self.error(
+                        place,
+                        format!(
+                            "certificate {} of {} is not a valid X.509 certificate",
+                            i + 1,
+                            path.display()
+                        ),
+                    );
+                    return None;
+                }
                 Some(certs)
             }
             Err(e) => {

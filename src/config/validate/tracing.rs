@@ -53,6 +53,13 @@ impl Validator<'_> {
     fn otlp(&mut self, raw: RawOtlp) -> Option<OtlpExport> {
         let before = self.errors.len();
         let endpoint = match raw.endpoint.parse::<http::Uri>() {
+            Ok(u) if u.authority().is_some_and(|a| a.as_str().contains('@')) => {
+                self.error(
+                    "tracing.otlp.endpoint",
+                    "must not carry credentials (user:password@): give them in headers",
+                );
+                None
+            }
             Ok(u)
                 if matches!(u.scheme_str(), Some("http" | "https"))
                     && u.host().is_some_and(|h| !h.is_empty()) =>
@@ -170,6 +177,12 @@ mod tests {
                 "tracing.otlp.interval: must be between 10ms and 1m",
                 "tracing.otlp.service_name: must not be empty",
             ],
+        );
+        assert_reported(
+            &errors(&file(
+                "tracing: {otlp: {endpoint: 'https://user:pw@c/v1/traces'}}\n",
+            )),
+            &["tracing.otlp.endpoint: must not carry credentials"],
         );
         assert_reported(
             &errors(&file("tracing: {otlp: {endpoint: 'http://c/v1/traces', batch_size: 10, queue_size: 5}}\n")),

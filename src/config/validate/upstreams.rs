@@ -53,19 +53,34 @@ impl Validator<'_> {
                 None
             }
         };
-        let chain = chain?;
-        // Pingora parses each certificate of the chain when it builds the peer's identity.
-        if chain
-            .iter()
-            .any(|c| x509_parser::parse_x509_certificate(c).is_err())
-        {
+        let (chain, key) = (chain?, key?);
+        // As Pingora will read the key (by its DER structure), and as the handshake will use
+        // it: a key the provider can sign with, for the leaf certificate's public key.
+        let usable = PrivateKeyDer::try_from(key.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|k| {
+                rustls::crypto::aws_lc_rs::default_provider()
+                    .key_provider
+                    .load_private_key(k)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|signing| {
+                let certs = chain
+                    .iter()
+                    .map(|c| rustls_pki_types::CertificateDer::from(c.clone()))
+                    .collect();
+                rustls::sign::CertifiedKey::new(certs, signing)
+                    .keys_match()
+                    .map_err(|e| format!("it does not belong to client_cert's certificate ({e})"))
+            });
+        if let Err(e) = usable {
             self.error(
-                format!("{place}.client_cert"),
-                "holds a certificate that is not a valid X.509 certificate",
+                format!("{place}.client_key"),
+                format!("{} cannot be used: {e}", path.display()),
             );
             return None;
         }
-        Some((chain, key?))
+        Some((chain, key))
     }
 
     /// The pools, and the names of those that have problems (routes that use them are not

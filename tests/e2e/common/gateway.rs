@@ -192,6 +192,11 @@ impl Gateway {
         std::fs::write(self.dir.path().join("tollgate.yaml"), text).unwrap();
     }
 
+    /// The configuration file's text now.
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tollgate.yaml")).unwrap_or_default()
+    }
+
     /// The configuration's process settings and listener, as written.
     pub fn head(&self) -> &str {
         &self.head

@@ -37,6 +37,11 @@ impl Validator<'_> {
                     format!("{place}.request_headers[{i}]"),
                     "is Host or a hop-by-hop or framing header: the gateway writes those of its own request",
                 );
+            } else if *h == crate::wire::X_FORWARDED_CLIENT_CERT {
+                self.error(
+                    format!("{place}.request_headers[{i}]"),
+                    "the client's X-Forwarded-Client-Cert is never believed (the gateway sends the verified one upstream only)",
+                );
             }
         }
         let response_headers = self.header_names(
