@@ -1,7 +1,8 @@
 //! The admin listener: a separate Pingora service on its own address (loopback by default),
 //! optionally protected by a bearer token. Endpoints: `GET /healthz`, `GET /readyz`,
 //! `GET /metrics`, `GET /status`, `GET /` (the status page), `GET /routes`, `GET /upstreams`,
-//! `GET /config`, `POST /upstreams/{pool}/peers/{address}/drain` (and `/undrain`),
+//! `GET /status/history` (the status page's charts), `GET /config`,
+//! `POST /upstreams/{pool}/peers/{address}/drain` (and `/undrain`),
 //! `GET /cache`, `POST /cache/purge` and `POST /reload`.
 
 mod resources;
@@ -35,6 +36,8 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
     reloader: Arc<crate::reload::Reloader>,
+    /// The last minutes of traffic, sampled by the admin thread.
+    history: crate::observe::history::History,
 }
 
 /// The admin listener. It is bound when the configuration is loaded (so a taken port stops the
@@ -82,6 +85,7 @@ impl AdminServer {
                 metrics,
                 lifecycle,
                 reloader,
+                history: Default::default(),
             }),
             listener: std::sync::Mutex::new(Some(listener)),
         })
@@ -142,6 +146,7 @@ impl BackgroundService for AdminServer {
                         }
                     };
                     rt.block_on(async move {
+                        tokio::spawn(sample_history(app.clone()));
                         let listener = match tokio::net::TcpListener::from_std(listener) {
                             Ok(l) => l,
                             Err(e) => {
@@ -167,6 +172,29 @@ impl BackgroundService for AdminServer {
             }
         }
         let _ = shutdown.changed().await;
+    }
+}
+
+/// Sample the traffic for the status page's charts, once a step, for as long as the thread
+/// runs.
+async fn sample_history(app: Arc<Admin>) {
+    let step = Duration::from_secs(crate::observe::history::STEP_SECONDS);
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let peers = app
+            .state
+            .load()
+            .stats()
+            .peers
+            .into_iter()
+            .map(|p| (format!("{}/{}", p.upstream, p.peer), p.available))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        app.history.record(now, &app.metrics.gather(), peers);
     }
 }
 
@@ -387,6 +415,7 @@ impl ServeHttp for Admin {
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
             ("GET", "/status") => json(200, self.status()),
+            ("GET", "/status/history") => json(200, self.history.series()),
             ("GET", "/routes") => json(200, resources::routes(&self.state.load())),
             ("GET", "/upstreams") => json(200, resources::upstreams(&self.state.load())),
             ("GET", "/config") => json(200, resources::config(&self.state.load())),

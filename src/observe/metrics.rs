@@ -485,6 +485,11 @@ impl Metrics {
         });
     }
 
+    /// The registry's families now (for the status page's history).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition, with scrape-time values from `stats`.
     pub fn render(&self, stats: &Stats) -> String {
         self.peer_healthy.reset();

@@ -405,7 +405,7 @@ fn admin_health_readiness_and_token() {
     .status
         == 200));
     assert_eq!(admin_get(s.admin, "/readyz", Some(TOKEN)).status, 200);
-    for path in ["/metrics", "/status", "/cache"] {
+    for path in ["/metrics", "/status", "/status/history", "/cache"] {
         let r = admin_get(s.admin, path, None);
         assert_eq!(r.status, 401, "{path}");
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
@@ -456,9 +456,26 @@ fn status_page_renders_in_a_real_browser() {
             .text()
             .contains("\"healthy\":false")
     }));
-    for _ in 0..5 {
-        s.gw.get("/open", &[]);
-    }
+    // Traffic over a few seconds, until the history holds it: requests, cache hits, refusals.
+    assert!(wait_until(Duration::from_secs(15), || {
+        for _ in 0..5 {
+            s.gw.get("/open", &[]);
+            s.gw.get("/cached", &[]);
+            s.gw.get("/limited", &[]);
+        }
+        let h: serde_json::Value =
+            serde_json::from_str(&admin_get(s.admin, "/status/history", None).text()).unwrap();
+        let any = |route: &str, series: &str| {
+            h["routes"][route][series]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|x| x.as_f64().is_some_and(|x| x > 0.0)))
+        };
+        h["t"].as_array().is_some_and(|t| t.len() >= 3)
+            && any("open", "rps")
+            && any("open", "p99_ms")
+            && any("cached", "cache_hit_ratio")
+            && any("limited", "limited_per_s")
+    }));
     let url = format!("http://127.0.0.1:{}/", s.admin);
     let out = chromium(&["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&out.stdout);
@@ -485,13 +502,34 @@ fn status_page_renders_in_a_real_browser() {
         "the live peer is not shown as up:\n{dom}"
     );
     assert!(dom.contains("ready"), "{dom}");
+    // The charts draw from the traffic: requests/s, latency, cache hits and refusals above zero,
+    // error rate drawn (zero), the dead peer's strip out of the pool and the live one in it.
+    let number = |key: &str, attr: &str| -> f64 {
+        let at = dom
+            .find(&format!("data-key=\"{key}\""))
+            .unwrap_or_else(|| panic!("{key} not drawn:\n{dom}"));
+        let rest = &dom[at..];
+        let from = rest.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+        rest[from..from + rest[from..].find('"').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert!(number("chart-rps:open", "data-peak") > 0.0);
+    assert!(number("chart-latency:open", "data-peak") > 0.0);
+    assert!(number("chart-latency:open p50", "data-points") > 0.0);
+    assert!(number("chart-errors:open", "data-points") > 0.0);
+    assert!(number("chart-cache:cached", "data-peak") > 0.0);
+    assert!(number("chart-limited:limited", "data-peak") > 0.0);
+    assert!(number(&format!("chart-peers:a/{dead}"), "data-down") > 0.0);
+    assert!(number(&format!("chart-peers:a/{}", s.up.addr), "data-up") > 0.0);
+    assert!(dom.contains("<polyline"), "{dom}");
     // Per-pool events: outlier ejections (the pool has outlier detection, no DNS names).
     assert!(
         dom.contains("<td class=\"events\">0 ejections</td>"),
         "{dom}"
     );
     assert!(
-        dom.contains("<div id=\"limits-text\">0 of 1000000 keys held, 0 evicted</div>"),
+        dom.contains("<div id=\"limits-text\">1 of 1000000 keys held, 0 evicted</div>"),
         "{dom}"
     );
     // A screenshot for the README, when asked for.
