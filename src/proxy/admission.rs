@@ -88,10 +88,13 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
     // OPTIONS); otherwise it is an OPTIONS request like any other.
     let router = &ctx.gateway.router;
     let preflight = CorsPolicy::requested_method(&req.method, &req.headers).and_then(|wanted| {
-        let id = router.lookup_preflight(&RequestView {
-            method: &wanted,
-            ..view
-        })?;
+        let id = router.lookup_preflight(
+            &RequestView {
+                method: &wanted,
+                ..view
+            },
+            |id| ctx.gateway.route(id).cors.is_some(),
+        )?;
         ctx.gateway.route(id).cors.is_some().then_some(id)
     });
     ctx.request.preflight = preflight.is_some();

@@ -154,18 +154,27 @@ impl Router {
     /// Find the route for a request, if any; `req.host` is the canonical host (see
     /// [`crate::canonical`]).
     pub fn lookup(&self, req: &RequestView) -> Option<RouteId> {
-        self.find(req, true)
+        self.find(req, |c| c.accepts(req, true))
     }
 
     /// The route a CORS preflight asks about: `req.method` is the method the browser wants to
     /// use, and header and query conditions are not checked (the preflight carries none of the
     /// request's headers; the browser names them only). The route with the most conditions
-    /// ranks first, as always.
-    pub fn lookup_preflight(&self, req: &RequestView) -> Option<RouteId> {
-        self.find(req, false)
+    /// ranks first, as always; but a route with conditions and without CORS rules (`has_cors`)
+    /// is passed over, since the browser's request may well not meet them, while one without
+    /// conditions takes the request for sure and so answers for it.
+    pub fn lookup_preflight(
+        &self,
+        req: &RequestView,
+        has_cors: impl Fn(RouteId) -> bool,
+    ) -> Option<RouteId> {
+        self.find(req, |c| {
+            c.accepts(req, false)
+                && (has_cors(c.route) || (c.headers.is_empty() && c.query.is_empty()))
+        })
     }
 
-    fn find(&self, req: &RequestView, conditions: bool) -> Option<RouteId> {
+    fn find(&self, req: &RequestView, accepts: impl Fn(&Candidate) -> bool) -> Option<RouteId> {
         let h = req.host;
         let uniform = self.uniform_priority;
         // (priority, host rank, -visit order): visit order runs from the most to the least
@@ -180,7 +189,7 @@ impl Router {
             }
             table.walk(req.path, |bucket| {
                 seq += 1;
-                let Some(c) = bucket.iter().find(|c| c.accepts(req, conditions)) else {
+                let Some(c) = bucket.iter().find(|c| accepts(c)) else {
                     return false;
                 };
                 let key = (c.priority, host_rank, std::cmp::Reverse(seq));

@@ -16,7 +16,7 @@ fn api() -> Upstream {
 
 fn gateway(api: &Upstream, page_origin: &str) -> Gateway {
     Gateway::start(&format!(
-        "consumers: [{{name: alice, api_keys: [alice-key-1]}}]\nupstreams:\n  api: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: api, match: {{path_prefix: /api, methods: [GET, PUT]}}, upstream: api, cors: {{allow_origins: [\"{page_origin}\", \"https://*.example.org\"], allow_methods: [GET, PUT], allow_headers: [x-custom, content-type], expose_headers: [x-request-id], max_age: 10m}}}}\n  - {{name: other, match: {{path_prefix: /other}}, upstream: api, cors: {{allow_origins: [\"https://elsewhere.example\"]}}}}\n  - {{name: creds, match: {{path_prefix: /creds}}, upstream: api, auth: [api_key], cors: {{allow_origins: [\"{page_origin}\"], allow_credentials: true, allow_headers: [\"*\"]}}}}\n  - {{name: plain, match: {{path_prefix: /plain}}, upstream: api}}\n  - {{name: v2, match: {{path_prefix: /hapi, headers: {{x-api-version: \"2\"}}}}, upstream: api, cors: {{allow_origins: [\"{page_origin}\"], allow_headers: [x-api-version]}}}}\n  - {{name: v1, match: {{path_prefix: /hapi}}, upstream: api}}\n  - {{name: star, match: {{path_prefix: /star}}, upstream: api, cors: {{allow_origins: [\"*\"]}}}}\n  - {{name: cached, match: {{path_prefix: /cached}}, upstream: api, cache: {{ttl: 60s}}, cors: {{allow_origins: [\"https://a.example\", \"https://b.example\"]}}}}\n",
+        "consumers: [{{name: alice, api_keys: [alice-key-1]}}]\nupstreams:\n  api: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: api, match: {{path_prefix: /api, methods: [GET, PUT]}}, upstream: api, cors: {{allow_origins: [\"{page_origin}\", \"https://*.example.org\"], allow_methods: [GET, PUT], allow_headers: [x-custom, content-type], expose_headers: [x-request-id], max_age: 10m}}}}\n  - {{name: other, match: {{path_prefix: /other}}, upstream: api, cors: {{allow_origins: [\"https://elsewhere.example\"]}}}}\n  - {{name: creds, match: {{path_prefix: /creds}}, upstream: api, auth: [api_key], cors: {{allow_origins: [\"{page_origin}\"], allow_credentials: true, allow_headers: [\"*\"]}}}}\n  - {{name: plain, match: {{path_prefix: /plain}}, upstream: api}}\n  - {{name: v2, match: {{path_prefix: /hapi, headers: {{x-api-version: \"2\"}}}}, upstream: api, cors: {{allow_origins: [\"{page_origin}\"], allow_headers: [x-api-version]}}}}\n  - {{name: v1, match: {{path_prefix: /hapi}}, upstream: api}}\n  - {{name: internal, match: {{path_prefix: /kapi, headers: {{x-internal: \"1\"}}}}, upstream: api, priority: 10}}\n  - {{name: public, match: {{path_prefix: /kapi}}, upstream: api, cors: {{allow_origins: [\"{page_origin}\"]}}}}\n  - {{name: exact, match: {{path_exact: /kapi/health}}, upstream: api, priority: 10}}\n  - {{name: star, match: {{path_prefix: /star}}, upstream: api, cors: {{allow_origins: [\"*\"]}}}}\n  - {{name: cached, match: {{path_prefix: /cached}}, upstream: api, cache: {{ttl: 60s}}, cors: {{allow_origins: [\"https://a.example\", \"https://b.example\"]}}}}\n",
         api.addr
     ))
 }
@@ -145,6 +145,16 @@ fn preflights_are_answered_by_the_gateway_and_answers_carry_the_headers() {
         Some("x-api-version")
     );
     assert_eq!(api.count(), before);
+    // A route above it without CORS rules, but with a condition the browser's request need not
+    // meet: passed over, the CORS route answers. One without conditions takes the request for
+    // sure: the preflight is its own plain OPTIONS request.
+    let r = preflight(&gw, "/kapi/users", "http://localhost:3000", "GET", "");
+    assert_eq!(r.status, 204);
+    assert_eq!(api.count(), before);
+    let r = preflight(&gw, "/kapi/health", "http://localhost:3000", "GET", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(api.count(), before + 1);
+    assert_eq!(api.last().method, "OPTIONS");
     // "*": the same answer for every origin and for requests without one.
     let r = gw.get("/star/x", &[]);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
