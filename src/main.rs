@@ -313,18 +313,12 @@ fn main() -> ExitCode {
         access_log.clone(),
     );
     let keepalive = process.client_keepalive_timeout;
-    let spans = match &process.otlp {
-        Some(otlp) => {
-            match tollgate::observe::otlp::SpanExporter::start(otlp, metrics.spans.clone()) {
-                Ok(e) => Some(Arc::new(e)),
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        None => None,
-    };
+    let spans = process.otlp.as_ref().map(|otlp| {
+        let (queue, export) =
+            tollgate::observe::otlp::SpanExporter::new(otlp, metrics.spans.clone());
+        server.add_service(background_service("span export", export));
+        Arc::new(queue)
+    });
     let make_service = |name: &str, h2c: bool| {
         let proxy = Tollgate::new(
             gateway.clone(),

@@ -193,8 +193,8 @@ async fn sample_history(app: Arc<Admin>) {
             .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        app.history.record(now, &app.metrics.gather(), peers);
+            .map_or(0, |d| d.as_millis() as u64);
+        app.history.record(now, &app.metrics.gather_routes(), peers);
     }
 }
 

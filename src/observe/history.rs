@@ -39,8 +39,12 @@ struct RouteInterval {
 
 #[derive(Debug)]
 struct Sample {
-    /// Unix seconds.
-    at: u64,
+    /// Unix milliseconds.
+    at_ms: u64,
+    /// The interval it covers (from the sample before), in seconds; 0 for the first sample,
+    /// which only sets the baseline.
+    seconds: f64,
+    /// The routes that saw anything in the interval (idle ones are left out: they count 0).
     routes: BTreeMap<String, RouteInterval>,
     /// `upstream/peer` → in the pool.
     peers: BTreeMap<String, bool>,
@@ -59,13 +63,17 @@ pub struct History {
 }
 
 impl History {
-    /// Take a sample at `at` (Unix seconds) from the registry's families and the peers' health
-    /// (`upstream/peer`, in the pool).
-    pub fn record(&self, at: u64, families: &[MetricFamily], peers: BTreeMap<String, bool>) {
+    /// Take a sample at `at_ms` (Unix milliseconds) from the registry's families and the
+    /// peers' health (`upstream/peer`, in the pool).
+    pub fn record(&self, at_ms: u64, families: &[MetricFamily], peers: BTreeMap<String, bool>) {
         let totals = route_totals(families);
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        let seconds = inner
+            .samples
+            .back()
+            .map_or(0.0, |s| at_ms.saturating_sub(s.at_ms) as f64 / 1000.0);
         let routes = match &inner.last {
             Some(before) => totals
                 .iter()
@@ -73,6 +81,7 @@ impl History {
                     let then = before.get(name).cloned().unwrap_or_default();
                     (name.clone(), interval(&then, now))
                 })
+                .filter(|(_, i)| i.requests > 0.0 || i.limited > 0.0)
                 .collect(),
             None => BTreeMap::new(),
         };
@@ -80,7 +89,12 @@ impl History {
         if inner.samples.len() == SAMPLES {
             inner.samples.pop_front();
         }
-        inner.samples.push_back(Sample { at, routes, peers });
+        inner.samples.push_back(Sample {
+            at_ms,
+            seconds,
+            routes,
+            peers,
+        });
     }
 
     /// The series, as `GET /status/history` answers them: `t` (Unix seconds per sample), per
@@ -91,30 +105,33 @@ impl History {
         let Ok(inner) = self.inner.lock() else {
             return json!({});
         };
-        let samples: Vec<&Sample> = inner.samples.iter().skip(1).collect();
-        let step = STEP_SECONDS as f64;
+        // The baseline sample measures nothing.
+        let samples: Vec<&Sample> = inner.samples.iter().filter(|s| s.seconds > 0.0).collect();
         let names: std::collections::BTreeSet<&String> =
             samples.iter().flat_map(|s| s.routes.keys()).collect();
+        let idle = RouteInterval::default();
         let mut routes = Map::new();
         for name in names {
-            let get = |f: &dyn Fn(&RouteInterval) -> Option<f64>| -> Vec<Value> {
+            let get = |f: &dyn Fn(&RouteInterval, f64) -> Option<f64>| -> Vec<Value> {
                 samples
                     .iter()
-                    .map(|s| match s.routes.get(name).and_then(f) {
-                        Some(v) if v.is_finite() => json!((v * 1000.0).round() / 1000.0),
-                        _ => Value::Null,
-                    })
+                    .map(
+                        |s| match f(s.routes.get(name).unwrap_or(&idle), s.seconds) {
+                            Some(v) if v.is_finite() => json!((v * 1000.0).round() / 1000.0),
+                            _ => Value::Null,
+                        },
+                    )
                     .collect()
             };
             routes.insert(
                 name.clone(),
                 json!({
-                    "rps": get(&|r| Some(r.requests / step)),
-                    "error_rate": get(&|r| (r.requests > 0.0).then(|| r.errors / r.requests)),
-                    "p50_ms": get(&|r| r.p50_ms),
-                    "p99_ms": get(&|r| r.p99_ms),
-                    "cache_hit_ratio": get(&|r| (r.cache_lookups > 0.0).then(|| r.cache_hits / r.cache_lookups)),
-                    "limited_per_s": get(&|r| Some(r.limited / step)),
+                    "rps": get(&|r, s| Some(r.requests / s)),
+                    "error_rate": get(&|r, _| (r.requests > 0.0).then(|| r.errors / r.requests)),
+                    "p50_ms": get(&|r, _| r.p50_ms),
+                    "p99_ms": get(&|r, _| r.p99_ms),
+                    "cache_hit_ratio": get(&|r, _| (r.cache_lookups > 0.0).then(|| r.cache_hits / r.cache_lookups)),
+                    "limited_per_s": get(&|r, s| Some(r.limited / s)),
                 }),
             );
         }
@@ -134,7 +151,7 @@ impl History {
         }
         json!({
             "step_seconds": STEP_SECONDS,
-            "t": samples.iter().map(|s| s.at).collect::<Vec<_>>(),
+            "t": samples.iter().map(|s| s.at_ms / 1000).collect::<Vec<_>>(),
             "routes": routes,
             "peers": peers,
         })
@@ -284,15 +301,35 @@ mod tests {
         let h = History::default();
         let m = crate::observe::metrics::Metrics::new();
         let peers = |up: bool| BTreeMap::from([("a/127.0.0.1:1".to_string(), up)]);
-        h.record(100, &m.gather(), peers(true));
-        h.record(101, &m.gather(), peers(false));
+        h.record(100_000, &m.gather_routes(), peers(true));
+        h.record(101_000, &m.gather_routes(), peers(false));
         let s = h.series();
         assert_eq!(s["t"], json!([101]));
         assert_eq!(s["peers"]["a/127.0.0.1:1"], json!([0]));
         // No more than SAMPLES are kept.
         for i in 0..(SAMPLES as u64 + 5) {
-            h.record(200 + i, &[], BTreeMap::new());
+            h.record(200_000 + i * 1000, &[], BTreeMap::new());
         }
         assert_eq!(h.inner.lock().unwrap().samples.len(), SAMPLES);
+    }
+
+    #[test]
+    fn rates_are_per_second_of_the_interval_measured() {
+        let h = History::default();
+        let m = crate::observe::metrics::Metrics::new();
+        let r = m.route(0, 1, std::sync::Arc::from("r"), "a");
+        h.record(10_000, &m.gather_routes(), BTreeMap::new());
+        for status in [200, 200, 200, 503] {
+            m.record_request(Some(&r), "GET", status, 0.004);
+        }
+        // The tick came late: two seconds, not one.
+        h.record(12_000, &m.gather_routes(), BTreeMap::new());
+        h.record(13_000, &m.gather_routes(), BTreeMap::new());
+        let s = h.series();
+        assert_eq!(s["routes"]["r"]["rps"], json!([2.0, 0.0]));
+        assert_eq!(s["routes"]["r"]["error_rate"], json!([0.25, null]));
+        let p50 = s["routes"]["r"]["p50_ms"][0].as_f64().unwrap();
+        assert!(p50 > 2.5 && p50 <= 5.0, "{p50}");
+        assert_eq!(s["routes"]["r"]["p99_ms"][1], json!(null));
     }
 }

@@ -485,9 +485,15 @@ impl Metrics {
         });
     }
 
-    /// The registry's families now (for the status page's history).
-    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.registry.gather()
+    /// The per-route families the status page's history is made of, now (only these: the
+    /// whole registry includes the process collector, which reads `/proc`).
+    pub fn gather_routes(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::core::Collector;
+        let mut out = self.requests.collect();
+        out.extend(self.request_duration.collect());
+        out.extend(self.cache_requests.collect());
+        out.extend(self.ratelimit_rejected.collect());
+        out
     }
 
     /// The Prometheus text exposition, with scrape-time values from `stats`.

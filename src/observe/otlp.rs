@@ -54,7 +54,8 @@ pub struct RequestSpans {
     pub scheme: &'static str,
     pub host: Option<String>,
     pub path: String,
-    pub upstream_path: String,
+    /// The path and query the upstream was sent (after rewrites).
+    pub upstream_target: Option<String>,
     pub query: Option<String>,
     pub route: Option<Arc<str>>,
     pub status: u16,
@@ -65,7 +66,9 @@ pub struct RequestSpans {
     pub attempts: Vec<AttemptSpan>,
 }
 
-/// The queue to the exporter thread, and its counters.
+/// The queue to the exporter, and its counters. The exporter runs as a background service
+/// ([`SpanExport`]), started after Pingora has daemonized (a thread started before the fork
+/// would not survive it).
 pub struct SpanExporter {
     tx: tokio::sync::mpsc::UnboundedSender<RequestSpans>,
     /// Spans waiting in the queue (a request's server span and its attempts).
@@ -74,7 +77,7 @@ pub struct SpanExporter {
     dropped_full: IntCounter,
 }
 
-/// The exporter's counters, kept by the metrics registry.
+/// The exporter counters, kept by the metrics registry.
 #[derive(Clone)]
 pub struct ExportCounters {
     pub exported: IntCounter,
@@ -82,9 +85,15 @@ pub struct ExportCounters {
     pub failed: IntCounter,
 }
 
+/// The background service that sends the queued spans.
+pub struct SpanExport {
+    worker: Worker,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<RequestSpans>>>,
+}
+
 impl SpanExporter {
-    /// Start the exporter thread for `config`.
-    pub fn start(config: &OtlpExport, counters: ExportCounters) -> Result<SpanExporter, String> {
+    /// The queue for `config`, and the service that empties it.
+    pub fn new(config: &OtlpExport, counters: ExportCounters) -> (SpanExporter, SpanExport) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
@@ -93,24 +102,18 @@ impl SpanExporter {
             counters: counters.clone(),
             resource: resource(&config.service_name),
         };
-        std::thread::Builder::new()
-            .name("otlp-export".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(worker.run(rx)),
-                    Err(e) => log::error!("span export cannot start: {e}"),
-                }
-            })
-            .map_err(|e| format!("cannot start the span export thread: {e}"))?;
-        Ok(SpanExporter {
-            tx,
-            queued,
-            queue_size: config.queue_size,
-            dropped_full: counters.dropped_full,
-        })
+        (
+            SpanExporter {
+                tx,
+                queued,
+                queue_size: config.queue_size,
+                dropped_full: counters.dropped_full,
+            },
+            SpanExport {
+                worker,
+                rx: std::sync::Mutex::new(Some(rx)),
+            },
+        )
     }
 
     /// Queue a request's spans; dropped (and counted) when the queue is full.
@@ -129,6 +132,30 @@ impl SpanExporter {
     }
 }
 
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for SpanExport {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let rx = self.rx.lock().ok().and_then(|mut r| r.take());
+        let Some(mut rx) = rx else { return };
+        let connector = pingora_core::connectors::http::Connector::new(None);
+        tokio::select! {
+            _ = self.worker.run(&connector, &mut rx) => {}
+            _ = shutdown.changed() => {}
+        }
+        // Shutting down: what is queued goes out once, within the export timeout.
+        let mut spans = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            self.worker.take(r, &mut spans);
+        }
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(self.worker.config.batch_size));
+            self.worker
+                .export(&connector, std::mem::replace(&mut spans, rest))
+                .await;
+        }
+    }
+}
+
 struct Worker {
     config: OtlpExport,
     queued: Arc<AtomicUsize>,
@@ -137,8 +164,11 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut rx: tokio::sync::mpsc::UnboundedReceiver<RequestSpans>) {
-        let connector = pingora_core::connectors::http::Connector::new(None);
+    async fn run(
+        &self,
+        connector: &pingora_core::connectors::http::Connector,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<RequestSpans>,
+    ) {
         loop {
             // Wait for a first record, then for the batch to fill or the interval to pass.
             let Some(first) = rx.recv().await else { return };
@@ -157,7 +187,7 @@ impl Worker {
             // A batch may overshoot by a request's attempts; it goes out in pieces.
             while !spans.is_empty() {
                 let rest = spans.split_off(spans.len().min(self.config.batch_size));
-                self.export(&connector, std::mem::replace(&mut spans, rest))
+                self.export(connector, std::mem::replace(&mut spans, rest))
                     .await;
             }
         }
@@ -204,7 +234,7 @@ impl Worker {
                 body: Some(Bytes::from(request.encode_to_vec())),
                 ca: self.config.ca.as_deref(),
                 timeout: self.config.timeout,
-                max_body: 64 * 1024,
+                max_body: 1 << 20,
             },
         );
         let outcome =
@@ -266,17 +296,47 @@ fn error_status(message: &str) -> Option<Status> {
     })
 }
 
+/// Attribute values from the request are cut at this many bytes (a 64 KiB query would make
+/// one span a batch's worth).
+const MAX_VALUE: usize = 1024;
+
+/// `v`, cut at [`MAX_VALUE`] bytes (on a character boundary).
+fn clip(v: &str) -> &str {
+    if v.len() <= MAX_VALUE {
+        return v;
+    }
+    let mut end = MAX_VALUE;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
+/// The method as the conventions name it: the known ones, else `_OTHER`.
+fn method_name(m: &str) -> &str {
+    match m {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => m,
+        _ => "_OTHER",
+    }
+}
+
 /// The server span and client spans of a request (semantic conventions for HTTP, v1.26+).
 fn spans_of(r: RequestSpans) -> Vec<Span> {
+    let method = method_name(&r.method);
     let mut attributes = vec![
-        text("http.request.method", &r.method),
+        text("http.request.method", method),
         text("url.scheme", r.scheme),
-        text("url.path", &r.path),
-        int("http.response.status_code", i64::from(r.status)),
+        text("url.path", clip(&r.path)),
         text("network.protocol.version", r.protocol),
     ];
+    if method == "_OTHER" {
+        attributes.push(text("http.request.method_original", clip(&r.method)));
+    }
+    if r.status != 0 {
+        attributes.push(int("http.response.status_code", i64::from(r.status)));
+    }
     if let Some(q) = &r.query {
-        attributes.push(text("url.query", q));
+        attributes.push(text("url.query", clip(q)));
     }
     if let Some(h) = &r.host {
         let (name, port) = split_host(h);
@@ -289,15 +349,17 @@ fn spans_of(r: RequestSpans) -> Vec<Span> {
         attributes.push(text("client.address", &ip.to_string()));
     }
     if let Some(ua) = &r.user_agent {
-        attributes.push(text("user_agent.original", ua));
+        attributes.push(text("user_agent.original", clip(ua)));
     }
     if let Some(route) = &r.route {
         attributes.push(text("tollgate.route", route));
     }
+    let server_error = r.status >= 500 || r.status == 0;
     if let Some(e) = r.error {
         attributes.push(text("error.type", e));
+    } else if server_error {
+        attributes.push(text("error.type", &r.status.to_string()));
     }
-    let server_error = r.status >= 500 || r.status == 0;
     let mut out = Vec::with_capacity(1 + r.attempts.len());
     out.push(Span {
         trace_id: r.trace_id.to_vec(),
@@ -306,8 +368,8 @@ fn spans_of(r: RequestSpans) -> Vec<Span> {
         parent_span_id: r.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: 0x01 | if r.parent_id.is_some() { 0x300 } else { 0x100 },
         name: match &r.route {
-            Some(route) => format!("{} {route}", r.method),
-            None => r.method.clone(),
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
         },
         kind: span::SpanKind::Server as i32,
         start_time_unix_nano: r.start_ns,
@@ -322,14 +384,12 @@ fn spans_of(r: RequestSpans) -> Vec<Span> {
     });
     for (i, a) in r.attempts.iter().enumerate() {
         let scheme = if a.tls { "https" } else { "http" };
+        let target = r.upstream_target.as_deref().unwrap_or(&r.path);
         let mut attributes = vec![
-            text("http.request.method", &r.method),
+            text("http.request.method", method),
             text("server.address", &a.peer.ip().to_string()),
             int("server.port", i64::from(a.peer.port())),
-            text(
-                "url.full",
-                &format!("{scheme}://{}{}", a.peer, r.upstream_path),
-            ),
+            text("url.full", clip(&format!("{scheme}://{}{target}", a.peer))),
             text("network.peer.address", &a.peer.ip().to_string()),
             int("network.peer.port", i64::from(a.peer.port())),
         ];
@@ -353,7 +413,7 @@ fn spans_of(r: RequestSpans) -> Vec<Span> {
             trace_state: r.trace_state.clone().unwrap_or_default(),
             parent_span_id: r.span_id.to_vec(),
             flags: 0x101,
-            name: r.method.clone(),
+            name: method.to_string(),
             kind: span::SpanKind::Client as i32,
             start_time_unix_nano: a.start_ns,
             end_time_unix_nano: a.end_ns.unwrap_or(r.end_ns).max(a.start_ns),

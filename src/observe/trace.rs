@@ -18,8 +18,12 @@ pub struct TraceContext {
     pub sampled: bool,
     /// The client's `tracestate`, passed on with a trace it continued.
     pub state: Option<HeaderValue>,
-    /// The tries at the upstream, each a client span (the upstream's parent).
+    /// The tries at the upstream, each a client span (the upstream's parent); kept only while
+    /// `recording` (the request is sampled and its spans exported).
     pub attempts: Vec<AttemptSpan>,
+    pub recording: bool,
+    /// The target the upstream was sent (path and query, after rewrites), when recording.
+    pub upstream_target: Option<String>,
 }
 
 impl TraceContext {
@@ -39,6 +43,8 @@ impl TraceContext {
                 sampled: flags & 1 == 1,
                 state: headers.get("tracestate").cloned(),
                 attempts: Vec::new(),
+                recording: false,
+                upstream_target: None,
             },
             None => {
                 let mut trace_id = [0u8; 16];
@@ -51,6 +57,8 @@ impl TraceContext {
                     sampled: fastrand::f64() < ratio,
                     state: None,
                     attempts: Vec::new(),
+                    recording: false,
+                    upstream_target: None,
                 }
             }
         }
@@ -58,6 +66,9 @@ impl TraceContext {
 
     /// A try at `peer` starts: a new client span, the previous try's ended.
     pub fn begin_attempt(&mut self, peer: SocketAddr, tls: bool) {
+        if !self.recording {
+            return;
+        }
         let now = super::otlp::unix_nanos(SystemTime::now());
         if let Some(last) = self.attempts.last_mut() {
             last.end_ns.get_or_insert(now);
@@ -74,12 +85,14 @@ impl TraceContext {
         });
     }
 
-    /// The current try failed (`kind`: how).
-    pub fn attempt_failed(&mut self, kind: &'static str) {
+    /// The current try failed (`kind`: how; `None` when its answer's status says it).
+    pub fn attempt_failed(&mut self, kind: Option<&'static str>) {
         if let Some(last) = self.attempts.last_mut() {
             last.end_ns
                 .get_or_insert(super::otlp::unix_nanos(SystemTime::now()));
-            last.error.get_or_insert(kind);
+            if let Some(kind) = kind {
+                last.error.get_or_insert(kind);
+            }
         }
     }
 
@@ -91,7 +104,7 @@ impl TraceContext {
     }
 
     /// The `traceparent` for the upstream: this trace, the current try's client span as the
-    /// parent (the gateway's span before any try).
+    /// parent when spans are recorded, else the gateway's span (the one in the access log).
     pub fn traceparent(&self) -> HeaderValue {
         let parent = self.attempts.last().map_or(self.span_id, |a| a.span_id);
         let text = format!(

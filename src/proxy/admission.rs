@@ -98,9 +98,12 @@ pub(super) fn route_request(session: &Session, ctx: &mut Ctx) -> Result<()> {
         ctx.gateway.route(id).cors.is_some().then_some(id)
     });
     ctx.request.preflight = preflight.is_some();
+    // A subrequest (a background revalidation) is no request of the client's: no span of its
+    // own, the client's trace context passes as it came.
     ctx.request.trace = ctx
         .gateway
         .tracing
+        .filter(|_| !session.as_downstream().is_subrequest())
         .map(|ratio| TraceContext::from_request(&req.headers, ratio));
     ctx.route = preflight.or_else(|| router.lookup(&view));
     ctx.request.target = target;

@@ -120,7 +120,7 @@ pub(super) fn connect_failed(
     };
     metrics.upstream_error(kind);
     if let Some(trace) = &mut ctx.request.trace {
-        trace.attempt_failed(kind);
+        trace.attempt_failed(Some(kind));
     }
     if let Some(attempt) = &ctx.upstream.in_flight {
         pool.observe(attempt.peer(), true);
@@ -179,7 +179,12 @@ pub(super) fn proxy_failed(
             pool.observe(attempt.peer(), true);
         }
         if let Some(trace) = &mut ctx.request.trace {
-            trace.attempt_failed(super::report::upstream_error_kind(&e).unwrap_or("other"));
+            // A status the pool retries on is the span's error, as its status says.
+            let kind = match e.etype() {
+                ErrorType::CustomCode(RETRY_STATUS, _) => None,
+                _ => Some(super::report::upstream_error_kind(&e).unwrap_or("other")),
+            };
+            trace.attempt_failed(kind);
         }
     }
     // Once the client has the response head, or when the client is what failed, no attempt

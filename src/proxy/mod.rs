@@ -130,7 +130,11 @@ impl ProxyHttp for Tollgate {
             .set_write_timeout(Some(self.door.send_timeout()));
         ctx.request.client = admission::identify_client(&self.door, session);
         admission::client_cert_accepted(session)?;
-        admission::route_request(session, ctx)
+        admission::route_request(session, ctx)?;
+        if let Some(trace) = &mut ctx.request.trace {
+            trace.recording = trace.sampled && self.spans.is_some();
+        }
+        Ok(())
     }
 
     /// Redirect to HTTPS, or admit the request: the route's access policy and limits, the
@@ -285,6 +289,9 @@ impl ProxyHttp for Tollgate {
         match ctx.route() {
             Some(route) => {
                 forward::shape_request(route, session, upstream_request, ctx)?;
+                if let Some(t) = ctx.request.trace.as_mut().filter(|t| t.recording) {
+                    t.upstream_target = Some(upstream_request.uri.to_string());
+                }
                 if ctx.mirror.is_some() {
                     let has_body = !session.as_mut().is_body_empty();
                     mirror::keep_head(ctx, upstream_request, has_body);

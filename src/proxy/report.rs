@@ -108,7 +108,7 @@ fn request_spans(
     ctx: &Ctx,
     status: u16,
 ) -> Option<RequestSpans> {
-    let trace = ctx.request.trace.as_ref().filter(|t| t.sampled)?;
+    let trace = ctx.request.trace.as_ref().filter(|t| t.recording)?;
     let req = session.req_header();
     let target = &ctx.request.target;
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -127,7 +127,7 @@ fn request_spans(
         scheme: if tls { "https" } else { "http" },
         host: target.host(req).map(str::to_string),
         path: target.path(req).to_string(),
-        upstream_path: target.path(req).to_string(),
+        upstream_target: trace.upstream_target.clone(),
         query: req.uri.query().map(str::to_string),
         route: ctx.route().map(|r| r.name.clone()),
         status,
