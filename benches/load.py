@@ -13,9 +13,19 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
   pingora-bare
               bare Pingora (examples/bare_proxy.rs: one fixed peer, nothing else), when built
               (scripts/bench.sh builds it): the framework's own cost
-  nginx-proxy, nginx-cache-hit
+  nginx-proxy, nginx-cache-hit, nginx-policies
               the same through nginx (one worker per gateway thread, upstream keep-alive,
-              proxy_cache), when nginx is installed
+              proxy_cache; for policies a map of the 1,000 keys and limit_req per key), when
+              nginx is installed
+  haproxy-proxy, haproxy-policies
+              the same through HAProxy (one thread per gateway thread, connection reuse; for
+              policies a map of the 1,000 keys and a stick table counting each key's rate),
+              when haproxy is installed
+  caddy-proxy the same through Caddy's reverse_proxy (GOMAXPROCS = gateway threads), when
+              caddy is installed (Caddy has no key auth or rate limit without plugins)
+
+Every peer adds the forwarding headers Tollgate adds (X-Forwarded-For, X-Forwarded-Proto,
+X-Request-Id). Before a policies scenario is measured, a request without a key must be refused.
 
 For each: requests/s, p50/p99/p99.9 latency, the proxy's own CPU time per request (utime+stime
 of all its processes and threads from /proc/<pid>/stat, sampled when measuring starts and ends;
@@ -221,7 +231,72 @@ SCENARIO_REQUEST = {
     "pingora-bare": ("/items/1", [], None),
     "nginx-proxy": ("/items/1", [], None),
     "nginx-cache-hit": ("/items/1", [], None),
+    "nginx-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
+    "haproxy-proxy": ("/items/1", [], None),
+    "haproxy-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
+    "caddy-proxy": ("/items/1", [], None),
 }
+
+# The peers' programs, found at start (None: not installed, their scenarios skipped).
+PEERS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy"}
+
+
+def bench_keys(d):
+    """The 1,000 consumers' keys as a map file (key -> consumer), for nginx and HAProxy."""
+    path = os.path.join(d, "keys.map")
+    with open(path, "w") as f:
+        for i in range(1000):
+            f.write(f"bench-key-{i:04} c{i}\n")
+    return path
+
+
+def haproxy_config(d, scenario, port, upstream_port, threads, conns):
+    policies = ""
+    if scenario == "haproxy-policies":
+        keys = bench_keys(d)
+        policies = f"""  http-request set-var(txn.consumer) req.hdr(x-api-key),map({keys})
+  http-request deny deny_status 401 unless {{ var(txn.consumer) -m found }}
+  http-request track-sc0 var(txn.consumer) table per_key
+  http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 1000000000 }}
+"""
+    return f"""global
+  nbthread {threads}
+  maxconn {conns + 1000}
+  pidfile {d}/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+backend per_key
+  stick-table type string len 32 size 10k expire 60s store http_req_rate(1s)
+frontend f
+  bind 127.0.0.1:{port}
+  unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  unique-id-header X-Request-Id
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+{policies}  default_backend app
+backend app
+  server s1 127.0.0.1:{upstream_port} pool-max-conn 256
+"""
+
+
+def caddy_config(d, port, upstream_port):
+    return f"""{{
+  admin off
+  auto_https off
+  storage file_system {d}/caddy
+}}
+http://127.0.0.1:{port} {{
+  reverse_proxy 127.0.0.1:{upstream_port} {{
+    header_up X-Request-Id {{http.request.uuid}}
+  }}
+}}
+"""
 
 
 def nginx_config(d, scenario, port, upstream_port, workers, conns):
@@ -231,6 +306,19 @@ def nginx_config(d, scenario, port, upstream_port, workers, conns):
         if scenario == "nginx-cache-hit"
         else ""
     )
+    keys = ""
+    if scenario == "nginx-policies":
+        keys = (
+            f"map $http_x_api_key $consumer {{ default \"\"; include {bench_keys(d)}; }}\n"
+            "  limit_req_zone $consumer zone=per_key:10m rate=1000000000r/s;\n"
+        )
+        # A map file's lines are `key value;` in nginx.
+        path = os.path.join(d, "keys.map")
+        with open(path) as f:
+            lines = [line.strip() + ";" for line in f if line.strip()]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        cache = 'if ($consumer = "") { return 401; } limit_req zone=per_key burst=1000000000 nodelay;'
     return f"""{user}worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
@@ -243,6 +331,7 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   keepalive_requests 1000000; keepalive_timeout 300s;
   proxy_cache_path {d}/cache levels=1:2 keys_zone=c:16m max_size=64m inactive=10m use_temp_path=off;
+  {keys}
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port} reuseport;
@@ -339,14 +428,31 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
 def start_proxy(args, procs, d, scenario, upstream_port):
     """Start tollgate or nginx for scenario; returns (port, pid of the process tree root)."""
     port = free_port()
-    if scenario.startswith("nginx"):
+    if scenario.startswith("haproxy"):
+        conf = os.path.join(d, "haproxy.cfg")
+        with open(conf, "w") as f:
+            # HAProxy asks for two descriptors per connection: sized for the load, not --idle.
+            f.write(haproxy_config(d, scenario, port, upstream_port, args.threads,
+                                   args.connections))
+        p = procs.start(pinned([args.peers["haproxy"], "-f", conf, "-db"], args.proxy_cpu),
+                        stderr=open(os.path.join(d, "haproxy.log"), "w"))
+    elif scenario.startswith("caddy"):
+        conf = os.path.join(d, "Caddyfile")
+        with open(conf, "w") as f:
+            f.write(caddy_config(d, port, upstream_port))
+        env = dict(os.environ, GOMAXPROCS=str(args.threads), HOME=d, XDG_DATA_HOME=d,
+                   XDG_CONFIG_HOME=d)
+        p = procs.start(pinned([args.peers["caddy"], "run", "--config", conf,
+                                "--adapter", "caddyfile"], args.proxy_cpu), env=env,
+                        stderr=open(os.path.join(d, "caddy.log"), "w"))
+    elif scenario.startswith("nginx"):
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
             f.write(nginx_config(d, scenario, port, upstream_port, args.threads,
                                  max(args.connections, args.idle_connections)))
         for sub in ("body", "proxy", "fcgi", "uwsgi", "scgi", "cache"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
-        p = procs.start(pinned([args.nginx, "-c", conf, "-p", d], args.proxy_cpu))
+        p = procs.start(pinned([args.peers["nginx"], "-c", conf, "-p", d], args.proxy_cpu))
     elif scenario == "pingora-bare":
         p = procs.start(pinned([args.bare, f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}",
                                 str(args.threads)], args.proxy_cpu))
@@ -372,6 +478,19 @@ def warm_cache(port, scenario):
             pass
 
 
+def refuses_without_key(port, scenario):
+    """A policies scenario measures nothing unless a request without a key is refused."""
+    path, _, host = SCENARIO_REQUEST[scenario]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/") else b"?"
+    if status not in (b"401", b"403"):
+        raise RuntimeError(f"{scenario}: a request without a key got {status.decode()}, not 401/403")
+
+
 def run_scenario(args, scenario, bench_bin, upstream_port):
     procs = Procs()
     d = tempfile.mkdtemp(prefix=f"tollgate-bench-{scenario}-")
@@ -382,6 +501,8 @@ def run_scenario(args, scenario, bench_bin, upstream_port):
             port, pid = start_proxy(args, procs, d, scenario, upstream_port)
             if "cache" in scenario:
                 warm_cache(port, scenario)
+            if scenario.endswith("policies"):
+                refuses_without_key(port, scenario)
         summary, cpu = run_load(args, bench_bin, port, scenario, pid, d)
         result = {
             "scenario": scenario,
@@ -478,7 +599,7 @@ def markdown(report):
         f"{report['connections']} keep-alive connections; {report['body_bytes']} B responses; "
         f"{report['duration_s']} s measured after {report['warmup_s']} s warm-up; "
         f"generator: {report['generator']}.",
-        f"{report['versions']['tollgate']}; {report['versions'].get('nginx') or 'nginx not installed'}.",
+        "; ".join(v for v in report["versions"].values() if v) + ".",
         "",
         "| scenario | requests/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | user + kernel | peak RSS MiB | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -519,7 +640,9 @@ def main():
     ap.add_argument("--load-threads", type=int, default=1)
     ap.add_argument("--generator", choices=["auto", "wrk", "bundled"], default="auto")
     ap.add_argument("--scenarios",
-                    default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,nginx-cache-hit")
+                    default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,"
+                            "nginx-policies,nginx-cache-hit,haproxy-proxy,haproxy-policies,"
+                            "caddy-proxy")
     ap.add_argument("--idle", action="store_true", help="also measure idle keep-alive connections")
     ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--smoke", action="store_true",
@@ -536,7 +659,13 @@ def main():
     for b in (args.tollgate, bench_bin):
         if not os.access(b, os.X_OK):
             sys.exit(f"{b} not found: build first (scripts/bench.sh does: cargo build --release)")
-    args.nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    args.peers = {}
+    for name, program in PEERS.items():
+        found = shutil.which(program)
+        if not found and os.access(f"/usr/sbin/{program}", os.X_OK):
+            found = f"/usr/sbin/{program}"
+        args.peers[name] = found
+    args.nginx = args.peers["nginx"]
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         args.proxy_cpu, args.load_cpu = cpus[0], cpus[1]
@@ -557,11 +686,12 @@ def main():
     if "pingora-bare" in scenarios and not os.access(args.bare, os.X_OK):
         scenarios.remove("pingora-bare")
         print(f"{args.bare} not built: skipping pingora-bare (cargo build --release --examples)")
-    if not args.nginx:
-        skipped = [s for s in scenarios if s.startswith("nginx")]
-        scenarios = [s for s in scenarios if not s.startswith("nginx")]
-        if skipped:
-            print(f"nginx is not installed: skipping {', '.join(skipped)} (apt-get install nginx-light)")
+    for peer, package in [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("caddy", "caddy")]:
+        if not args.peers[peer]:
+            skipped = [s for s in scenarios if s.startswith(peer + "-")]
+            scenarios = [s for s in scenarios if not s.startswith(peer + "-")]
+            if skipped:
+                print(f"{peer} is not installed: skipping {', '.join(skipped)} (apt-get install {package})")
 
     procs = Procs()
     upstream_port = free_port()
@@ -594,9 +724,15 @@ def main():
 
     ratios = {}
     for name, a, b, target in [
-        ("proxy / nginx-proxy", "proxy", "nginx-proxy", 1.0),
+        ("proxy / pingora-bare", "proxy", "pingora-bare", 1.1),
+        ("proxy / nginx-proxy", "proxy", "nginx-proxy", "-"),
+        ("proxy / haproxy-proxy", "proxy", "haproxy-proxy", "-"),
+        ("proxy / caddy-proxy", "proxy", "caddy-proxy", "-"),
         ("pingora-bare / nginx-proxy", "pingora-bare", "nginx-proxy", "-"),
-        ("policies / nginx-proxy", "policies", "nginx-proxy", 1.15),
+        ("policies / proxy", "policies", "proxy", 1.15),
+        ("policies / nginx-policies", "policies", "nginx-policies", "-"),
+        ("policies / haproxy-policies", "policies", "haproxy-policies", "-"),
+        ("access-log / proxy", "access-log", "proxy", 1.05),
         ("cache-hit / nginx-cache-hit", "cache-hit", "nginx-cache-hit", 0.8),
     ]:
         v = ratio(a, b)
@@ -617,7 +753,9 @@ def main():
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "versions": {"tollgate": version([args.tollgate, "--version"]),
-                     "nginx": version([args.nginx, "-v"]) if args.nginx else None},
+                     "nginx": version([args.nginx, "-v"]) if args.nginx else None,
+                     "haproxy": version([args.peers["haproxy"], "-v"]) if args.peers["haproxy"] else None,
+                     "caddy": ("Caddy " + (version([args.peers["caddy"], "version"]) or "?")) if args.peers["caddy"] else None},
         "pinning": {"proxy": args.proxy_cpu, "load": args.load_cpu},
         "threads": args.threads,
         "connections": args.connections,

@@ -6,7 +6,8 @@
 # (the status page is tested in a real headless browser), systemd (for
 # `systemd-analyze verify` of the unit), nginx-light (the load bench's baseline, which the
 # bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
-# real PROXY-protocol balancer in front of the gateway), slowhttptest (slowloris and
+# real PROXY-protocol balancer in front of the gateway, and a peer in the load bench), caddy (a
+# peer in the load bench, which the smoke test runs), slowhttptest (slowloris and
 # slow-body attacks), dnsmasq-base (a real DNS server for peer discovery; the binary only, no
 # service) and prometheus, for its `promtool check metrics` (installed without its
 # recommended extras, and not started).
@@ -20,6 +21,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -273,6 +273,12 @@ impl std::fmt::Debug for AccessLog {
 
 const QUEUE: usize = 65_536;
 
+/// How long the writer lets lines gather after a write while lines keep coming: under load it
+/// wakes this often instead of once per request (each wake-up of a sleeping thread is a system
+/// call on the request path and a context switch); when the log goes quiet it waits on the
+/// queue, so a lone line is written at once. As nginx's `access_log ... flush=`, but short.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl AccessLog {
     /// Open the configured file (or `stdout`); the writer thread starts with the first line.
     pub fn open(
@@ -324,7 +330,31 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(64 * 1024);
-                while let Ok(first) = rx.recv() {
+                let mut busy = false;
+                let mut full = false;
+                loop {
+                    // Busy (the last round wrote lines): let the next ones gather without being
+                    // woken per line (at once when the last round stopped at the buffer's
+                    // size: more are waiting). Quiet: wait for a line.
+                    let first = if busy {
+                        if !full {
+                            std::thread::sleep(GATHER);
+                        }
+                        match rx.try_recv() {
+                            Ok(e) => e,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                                busy = false;
+                                continue;
+                            }
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    } else {
+                        match rx.recv() {
+                            Ok(e) => e,
+                            Err(_) => break,
+                        }
+                    };
+                    busy = true;
                     // Write what is queued in one go.
                     let mut next = Some(first);
                     let mut lines = 0;
@@ -359,6 +389,7 @@ impl AccessLog {
                     if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
                         log::error!("access log: write failed: {e}");
                     }
+                    full = buf.len() >= 60 * 1024;
                     buf.clear();
                     pending.fetch_sub(lines, Ordering::AcqRel);
                 }

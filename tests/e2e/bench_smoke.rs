@@ -1,6 +1,7 @@
 //! The load bench (`benches/load.py`) completes a short smoke run with the binaries under test:
-//! every scenario serves requests without an error, nginx included when it is installed, and the
-//! idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
+//! every scenario serves requests without an error, the peers (nginx, HAProxy, Caddy) included
+//! when they are installed (their policies scenarios refuse a request without a key before they
+//! are measured), and the idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +30,8 @@ fn load_bench_smoke_run() {
     assert!(run.status.success(), "bench failed:\n{stdout}\n{stderr}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("smoke.json")).unwrap()).unwrap();
-    let nginx = report["versions"]["nginx"].is_string();
+    let installed = |peer: &str| report["versions"][peer].is_string();
+    let nginx = installed("nginx");
     let mut expected = vec!["direct", "proxy", "policies", "cache-hit"];
     // Bare Pingora runs when its example binary has been built (cargo builds examples along
     // with the tests, but not before every test binary starts).
@@ -37,7 +39,13 @@ fn load_bench_smoke_run() {
         expected.push("pingora-bare");
     }
     if nginx {
-        expected.extend(["nginx-proxy", "nginx-cache-hit"]);
+        expected.extend(["nginx-proxy", "nginx-policies", "nginx-cache-hit"]);
+    }
+    if installed("haproxy") {
+        expected.extend(["haproxy-proxy", "haproxy-policies"]);
+    }
+    if installed("caddy") {
+        expected.push("caddy-proxy");
     }
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
