@@ -5,8 +5,9 @@ where CPU time on a shared or virtual machine is not (the kernel's share is not 
 Runs each proxy under callgrind with instrumentation off, warms it up, switches instrumentation on,
 sends a fixed-duration closed-loop load with the bundled generator, switches it off and divides
 the instructions executed by the requests answered. Proxies: tollgate (`proxy` scenario
-configuration, or `policies`/`cache-hit`), bare Pingora (examples/bare_proxy) and nginx
-(`master_process off`, same headers as benches/load.py's baseline).
+configuration, or `policies`/`cache-hit`/`access-log`), bare Pingora (examples/bare_proxy),
+nginx (`master_process off`) and HAProxy (one thread), with benches/load.py's configurations
+(`nginx-proxy`, `nginx-policies`, `haproxy-proxy`, `haproxy-policies`).
 
 Usage: python3 benches/instructions.py [--bin-dir target/release] [--seconds 5]
        [--targets proxy,pingora-bare,nginx-proxy] [--annotate]
@@ -50,7 +51,12 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
         out = os.path.join(d, "callgrind.out")
         vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
               f"--callgrind-out-file={out}.%p"]
-        if target == "nginx-proxy":
+        if target.startswith("haproxy"):
+            conf = os.path.join(d, "haproxy.cfg")
+            with open(conf, "w") as f:
+                f.write(load.haproxy_config(d, target, port, upstream_port, 1, 1000))
+            cmd = vg + [args.haproxy, "-f", conf, "-db"]
+        elif target.startswith("nginx"):
             conf = os.path.join(d, "nginx.conf")
             text = load.nginx_config(d, target, port, upstream_port, 1, 1000)
             text = text.replace("daemon off;", "daemon off;\nmaster_process off;")
@@ -118,6 +124,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
     args.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    args.haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     cpus = sorted(os.sched_getaffinity(0))
     args.proxy_cpu, args.load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     bench_bin = os.path.join(args.bin_dir, "tollgate-bench")
@@ -130,8 +137,9 @@ def main():
         load.wait_port(upstream_port, up)
         results = []
         for t in [x.strip() for x in args.targets.split(",") if x.strip()]:
-            if t == "nginx-proxy" and not os.access(args.nginx, os.X_OK):
-                print("nginx not installed: skipped")
+            peer = {"nginx": args.nginx, "haproxy": args.haproxy}.get(t.split("-")[0])
+            if peer and not os.access(peer, os.X_OK):
+                print(f"{t}: {t.split('-')[0]} not installed, skipped")
                 continue
             r = measure(args, t, bench_bin, upstream_port, keep)
             results.append(r)
@@ -140,10 +148,16 @@ def main():
     finally:
         procs.stop_all()
     base = {r["target"]: r["per_request"] for r in results}
-    if base.get("nginx-proxy"):
-        print()
-        for r in results:
-            print(f"{r['target']}: {r['per_request'] / base['nginx-proxy']:.2f} x nginx-proxy")
+    print()
+    for name, a, b in [("proxy / pingora-bare", "proxy", "pingora-bare"),
+                       ("proxy / nginx-proxy", "proxy", "nginx-proxy"),
+                       ("proxy / haproxy-proxy", "proxy", "haproxy-proxy"),
+                       ("policies / proxy", "policies", "proxy"),
+                       ("policies / nginx-policies", "policies", "nginx-policies"),
+                       ("policies / haproxy-policies", "policies", "haproxy-policies"),
+                       ("access-log / proxy", "access-log", "proxy")]:
+        if base.get(a) and base.get(b):
+            print(f"{name}: {base[a] / base[b]:.2f}")
     if keep:
         for fname in sorted(glob.glob(os.path.join(keep, "*"))):
             print(f"\n== {os.path.basename(fname)}")

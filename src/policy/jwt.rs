@@ -169,7 +169,8 @@ impl JwtVerifier {
         let tried = match &issuer.remote {
             None => issuer.try_keys(&issuer.keys, &header, token),
             Some(remote) => match issuer.try_keys(&remote.keys(), &header, token) {
-                Tried::NoKey if remote.refetch_for_unknown_key().await => {
+                // Boxed: a fetch's future is large; every verification would carry it.
+                Tried::NoKey if Box::pin(remote.refetch_for_unknown_key()).await => {
                     issuer.try_keys(&remote.keys(), &header, token)
                 }
                 tried => tried,

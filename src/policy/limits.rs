@@ -357,7 +357,9 @@ impl RouteLimits {
             let mut buf = [0u8; 16];
             let key = key_bytes(&limit.key, input, &mut buf);
             let global = match &limit.global {
-                Some(redis) => match redis.decide(limit, key).await {
+                // Boxed: Redis's future is large, and an unboxed one would be part of (and
+                // copied with) every request's phase future, Redis or not.
+                Some(redis) => match Box::pin(redis.decide(limit, key)).await {
                     Ok(decided) => Some(decided),
                     Err(_) => {
                         store.redis_fallbacks.fetch_add(1, Ordering::Relaxed);

@@ -179,7 +179,9 @@ pub(super) async fn ask_authorization(
         client: ctx.request.client.ip,
         headers: &req.headers,
     };
-    let (verdict, cached) = fa.check(&asked).await;
+    // Boxed: the call's future (a connection to the service) is large, and only routes with
+    // forward auth should carry it.
+    let (verdict, cached) = Box::pin(fa.check(&asked)).await;
     match verdict {
         Verdict::Admit(headers) => {
             route
