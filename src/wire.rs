@@ -12,10 +12,8 @@ pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 /// `X-Consumer-Groups`: its groups, comma-separated.
 pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 /// `X-Forwarded-Client-Cert`: the client certificate verified on the connection (Envoy's
-/// format), and its spelling with `_` that frameworks read the same.
+/// format).
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-pub static X_FORWARDED_CLIENT_CERT_UNDERSCORE: HeaderName =
-    HeaderName::from_static("x_forwarded_client_cert");
 
 /// The names the gateway adds, as written on the wire. Pingora keeps each added header's
 /// written case beside the header map; from a `&'static str` it takes that case as is, where a

@@ -11,7 +11,7 @@ use crate::config::{HashKey, PathRewrite};
 use crate::errors::status_error;
 use crate::gateway::CompiledRoute;
 use crate::router;
-use crate::wire::{self, written, X_CONSUMER, X_CONSUMER_GROUPS};
+use crate::wire::{self, written};
 use http::header;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -397,12 +397,7 @@ fn set_host(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
 
 /// Identity headers come from the gateway only, never from the client.
 fn set_identity(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-    if upstream_request.headers.contains_key(&X_CONSUMER) {
-        upstream_request.remove_header(&X_CONSUMER);
-    }
-    if upstream_request.headers.contains_key(&X_CONSUMER_GROUPS) {
-        upstream_request.remove_header(&X_CONSUMER_GROUPS);
-    }
+    // A client's own were dropped with the forwarding headers (`headers::set_forwarding`).
     if let Some(identity) = &ctx.caller.identity {
         let (name, groups) = ctx.gateway.policies.identity_headers(identity);
         upstream_request.insert_header(written::X_CONSUMER, name.clone())?;
@@ -416,14 +411,6 @@ fn set_identity(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
 /// `X-Forwarded-Client-Cert` describes the client certificate verified on the connection (and
 /// only that: a client's own, in any spelling, is dropped).
 fn set_client_cert(upstream_request: &mut RequestHeader, session: &Session) -> Result<()> {
-    for spoof in [
-        &wire::X_FORWARDED_CLIENT_CERT,
-        &wire::X_FORWARDED_CLIENT_CERT_UNDERSCORE,
-    ] {
-        if upstream_request.headers.contains_key(spoof) {
-            upstream_request.remove_header(spoof);
-        }
-    }
     let cert = session
         .digest()
         .and_then(|d| d.ssl_digest.as_deref())

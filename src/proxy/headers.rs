@@ -175,6 +175,14 @@ const REROUTING: &[&[u8]] = &[
 /// The gateway's own request headers.
 const OWN: &[&[u8]] = &[b"x-consumer", b"x-consumer-groups", b"x-request-id"];
 
+/// Headers only the gateway says, in any spelling, from anyone (trusted proxies included): who
+/// the caller is, and the client certificate verified on the connection.
+const GATEWAY_ONLY: &[&[u8]] = &[
+    b"x-consumer",
+    b"x-consumer-groups",
+    b"x-forwarded-client-cert",
+];
+
 /// `name` equals `expected` (lower case, with `-`) when `_` is read as `-`.
 fn dash_eq(name: &[u8], expected: &[u8]) -> bool {
     name.len() == expected.len()
@@ -189,6 +197,9 @@ fn classify(name: &HeaderName) -> HopHeader {
     // Every name of interest starts with one of these: most headers are ruled out at once.
     if !matches!(n.first(), Some(b'x' | b'f' | b't' | b'c')) {
         return HopHeader::Other;
+    }
+    if GATEWAY_ONLY.iter().any(|c| dash_eq(n, c)) {
+        return HopHeader::Forged;
     }
     let underscore = n.contains(&b'_');
     let class = if (n.len() > 12 && dash_eq(&n[..12], b"x-forwarded-")) || dash_eq(n, b"forwarded")
