@@ -21,6 +21,11 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
               the same through HAProxy (one thread per gateway thread, connection reuse; for
               policies a map of the 1,000 keys and a stick table counting each key's rate),
               when haproxy is installed
+  pingap-proxy, pingap-policies
+              the same through pingap (the Pingora-based gateway; its reverse-proxy headers and
+              request_id plugin; for policies its key_auth plugin with the 1,000 keys and its
+              limit plugin per key), when --pingap names its binary (scripts/bench.sh
+              --with-pingap builds it)
   caddy-proxy the same through Caddy's reverse_proxy (GOMAXPROCS = gateway threads), when
               caddy is installed (Caddy has no key auth or rate limit without plugins)
 
@@ -235,7 +240,49 @@ SCENARIO_REQUEST = {
     "haproxy-proxy": ("/items/1", [], None),
     "haproxy-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
     "caddy-proxy": ("/items/1", [], None),
+    "pingap-proxy": ("/items/1", [], None),
+    "pingap-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
 }
+
+
+def pingap_config(d, scenario, port, upstream_port, threads):
+    plugins = '["requestId"]'
+    extra = ""
+    if scenario == "pingap-policies":
+        plugins = '["requestId", "keyAuth", "perKey"]'
+        keys = ", ".join(f'"bench-key-{i:04}"' for i in range(1000))
+        extra = f"""
+[plugins.keyAuth]
+category = "key_auth"
+header = "X-Api-Key"
+keys = [{keys}]
+
+[plugins.perKey]
+category = "limit"
+tag = "header"
+key = "X-Api-Key"
+max = 1000000000
+interval = "1s"
+"""
+    return f"""[basic]
+upstream_keepalive_pool_size = 256
+
+[upstreams.app]
+addrs = ["127.0.0.1:{upstream_port}"]
+
+[locations.app]
+upstream = "app"
+enable_reverse_proxy_headers = true
+plugins = {plugins}
+
+[plugins.requestId]
+category = "request_id"
+{extra}
+[servers.bench]
+addr = "127.0.0.1:{port}"
+locations = ["app"]
+threads = {threads}
+"""
 
 # The peers' programs, found at start (None: not installed, their scenarios skipped).
 PEERS = {"nginx": "nginx", "haproxy": "haproxy", "caddy": "caddy"}
@@ -436,6 +483,12 @@ def start_proxy(args, procs, d, scenario, upstream_port):
                                    args.connections))
         p = procs.start(pinned([args.peers["haproxy"], "-f", conf, "-db"], args.proxy_cpu),
                         stderr=open(os.path.join(d, "haproxy.log"), "w"))
+    elif scenario.startswith("pingap"):
+        conf = os.path.join(d, "pingap.toml")
+        with open(conf, "w") as f:
+            f.write(pingap_config(d, scenario, port, upstream_port, args.threads))
+        p = procs.start(pinned([args.peers["pingap"], "-c", conf, "--log", os.path.join(d, "pingap.log")],
+                               args.proxy_cpu), stderr=open(os.path.join(d, "pingap.err"), "w"))
     elif scenario.startswith("caddy"):
         conf = os.path.join(d, "Caddyfile")
         with open(conf, "w") as f:
@@ -643,6 +696,8 @@ def main():
                     default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,"
                             "nginx-policies,nginx-cache-hit,haproxy-proxy,haproxy-policies,"
                             "caddy-proxy")
+    ap.add_argument("--pingap", default=None,
+                    help="the pingap binary: adds pingap-proxy and pingap-policies")
     ap.add_argument("--idle", action="store_true", help="also measure idle keep-alive connections")
     ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--smoke", action="store_true",
@@ -666,6 +721,7 @@ def main():
             found = f"/usr/sbin/{program}"
         args.peers[name] = found
     args.nginx = args.peers["nginx"]
+    args.peers["pingap"] = args.pingap if args.pingap and os.access(args.pingap, os.X_OK) else None
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         args.proxy_cpu, args.load_cpu = cpus[0], cpus[1]
@@ -686,12 +742,16 @@ def main():
     if "pingora-bare" in scenarios and not os.access(args.bare, os.X_OK):
         scenarios.remove("pingora-bare")
         print(f"{args.bare} not built: skipping pingora-bare (cargo build --release --examples)")
-    for peer, package in [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("caddy", "caddy")]:
+    if args.pingap and "pingap-proxy" not in scenarios:
+        scenarios += ["pingap-proxy", "pingap-policies"]
+    for peer, package in [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("caddy", "caddy"),
+                          ("pingap", "scripts/bench.sh --with-pingap")]:
         if not args.peers[peer]:
             skipped = [s for s in scenarios if s.startswith(peer + "-")]
             scenarios = [s for s in scenarios if not s.startswith(peer + "-")]
             if skipped:
-                print(f"{peer} is not installed: skipping {', '.join(skipped)} (apt-get install {package})")
+                how = package if package.startswith("scripts") else f"apt-get install {package}"
+                print(f"{peer} is not installed: skipping {', '.join(skipped)} ({how})")
 
     procs = Procs()
     upstream_port = free_port()
@@ -728,6 +788,8 @@ def main():
         ("proxy / nginx-proxy", "proxy", "nginx-proxy", "-"),
         ("proxy / haproxy-proxy", "proxy", "haproxy-proxy", "-"),
         ("proxy / caddy-proxy", "proxy", "caddy-proxy", "-"),
+        ("proxy / pingap-proxy", "proxy", "pingap-proxy", 0.95),
+        ("policies / pingap-policies", "policies", "pingap-policies", 0.9),
         ("pingora-bare / nginx-proxy", "pingora-bare", "nginx-proxy", "-"),
         ("policies / proxy", "policies", "proxy", 1.15),
         ("policies / nginx-policies", "policies", "nginx-policies", "-"),
@@ -755,7 +817,8 @@ def main():
         "versions": {"tollgate": version([args.tollgate, "--version"]),
                      "nginx": version([args.nginx, "-v"]) if args.nginx else None,
                      "haproxy": version([args.peers["haproxy"], "-v"]) if args.peers["haproxy"] else None,
-                     "caddy": ("Caddy " + (version([args.peers["caddy"], "version"]) or "?")) if args.peers["caddy"] else None},
+                     "caddy": ("Caddy " + (version([args.peers["caddy"], "version"]) or "?")) if args.peers["caddy"] else None,
+                     "pingap": version([args.peers["pingap"], "--version"]) if args.peers["pingap"] else None},
         "pinning": {"proxy": args.proxy_cpu, "load": args.load_cpu},
         "threads": args.threads,
         "connections": args.connections,
