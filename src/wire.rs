@@ -51,14 +51,34 @@ pub fn is_framing_or_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&n) || (FRAMING.contains(&n) && n != "host")
 }
 
-/// A new random (version 4) UUID, for request ids: its bits come from the thread's fast
-/// generator (`fastrand`, seeded from the operating system per thread), not a system call per
-/// request; request ids must be unique, not secret.
-pub fn new_uuid() -> uuid::Uuid {
+/// Length of a generated request id: 32 lower-case hex digits, as nginx's `$request_id`.
+pub const REQUEST_ID_LEN: usize = 32;
+
+thread_local! {
+    /// This thread's request ids: a random 64-bit prefix (drawn once per thread from the
+    /// operating system's seed) and a counter that starts at a random point.
+    static REQUEST_IDS: std::cell::Cell<(u64, u64)> =
+        std::cell::Cell::new((fastrand::u64(..), fastrand::u64(..)));
+}
+
+/// A new request id, written into `buf`: unique without drawing random numbers per request
+/// (the thread's random prefix, then its counter). Request ids must be unique, not secret.
+pub fn new_request_id(buf: &mut [u8; REQUEST_ID_LEN]) -> &str {
+    let (prefix, counter) = REQUEST_IDS.with(|c| {
+        let (p, n) = c.get();
+        c.set((p, n.wrapping_add(1)));
+        (p, n)
+    });
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    bytes[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
+    bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+    bytes[8..].copy_from_slice(&counter.to_be_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        buf[2 * i] = HEX[usize::from(b >> 4)];
+        buf[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or("0")
 }
 
 /// SHA-256 of an API key; keys are stored and compared only as digests.
@@ -114,11 +134,19 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_version_4_uuids() {
-        let (a, b) = (new_uuid(), new_uuid());
-        assert_ne!(a, b);
-        assert_eq!(a.get_version_num(), 4);
-        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+    fn request_ids_are_unique_hex_across_threads() {
+        let ids = || {
+            (0..1000)
+                .map(|_| new_request_id(&mut [0u8; REQUEST_ID_LEN]).to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut all = ids();
+        all.extend(std::thread::spawn(ids).join().unwrap());
+        assert!(all.iter().all(|i| i.len() == 32
+            && i.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))));
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), 2000);
     }
 
     #[test]

@@ -277,7 +277,8 @@ impl FrontDoor {
         started: std::time::Instant,
     ) {
         self.count_refusal(reason);
-        let request_id = crate::wire::new_uuid().hyphenated().to_string();
+        let mut buf = [0u8; crate::wire::REQUEST_ID_LEN];
+        let request_id = crate::wire::new_request_id(&mut buf).to_string();
         let (method, target) = conn.request_line();
         self.metrics.record_request(
             None,

@@ -437,10 +437,9 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
             return v.clone();
         }
     }
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = crate::wire::new_uuid();
-    let s = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut buf = [0u8; crate::wire::REQUEST_ID_LEN];
+    let id = crate::wire::new_request_id(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Apply a route's transform to request headers.

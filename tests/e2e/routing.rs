@@ -118,7 +118,17 @@ fn header_transforms_forwarded_headers_and_request_id() {
         .header("x-request-id")
         .expect("request id returned")
         .to_string();
-    assert_eq!(id.len(), 36);
+    assert_eq!(id.len(), 32);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    // Every request gets its own.
+    let again = gw
+        .get("/p", &[])
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
+    assert_ne!(again, id);
     assert_eq!(seen.header("x-request-id"), Some(id.as_str()));
     // A client's id is kept.
     let r = gw.get("/p", &[("x-request-id", "client-id-42")]);
