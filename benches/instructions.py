@@ -51,7 +51,12 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
         out = os.path.join(d, "callgrind.out")
         vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
               f"--callgrind-out-file={out}.%p"]
-        if target.startswith("haproxy"):
+        if target.startswith("pingap"):
+            conf = os.path.join(d, "pingap.toml")
+            with open(conf, "w") as f:
+                f.write(load.pingap_config(d, target, port, upstream_port, 1))
+            cmd = vg + [args.pingap, "-c", conf, "--log", os.path.join(d, "pingap.log")]
+        elif target.startswith("haproxy"):
             conf = os.path.join(d, "haproxy.cfg")
             with open(conf, "w") as f:
                 f.write(load.haproxy_config(d, target, port, upstream_port, 1, 1000))
@@ -120,6 +125,7 @@ def main():
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--targets", default="proxy,policies,cache-hit,pingora-bare,nginx-proxy")
     ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--pingap", default=None, help="the pingap binary, for pingap-proxy and pingap-policies")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (apt-get install valgrind)")
@@ -137,7 +143,8 @@ def main():
         load.wait_port(upstream_port, up)
         results = []
         for t in [x.strip() for x in args.targets.split(",") if x.strip()]:
-            peer = {"nginx": args.nginx, "haproxy": args.haproxy}.get(t.split("-")[0])
+            peer = {"nginx": args.nginx, "haproxy": args.haproxy,
+                    "pingap": args.pingap or ""}.get(t.split("-")[0])
             if peer and not os.access(peer, os.X_OK):
                 print(f"{t}: {t.split('-')[0]} not installed, skipped")
                 continue
@@ -152,6 +159,8 @@ def main():
     for name, a, b in [("proxy / pingora-bare", "proxy", "pingora-bare"),
                        ("proxy / nginx-proxy", "proxy", "nginx-proxy"),
                        ("proxy / haproxy-proxy", "proxy", "haproxy-proxy"),
+                       ("proxy / pingap-proxy", "proxy", "pingap-proxy"),
+                       ("policies / pingap-policies", "policies", "pingap-policies"),
                        ("policies / proxy", "policies", "proxy"),
                        ("policies / nginx-policies", "policies", "nginx-policies"),
                        ("policies / haproxy-policies", "policies", "haproxy-policies"),
