@@ -52,6 +52,20 @@ fn has_hop_by_hop(headers: &HeaderMap) -> bool {
     headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str()))
 }
 
+/// The hop-by-hop headers a message carries (`keep`: one of them not to remove), and those its
+/// `Connection` names: only these are removed (each removal is a lookup in two maps).
+fn hop_by_hop_present(headers: &HeaderMap, keep: Option<&str>) -> Vec<HeaderName> {
+    let listed = connection_listed(headers);
+    let mut out: Vec<HeaderName> = Vec::new();
+    for k in headers.keys() {
+        let hop = HOP_BY_HOP.contains(&k.as_str()) && keep != Some(k.as_str());
+        if (hop || listed.contains(k)) && !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    out
+}
+
 /// Whether the client said it accepts trailers (`TE: trailers`).
 fn accepts_trailers(headers: &HeaderMap) -> bool {
     headers.get_all(header::TE).iter().any(|v| {
@@ -73,11 +87,8 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
     let upgrade = is_upgrade(&req.headers);
     let upgrade_value = req.headers.get(header::UPGRADE).cloned();
     let trailers = accepts_trailers(&req.headers);
-    for name in connection_listed(&req.headers) {
+    for name in hop_by_hop_present(&req.headers, None) {
         req.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(*name);
     }
     if trailers {
         // `TE: trailers` is the one TE value passed on (as HTTP/2 allows): gRPC servers
@@ -98,13 +109,8 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     if !has_hop_by_hop(&resp.headers) {
         return;
     }
-    for name in connection_listed(&resp.headers) {
+    for name in hop_by_hop_present(&resp.headers, Some("te")) {
         resp.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        if *name != "te" {
-            resp.remove_header(*name);
-        }
     }
 }
 
