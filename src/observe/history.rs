@@ -25,6 +25,16 @@ struct RouteTotals {
     buckets: Vec<(f64, f64)>,
 }
 
+/// A route's totals before it had any.
+static NONE_YET: RouteTotals = RouteTotals {
+    requests: 0.0,
+    errors: 0.0,
+    cache_hits: 0.0,
+    cache_lookups: 0.0,
+    limited: 0.0,
+    buckets: Vec::new(),
+};
+
 /// What one interval saw on one route.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct RouteInterval {
@@ -78,8 +88,8 @@ impl History {
             Some(before) => totals
                 .iter()
                 .map(|(name, now)| {
-                    let then = before.get(name).cloned().unwrap_or_default();
-                    (name.clone(), interval(&then, now))
+                    let then = before.get(name).unwrap_or(&NONE_YET);
+                    (name.clone(), interval(then, now))
                 })
                 .filter(|(_, i)| i.requests > 0.0 || i.limited > 0.0)
                 .collect(),

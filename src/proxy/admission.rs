@@ -43,10 +43,7 @@ pub(super) fn identify_client(door: &FrontDoor, session: &Session) -> Client {
 /// A TLS connection whose client certificate the listener no longer accepts (or that has none
 /// where one is now required) gets no request through; it is closed after the answer.
 pub(super) fn client_cert_accepted(session: &mut Session) -> Result<()> {
-    let refused = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_deref())
-        .is_some_and(crate::tls::refuses_client);
+    let refused = super::tls_of(session).is_some_and(crate::tls::refuses_client);
     if refused {
         session.set_keepalive(None);
         return Err(status_error(403, "the client certificate is not accepted"));
@@ -131,10 +128,7 @@ pub(super) async fn check_access(
     ctx: &mut Ctx,
 ) -> Result<()> {
     let headers = &session.req_header().headers;
-    let cert = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_deref())
-        .and_then(crate::tls::client_cert);
+    let cert = super::client_cert_of(session);
     let failure = match gateway
         .policies
         .check(&route.access, ctx.request.client.ip, headers, cert)
@@ -169,7 +163,7 @@ pub(super) async fn ask_authorization(
     };
     let asked = Asked {
         method: req.method.as_str(),
-        scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        scheme: if super::tls_of(session).is_some() {
             "https"
         } else {
             "http"

@@ -274,7 +274,7 @@ pub(super) fn shape_request(
         peer: ctx.request.client.peer,
         trusted: ctx.request.client.peer_trusted,
         host: host.as_ref(),
-        tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        tls: super::tls_of(session).is_some(),
     };
     headers::set_forwarding(upstream_request, &hop);
     upstream_request.insert_header(written::X_REQUEST_ID, ctx.request.id.clone())?;
@@ -411,11 +411,7 @@ fn set_identity(upstream_request: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
 /// `X-Forwarded-Client-Cert` describes the client certificate verified on the connection (and
 /// only that: a client's own, in any spelling, is dropped).
 fn set_client_cert(upstream_request: &mut RequestHeader, session: &Session) -> Result<()> {
-    let cert = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_deref())
-        .and_then(crate::tls::client_cert);
-    if let Some(c) = cert {
+    if let Some(c) = super::client_cert_of(session) {
         upstream_request.insert_header(written::X_FORWARDED_CLIENT_CERT, c.forwarded.clone())?;
     }
     Ok(())

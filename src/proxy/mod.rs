@@ -49,6 +49,16 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::any::Any;
 use std::sync::Arc;
 
+/// The TLS facts of the request's connection, when it came over TLS.
+fn tls_of(session: &Session) -> Option<&pingora_core::protocols::tls::SslDigest> {
+    session.digest().and_then(|d| d.ssl_digest.as_deref())
+}
+
+/// The client certificate verified on the request's TLS connection, if any.
+fn client_cert_of(session: &Session) -> Option<&crate::tls::ClientCert> {
+    tls_of(session).and_then(crate::tls::client_cert)
+}
+
 /// The gateway's proxy: holds the current snapshot, swapped atomically on reload, and the
 /// long-lived process state and reporting handles.
 pub struct Tollgate {

@@ -58,7 +58,7 @@ pub(super) fn report(
     let target = &ctx.request.target;
     let body_bytes_sent = session.body_bytes_sent() as u64;
     let header_bytes = session.response_written().map_or(0, header_bytes);
-    let tls = session.digest().and_then(|d| d.ssl_digest.as_deref());
+    let tls = super::tls_of(session);
     log.write(Entry {
         time: ctx.request.started_at,
         request_id: ctx.request.id.clone(),
@@ -111,7 +111,7 @@ fn request_spans(
     let trace = ctx.request.trace.as_ref().filter(|t| t.recording)?;
     let req = session.req_header();
     let target = &ctx.request.target;
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let tls = super::tls_of(session).is_some();
     Some(RequestSpans {
         trace_id: trace.trace_id,
         span_id: trace.span_id,
