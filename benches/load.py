@@ -28,6 +28,19 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
               --with-pingap builds it)
   caddy-proxy the same through Caddy's reverse_proxy (GOMAXPROCS = gateway threads), when
               caddy is installed (Caddy has no key auth or rate limit without plugins)
+  tls, pingora-bare-tls, nginx-tls, haproxy-tls
+              the proxy scenario over TLS 1.3 (ECDSA P-256 certificate made with openssl),
+              keep-alive connections
+  tls-handshake, pingora-bare-tls-handshake, nginx-tls-handshake, haproxy-tls-handshake
+              a new TLS 1.3 connection per request (`Connection: close`), full handshakes: always
+              driven by `tollgate-bench load --tls-ca --close` (rustls, resumption off), since wrk
+              resumes TLS sessions on reconnection
+  h2, pingora-bare-h2, nginx-h2, haproxy-h2
+              HTTP/2 over TLS, --h2-connections connections with --h2-streams concurrent streams
+              each, driven by h2load (nghttp2-client), when installed
+  pipelined, nginx-pipelined, haproxy-pipelined
+              the proxy scenario with HTTP/1.1 pipelining, --pipeline requests written at once
+              per connection (wrk with a pipelining script, or the bundled generator)
 
 Every peer adds the forwarding headers Tollgate adds (X-Forwarded-For, X-Forwarded-Proto,
 X-Request-Id). Before a policies scenario is measured, a request without a key must be refused.
@@ -35,7 +48,8 @@ X-Request-Id). Before a policies scenario is measured, a request without a key m
 For each: requests/s, p50/p99/p99.9 latency, the proxy's own CPU time per request (utime+stime
 of all its processes and threads from /proc/<pid>/stat, sampled when measuring starts and ends;
 also split into user space and kernel), and peak RSS. The proxy is pinned to one CPU, the load generator and upstream to another.
-`--idle` adds the memory cost of 10,000 idle keep-alive client connections.
+`--idle` adds the memory cost of 10,000 idle keep-alive client connections, for Tollgate, nginx,
+bare Pingora and pingap (each when available).
 
 Writes <out>/<name>.json and <out>/<name>.md and prints the table.
 Usage: scripts/bench.sh [--duration S] [--idle] [--smoke] ...   (see --help)
@@ -175,14 +189,17 @@ def stalled_redis_port():
     return _STALLED[0].getsockname()[1]
 
 
-def tollgate_config(d, scenario, port, upstream_port, threads):
+def tollgate_config(d, scenario, port, upstream_port, threads, certs=None):
+    tls = ""
+    if mode_of(scenario) in TLS_MODES:
+        tls = f"\n    tls: {{cert: {certs['cert']}, key: {certs['key']}}}"
     head = (
         f"threads: {threads}\npid_file: {d}/tollgate.pid\nupgrade_sock: {d}/tollgate.sock\n"
         f"grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
-        f"listeners:\n  - address: 127.0.0.1:{port}\n"
+        f"listeners:\n  - address: 127.0.0.1:{port}{tls}\n"
         f"upstreams:\n  app: {{peers: [\"127.0.0.1:{upstream_port}\"], idle_timeout: 300s}}\n"
     )
-    if scenario == "proxy":
+    if scenario in ("proxy", "tls", "tls-handshake", "h2", "pipelined"):
         return head + "routes:\n  - {name: app, match: {path_prefix: /}, upstream: app}\n"
     if scenario == "access-log":
         return (
@@ -243,6 +260,42 @@ SCENARIO_REQUEST = {
     "pingap-proxy": ("/items/1", [], None),
     "pingap-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
 }
+# The transport variants of the proxy scenario, for Tollgate, nginx and HAProxy.
+MODES = ("tls-handshake", "tls", "h2", "pipelined")
+TLS_MODES = ("tls-handshake", "tls", "h2")
+for _mode in MODES:
+    for _prefix in ("", "nginx-", "haproxy-", "pingora-bare-"):
+        if _prefix != "pingora-bare-" or _mode in TLS_MODES:
+            SCENARIO_REQUEST[_prefix + _mode] = ("/items/1", [], None)
+
+
+def mode_of(scenario):
+    """plain, or the transport variant a scenario runs (tls, tls-handshake, h2, pipelined)."""
+    for m in MODES:
+        if scenario == m or scenario.endswith("-" + m):
+            return m
+    return "plain"
+
+
+def make_certs(d):
+    """A CA and an ECDSA P-256 server certificate for localhost/127.0.0.1 it signed (openssl):
+    paths of ca, cert, key, and cert+key in one file (HAProxy's form)."""
+    def openssl(*a):
+        subprocess.run(["openssl", *a], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    c = {k: os.path.join(d, f"{k}.pem") for k in ("ca", "ca-key", "cert", "key", "combined")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", c["ca-key"], "-out", c["ca"], "-subj", "/CN=bench-ca",
+            "-days", "30")
+    csr, ext = os.path.join(d, "leaf.csr"), os.path.join(d, "leaf.ext")
+    openssl("req", *ec, "-keyout", c["key"], "-out", csr, "-subj", "/CN=localhost")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", csr, "-CA", c["ca"], "-CAkey", c["ca-key"], "-CAcreateserial",
+            "-out", c["cert"], "-days", "30", "-extfile", ext)
+    with open(c["combined"], "w") as f:
+        f.write(open(c["cert"]).read() + open(c["key"]).read())
+    return c
 
 
 def pingap_config(d, scenario, port, upstream_port, threads):
@@ -297,7 +350,10 @@ def bench_keys(d):
     return path
 
 
-def haproxy_config(d, scenario, port, upstream_port, threads, conns):
+def haproxy_config(d, scenario, port, upstream_port, threads, conns, certs=None):
+    ssl = ""
+    if mode_of(scenario) in TLS_MODES:
+        ssl = f" ssl crt {certs['combined']} alpn h2,http/1.1"
     policies = ""
     if scenario == "haproxy-policies":
         keys = bench_keys(d)
@@ -321,11 +377,11 @@ defaults
 backend per_key
   stick-table type string len 32 size 10k expire 60s store http_req_rate(1s)
 frontend f
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{port}{ssl}
   unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
   unique-id-header X-Request-Id
   option forwardfor
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
 {policies}  default_backend app
 backend app
   server s1 127.0.0.1:{upstream_port} pool-max-conn 256
@@ -346,7 +402,12 @@ http://127.0.0.1:{port} {{
 """
 
 
-def nginx_config(d, scenario, port, upstream_port, workers, conns):
+def nginx_config(d, scenario, port, upstream_port, workers, conns, certs=None):
+    ssl = ""
+    if mode_of(scenario) in TLS_MODES:
+        # TLS 1.3 allowed (nginx 1.22's default list stops at 1.2); HTTP/2 offered by ALPN.
+        ssl = (f" ssl http2;\n    ssl_certificate {certs['cert']};"
+               f" ssl_certificate_key {certs['key']};\n    ssl_protocols TLSv1.2 TLSv1.3")
     user = "user root;\n" if os.geteuid() == 0 else ""
     cache = (
         "proxy_cache c; proxy_cache_valid 200 60s; add_header X-Cache-Status $upstream_cache_status;"
@@ -381,7 +442,7 @@ http {{
   {keys}
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 1000000; }}
   server {{
-    listen 127.0.0.1:{port} reuseport;
+    listen 127.0.0.1:{port} reuseport{ssl};
     location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -412,20 +473,76 @@ end
 """
 
 
+WRK_PIPELINE_LUA = """
+init = function(args)
+  local r = {}
+  for i = 1, %d do r[i] = wrk.format() end
+  pipelined = table.concat(r)
+end
+request = function() return pipelined end
+"""
+
+
+def run_h2load(args, port, scenario, proxy_pid):
+    """HTTP/2 over TLS with h2load: a warm-up run, then the measured one."""
+    path = SCENARIO_REQUEST[scenario][0]
+    base = ["h2load", "-t", "1", "-c", str(args.h2_connections), "-m", str(args.h2_streams),
+            f"https://127.0.0.1:{port}{path}"]
+    if args.warmup > 0:
+        subprocess.run(pinned(base + ["-D", str(max(1, round(args.warmup)))], args.load_cpu),
+                       stdout=subprocess.DEVNULL, check=True)
+    cpu0 = cpu_seconds(proxy_pid)
+    out = subprocess.run(pinned(base + ["-D", str(max(1, round(args.duration)))], args.load_cpu),
+                         capture_output=True, text=True, check=True).stdout
+    cpu1 = cpu_seconds(proxy_pid)
+    summary = {"generator": "h2load", "latency_us": {"p50": None, "p99": None, "p999": None}}
+    for line in out.splitlines():
+        words = line.replace(",", "").split()
+        if line.startswith("finished in"):
+            summary["seconds"] = float(words[2].rstrip("s"))
+            summary["rps"] = float(words[3])
+        elif line.startswith("requests:"):
+            # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+            summary["requests"] = int(words[7])
+            summary["errors"] = int(words[9]) + int(words[11]) + int(words[13])
+        elif line.startswith("status codes:"):
+            summary["non_2xx"] = sum(int(w) for w in words[4:9:2])
+        elif line.startswith("time for request:"):
+            summary["latency_us"]["mean"] = parse_h2load_time(words[5])
+    if "requests" not in summary or "rps" not in summary:
+        raise RuntimeError(f"h2load printed no summary:\n{out}")
+    return summary, cpu_delta(cpu0, cpu1)
+
+
+def parse_h2load_time(text):
+    """h2load's durations (`512us`, `3.05ms`, `1.2s`) in microseconds."""
+    for unit, scale in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
+        if text.endswith(unit):
+            return round(float(text[: -len(unit)]) * scale)
+    return None
+
+
 def run_load(args, bench_bin, port, scenario, proxy_pid, d):
     """Run the load generator against port; returns (load summary, proxy cpu seconds)."""
     path, headers, host = SCENARIO_REQUEST[scenario]
+    mode = mode_of(scenario)
+    if mode == "h2":
+        return run_h2load(args, port, scenario, proxy_pid)
     target = f"127.0.0.1:{port}"
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
-    if use_wrk:
+    # wrk resumes TLS sessions when it reconnects: full handshakes need the bundled generator.
+    if use_wrk and mode != "tls-handshake":
         # wrk has no warm-up phase: run it once for the warm-up, then measure a second run.
         script = os.path.join(d, "report.lua")
         with open(script, "w") as f:
+            if mode == "pipelined":
+                f.write(WRK_PIPELINE_LUA % args.pipeline)
             f.write(WRK_LUA)
         base = ["wrk", "-t", str(args.load_threads), "-c", str(args.connections), "-s", script]
         for h in headers + ([f"Host: {host}"] if host else []):
             base += ["-H", h]
-        url = f"http://{target}{path}"
+        scheme = "https" if mode in TLS_MODES else "http"
+        url = f"{scheme}://{target}{path}"
         if args.warmup > 0:
             subprocess.run(
                 pinned(base + ["-d", f"{max(1, round(args.warmup))}s", url], args.load_cpu),
@@ -444,6 +561,9 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
         summary = json.loads(line)
         summary["rps"] = summary["requests"] / summary["seconds"]
         summary["generator"] = "wrk"
+        if mode == "pipelined":
+            # wrk times a pipelined batch only partly (its percentiles read 0): none reported.
+            summary["latency_us"] = {"p50": None, "p99": None, "p999": None}
         return summary, cpu_delta(cpu0, cpu1)
 
     cmd = [
@@ -453,6 +573,12 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
     ]
     for h in headers + ([f"Host: {host}"] if host else []):
         cmd += ["--header", h]
+    if mode in TLS_MODES:
+        cmd += ["--tls-ca", args.certs["ca"], "--server-name", "localhost"]
+    if mode == "tls-handshake":
+        cmd += ["--close"]
+    if mode == "pipelined":
+        cmd += ["--pipeline", str(args.pipeline)]
     p = subprocess.Popen(pinned(cmd, args.load_cpu), stdout=subprocess.PIPE, text=True)
     cpu0 = cpu1 = (0.0, 0.0)
     summary = None
@@ -470,8 +596,6 @@ def run_load(args, bench_bin, port, scenario, proxy_pid, d):
     return summary, cpu_delta(cpu0, cpu1)
 
 
-
-
 def start_proxy(args, procs, d, scenario, upstream_port):
     """Start tollgate or nginx for scenario; returns (port, pid of the process tree root)."""
     port = free_port()
@@ -480,7 +604,7 @@ def start_proxy(args, procs, d, scenario, upstream_port):
         with open(conf, "w") as f:
             # HAProxy asks for two descriptors per connection: sized for the load, not --idle.
             f.write(haproxy_config(d, scenario, port, upstream_port, args.threads,
-                                   args.connections))
+                                   args.connections, args.certs))
         p = procs.start(pinned([args.peers["haproxy"], "-f", conf, "-db"], args.proxy_cpu),
                         stderr=open(os.path.join(d, "haproxy.log"), "w"))
     elif scenario.startswith("pingap"):
@@ -502,17 +626,18 @@ def start_proxy(args, procs, d, scenario, upstream_port):
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
             f.write(nginx_config(d, scenario, port, upstream_port, args.threads,
-                                 max(args.connections, args.idle_connections)))
+                                 max(args.connections, args.idle_connections), args.certs))
         for sub in ("body", "proxy", "fcgi", "uwsgi", "scgi", "cache"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
         p = procs.start(pinned([args.peers["nginx"], "-c", conf, "-p", d], args.proxy_cpu))
-    elif scenario == "pingora-bare":
+    elif scenario.startswith("pingora-bare"):
+        tls = [args.certs["cert"], args.certs["key"]] if mode_of(scenario) in TLS_MODES else []
         p = procs.start(pinned([args.bare, f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}",
-                                str(args.threads)], args.proxy_cpu))
+                                str(args.threads)] + tls, args.proxy_cpu))
     else:
         conf = os.path.join(d, "tollgate.yaml")
         with open(conf, "w") as f:
-            f.write(tollgate_config(d, scenario, port, upstream_port, args.threads))
+            f.write(tollgate_config(d, scenario, port, upstream_port, args.threads, args.certs))
         env = dict(os.environ, RUST_LOG="warn")
         p = procs.start(pinned([args.tollgate, "-c", conf], args.proxy_cpu), env=env,
                         stderr=open(os.path.join(d, "tollgate.log"), "w"))
@@ -580,11 +705,10 @@ def run_scenario(args, scenario, bench_bin, upstream_port):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run_idle(args, system, bench_bin, upstream_port):
+def run_idle(args, system, scenario, bench_bin, upstream_port):
     """RSS per idle keep-alive connection: RSS with N idle connections minus RSS before."""
     procs = Procs()
     d = tempfile.mkdtemp(prefix="tollgate-bench-idle-")
-    scenario = "nginx-proxy" if system == "nginx" else "proxy"
     try:
         port, pid = start_proxy(args, procs, d, scenario, upstream_port)
         warm_cache(port, scenario)
@@ -651,7 +775,9 @@ def markdown(report):
         f"{report['pinning']['load']}; proxy threads/workers: {report['threads']}; "
         f"{report['connections']} keep-alive connections; {report['body_bytes']} B responses; "
         f"{report['duration_s']} s measured after {report['warmup_s']} s warm-up; "
-        f"generator: {report['generator']}.",
+        f"generator: {report['generator']}; pipelined: {report['pipeline']} requests at once; "
+        f"h2: {report['h2']['connections']} connections × {report['h2']['streams']} streams; "
+        "tls-handshake: a new TLS 1.3 connection per request, no resumption.",
         "; ".join(v for v in report["versions"].values() if v) + ".",
         "",
         "| scenario | requests/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/request | user + kernel | peak RSS MiB | errors |",
@@ -663,8 +789,11 @@ def markdown(report):
         user, kernel = r.get("user_us_per_request"), r.get("kernel_us_per_request")
         split = "-" if user is None or kernel is None else f"{user:.1f} + {kernel:.1f}"
         rss = r.get("peak_rss_kib")
+        p50 = lat["p50"]
+        if p50 is None:
+            p50 = f"{lat['mean']} (mean)" if lat.get("mean") is not None else "-"
         lines.append(
-            f"| {r['scenario']} | {r['rps']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
+            f"| {r['scenario']} | {r['rps']:.0f} | {p50} | {lat['p99'] or '-'} | {lat['p999'] or '-'} | "
             f"{'-' if cpu is None else f'{cpu:.2f}'} | {split} | "
             f"{'-' if rss is None else f'{rss / 1024:.1f}'} | {r['errors'] + r['non_2xx']} |"
         )
@@ -695,7 +824,15 @@ def main():
     ap.add_argument("--scenarios",
                     default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,"
                             "nginx-policies,nginx-cache-hit,haproxy-proxy,haproxy-policies,"
-                            "caddy-proxy")
+                            "caddy-proxy,tls,pingora-bare-tls,nginx-tls,haproxy-tls,tls-handshake,"
+                            "pingora-bare-tls-handshake,nginx-tls-handshake,haproxy-tls-handshake,"
+                            "h2,pingora-bare-h2,nginx-h2,haproxy-h2,"
+                            "pipelined,nginx-pipelined,haproxy-pipelined")
+    ap.add_argument("--pipeline", type=int, default=8,
+                    help="requests written at once per connection in the pipelined scenarios")
+    ap.add_argument("--h2-connections", type=int, default=2)
+    ap.add_argument("--h2-streams", type=int, default=100,
+                    help="concurrent streams per HTTP/2 connection (h2load -m)")
     ap.add_argument("--pingap", default=None,
                     help="the pingap binary: adds pingap-proxy and pingap-policies")
     ap.add_argument("--idle", action="store_true", help="also measure idle keep-alive connections")
@@ -739,11 +876,20 @@ def main():
         if s not in SCENARIO_REQUEST:
             sys.exit(f"unknown scenario {s!r}; known: {', '.join(SCENARIO_REQUEST)}")
     args.bare = os.path.join(args.bin_dir, "examples", "bare_proxy")
-    if "pingora-bare" in scenarios and not os.access(args.bare, os.X_OK):
-        scenarios.remove("pingora-bare")
-        print(f"{args.bare} not built: skipping pingora-bare (cargo build --release --examples)")
+    bare = [s for s in scenarios if s.startswith("pingora-bare")]
+    if bare and not os.access(args.bare, os.X_OK):
+        scenarios = [s for s in scenarios if s not in bare]
+        print(f"{args.bare} not built: skipping {', '.join(bare)} (cargo build --release --examples)")
     if args.pingap and "pingap-proxy" not in scenarios:
         scenarios += ["pingap-proxy", "pingap-policies"]
+    tls = [s for s in scenarios if mode_of(s) in TLS_MODES]
+    if tls and not shutil.which("openssl"):
+        scenarios = [s for s in scenarios if s not in tls]
+        print(f"openssl is not installed: skipping {', '.join(tls)} (apt-get install openssl)")
+    h2 = [s for s in scenarios if mode_of(s) == "h2"]
+    if h2 and not shutil.which("h2load"):
+        scenarios = [s for s in scenarios if s not in h2]
+        print(f"h2load is not installed: skipping {', '.join(h2)} (apt-get install nghttp2-client)")
     for peer, package in [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("caddy", "caddy"),
                           ("pingap", "scripts/bench.sh --with-pingap")]:
         if not args.peers[peer]:
@@ -753,6 +899,8 @@ def main():
                 how = package if package.startswith("scripts") else f"apt-get install {package}"
                 print(f"{peer} is not installed: skipping {', '.join(skipped)} ({how})")
 
+    certs_dir = tempfile.mkdtemp(prefix="tollgate-bench-certs-")
+    args.certs = make_certs(certs_dir) if any(mode_of(s) in TLS_MODES for s in scenarios) else None
     procs = Procs()
     upstream_port = free_port()
     up = procs.start(pinned([bench_bin, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
@@ -769,12 +917,19 @@ def main():
                   flush=True)
         idle = []
         if args.idle:
-            systems = ["tollgate"] + (["nginx"] if args.nginx else [])
-            for system in systems:
+            systems = [("tollgate", "proxy")]
+            if args.nginx:
+                systems.append(("nginx", "nginx-proxy"))
+            if os.access(args.bare, os.X_OK):
+                systems.append(("pingora-bare", "pingora-bare"))
+            if args.peers["pingap"]:
+                systems.append(("pingap", "pingap-proxy"))
+            for system, scenario in systems:
                 print(f"idle connections: {system} ...", flush=True)
-                idle.append(run_idle(args, system, bench_bin, upstream_port))
+                idle.append(run_idle(args, system, scenario, bench_bin, upstream_port))
     finally:
         procs.stop_all()
+        shutil.rmtree(certs_dir, ignore_errors=True)
 
     by = {r["scenario"]: r for r in results}
 
@@ -796,6 +951,21 @@ def main():
         ("policies / haproxy-policies", "policies", "haproxy-policies", "-"),
         ("access-log / proxy", "access-log", "proxy", 1.05),
         ("cache-hit / nginx-cache-hit", "cache-hit", "nginx-cache-hit", 0.8),
+        ("tls-handshake / nginx-tls-handshake", "tls-handshake", "nginx-tls-handshake", 0.7),
+        ("tls-handshake / haproxy-tls-handshake", "tls-handshake", "haproxy-tls-handshake", "-"),
+        ("tls / nginx-tls", "tls", "nginx-tls", 1.2),
+        ("tls / pingora-bare-tls", "tls", "pingora-bare-tls", "-"),
+        ("pingora-bare-tls / nginx-tls", "pingora-bare-tls", "nginx-tls", "-"),
+        ("tls-handshake / pingora-bare-tls-handshake", "tls-handshake",
+         "pingora-bare-tls-handshake", "-"),
+        ("h2 / pingora-bare-h2", "h2", "pingora-bare-h2", "-"),
+        ("pingora-bare-h2 / nginx-h2", "pingora-bare-h2", "nginx-h2", "-"),
+        ("tls / haproxy-tls", "tls", "haproxy-tls", "-"),
+        ("h2 / nginx-h2", "h2", "nginx-h2", 1.0),
+        ("h2 / haproxy-h2", "h2", "haproxy-h2", "-"),
+        ("pipelined / nginx-pipelined", "pipelined", "nginx-pipelined", "-"),
+        ("pipelined / haproxy-pipelined", "pipelined", "haproxy-pipelined", "-"),
+        ("pipelined / proxy", "pipelined", "proxy", "-"),
     ]:
         v = ratio(a, b)
         if v is not None:
@@ -807,9 +977,10 @@ def main():
             round(local["rps"] / down["rps"], 3), 1.1)
         ratios["limit-redis-down / limit-local p50 latency"] = (
             round(down["latency_us"]["p50"] / local["latency_us"]["p50"], 3), 1.1)
-    if len(idle) == 2 and idle[1]["bytes_per_connection"] > 0:
-        ratios["idle bytes per connection: tollgate / nginx"] = (
-            round(idle[0]["bytes_per_connection"] / idle[1]["bytes_per_connection"], 3), 1.0)
+    for other in idle[1:]:
+        if idle and idle[0]["system"] == "tollgate" and other["bytes_per_connection"] > 0:
+            ratios[f"idle bytes per connection: tollgate / {other['system']}"] = (
+                round(idle[0]["bytes_per_connection"] / other["bytes_per_connection"], 3), "-")
 
     report = {
         "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -819,13 +990,16 @@ def main():
                      "haproxy": version([args.peers["haproxy"], "-v"]) if args.peers["haproxy"] else None,
                      "caddy": ("Caddy " + (version([args.peers["caddy"], "version"]) or "?")) if args.peers["caddy"] else None,
                      "pingap": version([args.peers["pingap"], "--version"]) if args.peers["pingap"] else None},
+        "tools": {"openssl": bool(shutil.which("openssl")), "h2load": bool(shutil.which("h2load"))},
         "pinning": {"proxy": args.proxy_cpu, "load": args.load_cpu},
         "threads": args.threads,
         "connections": args.connections,
         "body_bytes": 1024,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "generator": results[0]["generator"] if results else None,
+        "generator": ", ".join(sorted({r["generator"] for r in results})) or None,
+        "pipeline": args.pipeline,
+        "h2": {"connections": args.h2_connections, "streams": args.h2_streams},
         "smoke": args.smoke,
         "scenarios": results,
         "ratios": ratios,

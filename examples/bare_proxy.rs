@@ -3,9 +3,12 @@
 //! Pingora build, allocator and release profile as Tollgate. The gap between it and the `proxy`
 //! scenario is the gateway's own cost; the gap between it and nginx is Pingora's.
 //!
-//! `bare_proxy LISTEN UPSTREAM THREADS`
+//! `bare_proxy LISTEN UPSTREAM [THREADS [CERT KEY]]`: with a PEM certificate and key, the
+//! listener terminates TLS (rustls, Pingora's defaults) and offers HTTP/2 through ALPN, for the
+//! `pingora-bare-tls`, `-tls-handshake` and `-h2` scenarios.
 
 use async_trait::async_trait;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -57,7 +60,20 @@ fn main() {
             upstream: upstream.clone(),
         },
     );
-    proxy.add_tcp(listen);
+    match (args.get(4), args.get(5)) {
+        (Some(cert), Some(key)) => {
+            let mut tls = match TlsSettings::intermediate(cert, key) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("bare_proxy: {cert}, {key}: {e}");
+                    std::process::exit(2);
+                }
+            };
+            tls.enable_h2();
+            proxy.add_tls_with_settings(listen, None, tls);
+        }
+        _ => proxy.add_tcp(listen),
+    }
     server.add_service(proxy);
     server.run_forever();
 }

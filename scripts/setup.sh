@@ -8,7 +8,8 @@
 # bench smoke test runs too, and a real upstream for the path-normalisation tests), haproxy (a
 # real PROXY-protocol balancer in front of the gateway, and a peer in the load bench), caddy (a
 # peer in the load bench, which the smoke test runs), slowhttptest (slowloris and
-# slow-body attacks), dnsmasq-base (a real DNS server for peer discovery; the binary only, no
+# slow-body attacks), openssl (the load bench's TLS certificates), nghttp2-client (h2load, the
+# load bench's HTTP/2 generator, which the smoke test runs too), dnsmasq-base (a real DNS server for peer discovery; the binary only, no
 # service) and prometheus, for its `promtool check metrics` (installed without its
 # recommended extras, and not started).
 set -euo pipefail
@@ -23,6 +24,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-li
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 command -v slowhttptest >/dev/null 2>&1 || missing+=(slowhttptest)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

@@ -4,7 +4,11 @@
 //!   (1 KiB by default, cacheable), keep-alive, on one thread;
 //! - `load`: a closed-loop HTTP/1.1 load generator: N keep-alive connections, each sending its
 //!   next request as soon as the previous answer is read; after a warm-up it prints `measuring`,
-//!   at the end `done`, then a JSON summary (requests, errors, requests/s, latency percentiles);
+//!   at the end `done`, then a JSON summary (requests, errors, requests/s, latency percentiles).
+//!   `--pipeline N` writes N requests at once and then reads the N answers; `--tls-ca` speaks
+//!   TLS 1.3 (rustls, trusting that certificate, no session resumption, ALPN `http/1.1`);
+//!   `--close` makes each request a new connection (`Connection: close`): with `--tls-ca`, a
+//!   full handshake per request;
 //! - `idle`: opens N keep-alive connections, sends one request on each, prints `ready` and holds
 //!   them open until its standard input closes.
 
@@ -63,6 +67,18 @@ enum Command {
         /// Seconds measured.
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Requests written at once on a connection before their answers are read.
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// One request per connection (`Connection: close`, then a new connection).
+        #[arg(long)]
+        close: bool,
+        /// Speak TLS 1.3, trusting this PEM certificate (no session resumption).
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
+        /// The name sent in SNI and checked in the certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
     },
     /// Hold idle keep-alive connections.
     Idle {
@@ -92,13 +108,29 @@ fn main() -> std::process::ExitCode {
             threads,
             warmup,
             duration,
-        } => load(LoadPlan {
-            target,
-            request: request_bytes(target, &path, &headers),
-            connections: connections.max(1),
-            threads: threads.max(1),
-            warmup: Duration::from_secs_f64(warmup.max(0.0)),
-            duration: Duration::from_secs_f64(duration.max(0.1)),
+            pipeline,
+            close,
+            tls_ca,
+            server_name,
+        } => tls_client(tls_ca.as_deref(), &server_name).and_then(|tls| {
+            let mut headers = headers;
+            if close {
+                headers.push("Connection: close".into());
+            }
+            let pipeline = if close { 1 } else { pipeline.max(1) };
+            load(LoadPlan {
+                target,
+                request: request_bytes(target, &path, &headers)
+                    .repeat(pipeline)
+                    .into(),
+                pipeline,
+                close,
+                tls,
+                connections: connections.max(1),
+                threads: threads.max(1),
+                warmup: Duration::from_secs_f64(warmup.max(0.0)),
+                duration: Duration::from_secs_f64(duration.max(0.1)),
+            })
         }),
         Command::Idle {
             target,
@@ -242,11 +274,71 @@ async fn serve(mut stream: TcpStream, resp: Arc<[u8]>, delay: Duration) {
 
 struct LoadPlan {
     target: SocketAddr,
+    /// The request, `pipeline` times over.
     request: Arc<[u8]>,
+    pipeline: usize,
+    /// A new connection per request.
+    close: bool,
+    tls: Option<Tls>,
     connections: usize,
     threads: usize,
     warmup: Duration,
     duration: Duration,
+}
+
+/// The TLS client side: rustls, TLS 1.3 only, no session resumption.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+fn tls_client(ca: Option<&std::path::Path>, server_name: &str) -> Result<Option<Tls>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let Some(ca) = ca else { return Ok(None) };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every handshake a full one: the bench measures the server's handshake cost.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("server name {server_name}: {e}"))?;
+    Ok(Some(Tls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+    }))
+}
+
+/// A load connection: plain TCP or TLS over it.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn connect(plan: &LoadPlan) -> Result<Box<dyn Conn>, String> {
+    let stream = TcpStream::connect(plan.target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    match &plan.tls {
+        None => Ok(Box::new(stream)),
+        Some(tls) => {
+            let stream = tls
+                .connector
+                .connect(tls.name.clone(), stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(stream))
+        }
+    }
 }
 
 #[derive(Default)]
@@ -257,8 +349,8 @@ struct Tally {
 }
 
 /// Read what arrives into `buf` after its first `filled` bytes; `closed` is the error at EOF.
-async fn read_more(
-    stream: &mut TcpStream,
+async fn read_more<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
     buf: &mut [u8],
     filled: &mut usize,
     closed: &str,
@@ -275,8 +367,8 @@ async fn read_more(
 }
 
 /// Read one response (status line, headers, `Content-Length` body); returns the status.
-async fn read_response(
-    stream: &mut TcpStream,
+async fn read_response<S: tokio::io::AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     filled: &mut usize,
 ) -> Result<u16, String> {
@@ -314,6 +406,25 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap())
 }
 
+/// Write the plan's request(s) and read their answers: the statuses, in order.
+async fn exchange(
+    stream: &mut dyn Conn,
+    plan: &LoadPlan,
+    buf: &mut Vec<u8>,
+    filled: &mut usize,
+    statuses: &mut Vec<u16>,
+) -> Result<(), String> {
+    statuses.clear();
+    stream
+        .write_all(&plan.request)
+        .await
+        .map_err(|e| e.to_string())?;
+    for _ in 0..plan.pipeline {
+        statuses.push(read_response(stream, buf, filled).await?);
+    }
+    Ok(())
+}
+
 async fn connection(
     plan: Arc<LoadPlan>,
     measuring: Arc<AtomicBool>,
@@ -322,8 +433,11 @@ async fn connection(
     let mut tally = Tally::default();
     let mut hist = new_histogram();
     let mut buf = vec![0u8; 4096];
+    let mut statuses = Vec::with_capacity(plan.pipeline);
     'reconnect: while !stop.load(Ordering::Relaxed) {
-        let mut stream = match TcpStream::connect(plan.target).await {
+        // With `close`, a request's time includes its connection (and TLS handshake).
+        let start = Instant::now();
+        let mut stream = match connect(&plan).await {
             Ok(s) => s,
             Err(_) => {
                 if measuring.load(Ordering::Relaxed) {
@@ -333,32 +447,32 @@ async fn connection(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let mut filled = 0usize;
+        let mut start = Some(start);
         while !stop.load(Ordering::Relaxed) {
-            let start = Instant::now();
-            let result = match stream.write_all(&plan.request).await {
-                Ok(()) => read_response(&mut stream, &mut buf, &mut filled).await,
-                Err(e) => Err(e.to_string()),
-            };
+            let start = start.take().unwrap_or_else(Instant::now);
+            let result = exchange(&mut *stream, &plan, &mut buf, &mut filled, &mut statuses).await;
             let counted = measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed);
-            match result {
-                Ok(status) => {
-                    if counted {
-                        tally.requests += 1;
-                        if !(200..300).contains(&status) {
-                            tally.non_2xx += 1;
-                        }
-                        let us = start.elapsed().as_micros().max(1) as u64;
-                        let _ = hist.record(us.min(60_000_000));
-                    }
+            if result.is_err() {
+                if counted {
+                    tally.errors += 1;
                 }
-                Err(_) => {
-                    if counted {
-                        tally.errors += 1;
+                continue 'reconnect;
+            }
+            if counted {
+                let us = start.elapsed().as_micros().max(1) as u64;
+                for status in &statuses {
+                    tally.requests += 1;
+                    if !(200..300).contains(status) {
+                        tally.non_2xx += 1;
                     }
-                    continue 'reconnect;
+                    let _ = hist.record(us.min(60_000_000));
                 }
+            }
+            if plan.close {
+                // The server closes after its answer; close this side too (TLS: close_notify).
+                let _ = stream.shutdown().await;
+                continue 'reconnect;
             }
         }
     }

@@ -14,7 +14,6 @@ mod table;
 
 use crate::config::{HostPattern, PathMatch, PathRewrite, Route};
 use http::{HeaderMap, Method};
-use std::collections::HashMap;
 use table::PathTable;
 
 /// Index of a route in the configuration's route list.
@@ -81,8 +80,8 @@ fn query_has(query: Option<&str>, name: &str, value: &str) -> bool {
 /// The route table, compiled once per configuration.
 #[derive(Debug, Default)]
 pub struct Router {
-    exact_hosts: HashMap<Box<str>, PathTable>,
-    suffix_hosts: HashMap<Box<str>, PathTable>,
+    exact_hosts: table::Map<PathTable>,
+    suffix_hosts: table::Map<PathTable>,
     any_host: PathTable,
     /// With one priority everywhere the first match in precedence order wins and the walk stops.
     uniform_priority: bool,

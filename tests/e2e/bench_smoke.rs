@@ -1,7 +1,8 @@
 //! The load bench (`benches/load.py`) completes a short smoke run with the binaries under test:
 //! every scenario serves requests without an error, the peers (nginx, HAProxy, Caddy) included
 //! when they are installed (their policies scenarios refuse a request without a key before they
-//! are measured), and the idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
+//! are measured), TLS keep-alive, a full TLS handshake per request, HTTP/2 (h2load) and
+//! pipelined requests included, and the idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,21 +32,48 @@ fn load_bench_smoke_run() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("smoke.json")).unwrap()).unwrap();
     let installed = |peer: &str| report["versions"][peer].is_string();
+    let tool = |name: &str| report["tools"][name] == true;
     let nginx = installed("nginx");
-    let mut expected = vec!["direct", "proxy", "policies", "cache-hit"];
     // Bare Pingora runs when its example binary has been built (cargo builds examples along
     // with the tests, but not before every test binary starts).
-    if bin_dir.join("examples").join("bare_proxy").exists() {
-        expected.push("pingora-bare");
+    let bare = bin_dir.join("examples").join("bare_proxy").exists();
+    let peers = [
+        ("", true),
+        ("pingora-bare-", bare),
+        ("nginx-", nginx),
+        ("haproxy-", installed("haproxy")),
+    ];
+    let mut expected: Vec<String> = ["direct", "proxy", "policies", "cache-hit"]
+        .map(String::from)
+        .into();
+    for (name, runs) in [
+        ("pingora-bare", bare),
+        ("nginx-proxy", nginx),
+        ("nginx-policies", nginx),
+        ("nginx-cache-hit", nginx),
+        ("haproxy-proxy", installed("haproxy")),
+        ("haproxy-policies", installed("haproxy")),
+        ("caddy-proxy", installed("caddy")),
+    ] {
+        if runs {
+            expected.push(name.into());
+        }
     }
-    if nginx {
-        expected.extend(["nginx-proxy", "nginx-policies", "nginx-cache-hit"]);
-    }
-    if installed("haproxy") {
-        expected.extend(["haproxy-proxy", "haproxy-policies"]);
-    }
-    if installed("caddy") {
-        expected.push("caddy-proxy");
+    // The transport variants, for Tollgate and each installed peer: TLS needs openssl for its
+    // certificates, HTTP/2 needs h2load.
+    for (mode, runs) in [
+        ("tls", tool("openssl")),
+        ("tls-handshake", tool("openssl")),
+        ("h2", tool("openssl") && tool("h2load")),
+        ("pipelined", true),
+    ] {
+        for (prefix, installed) in peers {
+            // Bare Pingora has the TLS variants only (it does not serve pipelined requests).
+            let variant = prefix != "pingora-bare-" || mode != "pipelined";
+            if runs && installed && variant {
+                expected.push(format!("{prefix}{mode}"));
+            }
+        }
     }
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
@@ -63,7 +91,7 @@ fn load_bench_smoke_run() {
         }
     }
     let idle = report["idle"].as_array().unwrap();
-    assert_eq!(idle.len(), if nginx { 2 } else { 1 });
+    assert_eq!(idle.len(), 1 + nginx as usize + bare as usize);
     assert!(idle.iter().all(|i| i["connections"] == 200));
     let md = std::fs::read_to_string(out.path().join("smoke.md")).unwrap();
     assert!(md.contains("| proxy |"), "{md}");
