@@ -822,7 +822,7 @@ def main():
     ap.add_argument("--load-threads", type=int, default=1)
     ap.add_argument("--generator", choices=["auto", "wrk", "bundled"], default="auto")
     ap.add_argument("--scenarios",
-                    default="direct,proxy,policies,cache-hit,pingora-bare,nginx-proxy,"
+                    default="direct,proxy,access-log,policies,cache-hit,pingora-bare,nginx-proxy,"
                             "nginx-policies,nginx-cache-hit,haproxy-proxy,haproxy-policies,"
                             "caddy-proxy,tls,pingora-bare-tls,nginx-tls,haproxy-tls,tls-handshake,"
                             "pingora-bare-tls-handshake,nginx-tls-handshake,haproxy-tls-handshake,"

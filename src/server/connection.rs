@@ -131,33 +131,41 @@ impl<A: HttpServerApp + Send + Sync + 'static> Connections<A> {
                 (self.keepalive, None)
             };
             let started = std::time::Instant::now();
-            match conn.next_head(wait, deadline, door.max_head()).await {
-                Ok(_) => {}
+            // This future lives as long as the connection, idle or not, and is as large as its
+            // largest state: the refusals (which write an answer and read out what the client
+            // still sends, through a 4 KiB buffer) are boxed, so an idle connection does not
+            // carry their 4.5 KB (measured with `-Zprint-type-sizes`: 4,896 bytes -> 600).
+            let refused = match conn.next_head(wait, deadline, door.max_head()).await {
+                Ok(_) => None,
                 Err(HeadFailure::Closed) => return,
-                Err(HeadFailure::Refused(r)) => {
-                    return door.refuse(&mut conn, r.status, r.reason, started).await
-                }
-                Err(HeadFailure::TimedOut) => {
-                    return door.refuse(&mut conn, 408, "header_timeout", started).await
-                }
+                Err(HeadFailure::Refused(r)) => Some((r.status, r.reason)),
+                Err(HeadFailure::TimedOut) => Some((408, "header_timeout")),
+            };
+            if let Some((status, reason)) = refused {
+                return Box::pin(door.refuse(&mut conn, status, reason, started)).await;
             }
             first = false;
-            let mut session = ServerSession::new_http1(conn);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    // The connection's first request. Pingora reads 0 as "no limit": the
-                    // configuration allows whole seconds from 1.
-                    let keepalive = self.keepalive.as_secs().max(1);
-                    session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
-                    session.set_keepalive_reuses_remaining(
-                        self.inner
-                            .server_options()
-                            .and_then(|o| o.keepalive_request_limit),
-                    );
+            // The session (680 bytes) is built in a block of its own, so that it is not kept
+            // in this future's state while the request is served.
+            let request = {
+                let mut session = ServerSession::new_http1(conn);
+                match settings.take() {
+                    Some(s) => s.apply_to_session(&mut session),
+                    None => {
+                        // The connection's first request. Pingora reads 0 as "no limit": the
+                        // configuration allows whole seconds from 1.
+                        let keepalive = self.keepalive.as_secs().max(1);
+                        session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
+                        session.set_keepalive_reuses_remaining(
+                            self.inner
+                                .server_options()
+                                .and_then(|o| o.keepalive_request_limit),
+                        );
+                    }
                 }
-            }
-            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                self.inner.process_new_http(session, shutdown)
+            };
+            let Some(reused) = request.await else {
                 return;
             };
             let (stream, next) = ReusedHttpStream::consume(reused);

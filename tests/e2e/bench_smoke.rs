@@ -43,7 +43,7 @@ fn load_bench_smoke_run() {
         ("nginx-", nginx),
         ("haproxy-", installed("haproxy")),
     ];
-    let mut expected: Vec<String> = ["direct", "proxy", "policies", "cache-hit"]
+    let mut expected: Vec<String> = ["direct", "proxy", "access-log", "policies", "cache-hit"]
         .map(String::from)
         .into();
     for (name, runs) in [
