@@ -5,7 +5,8 @@ where CPU time on a shared or virtual machine is not (the kernel's share is not 
 Runs each proxy under callgrind with instrumentation off, warms it up, switches instrumentation on,
 sends a fixed-duration closed-loop load with the bundled generator, switches it off and divides
 the instructions executed by the requests answered. Proxies: tollgate (`proxy` scenario
-configuration, or `policies`/`cache-hit`/`access-log`), bare Pingora (examples/bare_proxy),
+configuration, or `policies`/`cache-hit`/`access-log`), bare Pingora (examples/bare_proxy;
+`pingora-bare-forwarding` with its forwarding headers and timeouts),
 nginx (`master_process off`) and HAProxy (one thread), with benches/load.py's configurations
 (`nginx-proxy`, `nginx-policies`, `haproxy-proxy`, `haproxy-policies`).
 
@@ -70,9 +71,11 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
             for sub in ("body", "proxy", "fcgi", "uwsgi", "scgi", "cache"):
                 os.makedirs(os.path.join(d, sub), exist_ok=True)
             cmd = vg + [args.nginx, "-c", conf, "-p", d]
-        elif target == "pingora-bare":
+        elif target.startswith("pingora-bare"):
             cmd = vg + [os.path.join(args.bin_dir, "examples", "bare_proxy"),
                         f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}", "1"]
+            if target == "pingora-bare-forwarding":
+                cmd.append("--forwarding")
         else:
             conf = os.path.join(d, "tollgate.yaml")
             with open(conf, "w") as f:
@@ -157,6 +160,9 @@ def main():
     base = {r["target"]: r["per_request"] for r in results}
     print()
     for name, a, b in [("proxy / pingora-bare", "proxy", "pingora-bare"),
+                       ("proxy / pingora-bare-forwarding", "proxy", "pingora-bare-forwarding"),
+                       ("pingora-bare-forwarding / pingora-bare", "pingora-bare-forwarding",
+                        "pingora-bare"),
                        ("proxy / nginx-proxy", "proxy", "nginx-proxy"),
                        ("proxy / haproxy-proxy", "proxy", "haproxy-proxy"),
                        ("proxy / pingap-proxy", "proxy", "pingap-proxy"),

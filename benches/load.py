@@ -13,6 +13,10 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
   pingora-bare
               bare Pingora (examples/bare_proxy.rs: one fixed peer, nothing else), when built
               (scripts/bench.sh builds it): the framework's own cost
+  pingora-bare-forwarding
+              bare Pingora adding the forwarding headers (X-Forwarded-For, -Proto, -Host,
+              X-Request-Id, the id on the answer too) and setting the upstream and client
+              timeouts, through Pingora's API: what that work costs inside Pingora
   nginx-proxy, nginx-cache-hit, nginx-policies
               the same through nginx (one worker per gateway thread, upstream keep-alive,
               proxy_cache; for policies a map of the 1,000 keys and limit_req per key), when
@@ -30,7 +34,7 @@ with a bench configuration, and a load generator (`wrk` when installed, otherwis
               caddy is installed (Caddy has no key auth or rate limit without plugins)
   tls, pingora-bare-tls, nginx-tls, haproxy-tls
               the proxy scenario over TLS 1.3 (ECDSA P-256 certificate made with openssl),
-              keep-alive connections
+              keep-alive connections (wrk over https, or the bundled generator with --tls-ca)
   tls-handshake, pingora-bare-tls-handshake, nginx-tls-handshake, haproxy-tls-handshake
               a new TLS 1.3 connection per request (`Connection: close`), full handshakes: always
               driven by `tollgate-bench load --tls-ca --close` (rustls, resumption off), since wrk
@@ -51,8 +55,12 @@ also split into user space and kernel), and peak RSS. The proxy is pinned to one
 `--idle` adds the memory cost of 10,000 idle keep-alive client connections, for Tollgate, nginx,
 bare Pingora and pingap (each when available).
 
+CPU time per request on a virtual machine moves by 10-25 % between runs of the same binary:
+`--rounds N` runs every scenario N times, in turn, and reports each one's median round (every
+round's figures are kept in the JSON).
+
 Writes <out>/<name>.json and <out>/<name>.md and prints the table.
-Usage: scripts/bench.sh [--duration S] [--idle] [--smoke] ...   (see --help)
+Usage: scripts/bench.sh [--duration S] [--rounds N] [--idle] [--smoke] ...   (see --help)
 """
 
 import argparse
@@ -251,6 +259,7 @@ SCENARIO_REQUEST = {
     "limit-redis-down": ("/items/1", [], None),
     "policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
     "pingora-bare": ("/items/1", [], None),
+    "pingora-bare-forwarding": ("/items/1", [], None),
     "nginx-proxy": ("/items/1", [], None),
     "nginx-cache-hit": ("/items/1", [], None),
     "nginx-policies": ("/svc500/items/1", ["X-Api-Key: bench-key-0500"], "api0.bench"),
@@ -293,8 +302,8 @@ def make_certs(d):
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", csr, "-CA", c["ca"], "-CAkey", c["ca-key"], "-CAcreateserial",
             "-out", c["cert"], "-days", "30", "-extfile", ext)
-    with open(c["combined"], "w") as f:
-        f.write(open(c["cert"]).read() + open(c["key"]).read())
+    with open(c["combined"], "w") as out, open(c["cert"]) as cert, open(c["key"]) as key:
+        out.write(cert.read() + key.read())
     return c
 
 
@@ -495,17 +504,22 @@ def run_h2load(args, port, scenario, proxy_pid):
     out = subprocess.run(pinned(base + ["-D", str(max(1, round(args.duration)))], args.load_cpu),
                          capture_output=True, text=True, check=True).stdout
     cpu1 = cpu_seconds(proxy_pid)
-    summary = {"generator": "h2load", "latency_us": {"p50": None, "p99": None, "p999": None}}
+    summary = {"generator": "h2load", "non_2xx": 0,
+               "latency_us": {"p50": None, "p99": None, "p999": None}}
     for line in out.splitlines():
         words = line.replace(",", "").split()
         if line.startswith("finished in"):
             summary["seconds"] = float(words[2].rstrip("s"))
             summary["rps"] = float(words[3])
         elif line.startswith("requests:"):
-            # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
-            summary["requests"] = int(words[7])
-            summary["errors"] = int(words[9]) + int(words[11]) + int(words[13])
+            # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout.
+            # h2load's counts overlap: "failed" includes "errored" (no answer, timeouts
+            # included) and every 4xx/5xx answer. Answered requests are done - errored, as
+            # the other generators count them (with their non-2xx answers among them).
+            summary["requests"] = int(words[5]) - int(words[11])
+            summary["errors"] = int(words[11])
         elif line.startswith("status codes:"):
+            # status codes: N 2xx, N 3xx, N 4xx, N 5xx
             summary["non_2xx"] = sum(int(w) for w in words[4:9:2])
         elif line.startswith("time for request:"):
             summary["latency_us"]["mean"] = parse_h2load_time(words[5])
@@ -632,8 +646,9 @@ def start_proxy(args, procs, d, scenario, upstream_port):
         p = procs.start(pinned([args.peers["nginx"], "-c", conf, "-p", d], args.proxy_cpu))
     elif scenario.startswith("pingora-bare"):
         tls = [args.certs["cert"], args.certs["key"]] if mode_of(scenario) in TLS_MODES else []
+        forwarding = ["--forwarding"] if scenario == "pingora-bare-forwarding" else []
         p = procs.start(pinned([args.bare, f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}",
-                                str(args.threads)] + tls, args.proxy_cpu))
+                                str(args.threads)] + tls + forwarding, args.proxy_cpu))
     else:
         conf = os.path.join(d, "tollgate.yaml")
         with open(conf, "w") as f:
@@ -705,6 +720,22 @@ def run_scenario(args, scenario, bench_bin, upstream_port):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def median_round(rs):
+    """The round with the median CPU time per request (requests/s for `direct`; of an even
+    number of rounds, the higher middle one), with every round's figures kept. Its errors and
+    non-2xx answers are those of all rounds: a failure in any round shows."""
+    if len(rs) == 1:
+        return rs[0]
+    key = (lambda r: r["cpu_us_per_request"]) if rs[0].get("cpu_us_per_request") else (
+        lambda r: r["rps"])
+    median = dict(sorted(rs, key=lambda r: key(r) or 0)[len(rs) // 2])
+    median["rounds"] = [{"cpu_us_per_request": r.get("cpu_us_per_request"), "rps": r["rps"]}
+                        for r in rs]
+    median["errors"] = sum(r["errors"] for r in rs)
+    median["non_2xx"] = sum(r["non_2xx"] for r in rs)
+    return median
+
+
 def run_idle(args, system, scenario, bench_bin, upstream_port):
     """RSS per idle keep-alive connection: RSS with N idle connections minus RSS before."""
     procs = Procs()
@@ -774,7 +805,9 @@ def markdown(report):
         f"Proxy pinned to CPU {report['pinning']['proxy']}, load generator and upstream to CPU "
         f"{report['pinning']['load']}; proxy threads/workers: {report['threads']}; "
         f"{report['connections']} keep-alive connections; {report['body_bytes']} B responses; "
-        f"{report['duration_s']} s measured after {report['warmup_s']} s warm-up; "
+        f"{report['duration_s']} s measured after {report['warmup_s']} s warm-up"
+        + (f", median of {report['rounds']} rounds (by CPU per request)" if report["rounds"] > 1 else "")
+        + "; "
         f"generator: {report['generator']}; pipelined: {report['pipeline']} requests at once; "
         f"h2: {report['h2']['connections']} connections × {report['h2']['streams']} streams; "
         "tls-handshake: a new TLS 1.3 connection per request, no resumption.",
@@ -817,12 +850,15 @@ def main():
                     help="where tollgate and tollgate-bench are (default target/release)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per scenario")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every scenario this many times, in turn; report each one's median")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="gateway threads = nginx workers")
     ap.add_argument("--load-threads", type=int, default=1)
     ap.add_argument("--generator", choices=["auto", "wrk", "bundled"], default="auto")
     ap.add_argument("--scenarios",
-                    default="direct,proxy,access-log,policies,cache-hit,pingora-bare,nginx-proxy,"
+                    default="direct,proxy,access-log,policies,cache-hit,pingora-bare,"
+                            "pingora-bare-forwarding,nginx-proxy,"
                             "nginx-policies,nginx-cache-hit,haproxy-proxy,haproxy-policies,"
                             "caddy-proxy,tls,pingora-bare-tls,nginx-tls,haproxy-tls,tls-handshake,"
                             "pingora-bare-tls-handshake,nginx-tls-handshake,haproxy-tls-handshake,"
@@ -842,6 +878,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"))
     ap.add_argument("--name", default=None, help="file name of the results (default: a timestamp)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit("--rounds must be at least 1")
     if args.smoke:
         args.duration, args.warmup, args.connections = 1.0, 0.3, 8
         args.idle, args.idle_connections = True, 200
@@ -900,21 +938,28 @@ def main():
                 print(f"{peer} is not installed: skipping {', '.join(skipped)} ({how})")
 
     certs_dir = tempfile.mkdtemp(prefix="tollgate-bench-certs-")
-    args.certs = make_certs(certs_dir) if any(mode_of(s) in TLS_MODES for s in scenarios) else None
     procs = Procs()
     upstream_port = free_port()
-    up = procs.start(pinned([bench_bin, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
-                             "--size", "1024"], args.load_cpu))
     try:
+        args.certs = None
+        if any(mode_of(s) in TLS_MODES for s in scenarios):
+            args.certs = make_certs(certs_dir)
+        up = procs.start(pinned([bench_bin, "upstream", "--listen", f"127.0.0.1:{upstream_port}",
+                                 "--size", "1024"], args.load_cpu))
         wait_port(upstream_port, up)
-        results = []
-        for s in scenarios:
-            print(f"running {s} ...", flush=True)
-            r = run_scenario(args, s, bench_bin, upstream_port)
-            results.append(r)
-            print(f"  {r['rps']:.0f} req/s, p99 {r['latency_us']['p99']} µs, "
-                  f"CPU/request {r.get('cpu_us_per_request', '-')} µs, errors {r['errors'] + r['non_2xx']}",
-                  flush=True)
+        # Each round runs every scenario once, so that a slow minute of the machine spreads
+        # over all of them; each scenario's result is its median round.
+        rounds = {s: [] for s in scenarios}
+        for n in range(args.rounds):
+            for s in scenarios:
+                print(f"running {s}" + (f" (round {n + 1})" if args.rounds > 1 else "") + " ...",
+                      flush=True)
+                r = run_scenario(args, s, bench_bin, upstream_port)
+                rounds[s].append(r)
+                print(f"  {r['rps']:.0f} req/s, p99 {r['latency_us']['p99']} µs, "
+                      f"CPU/request {r.get('cpu_us_per_request', '-')} µs, errors {r['errors'] + r['non_2xx']}",
+                      flush=True)
+        results = [median_round(rounds[s]) for s in scenarios]
         idle = []
         if args.idle:
             systems = [("tollgate", "proxy")]
@@ -940,6 +985,8 @@ def main():
     ratios = {}
     for name, a, b, target in [
         ("proxy / pingora-bare", "proxy", "pingora-bare", 1.1),
+        ("proxy / pingora-bare-forwarding", "proxy", "pingora-bare-forwarding", "-"),
+        ("pingora-bare-forwarding / pingora-bare", "pingora-bare-forwarding", "pingora-bare", "-"),
         ("proxy / nginx-proxy", "proxy", "nginx-proxy", "-"),
         ("proxy / haproxy-proxy", "proxy", "haproxy-proxy", "-"),
         ("proxy / caddy-proxy", "proxy", "caddy-proxy", "-"),
@@ -996,6 +1043,7 @@ def main():
         "connections": args.connections,
         "body_bytes": 1024,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "warmup_s": args.warmup,
         "generator": ", ".join(sorted({r["generator"] for r in results})) or None,
         "pipeline": args.pipeline,

@@ -9,9 +9,9 @@
 # real PROXY-protocol balancer in front of the gateway, and a peer in the load bench), caddy (a
 # peer in the load bench, which the smoke test runs), slowhttptest (slowloris and
 # slow-body attacks), openssl (the load bench's TLS certificates), nghttp2-client (h2load, the
-# load bench's HTTP/2 generator, which the smoke test runs too), dnsmasq-base (a real DNS server for peer discovery; the binary only, no
-# service) and prometheus, for its `promtool check metrics` (installed without its
-# recommended extras, and not started).
+# load bench's HTTP/2 generator, which the smoke test runs too), dnsmasq-base (a real DNS
+# server for peer discovery; the binary only, no service) and prometheus, for its `promtool
+# check metrics` (installed without its recommended extras, and not started).
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)

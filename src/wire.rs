@@ -113,6 +113,69 @@ pub fn vary_adds(headers: &http::HeaderMap, name: &'static str) -> Option<&'stat
     (!covered).then_some(name)
 }
 
+/// Writes `ip` in its usual text form into `buf` (no formatting machinery for IPv4, the common
+/// case); returns the length written.
+pub fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            48 - w.len()
+        }
+    }
+}
+
+/// Writes `addr` as its `Display` does (`1.2.3.4:80`, `[::1]:80`) into `buf`, IPv4 without the
+/// formatting machinery; returns the length written.
+pub fn write_socket_addr(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> usize {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        use std::io::Write;
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{addr}");
+        return 64 - w.len();
+    };
+    let mut ip = [0u8; 48];
+    let mut at = write_ip(std::net::IpAddr::V4(*v4.ip()), &mut ip);
+    buf[..at].copy_from_slice(&ip[..at]);
+    buf[at] = b':';
+    at += 1;
+    let port = v4.port();
+    let digits = match port {
+        10_000.. => 5,
+        1_000.. => 4,
+        100.. => 3,
+        10.. => 2,
+        _ => 1,
+    };
+    let mut p = port;
+    for i in (0..digits).rev() {
+        buf[at + i] = b'0' + (p % 10) as u8;
+        p /= 10;
+    }
+    at + digits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +218,32 @@ mod tests {
             hex::encode(key_digest(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn socket_addresses_are_written_as_display_writes_them() {
+        let addrs = [
+            "0.0.0.0:0",
+            "1.2.3.4:9",
+            "10.100.255.9:10",
+            "255.255.255.255:65535",
+            "127.0.0.1:8080",
+            "192.0.2.1:443",
+            "[::1]:80",
+            "[2001:db8::8a2e:370:7334]:65535",
+            "[fe80::1%7]:1",
+        ];
+        for a in addrs {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let mut buf = [0u8; 64];
+            let n = super::write_socket_addr(addr, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), addr.to_string());
+        }
+        for port in [1u16, 99, 100, 999, 1000, 9999, 10_000, 54_321] {
+            let addr = std::net::SocketAddr::from(([8, 8, 4, 4], port));
+            let mut buf = [0u8; 64];
+            let n = super::write_socket_addr(addr, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), addr.to_string());
+        }
     }
 }

@@ -138,7 +138,7 @@ impl Serialize for Entry {
         let time = humantime::format_rfc3339_millis(self.time).to_string();
         m.serialize_field("time", &time)?;
         m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
-        m.serialize_field("client_ip", &self.client_ip.map(|ip| ip.to_string()))?;
+        m.serialize_field("client_ip", &self.client_ip.map(IpText))?;
         m.serialize_field("method", self.method.as_ref().map_or("-", Method::as_str))?;
         m.serialize_field("protocol", self.protocol)?;
         m.serialize_field("host", &t.host())?;
@@ -154,7 +154,7 @@ impl Serialize for Entry {
         m.serialize_field("user_agent", &t.get(5))?;
         m.serialize_field("route", &self.route.as_deref())?;
         m.serialize_field("upstream", &self.upstream.as_deref())?;
-        m.serialize_field("peer", &self.tried.last().map(|p| p.to_string()))?;
+        m.serialize_field("peer", &self.tried.last().copied().map(AddrText))?;
         m.serialize_field("attempts", &self.tried.len())?;
         m.serialize_field("tried", &Tried(&self.tried))?;
         m.serialize_field("upstream_status", &self.upstream_status)?;
@@ -176,7 +176,30 @@ struct Tried<'a>(&'a [SocketAddr]);
 
 impl Serialize for Tried<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|p| p.to_string()))
+        s.collect_seq(self.0.iter().copied().map(AddrText))
+    }
+}
+
+/// An address as text, written without the formatting machinery (which cost the writer
+/// thread about 6,000 instructions per line for the client and peer addresses).
+struct IpText(IpAddr);
+
+impl Serialize for IpText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 48];
+        let n = crate::wire::write_ip(self.0, &mut buf);
+        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("-"))
+    }
+}
+
+/// A socket address as text (`1.2.3.4:80`, `[::1]:80`).
+struct AddrText(SocketAddr);
+
+impl Serialize for AddrText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        let n = crate::wire::write_socket_addr(self.0, &mut buf);
+        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("-"))
     }
 }
 
@@ -206,7 +229,7 @@ impl Serialize for Ecs<'_> {
         m.serialize_entry("http.response.status_code", &e.status)?;
         m.serialize_entry("http.response.bytes", &e.bytes_sent)?;
         m.serialize_entry("http.response.body.bytes", &e.body_bytes_sent)?;
-        m.serialize_entry("client.ip", &e.client_ip.map(|ip| ip.to_string()))?;
+        m.serialize_entry("client.ip", &e.client_ip.map(IpText))?;
         m.serialize_entry("url.domain", &t.host())?;
         m.serialize_entry("url.path", t.path())?;
         m.serialize_entry("url.query", &t.get(4))?;
@@ -222,7 +245,7 @@ impl Serialize for Ecs<'_> {
         m.serialize_entry("span.id", &e.span_id)?;
         m.serialize_entry(
             "destination.address",
-            &e.tried.last().map(|p| p.to_string()),
+            &e.tried.last().copied().map(AddrText),
         )?;
         m.serialize_entry("tollgate.attempts", &e.tried.len())?;
         m.serialize_entry("tollgate.tried", &Tried(&e.tried))?;

@@ -343,7 +343,7 @@ pub fn set_forwarding(req: &mut RequestHeader, hop: &Hop) {
     let mut buf = [0u8; 48];
     if hop.trusted {
         if let Some(peer) = hop.peer {
-            let len = write_ip(peer, &mut buf);
+            let len = crate::wire::write_ip(peer, &mut buf);
             let ip = &buf[..len];
             let value = match joined(req, &X_FORWARDED_FOR) {
                 Some(mut list) => {
@@ -385,7 +385,7 @@ pub fn set_forwarding(req: &mut RequestHeader, hop: &Hop) {
             }
         }
     } else if let Some(ip) = hop.client {
-        let len = write_ip(ip, &mut buf);
+        let len = crate::wire::write_ip(ip, &mut buf);
         if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
             let _ = req.insert_header(written::X_FORWARDED_FOR, v);
         }
@@ -397,39 +397,6 @@ pub fn set_forwarding(req: &mut RequestHeader, hop: &Hop) {
         }
         None => {
             req.remove_header(&X_FORWARDED_HOST);
-        }
-    }
-}
-
-/// Writes `ip` in its usual text form into `buf` (no formatting machinery for IPv4, the common
-/// case); returns the length written.
-fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            n
-        }
-        std::net::IpAddr::V6(_) => {
-            use std::io::Write;
-            let mut w = &mut buf[..];
-            let _ = write!(w, "{ip}");
-            48 - w.len()
         }
     }
 }

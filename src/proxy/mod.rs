@@ -99,9 +99,8 @@ impl Tollgate {
 #[async_trait]
 impl ProxyHttp for Tollgate {
     /// Boxed: Pingora keeps the context in each request's future, which it builds on the stack
-    /// and copies into the heap several times per request (measured: four copies of the
-    /// whole future in the connection loop); a 700-byte context made each of them 700 bytes
-    /// longer, where a box costs one small allocation.
+    /// and copies into its box once per request (13.4 KB, measured); a 700-byte context made
+    /// that copy 700 bytes longer, where a box costs one small allocation.
     type CTX = Box<Ctx>;
 
     /// No downstream modules: Pingora adds a (disabled) response compression module by default,

@@ -2,7 +2,8 @@
 //! every scenario serves requests without an error, the peers (nginx, HAProxy, Caddy) included
 //! when they are installed (their policies scenarios refuse a request without a key before they
 //! are measured), TLS keep-alive, a full TLS handshake per request, HTTP/2 (h2load) and
-//! pipelined requests included, and the idle-connection mode reports. Numbers from this run mean nothing and are not asserted.
+//! pipelined requests included, and the idle-connection mode reports. Numbers from this run
+//! mean nothing and are not asserted.
 
 use std::path::Path;
 use std::process::Command;
@@ -48,6 +49,7 @@ fn load_bench_smoke_run() {
         .into();
     for (name, runs) in [
         ("pingora-bare", bare),
+        ("pingora-bare-forwarding", bare),
         ("nginx-proxy", nginx),
         ("nginx-policies", nginx),
         ("nginx-cache-hit", nginx),

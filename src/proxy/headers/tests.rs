@@ -20,7 +20,7 @@ fn writes_addresses_as_display_does() {
     addrs.extend((0..=255u8).map(|o| std::net::IpAddr::from([o, 255 - o, o / 3, 7])));
     for ip in addrs {
         let mut buf = [0u8; 48];
-        let n = write_ip(ip, &mut buf);
+        let n = crate::wire::write_ip(ip, &mut buf);
         assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), ip.to_string());
     }
 }
