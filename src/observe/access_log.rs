@@ -15,6 +15,8 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+mod line;
+
 /// One access log line. It borrows nothing from the request and allocates once per request
 /// at most: names of routes, pools and consumers are shared (`Arc<str>`), addresses, method,
 /// times and sizes are plain values, and the request's own strings share one buffer
@@ -133,41 +135,60 @@ fn millis(d: Duration) -> f64 {
 
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut f = line::Serde {
+            m: s.serialize_struct("Entry", 31)?,
+            failed: None,
+        };
+        self.fields(&mut f);
+        match f.failed {
+            Some(e) => Err(e),
+            None => f.m.end(),
+        }
+    }
+}
+
+impl Entry {
+    /// The entry's fields in order, to serde's struct serializer or to the line writer.
+    fn fields(&self, m: &mut impl line::Fields) {
         let t = &self.strings;
-        let mut m = s.serialize_struct("Entry", 31)?;
         let time = humantime::format_rfc3339_millis(self.time).to_string();
-        m.serialize_field("time", &time)?;
-        m.serialize_field("request_id", self.request_id.to_str().unwrap_or("-"))?;
-        m.serialize_field("client_ip", &self.client_ip.map(IpText))?;
-        m.serialize_field("method", self.method.as_ref().map_or("-", Method::as_str))?;
-        m.serialize_field("protocol", self.protocol)?;
-        m.serialize_field("host", &t.host())?;
-        m.serialize_field("path", t.path())?;
-        m.serialize_field("query", &t.get(4))?;
-        m.serialize_field("raw_path", &t.get(2))?;
-        m.serialize_field("raw_host", &t.get(3))?;
-        m.serialize_field("status", &self.status)?;
-        m.serialize_field("bytes_received", &self.bytes_received)?;
-        m.serialize_field("bytes_sent", &self.bytes_sent)?;
-        m.serialize_field("body_bytes_sent", &self.body_bytes_sent)?;
-        m.serialize_field("duration_ms", &millis(self.duration))?;
-        m.serialize_field("user_agent", &t.get(5))?;
-        m.serialize_field("route", &self.route.as_deref())?;
-        m.serialize_field("upstream", &self.upstream.as_deref())?;
-        m.serialize_field("peer", &self.tried.last().copied().map(AddrText))?;
-        m.serialize_field("attempts", &self.tried.len())?;
-        m.serialize_field("tried", &Tried(&self.tried))?;
-        m.serialize_field("upstream_status", &self.upstream_status)?;
-        m.serialize_field("upstream_connect_ms", &self.upstream_connect.map(millis))?;
-        m.serialize_field("upstream_response_ms", &self.upstream_response.map(millis))?;
-        m.serialize_field("tls_version", &self.tls_version.as_deref())?;
-        m.serialize_field("tls_server_name", &self.tls_server_name.as_deref())?;
-        m.serialize_field("trace_id", &self.trace_id)?;
-        m.serialize_field("span_id", &self.span_id)?;
-        m.serialize_field("consumer", &self.consumer.as_deref())?;
-        m.serialize_field("cache_status", &self.cache_status)?;
-        m.serialize_field("error", &self.error)?;
-        m.end()
+        m.field("time", &time);
+        m.field("request_id", self.request_id.to_str().unwrap_or("-"));
+        m.field("client_ip", &self.client_ip.map(IpText));
+        m.field("method", self.method.as_ref().map_or("-", Method::as_str));
+        m.field("protocol", self.protocol);
+        m.field("host", &t.host());
+        m.field("path", t.path());
+        m.field("query", &t.get(4));
+        m.field("raw_path", &t.get(2));
+        m.field("raw_host", &t.get(3));
+        m.field("status", &self.status);
+        m.field("bytes_received", &self.bytes_received);
+        m.field("bytes_sent", &self.bytes_sent);
+        m.field("body_bytes_sent", &self.body_bytes_sent);
+        m.field("duration_ms", &millis(self.duration));
+        m.field("user_agent", &t.get(5));
+        m.field("route", &self.route.as_deref());
+        m.field("upstream", &self.upstream.as_deref());
+        m.field("peer", &self.tried.last().copied().map(AddrText));
+        m.field("attempts", &self.tried.len());
+        m.field("tried", &Tried(&self.tried));
+        m.field("upstream_status", &self.upstream_status);
+        m.field("upstream_connect_ms", &self.upstream_connect.map(millis));
+        m.field("upstream_response_ms", &self.upstream_response.map(millis));
+        m.field("tls_version", &self.tls_version.as_deref());
+        m.field("tls_server_name", &self.tls_server_name.as_deref());
+        m.field("trace_id", &self.trace_id);
+        m.field("span_id", &self.span_id);
+        m.field("consumer", &self.consumer.as_deref());
+        m.field("cache_status", &self.cache_status);
+        m.field("error", &self.error);
+    }
+
+    /// The entry as one JSON object (the same text as serializing it with serde_json), written
+    /// to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        line::write(out, |l| self.fields(l));
     }
 }
 
@@ -384,7 +405,10 @@ impl AccessLog {
                     while let Some(e) = next {
                         lines += 1;
                         let written = match format {
-                            LogFormat::Json => serde_json::to_writer(&mut buf, &e),
+                            LogFormat::Json => {
+                                e.write_json(&mut buf);
+                                Ok(())
+                            }
                             LogFormat::Ecs => serde_json::to_writer(&mut buf, &Ecs(&e)),
                         };
                         if written.is_ok() {
@@ -455,7 +479,7 @@ impl AccessLog {
 mod tests {
     use super::*;
 
-    fn entry() -> Entry {
+    pub(super) fn entry() -> Entry {
         Entry {
             time: SystemTime::UNIX_EPOCH,
             request_id: HeaderValue::from_static("abc"),
