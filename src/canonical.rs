@@ -291,6 +291,9 @@ pub struct Host<'a> {
     pub name: Cow<'a, str>,
     /// The port, when one was given.
     pub port: Option<u16>,
+    /// The host was already written in this form: `name[:port]` exactly, without a trailing
+    /// dot, an empty port or a port's leading zeros (it may be passed on as it came).
+    pub as_written: bool,
 }
 
 /// Why a host is refused.
@@ -326,17 +329,19 @@ pub fn host(raw: &str) -> Result<Host<'_>, HostError> {
     if let Some(rest) = raw.strip_prefix('[') {
         let close = rest.find(']').ok_or(HostError::InvalidIpv6)?;
         let ip: Ipv6Addr = rest[..close].parse().map_err(|_| HostError::InvalidIpv6)?;
-        let port = port(&rest[close + 1..])?;
+        let (port, _) = port(&rest[close + 1..])?;
         return Ok(Host {
             name: Cow::Owned(format!("[{ip}]")),
             port,
+            as_written: false,
         });
     }
-    let (name, port) = match raw.find(':') {
+    let (name, (port, port_as_written)) = match memchr::memchr(b':', raw.as_bytes()) {
         Some(i) => (&raw[..i], port(&raw[i..])?),
-        None => (raw, None),
+        None => (raw, (None, true)),
     };
-    let name = name.strip_suffix('.').unwrap_or(name);
+    let dotted = name.strip_suffix('.');
+    let name = dotted.unwrap_or(name);
     if name.is_empty() || name.len() > 253 {
         return Err(if raw.starts_with(':') {
             HostError::Empty
@@ -368,33 +373,45 @@ pub fn host(raw: &str) -> Result<Host<'_>, HostError> {
     if label == 0 {
         return Err(HostError::InvalidName);
     }
+    let as_written = !upper && dotted.is_none() && port_as_written;
     let name = if upper {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
         Cow::Borrowed(name)
     };
-    Ok(Host { name, port })
+    Ok(Host {
+        name,
+        port,
+        as_written,
+    })
 }
 
-/// The port in `s`, which is empty or `:` followed by the port; an empty port is no port.
-fn port(s: &str) -> Result<Option<u16>, HostError> {
+/// The port in `s`, which is empty or `:` followed by the port (an empty port is no port), and
+/// whether it is written canonically (no leading zeros; a `:` with no port is not).
+fn port(s: &str) -> Result<(Option<u16>, bool), HostError> {
     let Some(digits) = s.strip_prefix(':') else {
         return if s.is_empty() {
-            Ok(None)
+            Ok((None, true))
         } else {
             Err(HostError::InvalidPort)
         };
     };
     if digits.is_empty() {
-        return Ok(None);
+        return Ok((None, false));
     }
-    if digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() > 5 {
         return Err(HostError::InvalidPort);
     }
-    digits
-        .parse::<u16>()
-        .map(Some)
-        .map_err(|_| HostError::InvalidPort)
+    let mut value = 0u32;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(HostError::InvalidPort);
+        }
+        value = value * 10 + u32::from(b - b'0');
+    }
+    let port = u16::try_from(value).map_err(|_| HostError::InvalidPort)?;
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    Ok((Some(port), !leading_zero))
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct PeerStats {
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
     last_ejection_end_ms: AtomicU64,
+    /// Active health checks' verdict, copied from the balancer after each round (for the
+    /// one-peer pools that select without the balancer).
+    healthy: AtomicBool,
 }
 
 impl PeerStats {
@@ -46,6 +49,7 @@ impl PeerStats {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             last_ejection_end_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
         }
     }
 }
@@ -118,6 +122,10 @@ pub struct Pool {
     next_check_ms: AtomicU64,
     /// How many candidates a selection may look at.
     max_iterations: usize,
+    /// The peer of a pool that has exactly one, written as an address: there is nothing to
+    /// balance, so it is chosen without the balancer (whose selection hashes the peer twice
+    /// and copies it per request).
+    single: Option<Arc<PeerStats>>,
     /// The CA certificates trusted for this pool's TLS peers, when configured.
     ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
     /// Keeps this pool's upstream connections apart from other pools'.
@@ -205,6 +213,10 @@ impl Pool {
             ca,
             group_key,
             max_iterations: (total_weight * 2).max(16) + 256,
+            single: match (&config.discovery, peers.load().as_slice()) {
+                (None, [only]) => Some(only.clone()),
+                _ => None,
+            },
             config,
             balancer,
             peers,
@@ -224,21 +236,32 @@ impl Pool {
     /// Choose a peer for `key`, skipping unhealthy peers, peers cooling down after a refused
     /// connection, and peers in `exclude` (already tried by this request).
     pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<(HttpPeer, InFlight)> {
-        let now = self.now_ms();
-        let accept = |b: &Backend, healthy: bool| {
-            if !healthy {
-                return false;
-            }
-            let Some(stats) = b.ext.get::<Arc<PeerStats>>() else {
-                return false;
-            };
-            stats.cooldown_until_ms.load(Ordering::Relaxed) <= now
+        let now = std::cell::OnceCell::new();
+        let accept = |stats: &PeerStats| {
+            // The clock is only read for a peer that has been cooled down at some time.
+            let until = stats.cooldown_until_ms.load(Ordering::Relaxed);
+            (until == 0 || until <= *now.get_or_init(|| self.now_ms()))
                 && !stats.drained.load(Ordering::Relaxed)
                 && !exclude.contains(&stats.address)
         };
-        let backend =
-            with_lb!(&self.balancer, lb => lb.select_with(key, self.max_iterations, accept))?;
-        let stats = backend.ext.get::<Arc<PeerStats>>()?.clone();
+        let stats = match &self.single {
+            Some(only) => {
+                (only.healthy.load(Ordering::Relaxed) && accept(only)).then(|| only.clone())?
+            }
+            None => {
+                let backend = with_lb!(&self.balancer, lb => lb.select_with(
+                    key,
+                    self.max_iterations,
+                    |b: &Backend, healthy: bool| {
+                        healthy
+                            && b.ext
+                                .get::<Arc<PeerStats>>()
+                                .is_some_and(|s| accept(s))
+                    },
+                ))?;
+                backend.ext.get::<Arc<PeerStats>>()?.clone()
+            }
+        };
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut peer = match &self.config.tls {
             Some(t) => HttpPeer::new(stats.address, true, t.sni.clone()),
@@ -451,7 +474,11 @@ impl Pool {
     }
 
     async fn run_health_check(&self) {
-        with_lb!(&self.balancer, lb => lb.backends().run_health_check(true).await)
+        with_lb!(&self.balancer, lb => lb.backends().run_health_check(true).await);
+        if let Some(only) = &self.single {
+            only.healthy
+                .store(self.is_healthy(&only.address), Ordering::Relaxed);
+        }
     }
 }
 

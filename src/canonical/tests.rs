@@ -245,3 +245,21 @@ fn refused_hosts() {
     assert_eq!(h("::1"), Err(HostError::InvalidPort));
     assert_eq!(h(&"a".repeat(64)), Err(HostError::InvalidName));
 }
+
+#[test]
+fn hosts_written_canonically_are_known() {
+    for raw in ["api.example.com", "127.0.0.1:8080", "a:0", "my_host:65535"] {
+        assert!(host(raw).unwrap().as_written, "{raw}");
+    }
+    for raw in [
+        "API.example.com",
+        "api.example.com.",
+        "api.example.com:",
+        "api.example.com:080",
+        "a:00",
+        "api.example.com.:80",
+        "[::1]:8443",
+    ] {
+        assert!(!host(raw).unwrap().as_written, "{raw}");
+    }
+}

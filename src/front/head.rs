@@ -131,25 +131,38 @@ impl HeadEnd {
     }
 }
 
+/// Which bytes are `tchar`s (RFC 9110 section 5.6.2): letters, digits and ``!#$%&'*+-.^_`|~``;
+/// a table, since every header name's bytes are looked up.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[b as usize]
 }
 
 /// Whether `b` may appear in a field value (RFC 9110 section 5.5: visible characters, space,
@@ -170,7 +183,7 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
     let mut offset = start;
     let mut lines = std::iter::from_fn(move || {
         let rest = &head[offset..len - 2];
-        let lf = rest.iter().position(|b| *b == b'\n')?;
+        let lf = memchr::memchr(b'\n', rest)?;
         let line = (offset, &rest[..lf.saturating_sub(1)]);
         offset += lf + 1;
         Some(line)
@@ -202,10 +215,7 @@ pub fn parse(buf: &[u8], len: usize) -> Result<Head, Refusal> {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(refuse(400, "obs_fold"));
         }
-        let colon = line
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or(refuse(400, "header_syntax"))?;
+        let colon = memchr::memchr(b':', line).ok_or(refuse(400, "header_syntax"))?;
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(refuse(400, "header_name"));

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 mod line;
+use line::key;
 
 /// One access log line. It borrows nothing from the request and allocates once per request
 /// at most: names of routes, pools and consumers are shared (`Arc<str>`), addresses, method,
@@ -128,11 +129,6 @@ impl Strings {
     }
 }
 
-/// Milliseconds, to the microsecond (no `0.12272300000000001`).
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
-
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut f = line::Serde {
@@ -151,44 +147,60 @@ impl Entry {
     /// The entry's fields in order, to serde's struct serializer or to the line writer.
     fn fields(&self, m: &mut impl line::Fields) {
         let t = &self.strings;
-        let time = humantime::format_rfc3339_millis(self.time).to_string();
-        m.field("time", &time);
-        m.field("request_id", self.request_id.to_str().unwrap_or("-"));
-        m.field("client_ip", &self.client_ip.map(IpText));
-        m.field("method", self.method.as_ref().map_or("-", Method::as_str));
-        m.field("protocol", self.protocol);
-        m.field("host", &t.host());
-        m.field("path", t.path());
-        m.field("query", &t.get(4));
-        m.field("raw_path", &t.get(2));
-        m.field("raw_host", &t.get(3));
-        m.field("status", &self.status);
-        m.field("bytes_received", &self.bytes_received);
-        m.field("bytes_sent", &self.bytes_sent);
-        m.field("body_bytes_sent", &self.body_bytes_sent);
-        m.field("duration_ms", &millis(self.duration));
-        m.field("user_agent", &t.get(5));
-        m.field("route", &self.route.as_deref());
-        m.field("upstream", &self.upstream.as_deref());
-        m.field("peer", &self.tried.last().copied().map(AddrText));
-        m.field("attempts", &self.tried.len());
-        m.field("tried", &Tried(&self.tried));
-        m.field("upstream_status", &self.upstream_status);
-        m.field("upstream_connect_ms", &self.upstream_connect.map(millis));
-        m.field("upstream_response_ms", &self.upstream_response.map(millis));
-        m.field("tls_version", &self.tls_version.as_deref());
-        m.field("tls_server_name", &self.tls_server_name.as_deref());
-        m.field("trace_id", &self.trace_id);
-        m.field("span_id", &self.span_id);
-        m.field("consumer", &self.consumer.as_deref());
-        m.field("cache_status", &self.cache_status);
-        m.field("error", &self.error);
+        let mut ip = [0u8; 48];
+        let mut peer = [0u8; 64];
+        m.time(key!("time"), self.time);
+        m.text(
+            key!("request_id"),
+            Some(self.request_id.to_str().unwrap_or("-")),
+        );
+        m.plain(
+            key!("client_ip"),
+            self.client_ip.map(|a| ip_text(a, &mut ip)),
+        );
+        m.plain(
+            key!("method"),
+            Some(self.method.as_ref().map_or("-", Method::as_str)),
+        );
+        m.plain(key!("protocol"), Some(self.protocol));
+        m.plain(key!("host"), t.host());
+        m.text(key!("path"), Some(t.path()));
+        m.text(key!("query"), t.get(4));
+        m.text(key!("raw_path"), t.get(2));
+        m.text(key!("raw_host"), t.get(3));
+        m.number(key!("status"), Some(self.status.into()));
+        m.number(key!("bytes_received"), Some(self.bytes_received));
+        m.number(key!("bytes_sent"), Some(self.bytes_sent));
+        m.number(key!("body_bytes_sent"), Some(self.body_bytes_sent));
+        m.millis(key!("duration_ms"), Some(self.duration));
+        m.text(key!("user_agent"), t.get(5));
+        m.text(key!("route"), self.route.as_deref());
+        m.text(key!("upstream"), self.upstream.as_deref());
+        let last = self.tried.last().map(|a| addr_text(*a, &mut peer));
+        m.plain(key!("peer"), last);
+        m.number(key!("attempts"), Some(self.tried.len() as u64));
+        m.addresses(key!("tried"), &self.tried);
+        m.number(key!("upstream_status"), self.upstream_status.map(u64::from));
+        m.millis(key!("upstream_connect_ms"), self.upstream_connect);
+        m.millis(key!("upstream_response_ms"), self.upstream_response);
+        m.text(key!("tls_version"), self.tls_version.as_deref());
+        m.text(key!("tls_server_name"), self.tls_server_name.as_deref());
+        m.plain(key!("trace_id"), self.trace_id.as_deref());
+        m.plain(key!("span_id"), self.span_id.as_deref());
+        m.text(key!("consumer"), self.consumer.as_deref());
+        m.plain(key!("cache_status"), self.cache_status);
+        m.plain(key!("error"), self.error);
     }
 
     /// The entry as one JSON object (the same text as serializing it with serde_json), written
     /// to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        line::write(out, |l| self.fields(l));
+        self.write_line(out, &mut line::Clock::default());
+    }
+
+    /// [`Entry::write_json`], with the writer's clock text kept between lines.
+    fn write_line(&self, out: &mut Vec<u8>, clock: &mut line::Clock) {
+        line::write(out, clock, |l| self.fields(l));
     }
 }
 
@@ -201,26 +213,34 @@ impl Serialize for Tried<'_> {
     }
 }
 
-/// An address as text, written without the formatting machinery (which cost the writer
-/// thread about 6,000 instructions per line for the client and peer addresses).
+/// An address as text in `buf`, written without the formatting machinery (which cost the
+/// writer thread about 6,000 instructions per line for the client and peer addresses).
+fn ip_text(a: IpAddr, buf: &mut [u8; 48]) -> &str {
+    let n = crate::wire::write_ip(a, buf);
+    std::str::from_utf8(&buf[..n]).unwrap_or("-")
+}
+
+/// A socket address as text in `buf` (`1.2.3.4:80`, `[::1]:80`).
+fn addr_text(a: SocketAddr, buf: &mut [u8; 64]) -> &str {
+    let n = crate::wire::write_socket_addr(a, buf);
+    std::str::from_utf8(&buf[..n]).unwrap_or("-")
+}
+
+/// An address, serialized as text.
 struct IpText(IpAddr);
 
 impl Serialize for IpText {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 48];
-        let n = crate::wire::write_ip(self.0, &mut buf);
-        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("-"))
+        s.serialize_str(ip_text(self.0, &mut [0u8; 48]))
     }
 }
 
-/// A socket address as text (`1.2.3.4:80`, `[::1]:80`).
+/// A socket address, serialized as text.
 struct AddrText(SocketAddr);
 
 impl Serialize for AddrText {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        let n = crate::wire::write_socket_addr(self.0, &mut buf);
-        s.serialize_str(std::str::from_utf8(&buf[..n]).unwrap_or("-"))
+        s.serialize_str(addr_text(self.0, &mut [0u8; 64]))
     }
 }
 
@@ -233,10 +253,7 @@ impl Serialize for Ecs<'_> {
         let e = self.0;
         let t = &e.strings;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry(
-            "@timestamp",
-            &humantime::format_rfc3339_millis(e.time).to_string(),
-        )?;
+        m.serialize_entry("@timestamp", &line::time_text(e.time))?;
         m.serialize_entry("ecs.version", "8.11.0")?;
         m.serialize_entry("event.dataset", "tollgate.access")?;
         m.serialize_entry("event.duration", &(e.duration.as_nanos() as u64))?;
@@ -277,11 +294,11 @@ impl Serialize for Ecs<'_> {
         m.serialize_entry("tollgate.upstream_status", &e.upstream_status)?;
         m.serialize_entry(
             "tollgate.upstream_connect_ms",
-            &e.upstream_connect.map(millis),
+            &e.upstream_connect.map(line::millis),
         )?;
         m.serialize_entry(
             "tollgate.upstream_response_ms",
-            &e.upstream_response.map(millis),
+            &e.upstream_response.map(line::millis),
         )?;
         m.serialize_entry("tollgate.raw_host", &t.get(3))?;
         m.serialize_entry("tollgate.cache_status", &e.cache_status)?;
@@ -374,6 +391,7 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || {
                 let mut buf = Vec::with_capacity(64 * 1024);
+                let mut clock = line::Clock::default();
                 let mut busy = false;
                 let mut full = false;
                 loop {
@@ -406,7 +424,7 @@ impl AccessLog {
                         lines += 1;
                         let written = match format {
                             LogFormat::Json => {
-                                e.write_json(&mut buf);
+                                e.write_line(&mut buf, &mut clock);
                                 Ok(())
                             }
                             LogFormat::Ecs => serde_json::to_writer(&mut buf, &Ecs(&e)),

@@ -48,8 +48,8 @@ impl Target {
             // An HTTP/2 `:authority`: it wins over `Host`.
             let raw = authority.as_str();
             let host = canonical::host(raw).map_err(|e| e.describe())?;
-            let rewrite = !canonical_wire(raw, &host)
-                || header.is_some_and(|h| h.as_bytes() != raw.as_bytes());
+            let rewrite =
+                !host.as_written || header.is_some_and(|h| h.as_bytes() != raw.as_bytes());
             if rewrite {
                 target.upstream_host = HeaderValue::from_str(&wire_form(&host)).ok();
             }
@@ -76,7 +76,7 @@ impl Target {
                 .to_str()
                 .map_err(|_| "the host is not a valid name or address")?;
             let host = canonical::host(raw).map_err(|e| e.describe())?;
-            if !canonical_wire(raw, &host) {
+            if !host.as_written {
                 // `Admin.Example.:0080` goes upstream as `admin.example:80`.
                 target.upstream_host = HeaderValue::from_str(&wire_form(&host)).ok();
             }
@@ -157,26 +157,6 @@ impl Target {
             _ => "",
         };
         (raw != canonical).then_some(raw)
-    }
-}
-
-/// Whether `raw` is already written as `host`'s canonical `name[:port]` (lower case, no
-/// trailing dot, a port without leading zeros); `host` is `raw` read by [`canonical::host`].
-fn canonical_wire(raw: &str, host: &canonical::Host) -> bool {
-    let Cow::Borrowed(name) = &host.name else {
-        return false;
-    };
-    let Some(rest) = raw.get(name.len()..) else {
-        return false;
-    };
-    match host.port {
-        None => rest.is_empty(),
-        Some(p) => {
-            let digits = rest.strip_prefix(':').unwrap_or("");
-            !digits.is_empty()
-                && (digits == "0" || !digits.starts_with('0'))
-                && digits.parse::<u16>() == Ok(p)
-        }
     }
 }
 

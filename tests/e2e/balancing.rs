@@ -180,6 +180,36 @@ fn health_checks_take_a_peer_out_and_bring_it_back() {
     assert!(back, "peer b never came back");
 }
 
+/// A pool of one peer is chosen without the balancer: its health checks still take it out and
+/// bring it back.
+#[test]
+fn a_lone_peer_follows_its_health_checks() {
+    let a = Upstream::start("a");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  p:\n    peers: [\"{}\"]\n    health_check: {{kind: http, path: /health, interval: 100ms, timeout: 100ms, unhealthy_after: 1, healthy_after: 1}}\nroutes:\n  - {{name: t, match: {{}}, upstream: p}}\n",
+        a.addr
+    ));
+    assert!(
+        wait_until(Duration::from_secs(5), || a.probes.load(Ordering::SeqCst)
+            > 0),
+        "no probes"
+    );
+    assert_eq!(gw.get("/", &[]).status, 200);
+    a.set_healthy(false);
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.get("/", &[]).status == 503),
+        "the unhealthy peer was still chosen"
+    );
+    let served = a.count();
+    assert_eq!(gw.get("/", &[]).status, 503);
+    assert_eq!(a.count(), served, "a request reached the unhealthy peer");
+    a.set_healthy(true);
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.get("/", &[]).status == 200),
+        "the peer never came back"
+    );
+}
+
 #[test]
 fn tcp_health_check_and_503_when_no_peer_is_healthy() {
     let dead = closed_port();
