@@ -59,6 +59,7 @@ pub(super) fn report(
     let body_bytes_sent = session.body_bytes_sent() as u64;
     let header_bytes = session.response_written().map_or(0, header_bytes);
     let tls = super::tls_of(session);
+    let (host, raw_host) = target.hosts(req);
     log.write(Entry {
         time: ctx.request.started_at,
         request_id: ctx.request.id.clone(),
@@ -66,10 +67,10 @@ pub(super) fn report(
         method: Some(req.method.clone()),
         protocol: protocol(req.version),
         strings: Strings::new(RequestText {
-            host: target.host(req),
+            host,
             path: target.path(req),
             raw_path: target.path_changed().then(|| req.uri.path()),
-            raw_host: target.raw_host(req),
+            raw_host,
             query: req.uri.query().filter(|_| log.logs_query()),
             user_agent: req
                 .headers

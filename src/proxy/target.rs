@@ -142,6 +142,20 @@ impl Target {
         self.path.is_some()
     }
 
+    /// The canonical host, and the host as the client sent it when that differs
+    /// ([`Target::raw_host`]): both for the access log, with one look at `Host`.
+    pub fn hosts<'a>(&'a self, req: &'a RequestHeader) -> (Option<&'a str>, Option<&'a str>) {
+        if let HostRef::Header(n) = self.host {
+            // Neither an authority nor an absolute-form target: the `Host` header is both.
+            let raw = req.headers.get(HOST).and_then(|h| h.to_str().ok());
+            let Some((raw, canonical)) = raw.and_then(|r| Some((r, r.get(..n)?))) else {
+                return (None, None);
+            };
+            return (Some(canonical), (raw != canonical).then_some(raw));
+        }
+        (self.host(req), self.raw_host(req))
+    }
+
     /// The host as the client sent it (`Host`, or the target's authority), when it differs from
     /// the canonical one: for the access log.
     pub fn raw_host<'a>(&self, req: &'a RequestHeader) -> Option<&'a str> {
@@ -197,6 +211,29 @@ mod tests {
         assert_eq!(t.host(&r), Some("api.example.com"));
         assert!(t.upstream_host.is_none());
         assert_eq!(t.raw_host(&r), Some("api.example.com:8080"));
+    }
+
+    /// `hosts` answers what `host` and `raw_host` answer, for every way a request names its host.
+    #[test]
+    fn hosts_reads_both_at_once() {
+        let mut cases = Vec::new();
+        for host in [
+            Some("api.example.com"),
+            Some("api.example.com:8080"),
+            Some("API.Example.com."),
+            Some("[::0001]:80"),
+            None,
+        ] {
+            cases.push(req("/x", host));
+            cases.push(req("http://other.example:81/x", host));
+        }
+        let mut old = req("/x", None);
+        old.set_version(http::Version::HTTP_10);
+        cases.push(old);
+        for r in &cases {
+            let Ok(t) = of(r) else { continue };
+            assert_eq!(t.hosts(r), (t.host(r), t.raw_host(r)), "{:?}", r.uri);
+        }
     }
 
     #[test]

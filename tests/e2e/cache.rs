@@ -516,8 +516,11 @@ fn the_byte_budget_holds_under_churn_and_hot_objects_stay() {
     let mut sorted_second = second.to_vec();
     sorted_second.sort_unstable();
     let median_second = sorted_second[sorted_second.len() / 2];
+    // The allowance is the allocator's: mimalloc returns freed pages after a delay, which a
+    // loaded machine (the whole suite at once) stretches; once measured 7.8 MiB over. Leaking
+    // the churned objects would add 15 MiB per sample.
     assert!(
-        median_second <= peak_first + 6 * 1024,
+        median_second <= peak_first + 12 * 1024,
         "resident memory kept growing under churn: before {before}, samples {rss:?}"
     );
     assert!(

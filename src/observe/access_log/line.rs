@@ -80,9 +80,11 @@ pub(super) fn millis(d: Duration) -> f64 {
     micros(d) as f64 / 1000.0
 }
 
-/// Whole microseconds, rounded to the nearest.
+/// Whole microseconds, rounded to the nearest (half a microsecond up).
 fn micros(d: Duration) -> u64 {
-    (d.as_secs_f64() * 1_000_000.0).round() as u64
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((d.subsec_nanos() + 500) / 1000))
 }
 
 /// Fields into serde's struct serializer; the first error is kept.
