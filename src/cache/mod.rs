@@ -276,12 +276,16 @@ pub fn cache_status(o: &Outcome) -> String {
             }
         })
     };
-    let mut out = String::from("tollgate; ");
+    // Written without the formatting machinery: this runs on every hit.
+    let mut out = String::with_capacity(48);
+    out.push_str("tollgate; ");
+    let mut digits = itoa::Buffer::new();
     match o.phase {
         CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating => {
             out.push_str("hit");
             if let Some(t) = ttl() {
-                out.push_str(&format!("; ttl={t}"));
+                out.push_str("; ttl=");
+                out.push_str(digits.format(t));
             }
             return out;
         }
@@ -297,14 +301,16 @@ pub fn cache_status(o: &Outcome) -> String {
         }
     }
     if let Some(s) = o.upstream_status {
-        out.push_str(&format!("; fwd-status={s}"));
+        out.push_str("; fwd-status=");
+        out.push_str(digits.format(s));
     }
     if o.stored {
         out.push_str("; stored");
     }
     if matches!(o.phase, CachePhase::Revalidated) {
         if let Some(t) = ttl() {
-            out.push_str(&format!("; ttl={t}"));
+            out.push_str("; ttl=");
+            out.push_str(digits.format(t));
         }
     }
     out

@@ -189,7 +189,7 @@ impl Entry {
         m.plain(key!("span_id"), self.span_id.as_deref());
         m.text(key!("consumer"), self.consumer.as_deref());
         m.plain(key!("cache_status"), self.cache_status);
-        m.plain(key!("error"), self.error);
+        m.text(key!("error"), self.error);
     }
 
     /// The entry as one JSON object (the same text as serializing it with serde_json), written
