@@ -13,6 +13,7 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheMeta, PurgeType};
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,12 +66,17 @@ enum StoredMeta {
 /// A fresh `CacheMeta` with the same contents as `m`, as far as `CacheMeta::new` and the
 /// public setters can express them.
 fn rebuild(m: &CacheMeta) -> CacheMeta {
+    rebuild_with(m, m.response_header_copy())
+}
+
+/// [`rebuild`] with `header` as the response header.
+fn rebuild_with(m: &CacheMeta, header: ResponseHeader) -> CacheMeta {
     let mut out = CacheMeta::new(
         m.fresh_until(),
         m.created(),
         m.stale_while_revalidate_sec(),
         m.stale_if_error_sec(),
-        m.response_header_copy(),
+        header,
     );
     if let Some(v) = m.variance() {
         out.set_variance(v);
@@ -81,21 +87,57 @@ fn rebuild(m: &CacheMeta) -> CacheMeta {
     out
 }
 
+/// Headers a hit adds to its copy of the stored header: Pingora's `Age`, then the request id,
+/// `Cache-Status`, `X-Cache-Status` and a few of a route's own.
+const HIT_HEADERS: usize = 6;
+
+/// A copy of `h` (status, version, reason phrase, fields in order with their case) whose header
+/// maps have room for [`HIT_HEADERS`] more fields. A hit's copy is a clone, and a header map's
+/// clone keeps its table: sized exactly, as a parsed header is, both of a hit's maps (the
+/// values and Pingora's map of name cases) were rebuilt larger on every hit when its first
+/// header was added.
+fn with_room(h: &ResponseHeader) -> Result<ResponseHeader> {
+    let size = Some(h.headers.len() + HIT_HEADERS);
+    let mut out = if h.has_case() {
+        let mut out = ResponseHeader::build(h.status, size)?;
+        for (name, value) in h.case_header_iter() {
+            out.append_header(name.clone(), value.clone())?;
+        }
+        out
+    } else {
+        let mut out = ResponseHeader::build_no_case(h.status, size)?;
+        for (name, value) in h.headers.iter() {
+            out.append_header(name.clone(), value.clone())?;
+        }
+        out
+    };
+    out.set_version(h.version);
+    if let Some(reason) = h.get_reason_phrase() {
+        out.set_reason_phrase(Some(reason))?;
+    }
+    Ok(out)
+}
+
 impl StoredMeta {
     /// The stored form of `meta`, and the bytes it counts against the budget.
     fn new(meta: &CacheMeta) -> Result<(StoredMeta, usize)> {
         let (internal, header) = meta.serialize()?;
         // Decoded from the serialized form, so that what a hit sees is exactly what decoding
         // per hit would give (times included, at the precision the format keeps).
-        let canonical = CacheMeta::deserialize(&internal, &header)?;
-        if rebuild(&canonical).serialize()?.0 == internal {
+        let decoded = CacheMeta::deserialize(&internal, &header)?;
+        let plain = rebuild(&decoded).serialize()?;
+        let canonical = rebuild_with(&decoded, with_room(decoded.response_header())?);
+        // The copy with room is the same header as the decoded one: it serializes to the same
+        // bytes.
+        if plain.0 == internal && canonical.serialize()? == plain {
             // A decoded header costs more than its compressed form: count names, values and
-            // the slots of the header map and of Pingora's map of name cases.
+            // the slots of the header map and of Pingora's map of name cases, the room included.
             let decoded: usize = canonical
                 .headers()
                 .iter()
                 .map(|(k, v)| 2 * k.as_str().len() + v.len() + 96)
-                .sum();
+                .sum::<usize>()
+                + HIT_HEADERS * 96;
             let size = internal.len() + decoded;
             return Ok((StoredMeta::Decoded(canonical), size));
         }
@@ -472,7 +514,54 @@ mod tests {
                         "Content-Length"
                     ]
                 );
+                // A hit's copy has room for the headers a hit adds.
+                let h = back.response_header();
+                assert!(h.headers.capacity() >= h.headers.len() + HIT_HEADERS);
+                assert_eq!(h.status, 200);
             }
+        }
+    }
+
+    /// A hit sees what decoding the stored meta gives (Pingora's own storage hands out that),
+    /// room or not: status, version, reason phrase and every field with its case, in order.
+    #[test]
+    fn the_room_keeps_status_version_reason_and_every_field() {
+        let now = std::time::SystemTime::now();
+        let fields = |h: &ResponseHeader| -> Vec<(String, String)> {
+            h.case_header_iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k.as_slice()).into_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect()
+        };
+        for (version, reason) in [(false, false), (true, false), (false, true)] {
+            let mut h = ResponseHeader::build(203, None).unwrap();
+            if version {
+                h.set_version(http::Version::HTTP_10);
+            }
+            if reason {
+                h.set_reason_phrase(Some("Fine Indeed")).unwrap();
+            }
+            h.append_header("X-A", "1").unwrap();
+            h.append_header("x-a", "2").unwrap();
+            h.append_header("Vary", "Accept").unwrap();
+            let m = CacheMeta::new(now + std::time::Duration::from_secs(5), now, 0, 0, h);
+            let (internal, header) = serialized(&m);
+            let pingora = CacheMeta::deserialize(&internal, &header).unwrap();
+            let want = pingora.response_header();
+            let (stored, _) = StoredMeta::new(&m).unwrap();
+            assert!(matches!(stored, StoredMeta::Decoded(_)));
+            let back = stored.to_meta().unwrap();
+            let got = back.response_header();
+            assert_eq!(got.status, want.status);
+            assert_eq!(got.version, want.version);
+            assert_eq!(got.get_reason_phrase(), want.get_reason_phrase());
+            assert_eq!(fields(got), fields(want));
+            assert_eq!(fields(got).len(), 3);
+            assert!(got.headers.capacity() >= got.headers.len() + HIT_HEADERS);
         }
     }
 
