@@ -193,12 +193,7 @@ impl Entry {
     }
 
     /// The entry as one JSON object (the same text as serializing it with serde_json), written
-    /// to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_line(out, &mut line::Clock::default());
-    }
-
-    /// [`Entry::write_json`], with the writer's clock text kept between lines.
+    /// to `out`; `clock` keeps the time's text between the writer's lines.
     fn write_line(&self, out: &mut Vec<u8>, clock: &mut line::Clock) {
         line::write(out, clock, |l| self.fields(l));
     }
