@@ -91,11 +91,11 @@ pub fn version(digest: &SslDigest) -> Cow<'static, str> {
 }
 
 /// The SNI name the client sent on this TLS connection, if it sent one.
-pub fn server_name(digest: &SslDigest) -> Option<Arc<str>> {
+pub fn server_name(digest: &SslDigest) -> Option<&str> {
     digest
         .extension
         .get::<ConnectionFacts>()
-        .and_then(|f| f.server_name.clone())
+        .and_then(|f| f.server_name.as_deref())
 }
 
 /// The client's verified certificate on this TLS connection, if it sent one.

@@ -117,26 +117,7 @@ pub fn vary_adds(headers: &http::HeaderMap, name: &'static str) -> Option<&'stat
 /// case); returns the length written.
 pub fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            n
-        }
+        std::net::IpAddr::V4(v4) => write_ipv4(v4, buf),
         std::net::IpAddr::V6(_) => {
             use std::io::Write;
             let mut w = &mut buf[..];
@@ -145,6 +126,44 @@ pub fn write_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> usize {
         }
     }
 }
+
+/// `ip` in dotted decimal at the start of `buf` (at least 16 bytes); the length written.
+fn write_ipv4(ip: std::net::Ipv4Addr, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    for octet in ip.octets() {
+        // Four bytes copied whatever the octet's length (`255.` the longest), then counted.
+        let (text, len) = &OCTETS[usize::from(octet)];
+        buf[n..n + 4].copy_from_slice(text);
+        n += usize::from(*len);
+    }
+    n - 1
+}
+
+/// Each octet's decimal text and a dot after it, padded to four bytes, and the length.
+static OCTETS: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (text, len) = if o >= 100 {
+            (
+                [
+                    b'0' + (o / 100) as u8,
+                    b'0' + (o / 10 % 10) as u8,
+                    b'0' + (o % 10) as u8,
+                    b'.',
+                ],
+                4,
+            )
+        } else if o >= 10 {
+            ([b'0' + (o / 10) as u8, b'0' + (o % 10) as u8, b'.', 0], 3)
+        } else {
+            ([b'0' + o as u8, b'.', 0, 0], 2)
+        };
+        table[o] = (text, len);
+        o += 1;
+    }
+    table
+};
 
 /// Writes `addr` as its `Display` does (`1.2.3.4:80`, `[::1]:80`) into `buf`, IPv4 without the
 /// formatting machinery; returns the length written.
@@ -155,9 +174,7 @@ pub fn write_socket_addr(addr: std::net::SocketAddr, buf: &mut [u8; 64]) -> usiz
         let _ = write!(w, "{addr}");
         return 64 - w.len();
     };
-    let mut ip = [0u8; 48];
-    let mut at = write_ip(std::net::IpAddr::V4(*v4.ip()), &mut ip);
-    buf[..at].copy_from_slice(&ip[..at]);
+    let mut at = write_ipv4(*v4.ip(), buf);
     buf[at] = b':';
     at += 1;
     let port = v4.port();
@@ -218,6 +235,20 @@ mod tests {
             hex::encode(key_digest(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn every_ipv4_octet_is_written_as_display_writes_it() {
+        for o in 0..=255u8 {
+            for at in 0..4 {
+                let mut octets = [255, 0, 7, 10];
+                octets[at] = o;
+                let ip = std::net::IpAddr::from(octets);
+                let mut buf = [0u8; 48];
+                let n = super::write_ip(ip, &mut buf);
+                assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), ip.to_string());
+            }
+        }
     }
 
     #[test]

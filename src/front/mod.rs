@@ -22,7 +22,7 @@ pub mod proxy_protocol;
 
 use crate::config::{Config, ForwardedHeader};
 use crate::gateway::Gateway;
-use crate::observe::access_log::{AccessLog, Entry, RequestText, Strings};
+use crate::observe::access_log::{AccessLog, Entry, RequestText};
 use crate::observe::metrics::{method_label, Metrics};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -294,17 +294,16 @@ impl FrontDoor {
         let (_, peer) = addresses(&*conn);
         let tls = conn.get_ssl_digest();
         let duration = started.elapsed();
-        log.write(Entry {
+        log.write(&Entry {
             time: std::time::SystemTime::now() - duration,
-            request_id: http::HeaderValue::from_str(&request_id)
-                .unwrap_or_else(|_| http::HeaderValue::from_static("-")),
+            request_id: request_id.as_bytes(),
             client_ip: peer.map(|p| p.ip().to_canonical()),
-            method,
+            method: method.as_ref(),
             protocol: "HTTP/1.1",
-            strings: Strings::new(RequestText {
+            text: RequestText {
                 path: &target,
                 ..RequestText::default()
-            }),
+            },
             status,
             bytes_received: 0,
             bytes_sent: response.len() as u64,
@@ -312,7 +311,7 @@ impl FrontDoor {
             duration,
             route: None,
             upstream: None,
-            tried: Vec::new(),
+            tried: &[],
             upstream_status: None,
             upstream_connect: None,
             upstream_response: None,

@@ -328,7 +328,7 @@ impl Metrics {
             last_reload_successful: gauge(&r, "tollgate_config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 when it was refused."),
             last_reload_success_time: gauge(&r, "tollgate_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded or reloaded successfully (Unix time)."),
             config_reloads: counter(&r, "tollgate_config_reloads_total", "Configuration reloads, by result.", &["result"]),
-            access_log_dropped: single_counter(&r, "tollgate_access_log_dropped_total", "Access log lines dropped because the writer fell behind."),
+            access_log_dropped: single_counter(&r, "tollgate_access_log_dropped_total", "Access log lines dropped: the writer fell behind (a slow disk) or a write failed (a full disk)."),
             spans: {
                 let dropped = counter(&r, "tollgate_trace_spans_dropped_total", "Spans not exported, by reason: queue_full (the export queue was full), export_failed (the collector did not take them).", &["reason"]);
                 crate::observe::otlp::ExportCounters {

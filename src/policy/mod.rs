@@ -306,10 +306,10 @@ impl Policies {
     }
 
     /// The caller's name as logged: what `X-Consumer` carries, when it is text.
-    pub fn name_of(&self, identity: &Identity) -> Option<Arc<str>> {
+    pub fn name_of<'a>(&'a self, identity: &'a Identity) -> Option<&'a str> {
         match identity {
-            Identity::Consumer(id) => Some(self.consumers[*id].name.clone()),
-            Identity::Token(t) => t.name_text.clone(),
+            Identity::Consumer(id) => Some(&self.consumers[*id].name),
+            Identity::Token(t) => t.name_text.as_deref(),
         }
     }
 

@@ -326,7 +326,7 @@ pub(super) fn choose_pool(
         ctx.upstream.pool = split.choose(&crate::gateway::split::Chooser {
             headers: &session.req_header().headers,
             client_ip: ctx.request.client.ip,
-            consumer: consumer.as_deref(),
+            consumer,
         });
     }
     ctx.mirror = super::mirror::sample(route);

@@ -1,7 +1,7 @@
 //! What a finished request leaves behind: its metrics and its access-log line.
 
 use super::ctx::Ctx;
-use crate::observe::access_log::{AccessLog, Entry, RequestText, Strings};
+use crate::observe::access_log::{AccessLog, Entry, RequestText};
 use crate::observe::metrics::{method_label, Metrics};
 use crate::observe::otlp::{unix_nanos, RequestSpans, SpanExporter};
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -60,13 +60,18 @@ pub(super) fn report(
     let header_bytes = session.response_written().map_or(0, header_bytes);
     let tls = super::tls_of(session);
     let (host, raw_host) = target.hosts(req);
-    log.write(Entry {
+    let trace = ctx.request.trace.as_ref();
+    let (trace_id, span_id) = (
+        trace.map(|t| t.trace_id_hex()),
+        trace.map(|t| t.span_id_hex()),
+    );
+    log.write(&Entry {
         time: ctx.request.started_at,
-        request_id: ctx.request.id.clone(),
+        request_id: ctx.request.id.as_bytes(),
         client_ip: ctx.request.client.ip,
-        method: Some(req.method.clone()),
+        method: Some(&req.method),
         protocol: protocol(req.version),
-        strings: Strings::new(RequestText {
+        text: RequestText {
             host,
             path: target.path(req),
             raw_path: target.path_changed().then(|| req.uri.path()),
@@ -75,23 +80,23 @@ pub(super) fn report(
             user_agent: req
                 .headers
                 .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-        }),
+                .map(http::HeaderValue::as_bytes),
+        },
         status,
         bytes_received: session.body_bytes_read() as u64,
         bytes_sent: header_bytes + body_bytes_sent,
         body_bytes_sent,
         duration: elapsed,
-        route: route.map(|r| r.name.clone()),
-        upstream: route.map(|r| r.target(ctx.upstream.pool).1.upstream().clone()),
-        tried: std::mem::take(&mut ctx.upstream.tried),
+        route: route.map(|r| &*r.name),
+        upstream: route.map(|r| &**r.target(ctx.upstream.pool).1.upstream()),
+        tried: &ctx.upstream.tried,
         upstream_status: ctx.upstream.status,
         upstream_connect: ctx.upstream.connect,
         upstream_response: ctx.upstream.response,
         tls_version: tls.map(crate::tls::version),
         tls_server_name: tls.and_then(crate::tls::server_name),
-        trace_id: ctx.request.trace.as_ref().map(|t| t.trace_id_hex()),
-        span_id: ctx.request.trace.as_ref().map(|t| t.span_id_hex()),
+        trace_id: trace_id.as_deref(),
+        span_id: span_id.as_deref(),
         consumer: ctx
             .caller
             .identity

@@ -394,6 +394,35 @@ fn access_log_in_ecs_and_without_query_strings() {
     assert!(line["@timestamp"].as_str().unwrap().ends_with('Z'));
 }
 
+/// A full disk under the access log: requests are served as ever, and every line the disk
+/// refused is counted.
+#[test]
+fn a_full_disk_under_the_access_log_costs_no_request_and_each_lost_line_is_counted() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let up = Upstream::start("a");
+    let admin = closed_port().port();
+    let gw = Gateway::start(&format!(
+        "admin: {{address: 127.0.0.1:{admin}}}\naccess_log: {{path: /dev/full}}\nupstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n",
+        up.addr
+    ));
+    for i in 0..20 {
+        assert_eq!(gw.get(&format!("/full/{i}"), &[]).status, 200);
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        let text = admin_get(admin, "/metrics", None).text();
+        metric(&text, "tollgate_access_log_dropped_total") == 20.0
+    }));
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log()
+        .contains("access log: write failed")));
+    // Said once, not once per line or per write.
+    assert_eq!(gw.log().matches("access log: write failed").count(), 1);
+    assert_eq!(gw.get("/full/after", &[]).status, 200);
+}
+
 #[test]
 fn admin_health_readiness_and_token() {
     let s = setup(None, true);

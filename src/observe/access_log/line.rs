@@ -11,22 +11,47 @@
 
 use serde::ser::SerializeStruct;
 use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A field's name (plain ASCII: letters, digits, `_`, `.`; it needs no escaping) and its JSON
-/// text with what goes before the value, `,"name":`, written in one piece by the line writer.
+/// text with what goes before the value, `,"name":` (and a `"` for a text value), written by the
+/// line writer as one block of [`KEY_ROOM`] bytes (a copy of fixed size: a few moves rather
+/// than a call to `memcpy`) and cut to length.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Key {
     pub(super) name: &'static str,
-    pub(super) json: &'static str,
+    /// `,"name":"`, then zeros.
+    pub(super) json: [u8; KEY_ROOM],
+    /// The length of `,"name":`.
+    pub(super) len: usize,
+}
+
+/// Room for the longest key's text.
+pub(super) const KEY_ROOM: usize = 32;
+
+/// `text` padded with zeros to [`KEY_ROOM`] bytes (a longer key does not compile).
+pub(super) const fn padded(text: &str) -> [u8; KEY_ROOM] {
+    let bytes = text.as_bytes();
+    assert!(bytes.len() <= KEY_ROOM, "a key longer than KEY_ROOM");
+    let mut out = [0u8; KEY_ROOM];
+    let mut i = 0;
+    while i < bytes.len() {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
 }
 
 /// The [`Key`] named `$name`.
 macro_rules! key {
     ($name:literal) => {
-        $crate::observe::access_log::line::Key {
-            name: $name,
-            json: concat!(",\"", $name, "\":"),
+        const {
+            $crate::observe::access_log::line::Key {
+                name: $name,
+                json: $crate::observe::access_log::line::padded(concat!(",\"", $name, "\":\"")),
+                len: concat!(",\"", $name, "\":").len(),
+            }
         }
     };
 }
@@ -41,15 +66,29 @@ pub(super) trait Fields {
         self.field(key, &value);
     }
 
+    /// A header's value: text when it is visible ASCII or tabs, `invalid` when it is not,
+    /// `null` for none.
+    fn header(&mut self, key: Key, value: Option<&[u8]>, invalid: Option<&'static str>) {
+        self.text(key, value.and_then(|v| header_text(v).or(invalid)));
+    }
+
     /// A text value that never needs escaping (an address, a method, a canonical host: no
     /// control character, quote or backslash).
     fn plain(&mut self, key: Key, value: Option<&str>) {
         self.text(key, value);
     }
 
-    /// Socket addresses, as a list of `address:port` texts.
-    fn addresses(&mut self, key: Key, value: &[std::net::SocketAddr]) {
-        self.field(key, &super::Tried(value));
+    /// An IP address, as text.
+    fn ip(&mut self, key: Key, value: Option<IpAddr>) {
+        self.field(key, &value.map(super::IpText));
+    }
+
+    /// The peers tried, in order, under three keys: the last one (`address:port`), how many,
+    /// and the list of them.
+    fn peers(&mut self, keys: [Key; 3], tried: &[SocketAddr]) {
+        self.field(keys[0], &tried.last().copied().map(super::AddrText));
+        self.number(keys[1], Some(tried.len() as u64));
+        self.field(keys[2], &super::Tried(tried));
     }
 
     /// A whole number (`null` for `None`).
@@ -106,7 +145,6 @@ impl<M: SerializeStruct> Fields for Serde<M> {
 /// Fields as one JSON object into a buffer.
 pub(super) struct Line<'a> {
     out: &'a mut Vec<u8>,
-    first: bool,
     clock: &'a mut Clock,
 }
 
@@ -140,17 +178,41 @@ impl Clock {
 }
 
 /// Whether serde_json writes `s` as it is, between quotes: it escapes control characters,
-/// `"` and `\\` (and nothing else). Eight bytes at a time: a word has such a byte when one of
-/// its bytes is below 0x20 or equal to one of the two.
+/// `"` and `\\` (and nothing else).
 fn needs_no_escape(s: &[u8]) -> bool {
+    scan::<false>(s)
+}
+
+/// Whether `s`, a header's value, is text serde_json writes as it is: visible ASCII but `"`
+/// and `\\` (as [`needs_no_escape`], and no byte at or above 0x7f: `HeaderValue::to_str`
+/// would refuse those).
+fn plain_ascii(s: &[u8]) -> bool {
+    scan::<true>(s)
+}
+
+/// A header's value as text, when every byte is visible ASCII or a tab (as
+/// `HeaderValue::to_str` reads it).
+pub(super) fn header_text(b: &[u8]) -> Option<&str> {
+    if b.iter().all(|&c| c == b'\t' || (0x20..0x7f).contains(&c)) {
+        std::str::from_utf8(b).ok()
+    } else {
+        None
+    }
+}
+
+/// [`needs_no_escape`] (`ASCII`: [`plain_ascii`]), eight bytes at a time: a word has such a
+/// byte when one of its bytes is below 0x20, equal to `"` or `\\` (or, for `ASCII`, at or
+/// above 0x7f).
+fn scan<const ASCII: bool>(s: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // Some byte of `v` is zero / below `n` (n <= 0x80; exact as a whole-word answer).
     let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH != 0;
     let clean = |v: u64| {
-        !below(v, 0x20) && !below(v ^ (ONES * u64::from(b'"')), 1) && {
-            !below(v ^ (ONES * u64::from(b'\\')), 1)
-        }
+        !below(v, 0x20)
+            && !below(v ^ (ONES * u64::from(b'"')), 1)
+            && { !below(v ^ (ONES * u64::from(b'\\')), 1) }
+            && (!ASCII || (v & HIGH == 0 && !below(v ^ (ONES * 0x7f), 1)))
     };
     let mut words = s.chunks_exact(8);
     for w in &mut words {
@@ -163,19 +225,20 @@ fn needs_no_escape(s: &[u8]) -> bool {
     words
         .remainder()
         .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && (!ASCII || b < 0x7f))
 }
 
 impl Line<'_> {
-    fn key(&mut self, key: Key) {
-        let json = key.json.as_bytes();
-        if self.first {
-            self.first = false;
-            self.out.push(b'{');
-            self.out.extend_from_slice(&json[1..]);
-        } else {
-            self.out.extend_from_slice(json);
-        }
+    /// `,"name":`, and the opening quote of a text value when `quote`.
+    fn key(&mut self, key: Key, quote: bool) {
+        let at = self.out.len();
+        self.out.extend_from_slice(&key.json);
+        self.out.truncate(at + key.len + usize::from(quote));
+    }
+
+    fn null(&mut self, key: Key) {
+        self.key(key, false);
+        self.out.extend_from_slice(b"null");
     }
 
     fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
@@ -188,75 +251,163 @@ impl Line<'_> {
         }
     }
 
-    fn quoted(&mut self, text: &[u8]) {
-        self.out.reserve(text.len() + 2);
-        self.out.push(b'"');
+    /// A text value that needs no escaping, after its key.
+    fn quoted(&mut self, key: Key, text: &[u8]) {
+        self.key(key, true);
         self.out.extend_from_slice(text);
         self.out.push(b'"');
     }
+
+    /// The first `n` bytes of `buf` (`n <= N`), copied as one block of `N` bytes (a few moves,
+    /// where a copy of a length known only at run time calls `memcpy`) and cut to length.
+    fn put<const N: usize>(&mut self, buf: &[u8; N], n: usize) {
+        let at = self.out.len();
+        self.out.extend_from_slice(buf);
+        self.out.truncate(at + n.min(N));
+    }
+
+    /// [`Line::quoted`] for text in the first `n` bytes of `buf`.
+    fn quoted_in<const N: usize>(&mut self, key: Key, buf: &[u8; N], n: usize) {
+        self.key(key, true);
+        self.put(buf, n);
+        self.out.push(b'"');
+    }
+
+    /// `n` in decimal.
+    fn decimal(&mut self, n: u64) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
 }
+
+/// The fraction of a millisecond count as serde_json writes it after the whole number: `.0`
+/// for none, else `.` and the three digits without their trailing zeros (`.5`, `.05`, `.123`).
+/// Indexed by microseconds (0..1000): the text padded to four bytes, and its length.
+static FRACTIONS: [([u8; 4], u8); 1000] = {
+    let mut table = [([0u8; 4], 0u8); 1000];
+    table[0] = (*b".0\0\0", 2);
+    let mut us = 1;
+    while us < 1000 {
+        let digits = [
+            b'0' + (us / 100) as u8,
+            b'0' + (us / 10 % 10) as u8,
+            b'0' + (us % 10) as u8,
+        ];
+        let mut len = 3;
+        while digits[len - 1] == b'0' {
+            len -= 1;
+        }
+        let mut text = [b'.', 0, 0, 0];
+        let mut i = 0;
+        while i < len {
+            text[i + 1] = digits[i];
+            i += 1;
+        }
+        table[us] = (text, len as u8 + 1);
+        us += 1;
+    }
+    table
+};
 
 impl Fields for Line<'_> {
     fn field<T: Serialize + ?Sized>(&mut self, key: Key, value: &T) {
-        self.key(key);
+        self.key(key, false);
         self.value(value);
     }
 
     fn text(&mut self, key: Key, value: Option<&str>) {
-        self.key(key);
         match value {
-            None => self.out.extend_from_slice(b"null"),
-            Some(s) if needs_no_escape(s.as_bytes()) => self.quoted(s.as_bytes()),
-            Some(s) => self.value(s),
+            None => self.null(key),
+            Some(s) if needs_no_escape(s.as_bytes()) => self.quoted(key, s.as_bytes()),
+            Some(s) => {
+                self.key(key, false);
+                self.value(s);
+            }
+        }
+    }
+
+    fn header(&mut self, key: Key, value: Option<&[u8]>, invalid: Option<&'static str>) {
+        match value {
+            // Nearly every value: checked once for both (a valid header, written as it is).
+            Some(v) if plain_ascii(v) => self.quoted(key, v),
+            _ => self.text(key, value.and_then(|v| header_text(v).or(invalid))),
         }
     }
 
     fn plain(&mut self, key: Key, value: Option<&str>) {
-        self.key(key);
         match value {
-            None => self.out.extend_from_slice(b"null"),
-            Some(s) => self.quoted(s.as_bytes()),
+            None => self.null(key),
+            Some(s) => self.quoted(key, s.as_bytes()),
         }
     }
 
-    fn addresses(&mut self, key: Key, value: &[std::net::SocketAddr]) {
-        self.key(key);
+    fn ip(&mut self, key: Key, value: Option<IpAddr>) {
+        match value {
+            None => self.null(key),
+            Some(a) => {
+                let mut buf = [0u8; 48];
+                let n = crate::wire::write_ip(a, &mut buf);
+                self.quoted_in(key, &buf, n);
+            }
+        }
+    }
+
+    fn peers(&mut self, [peer, attempts, list]: [Key; 3], tried: &[SocketAddr]) {
+        // The last peer is written twice (alone and at the list's end): formatted once.
+        let mut text = [0u8; 64];
+        let last = tried
+            .last()
+            .map(|a| crate::wire::write_socket_addr(*a, &mut text));
+        match last {
+            None => self.null(peer),
+            Some(n) => self.quoted_in(peer, &text, n),
+        }
+        self.number(attempts, Some(tried.len() as u64));
+        self.key(list, false);
         self.out.push(b'[');
         let mut buf = [0u8; 64];
-        for (i, a) in value.iter().enumerate() {
+        for (i, a) in tried.iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            let text = super::addr_text(*a, &mut buf);
-            self.quoted(text.as_bytes());
+            self.out.push(b'"');
+            match last {
+                Some(n) if i + 1 == tried.len() => self.put(&text, n),
+                _ => {
+                    let n = crate::wire::write_socket_addr(*a, &mut buf);
+                    self.put(&buf, n);
+                }
+            }
+            self.out.push(b'"');
         }
         self.out.push(b']');
     }
 
     fn number(&mut self, key: Key, value: Option<u64>) {
-        self.key(key);
         match value {
-            None => self.out.extend_from_slice(b"null"),
-            Some(n) => self
-                .out
-                .extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+            None => self.null(key),
+            Some(n) => {
+                self.key(key, false);
+                self.decimal(n);
+            }
         }
     }
 
     fn time(&mut self, key: Key, value: SystemTime) {
-        self.key(key);
         match self.clock.text(value) {
-            Some(text) => self.quoted(&text),
-            None => self.value(&time_text(value)),
+            Some(text) => self.quoted_in(key, &text, text.len()),
+            None => {
+                self.key(key, false);
+                self.value(&time_text(value));
+            }
         }
     }
 
     fn millis(&mut self, key: Key, value: Option<Duration>) {
-        self.key(key);
         let Some(d) = value else {
-            self.out.extend_from_slice(b"null");
-            return;
+            return self.null(key);
         };
+        self.key(key, false);
         let us = micros(d);
         if us >= 1 << 40 {
             // Far beyond any request's time: serde_json's float text.
@@ -264,25 +415,9 @@ impl Fields for Line<'_> {
         }
         // `whole.fraction` without the fraction's trailing zeros, as serde_json writes the
         // float (every such float is the closest one to this decimal, and none is shorter).
-        let mut digits = itoa::Buffer::new();
-        self.out
-            .extend_from_slice(digits.format(us / 1000).as_bytes());
-        let mut frac = us % 1000;
-        if frac == 0 {
-            self.out.extend_from_slice(b".0");
-            return;
-        }
-        let mut width = 3;
-        while frac.is_multiple_of(10) {
-            frac /= 10;
-            width -= 1;
-        }
-        self.out.push(b'.');
-        let text = digits.format(frac);
-        for _ in text.len()..width {
-            self.out.push(b'0');
-        }
-        self.out.extend_from_slice(text.as_bytes());
+        self.decimal(us / 1000);
+        let (text, len) = &FRACTIONS[(us % 1000) as usize];
+        self.put(text, usize::from(*len));
     }
 }
 
@@ -290,166 +425,16 @@ impl Fields for Line<'_> {
 /// text between lines.
 pub(super) fn write(out: &mut Vec<u8>, clock: &mut Clock, fields: impl FnOnce(&mut Line<'_>)) {
     out.reserve(1024);
-    let mut line = Line {
-        out,
-        first: true,
-        clock,
-    };
+    let start = out.len();
+    let mut line = Line { out, clock };
     fields(&mut line);
-    if line.first {
-        line.out.push(b'{');
+    // Every key starts with a comma: the first one's opens the object instead.
+    match out.get_mut(start) {
+        Some(comma) => *comma = b'{',
+        None => out.push(b'{'),
     }
-    line.out.push(b'}');
+    out.push(b'}');
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::tests::entry;
-    use super::super::{Entry, RequestText, Strings};
-    use std::sync::Arc;
-
-    /// The line writer's text is exactly serde_json's for the same entry.
-    fn same_as_serde(e: &Entry) {
-        same_with_clock(e, &mut super::Clock::default());
-    }
-
-    fn same_with_clock(e: &Entry, clock: &mut super::Clock) {
-        let mut line = Vec::new();
-        e.write_line(&mut line, clock);
-        let serde = serde_json::to_vec(e).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&line),
-            String::from_utf8_lossy(&serde)
-        );
-    }
-
-    #[test]
-    fn the_line_writer_writes_what_serde_json_writes() {
-        same_as_serde(&entry());
-        let mut e = entry();
-        // Every optional field empty.
-        e.client_ip = None;
-        e.method = None;
-        e.strings = Strings::new(RequestText::default());
-        e.route = None;
-        e.upstream = None;
-        e.tried.clear();
-        e.upstream_status = None;
-        e.upstream_connect = None;
-        e.upstream_response = None;
-        e.tls_version = None;
-        e.tls_server_name = None;
-        e.cache_status = None;
-        same_as_serde(&e);
-        // Strings that need escaping, non-ASCII text, IPv6 addresses, tracing ids and errors.
-        let mut e = entry();
-        e.strings = Strings::new(RequestText {
-            host: Some("h\u{e9}te.test"),
-            path: "/a\"b\\c",
-            raw_path: Some("/a%22b"),
-            raw_host: Some("H\u{e9}TE.test."),
-            query: Some("q=\u{1}\t\n\u{7f}"),
-            user_agent: Some("agent \"x\" \u{2028} \u{1f600}"),
-        });
-        e.client_ip = Some("2001:db8::1".parse().unwrap());
-        e.tried = vec!["[::1]:8443".parse().unwrap()];
-        e.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
-        e.span_id = Some("00f067aa0ba902b7".into());
-        e.consumer = Some(Arc::from("c\u{0}"));
-        e.error = Some("upstream_timeout");
-        e.duration = std::time::Duration::from_nanos(1);
-        same_as_serde(&e);
-        // Every ASCII character, control characters and DEL included, in a text field.
-        let all: String = (0u8..0x80).map(char::from).collect();
-        let mut e = entry();
-        e.strings = Strings::new(RequestText {
-            path: &all,
-            user_agent: Some(&all),
-            ..RequestText::default()
-        });
-        same_as_serde(&e);
-    }
-
-    #[test]
-    fn milliseconds_are_written_as_serde_json_writes_the_float() {
-        let mut e = entry();
-        for nanos in [
-            0u64,
-            1,
-            499,
-            500,
-            1_000,
-            10_000,
-            100_000,
-            120_000,
-            999_499,
-            999_500,
-            1_000_000,
-            1_500_000,
-            1_234_567,
-            12_000_000_000,
-            123_456_789_000,
-            3_600_000_000_000,
-            (1 << 40) * 1_000 - 1,
-            (1 << 40) * 1_000,
-            u64::MAX,
-        ] {
-            e.duration = std::time::Duration::from_nanos(nanos);
-            e.upstream_connect = Some(std::time::Duration::from_nanos(nanos / 3));
-            e.upstream_response = Some(std::time::Duration::from_nanos(nanos / 7));
-            same_as_serde(&e);
-        }
-    }
-
-    #[test]
-    fn the_clock_text_follows_the_lines_times() {
-        use std::time::{Duration, UNIX_EPOCH};
-        let mut clock = super::Clock::default();
-        let mut e = entry();
-        let base = UNIX_EPOCH + Duration::from_millis(1_764_466_413_000);
-        for t in [
-            base,
-            base + Duration::from_millis(1),
-            base + Duration::from_millis(999),
-            base + Duration::from_micros(999_999),
-            base + Duration::from_secs(1),
-            base - Duration::from_secs(5),
-            base + Duration::from_secs(86_400 * 400),
-            UNIX_EPOCH,
-            UNIX_EPOCH - Duration::from_secs(1),
-            UNIX_EPOCH + Duration::from_secs(253_402_300_799),
-            UNIX_EPOCH + Duration::from_secs(253_402_300_800),
-            UNIX_EPOCH + Duration::from_secs(u64::MAX / 4),
-            base,
-        ] {
-            e.time = t;
-            same_with_clock(&e, &mut clock);
-        }
-    }
-
-    #[test]
-    fn the_word_scan_finds_every_byte_that_needs_escaping() {
-        let reference = |s: &[u8]| s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
-        for b in 0..=255u8 {
-            for len in 1..=19 {
-                for at in 0..len {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    assert_eq!(
-                        super::needs_no_escape(&s),
-                        reference(&s),
-                        "{b:#x} at {at}/{len}"
-                    );
-                    // Next to bytes that could borrow into it.
-                    let mut t = vec![0xffu8; len];
-                    t[at] = b;
-                    assert_eq!(super::needs_no_escape(&t), reference(&t), "{b:#x} in 0xff");
-                    let mut u = vec![0x21u8; len];
-                    u[at] = b;
-                    assert_eq!(super::needs_no_escape(&u), reference(&u), "{b:#x} in 0x21");
-                }
-            }
-        }
-        assert!(super::needs_no_escape(b""));
-    }
-}
+mod tests;

@@ -303,8 +303,44 @@ pub fn tls_server_config(
     (Arc::new(config), cert_path.display().to_string())
 }
 
-/// A loopback port nobody listens on (connections are refused).
+/// A loopback port nobody listens on (connections are refused), for a server a test starts
+/// later or for a peer that must refuse.
+///
+/// Ports come from outside the kernel's ephemeral range, each at most once per test process:
+/// a port the kernel handed out for `bind(0)` and freed could be handed to another test's
+/// server (or used as the source port of an outgoing connection) before the process this port
+/// was picked for binds it. Falls back to `bind(0)` when the ephemeral range leaves no room.
 pub fn closed_port() -> SocketAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    const SPAN: usize = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<usize>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    let base = match range {
+        Some((low, _)) if low >= 1_024 + SPAN => Some(low - SPAN),
+        Some((_, high)) if high + SPAN < 65_536 => Some(high + 1),
+        _ => None,
+    };
+    if let Some(base) = base {
+        // Start at a place of this process's own, so two test processes rarely meet.
+        let _ = NEXT.compare_exchange(
+            usize::MAX,
+            std::process::id() as usize % SPAN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        for _ in 0..SPAN {
+            let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+                if let Ok(addr) = l.local_addr() {
+                    return addr;
+                }
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
