@@ -404,8 +404,13 @@ fn a_full_disk_under_the_access_log_costs_no_request_and_each_lost_line_is_count
     }
     let up = Upstream::start("a");
     let admin = closed_port().port();
+    // Through a link in a directory of the test's own (the log's directory must be writable).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
     let gw = Gateway::start(&format!(
-        "admin: {{address: 127.0.0.1:{admin}}}\naccess_log: {{path: /dev/full}}\nupstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n",
+        "admin: {{address: 127.0.0.1:{admin}}}\naccess_log: {{path: {}}}\nupstreams: {{a: {{peers: [\"{}\"]}}}}\nroutes: [{{name: r, match: {{}}, upstream: a}}]\n",
+        path.display(),
         up.addr
     ));
     for i in 0..20 {

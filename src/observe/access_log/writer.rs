@@ -8,8 +8,8 @@
 //! `access_log ... buffer= flush=`, but short).
 //!
 //! Nothing a request owns crosses threads: no line is queued as an object another thread
-//! frees, and a worker never waits for the disk. A buffer holds at most [`LIMIT`] bytes: while
-//! the writer is stuck (a slow disk, a full pipe) further lines are dropped and counted
+//! frees, and a worker never waits for the disk. The buffers share [`BUDGET`] bytes: while the
+//! writer is stuck (a slow disk, a full pipe) lines that do not fit are dropped and counted
 //! (`tollgate_access_log_dropped_total`), never waited for; lines a failed write loses (a full
 //! disk) are counted the same way.
 
@@ -24,8 +24,13 @@ use std::time::{Duration, Instant};
 /// How long the writer lets lines gather after a write while lines keep coming.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// The most bytes of lines one buffer holds while the writer is behind.
-const LIMIT: usize = 4 << 20;
+/// The most bytes of lines all buffers hold together while the writer is behind, shared out
+/// evenly (each buffer holds 1 to 4 MiB); the writer may hold as much again while it writes.
+const BUDGET: usize = 64 << 20;
+
+/// The room a line is given before it is formatted: a buffer's text stays within its limit
+/// unless one line is longer than this.
+const LINE: usize = 1024;
 
 /// A buffer that grew past this (a burst, a stall) gives the rest back once written.
 const KEEP: usize = 1 << 20;
@@ -55,7 +60,7 @@ impl std::fmt::Debug for AccessLog {
 /// What the serving threads and the writer thread share.
 struct Shared {
     buffers: Box<[Mutex<Buffer>]>,
-    /// The most bytes a buffer holds ([`LIMIT`]; smaller in tests).
+    /// The most bytes a buffer holds (its share of [`BUDGET`]; smaller in tests).
     limit: usize,
     /// Lines the writer took out of the buffers and has not written yet.
     writing: AtomicUsize,
@@ -110,7 +115,7 @@ impl AccessLog {
             config.format,
             config.query,
             dropped,
-            LIMIT,
+            None,
         )))
     }
 
@@ -120,10 +125,11 @@ impl AccessLog {
         format: LogFormat,
         query: bool,
         dropped: prometheus::IntCounter,
-        limit: usize,
+        limit: Option<usize>,
     ) -> AccessLog {
         // One buffer per thread on this machine, twice over (the worker threads are fewer).
         let n = std::thread::available_parallelism().map_or(16, |n| (2 * n.get()).max(16));
+        let limit = limit.unwrap_or((BUDGET / n).clamp(1 << 20, 4 << 20));
         AccessLog {
             shared: Arc::new(Shared {
                 buffers: (0..n).map(|_| Mutex::default()).collect(),
@@ -163,11 +169,23 @@ impl AccessLog {
             return;
         }
         let slot = &shared.buffers[buffer_index(shared.buffers.len())];
-        // A panic while formatting cannot leave half a line behind: lines are appended whole
-        // or cut back below.
-        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = match slot.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A thread panicked while formatting (no known way): cut its half line off.
+                let mut guard = poisoned.into_inner();
+                let whole = guard
+                    .text
+                    .iter()
+                    .rposition(|&c| c == b'\n')
+                    .map_or(0, |i| i + 1);
+                guard.text.truncate(whole);
+                slot.clear_poison();
+                guard
+            }
+        };
         let b = &mut *guard;
-        if b.text.len() >= shared.limit {
+        if b.text.len() + LINE > shared.limit {
             drop(guard);
             shared.dropped.inc();
             return;
@@ -251,7 +269,8 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        // The writer notices it is alone and ends.
+        // Write what is buffered; then the writer notices it is alone and ends.
+        self.flush(Duration::from_secs(1));
         if let Some(t) = self.shared.writer.get() {
             t.unpark();
         }
@@ -265,6 +284,8 @@ fn run(shared: Weak<Shared>, mut out: Box<dyn Write + Send>, path: Option<PathBu
     let mut taken: Vec<(Vec<u8>, usize)> = Vec::new();
     let mut quiet = false;
     let mut failing = false;
+    // The file ends in half a line (a write failed in the middle of one).
+    let mut torn = false;
     loop {
         let Some(s) = shared.upgrade() else {
             return;
@@ -313,8 +334,15 @@ fn run(shared: Weak<Shared>, mut out: Box<dyn Write + Send>, path: Option<PathBu
         let mut lost = 0;
         let mut error = None;
         for (text, n) in taken.iter_mut().filter(|(_, n)| *n > 0) {
-            if let Err(e) = out.write_all(text) {
-                lost += *n;
+            if torn && error.is_none() {
+                // A failed write left half a line: end it, so the next line stands alone.
+                torn = out.write_all(b"\n").is_err();
+            }
+            let (written, result) = write_some(&mut *out, text);
+            if let Err(e) = result {
+                // The lines not (wholly) written.
+                lost += text[written..].iter().filter(|&&c| c == b'\n').count();
+                torn |= written > 0 && text[written - 1] != b'\n';
                 error = Some(e);
             }
             text.clear();
@@ -347,6 +375,20 @@ fn run(shared: Weak<Shared>, mut out: Box<dyn Write + Send>, path: Option<PathBu
         drop(s);
         std::thread::park_timeout(GATHER);
     }
+}
+
+/// Write `text` to `out` as `write_all` does, saying how much was written when it fails.
+fn write_some(out: &mut dyn Write, text: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut written = 0;
+    while written < text.len() {
+        match out.write(&text[written..]) {
+            Ok(0) => return (written, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
 }
 
 #[cfg(test)]

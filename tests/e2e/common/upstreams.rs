@@ -325,10 +325,11 @@ pub fn closed_port() -> SocketAddr {
         _ => None,
     };
     if let Some(base) = base {
-        // Start at a place of this process's own, so two test processes rarely meet.
+        // Start at a place of this process's own (processes with neighbouring ids far apart),
+        // so two test processes rarely meet.
         let _ = NEXT.compare_exchange(
             usize::MAX,
-            std::process::id() as usize % SPAN,
+            (std::process::id() as usize).wrapping_mul(2_654_435_761) % SPAN,
             Ordering::SeqCst,
             Ordering::SeqCst,
         );

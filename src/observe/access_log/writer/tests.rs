@@ -11,6 +11,9 @@ struct Sink {
     text: Arc<Mutex<Vec<u8>>>,
     gate: Option<Gate>,
     broken: bool,
+    /// The next write takes this many bytes, and the one after it fails (a disk that filled
+    /// in the middle of a write).
+    partial: Arc<Mutex<Option<usize>>>,
 }
 
 impl Write for Sink {
@@ -22,6 +25,20 @@ impl Write for Sink {
         if self.broken {
             return Err(std::io::Error::other("no space left on device"));
         }
+        let mut partial = self.partial.lock().unwrap();
+        match *partial {
+            Some(0) => {
+                *partial = None;
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            Some(n) => {
+                *partial = Some(0);
+                let n = n.min(buf.len());
+                self.text.lock().unwrap().extend_from_slice(&buf[..n]);
+                return Ok(n);
+            }
+            None => {}
+        }
         self.text.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
@@ -31,7 +48,7 @@ impl Write for Sink {
     }
 }
 
-fn log_to(sink: &Sink, limit: usize) -> (AccessLog, prometheus::IntCounter) {
+fn log_to(sink: &Sink, limit: Option<usize>) -> (AccessLog, prometheus::IntCounter) {
     let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
     let log = AccessLog::new(
         Box::new(sink.clone()),
@@ -55,7 +72,7 @@ fn lines(sink: &Sink) -> Vec<serde_json::Value> {
 #[test]
 fn lines_from_many_threads_all_arrive_whole() {
     let sink = Sink::default();
-    let (log, dropped) = log_to(&sink, LIMIT);
+    let (log, dropped) = log_to(&sink, None);
     let log = Arc::new(log);
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -103,7 +120,7 @@ fn a_stuck_writer_never_stalls_a_thread_and_what_does_not_fit_is_counted() {
         gate: Some((entered_tx, Arc::new(Mutex::new(go_rx)))),
         ..Sink::default()
     };
-    let (log, dropped) = log_to(&sink, 4_096);
+    let (log, dropped) = log_to(&sink, Some(4_096));
     let log = Arc::new(log);
     log.write(&entry());
     // The writer took the first line and is stuck writing it.
@@ -123,7 +140,13 @@ fn a_stuck_writer_never_stalls_a_thread_and_what_does_not_fit_is_counted() {
         entry().write_line(&mut v, &mut line::Clock::default());
         v.len() + 1
     };
-    let kept = 4_096_usize.div_ceil(line);
+    // A line is taken while the buffer keeps room for one more of `LINE` bytes.
+    let (mut len, mut kept) = (0, 0);
+    while len + LINE <= 4_096 {
+        len += line;
+        kept += 1;
+    }
+    assert!(kept > 0 && kept < 100);
     assert_eq!(dropped.get(), 100 - kept as u64);
     // Unstuck: what was kept is written.
     for _ in 0..1_000 {
@@ -139,7 +162,7 @@ fn lines_a_failed_write_loses_are_counted() {
         broken: true,
         ..Sink::default()
     };
-    let (log, dropped) = log_to(&sink, LIMIT);
+    let (log, dropped) = log_to(&sink, None);
     for _ in 0..10 {
         log.write(&entry());
     }
@@ -158,7 +181,7 @@ fn ecs_lines_and_a_quiet_writer_woken_by_the_next_line() {
         LogFormat::Ecs,
         true,
         dropped,
-        LIMIT,
+        None,
     );
     log.write(&entry());
     log.flush(Duration::from_secs(10));
@@ -176,4 +199,28 @@ fn ecs_lines_and_a_quiet_writer_woken_by_the_next_line() {
     let got = lines(&sink);
     assert_eq!(got.len(), 2);
     assert_eq!(got[1]["http.request.method"], "GET");
+}
+
+#[test]
+fn a_write_that_fails_midway_counts_the_lines_it_lost_and_the_next_line_stands_alone() {
+    let sink = Sink {
+        partial: Arc::new(Mutex::new(Some(10))),
+        ..Sink::default()
+    };
+    let (log, dropped) = log_to(&sink, None);
+    for _ in 0..3 {
+        log.write(&entry());
+    }
+    log.flush(Duration::from_secs(10));
+    for _ in 0..2 {
+        log.write(&entry());
+    }
+    log.flush(Duration::from_secs(10));
+    let text = String::from_utf8(sink.text.lock().unwrap().clone()).unwrap();
+    let mut lines = text.lines();
+    // Ten bytes of the first line, ended; then whole lines only.
+    assert_eq!(lines.next().map(str::len), Some(10));
+    let whole: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(whole.len() >= 2, "{text}");
+    assert_eq!(whole.len() as u64 + dropped.get(), 5, "{text}");
 }
