@@ -263,3 +263,28 @@ fn hosts_written_canonically_are_known() {
         assert!(!host(raw).unwrap().as_written, "{raw}");
     }
 }
+
+#[test]
+fn every_byte_of_a_host_name_is_classed_as_rfc_1123_names_and_underscores_allow() {
+    for b in 0..=255u8 {
+        let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        let mut name = b"a".to_vec();
+        name.push(b);
+        name.extend_from_slice(b"b.example");
+        let Ok(text) = std::str::from_utf8(&name) else {
+            continue;
+        };
+        let got = host(text);
+        if allowed {
+            let h = got.unwrap_or_else(|e| panic!("{b:#x}: {e:?}"));
+            assert_eq!(h.name, text.to_ascii_lowercase(), "{b:#x}");
+            assert_eq!(h.as_written, !b.is_ascii_uppercase(), "{b:#x}");
+        } else if b == b'.' {
+            assert_eq!(got.map(|h| h.name.into_owned()), Ok("a.b.example".into()));
+        } else if b == b':' {
+            assert_eq!(got.err(), Some(HostError::InvalidPort), "{b:#x}");
+        } else {
+            assert_eq!(got.err(), Some(HostError::InvalidName), "{b:#x}");
+        }
+    }
+}

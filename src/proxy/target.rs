@@ -14,8 +14,9 @@ enum HostRef {
     /// No host (an HTTP/1.0 request without `Host`).
     #[default]
     None,
-    /// The first `n` bytes of the `Host` header.
-    Header(usize),
+    /// The first `n` bytes of the `Host` header, kept (a reference to the request's buffer): it
+    /// is read several times per request, each time a look-up in the header map otherwise.
+    Header(HeaderValue, usize),
     /// The first `n` bytes of the target's authority.
     Authority(usize),
     /// Written anew (lower-cased, or an IPv6 address in its shortest form).
@@ -72,8 +73,8 @@ impl Target {
                 target.upstream_host = HeaderValue::from_str(&wire).ok();
             }
         } else if let Some(value) = header {
-            let raw = value
-                .to_str()
+            // `canonical::host` takes only ASCII names, digits and IPv6 addresses: text is enough.
+            let raw = std::str::from_utf8(value.as_bytes())
                 .map_err(|_| "the host is not a valid name or address")?;
             let host = canonical::host(raw).map_err(|e| e.describe())?;
             if !host.as_written {
@@ -81,7 +82,7 @@ impl Target {
                 target.upstream_host = HeaderValue::from_str(&wire_form(&host)).ok();
             }
             target.host = match host.name {
-                Cow::Borrowed(n) => HostRef::Header(n.len()),
+                Cow::Borrowed(n) => HostRef::Header(value.clone(), n.len()),
                 Cow::Owned(n) => HostRef::Owned(n.into()),
             };
         } else if req.version != http::Version::HTTP_10 {
@@ -100,11 +101,8 @@ impl Target {
     pub fn host<'a>(&'a self, req: &'a RequestHeader) -> Option<&'a str> {
         match &self.host {
             HostRef::None => None,
-            HostRef::Header(n) => req
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| &h[..*n]),
+            // Checked by `canonical::host` (ASCII), so this only re-reads it as text.
+            HostRef::Header(h, n) => std::str::from_utf8(h.as_bytes().get(..*n)?).ok(),
             HostRef::Authority(n) => req.uri.authority().map(|a| &a.as_str()[..*n]),
             HostRef::Owned(h) => Some(h),
         }
@@ -119,7 +117,7 @@ impl Target {
         // Otherwise the client's own spelling is the canonical one.
         match &self.host {
             HostRef::None | HostRef::Owned(_) => None,
-            HostRef::Header(_) => req.headers.get(HOST).cloned(),
+            HostRef::Header(h, _) => Some(h.clone()),
             HostRef::Authority(_) => req
                 .uri
                 .authority()
@@ -145,10 +143,10 @@ impl Target {
     /// The canonical host, and the host as the client sent it when that differs
     /// ([`Target::raw_host`]): both for the access log, with one look at `Host`.
     pub fn hosts<'a>(&'a self, req: &'a RequestHeader) -> (Option<&'a str>, Option<&'a str>) {
-        if let HostRef::Header(n) = self.host {
+        if let HostRef::Header(h, n) = &self.host {
             // Neither an authority nor an absolute-form target: the `Host` header is both.
-            let raw = req.headers.get(HOST).and_then(|h| h.to_str().ok());
-            let Some((raw, canonical)) = raw.and_then(|r| Some((r, r.get(..n)?))) else {
+            let raw = std::str::from_utf8(h.as_bytes()).ok();
+            let Some((raw, canonical)) = raw.and_then(|r| Some((r, r.get(..*n)?))) else {
                 return (None, None);
             };
             return (Some(canonical), (raw != canonical).then_some(raw));
@@ -167,7 +165,7 @@ impl Target {
             _ => req.headers.get(HOST)?.to_str().ok()?,
         };
         let canonical = match &self.host {
-            HostRef::Header(n) | HostRef::Authority(n) => &raw[..(*n).min(raw.len())],
+            HostRef::Header(_, n) | HostRef::Authority(n) => &raw[..(*n).min(raw.len())],
             _ => "",
         };
         (raw != canonical).then_some(raw)
