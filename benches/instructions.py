@@ -8,7 +8,9 @@ the instructions executed by the requests answered. Proxies: tollgate (`proxy` s
 configuration, or `policies`/`cache-hit`/`access-log`), bare Pingora (examples/bare_proxy;
 `pingora-bare-forwarding` with its forwarding headers and timeouts),
 nginx (`master_process off`) and HAProxy (one thread), with benches/load.py's configurations
-(`nginx-proxy`, `nginx-policies`, `haproxy-proxy`, `haproxy-policies`).
+(`nginx-proxy`, `nginx-policies`, `haproxy-proxy`, `haproxy-policies`); TLS 1.3 keep-alive with
+`tls`, `pingora-bare-tls`, `pingora-bare-forwarding-tls` and `nginx-tls` (a certificate made per
+target).
 
 Usage: python3 benches/instructions.py [--bin-dir target/release] [--seconds 5]
        [--targets proxy,pingora-bare,nginx-proxy] [--annotate]
@@ -49,6 +51,9 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
     d = tempfile.mkdtemp(prefix=f"tollgate-instr-{target}-")
     try:
         port = load.free_port()
+        # TLS keep-alive targets (`tls`, `pingora-bare-tls`, `nginx-tls`): a certificate of their own.
+        tls = load.mode_of(target) == "tls"
+        certs = load.make_certs(d) if tls else None
         out = os.path.join(d, "callgrind.out")
         vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
               f"--callgrind-out-file={out}.%p"]
@@ -64,7 +69,7 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
             cmd = vg + [args.haproxy, "-f", conf, "-db"]
         elif target.startswith("nginx"):
             conf = os.path.join(d, "nginx.conf")
-            text = load.nginx_config(d, target, port, upstream_port, 1, 1000)
+            text = load.nginx_config(d, target, port, upstream_port, 1, 1000, certs)
             text = text.replace("daemon off;", "daemon off;\nmaster_process off;")
             with open(conf, "w") as f:
                 f.write(text)
@@ -74,23 +79,27 @@ def measure(args, target, bench_bin, upstream_port, keep_dir):
         elif target.startswith("pingora-bare"):
             cmd = vg + [os.path.join(args.bin_dir, "examples", "bare_proxy"),
                         f"127.0.0.1:{port}", f"127.0.0.1:{upstream_port}", "1"]
-            if target == "pingora-bare-forwarding":
+            if tls:
+                cmd += [certs["cert"], certs["key"]]
+            if target.startswith("pingora-bare-forwarding"):
                 cmd.append("--forwarding")
         else:
             conf = os.path.join(d, "tollgate.yaml")
             with open(conf, "w") as f:
-                f.write(load.tollgate_config(d, target, port, upstream_port, 1))
+                f.write(load.tollgate_config(d, target, port, upstream_port, 1, certs))
             cmd = vg + [os.path.join(args.bin_dir, "tollgate"), "-c", conf]
         p = procs.start(load.pinned(cmd, args.proxy_cpu), env=dict(os.environ, RUST_LOG="warn"))
         load.wait_port(port, p, timeout=60)
         wait_callgrind(p.pid)
         if "cache" in target:
             load.warm_cache(port, target)
-        path, headers, host = load.SCENARIO_REQUEST[target]
+        path, headers, host = load.SCENARIO_REQUEST.get(target, ("/items/1", [], None))
         gen = [bench_bin, "load", "--target", f"127.0.0.1:{port}", "--path", path,
                "--connections", str(args.connections), "--warmup", "0"]
         for h in headers + ([f"Host: {host}"] if host else []):
             gen += ["--header", h]
+        if tls:
+            gen += ["--tls-ca", certs["ca"], "--server-name", "localhost"]
         # Warm up uninstrumented, then count.
         subprocess.run(load.pinned(gen + ["--duration", "2"], args.load_cpu),
                        stdout=subprocess.DEVNULL, check=True)
