@@ -21,6 +21,12 @@ pub(super) struct PathTable {
     /// One entry per distinct expression, in order of first appearance in the file.
     regexes: Vec<(regex::Regex, Vec<Candidate>)>,
     prefix: Map<Vec<Candidate>>,
+    /// The lengths of the prefixes in `prefix` (bit `n` of the bitmap: some prefix is `n` bytes
+    /// long; `long`: some is 256 bytes or more): a request path's ancestors of other lengths are
+    /// not looked up (a table of a few prefixes probed three or four times per request
+    /// otherwise, each a hash and a look-up).
+    prefix_lengths: [u64; 4],
+    long_prefix: bool,
 }
 
 /// A node of the template tree: the routes whose template ends here, or takes the rest of the
@@ -37,8 +43,14 @@ impl PathTable {
     pub(super) fn insert(&mut self, path: &PathMatch, c: Candidate) {
         let bucket = match path {
             PathMatch::Exact(p) => self.exact.entry(p.as_str().into()).or_default(),
-            PathMatch::Prefix(p) => self.prefix.entry(p.as_str().into()).or_default(),
-            PathMatch::Any => self.prefix.entry("/".into()).or_default(),
+            PathMatch::Prefix(p) => {
+                self.note_prefix_length(p.len());
+                self.prefix.entry(p.as_str().into()).or_default()
+            }
+            PathMatch::Any => {
+                self.note_prefix_length(1);
+                self.prefix.entry("/".into()).or_default()
+            }
             PathMatch::Template(t) => {
                 self.has_templates = true;
                 self.templates.bucket(t)
@@ -60,6 +72,21 @@ impl PathTable {
         };
         bucket.push(c);
         bucket.sort_by_key(|c| std::cmp::Reverse(c.rank));
+    }
+
+    fn note_prefix_length(&mut self, n: usize) {
+        match self.prefix_lengths.get_mut(n / 64) {
+            Some(word) => *word |= 1 << (n % 64),
+            None => self.long_prefix = true,
+        }
+    }
+
+    /// Whether some prefix is `n` bytes long (or may be).
+    fn has_prefix_length(&self, n: usize) -> bool {
+        match self.prefix_lengths.get(n / 64) {
+            Some(word) => word & (1 << (n % 64)) != 0,
+            None => self.long_prefix,
+        }
     }
 
     /// Visit candidate buckets from most to least specific path (exact, templates, regular
@@ -89,9 +116,11 @@ impl PathTable {
         }
         let mut p = path.trim_end_matches('/');
         while !p.is_empty() {
-            if let Some(v) = self.prefix.get(p) {
-                if visit(v) {
-                    return;
+            if self.has_prefix_length(p.len()) {
+                if let Some(v) = self.prefix.get(p) {
+                    if visit(v) {
+                        return;
+                    }
                 }
             }
             match p.rfind('/') {
@@ -99,8 +128,10 @@ impl PathTable {
                 None => break,
             }
         }
-        if let Some(v) = self.prefix.get("/") {
-            visit(v);
+        if self.has_prefix_length(1) {
+            if let Some(v) = self.prefix.get("/") {
+                visit(v);
+            }
         }
     }
 }

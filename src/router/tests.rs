@@ -275,3 +275,33 @@ fn ten_thousand_templates() {
     );
     assert_eq!(find(&r, "x", "GET", "/svc9999/users", &[]), None);
 }
+
+#[test]
+fn prefixes_of_every_length_are_found_whatever_lengths_the_table_holds() {
+    // Lengths around the bitmap's word edges, and past its end (a long prefix).
+    let lengths = [2usize, 63, 64, 65, 127, 128, 255, 256, 300];
+    let prefix = |n: usize| format!("/{}", "p".repeat(n - 1));
+    let mut routes = String::new();
+    for (i, n) in lengths.iter().enumerate() {
+        routes.push_str(&format!(
+            "  - {{name: r{i}, match: {{path_prefix: {}}}, upstream: u}}\n",
+            prefix(*n)
+        ));
+    }
+    let r = router(&routes);
+    for (i, n) in lengths.iter().enumerate() {
+        let name = format!("r{i}");
+        assert_eq!(find(&r, "x", "GET", &prefix(*n), &[]), Some(name.clone()));
+        assert_eq!(
+            find(&r, "x", "GET", &format!("{}/below/it", prefix(*n)), &[]),
+            Some(name),
+            "{n}"
+        );
+    }
+    // Nothing under `/` here, so nothing else matches.
+    assert_eq!(find(&r, "x", "GET", "/q", &[]), None);
+    // With a catch-all only, every path reaches it.
+    let r = router("  - {name: all, match: {}, upstream: u}\n");
+    assert_eq!(find(&r, "x", "GET", "/a/b/c", &[]).as_deref(), Some("all"));
+    assert_eq!(find(&r, "x", "GET", "/", &[]).as_deref(), Some("all"));
+}
