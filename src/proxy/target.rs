@@ -141,28 +141,24 @@ impl Target {
     }
 
     /// The canonical host, and the host as the client sent it when that differs
-    /// ([`Target::raw_host`]): both for the access log, with one look at `Host`.
+    /// ([`Target::raw_host`]): both for the access log.
     pub fn hosts<'a>(&'a self, req: &'a RequestHeader) -> (Option<&'a str>, Option<&'a str>) {
-        if let HostRef::Header(h, n) = &self.host {
-            // Neither an authority nor an absolute-form target: the `Host` header is both.
-            let raw = std::str::from_utf8(h.as_bytes()).ok();
-            let Some((raw, canonical)) = raw.and_then(|r| Some((r, r.get(..*n)?))) else {
-                return (None, None);
-            };
-            return (Some(canonical), (raw != canonical).then_some(raw));
-        }
         (self.host(req), self.raw_host(req))
     }
 
     /// The host as the client sent it (`Host`, or the target's authority), when it differs from
     /// the canonical one: for the access log.
-    pub fn raw_host<'a>(&self, req: &'a RequestHeader) -> Option<&'a str> {
-        let raw = match (req.uri.authority(), raw_target_authority(req.raw_path())) {
-            (Some(a), _) => a.as_str(),
-            (None, RawTargetAuthority::Absolute { authority, .. }) => {
-                std::str::from_utf8(authority).ok()?
-            }
-            _ => req.headers.get(HOST)?.to_str().ok()?,
+    pub fn raw_host<'a>(&'a self, req: &'a RequestHeader) -> Option<&'a str> {
+        let raw = match (&self.host, req.uri.authority()) {
+            // Neither an authority nor an absolute-form target: the `Host` header kept.
+            (HostRef::Header(h, _), _) => std::str::from_utf8(h.as_bytes()).ok()?,
+            (_, Some(a)) => a.as_str(),
+            (_, None) => match raw_target_authority(req.raw_path()) {
+                RawTargetAuthority::Absolute { authority, .. } => {
+                    std::str::from_utf8(authority).ok()?
+                }
+                _ => req.headers.get(HOST)?.to_str().ok()?,
+            },
         };
         let canonical = match &self.host {
             HostRef::Header(_, n) | HostRef::Authority(n) => &raw[..(*n).min(raw.len())],

@@ -49,11 +49,19 @@ impl Write for Sink {
 }
 
 fn log_to(sink: &Sink, limit: Option<usize>) -> (AccessLog, prometheus::IntCounter) {
+    log_as(sink, LogFormat::Json, limit)
+}
+
+fn log_as(
+    sink: &Sink,
+    format: LogFormat,
+    limit: Option<usize>,
+) -> (AccessLog, prometheus::IntCounter) {
     let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
     let log = AccessLog::new(
         Box::new(sink.clone()),
         None,
-        LogFormat::Json,
+        format,
         true,
         dropped.clone(),
         limit,
@@ -174,15 +182,7 @@ fn lines_a_failed_write_loses_are_counted() {
 #[test]
 fn ecs_lines_and_a_quiet_writer_woken_by_the_next_line() {
     let sink = Sink::default();
-    let dropped = prometheus::IntCounter::new("dropped", "dropped").unwrap();
-    let log = AccessLog::new(
-        Box::new(sink.clone()),
-        None,
-        LogFormat::Ecs,
-        true,
-        dropped,
-        None,
-    );
+    let (log, _) = log_as(&sink, LogFormat::Ecs, None);
     log.write(&entry());
     log.flush(Duration::from_secs(10));
     // Quiet now (the writer parks once it finds nothing twice): the next line wakes it.
