@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the request path's decisions, each on a snapshot built from YAML the way
 //! the gateway builds it: route lookup with 1, 100 and 10,000 prefix or template routes; the
 //! local rate-limit decision with 1 and 1,000,000 distinct keys; API-key and JWT verification; the cache key; and a
-//! full TLS 1.3 handshake (ECDSA P-256, no resumption) with each crypto provider rustls has here.
-//! `cargo bench --bench micro`.
+//! full TLS 1.3 handshake (ECDSA P-256, no resumption) with each crypto provider rustls has here;
+//! request checks against an OpenAPI operation. They run with the gateway's allocator
+//! (mimalloc), as the gateway does. `cargo bench --bench micro`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, Method};
@@ -16,6 +17,11 @@ use tollgate::gateway::Gateway;
 use tollgate::policy::limits::{KeyInput, LimitStore, Outcome};
 use tollgate::policy::Decision;
 use tollgate::router::RequestView;
+
+/// The gateway's allocator (see src/main.rs): allocation-heavy decisions cost what they cost
+/// in the gateway.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn gateway(yaml: &str) -> Gateway {
     let base = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -340,8 +346,58 @@ fn compression(c: &mut Criterion) {
     g.finish();
 }
 
+/// Request checks against an OpenAPI operation: a valid 1 KiB JSON body (an order with a
+/// `oneOf` payment and an array of items, from tests/fixtures/openapi/shop.json) parsed and
+/// checked against its schema, and a list request's parameters (query, array style, header).
+fn validation(c: &mut Criterion) {
+    use tollgate::openapi::check::Compiler;
+    use tollgate::openapi::{Document, RequestRules};
+    let text = include_str!("../tests/fixtures/openapi/shop.json");
+    let doc = Document::parse(text).expect("a document");
+    let compiler = Compiler::new(&doc).expect("schemas");
+    let rules = |id: &str| {
+        let op = doc.operation(id).expect("the operation");
+        RequestRules::compile(&compiler, &op, "/api/v2").expect("compiles")
+    };
+    let (create, list) = (rules("createOrder"), rules("listProducts"));
+    let items: Vec<String> = (1..=28)
+        .map(|i| format!("{{\"productId\":{i},\"quantity\":{}}}", i % 7 + 1))
+        .collect();
+    let body = format!(
+        "{{\"customerId\":42,\"items\":[{}],\"payment\":{{\"method\":\"card\",\"cardToken\":\"tok_4f9a8c2e\"}},\"note\":\"leave at the door\"}}",
+        items.join(",")
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-correlation-id",
+        http::HeaderValue::from_static("4b7e8d8e-6a53-4c3a-9a57-0f3c0c6d5a10"),
+    );
+    assert!(create.check_body(&headers, body.as_bytes()).is_ok());
+    let mut g = c.benchmark_group("validation");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("json_body_1kib", |b| {
+        b.iter(|| create.check_body(black_box(&headers), black_box(body.as_bytes())))
+    });
+    g.bench_function("parameters", |b| {
+        b.iter(|| {
+            list.check_head(
+                black_box("/api/v2/products"),
+                black_box(Some("limit=10&cursor=abc_1&expand=owner,history")),
+                black_box(&headers),
+            )
+        })
+    });
+    eprintln!("validation/json_body_1kib: {} bytes", body.len());
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    validation,
     route_lookup,
     rate_limit,
     authentication,

@@ -126,6 +126,8 @@ problems! {
     METHOD_NOT_ALLOWED = "method-not-allowed", 405, "Method not allowed", "method not allowed";
     REQUEST_TIMEOUT = "request-timeout", 408, "Request timeout", "request timed out";
     BODY_TOO_LARGE = "body-too-large", 413, "Request body too large", "request body too large";
+    REQUEST_INVALID = "request-invalid", 400, "Request validation failed", "the request does not match the route's API description";
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type", 415, "Unsupported media type", "the route's API description takes no body of this media type";
     RATE_LIMITED = "rate-limited", 429, "Rate limit exceeded", "too many requests";
     CONCURRENCY_LIMITED = "concurrency-limited", 429, "Concurrency limit exceeded", "too many requests in flight";
     HEADER_TOO_LARGE = "header-too-large", 431, "Request header fields too large", "request header fields too large";

@@ -59,6 +59,8 @@ pub struct CompiledRoute {
     pub compression: Option<crate::compress::RouteCompression>,
     /// The authorization service asked first.
     pub forward_auth: Option<crate::policy::forward_auth::ForwardAuth>,
+    /// The OpenAPI operation it serves, and the checks of its requests.
+    pub api: Option<crate::config::ApiRoute>,
 }
 
 impl CompiledRoute {
@@ -184,6 +186,7 @@ impl Gateway {
                             metrics.route(id, generation, name.clone(), &pool.config.name)
                         })
                     }),
+                    api: r.api.clone(),
                     pool,
                 })
             })

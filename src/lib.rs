@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod front;
 pub mod gateway;
 pub mod observe;
+pub mod openapi;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -129,6 +129,11 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         cost: u32,
     },
+    /// Work with OpenAPI documents.
+    Openapi {
+        #[command(subcommand)]
+        command: OpenapiCommand,
+    },
     /// Replace the running daemon without dropping requests: check the configuration (`-c`),
     /// start a new daemon that takes over the listening sockets, and tell the old one to drain.
     Upgrade {
@@ -136,6 +141,153 @@ enum Command {
         #[arg(long)]
         pid: Option<i32>,
     },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum OpenapiCommand {
+    /// Print route entries for every operation of an OpenAPI 3.0 or 3.1 document (YAML or
+    /// JSON), or merge them into the configuration (`--write`). Operations that cannot be
+    /// mapped are listed on standard error, one line each, and the exit status is 1.
+    Import {
+        /// The OpenAPI document.
+        spec: PathBuf,
+        /// The upstream pool the routes send to.
+        #[arg(long)]
+        upstream: String,
+        /// Put the document's paths under this prefix (default: its first server's path).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Write routes that reference the document (`openapi: {spec, operation}`), so that
+        /// requests are checked against it and it stays the source of truth.
+        #[arg(long)]
+        validate: bool,
+        /// Merge the routes into this configuration file (same name: replaced; others:
+        /// appended); the merged file is checked first and written only if it passes.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        /// The header API keys are read from (default: the configuration's, else X-API-Key).
+        #[arg(long)]
+        api_key_header: Option<String>,
+    },
+}
+
+/// `tollgate openapi import`.
+fn openapi_import(command: OpenapiCommand) -> ExitCode {
+    let OpenapiCommand::Import {
+        spec,
+        upstream,
+        prefix,
+        validate,
+        write,
+        api_key_header,
+    } = command;
+    let text = match std::fs::read_to_string(&spec) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", spec.display());
+            return ExitCode::from(2);
+        }
+    };
+    let doc = match tollgate::openapi::Document::parse(&text) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}: {e}", spec.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut config: Option<serde_yaml::Value> = None;
+    if let Some(path) = &write {
+        match std::fs::read_to_string(path).map(|t| serde_yaml::from_str(&t)) {
+            Ok(Ok(v)) => config = Some(v),
+            Ok(Err(e)) => {
+                eprintln!("{}: invalid YAML: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let header = api_key_header
+        .or_else(|| {
+            config
+                .as_ref()
+                .and_then(|c| c.get("api_key_header")?.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| "x-api-key".to_string());
+    let reference = spec.to_string_lossy().into_owned();
+    let out = tollgate::openapi::import::import(
+        &doc,
+        &tollgate::openapi::import::Options {
+            upstream: &upstream,
+            prefix: prefix.as_deref(),
+            api_key_header: &header,
+            reference: validate.then_some(reference.as_str()),
+        },
+    );
+    for p in &out.problems {
+        eprintln!("{}: not imported: {p}", spec.display());
+    }
+    let status = if out.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    let (Some(path), Some(mut config)) = (write, config) else {
+        let mut top = serde_yaml::Mapping::new();
+        top.insert("routes".into(), serde_yaml::Value::Sequence(out.routes));
+        match serde_yaml::to_string(&top) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("cannot write the routes: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        return status;
+    };
+    let (replaced, added) = match tollgate::openapi::import::merge(&mut config, out.routes) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let text = match serde_yaml::to_string(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot write the configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let dir = path.parent().map(|d| base.join(d)).unwrap_or(base);
+    if let Err((errors, _)) =
+        config::parse_reporting(&text, &config::loader::System::checking(&dir))
+    {
+        eprintln!(
+            "{}: not written: the merged configuration has {} problem{}:",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        );
+        for e in &errors {
+            eprintln!("  {e}");
+        }
+        return ExitCode::from(2);
+    }
+    let temp = path.with_extension("yaml.tmp");
+    if let Err(e) = std::fs::write(&temp, &text).and_then(|()| std::fs::rename(&temp, &path)) {
+        eprintln!("cannot write {}: {e}", path.display());
+        let _ = std::fs::remove_file(&temp);
+        return ExitCode::from(2);
+    }
+    eprintln!(
+        "{}: {added} route{} added, {replaced} replaced",
+        path.display(),
+        if added == 1 { "" } else { "s" }
+    );
+    status
 }
 
 fn hash_password(cost: u32) -> ExitCode {
@@ -171,6 +323,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::HashPassword { cost }) => return hash_password(cost),
         Some(Command::Upgrade { pid }) => return server::upgrade::run(&cli.conf, pid),
+        Some(Command::Openapi { command }) => return openapi_import(command),
         None => {}
     }
     if let Some(which) = cli.signal {

@@ -138,6 +138,12 @@ pub fn parse_reporting(
     v.source = text;
     let model = v.document(doc);
     v.settle_references();
+    // A route that stands for each operation of an OpenAPI document repeats its own problems
+    // once per operation: each is said once.
+    for list in [&mut v.errors, &mut v.warnings] {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|e| seen.insert(e.to_string()));
+    }
     match model {
         Some((process, routing)) if v.errors.is_empty() => Ok(Config {
             process,

@@ -239,8 +239,9 @@ pub struct RawHeaderTransform {
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: String,
+    /// Required unless the route takes its match from an OpenAPI operation.
     #[serde(rename = "match")]
-    pub matcher: RawMatch,
+    pub matcher: Option<RawMatch>,
     pub upstream: Option<String>,
     pub upstreams: Option<Vec<RawWeightedPool>>,
     pub sticky: Option<String>,
@@ -264,6 +265,19 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub compression: Option<RawCompression>,
     pub forward_auth: Option<RawForwardAuth>,
+    pub openapi: Option<RawOpenapi>,
+}
+
+/// `routes[].openapi`: the route is an operation of an OpenAPI document (or, without
+/// `operation`, one route per operation of it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpenapi {
+    pub spec: String,
+    pub operation: Option<String>,
+    pub prefix: Option<String>,
+    pub validate: Option<bool>,
+    pub max_body_size: Option<ConfSize>,
 }
 
 /// `routes[].forward_auth`: ask an authorization service whether a request may pass.

@@ -323,6 +323,19 @@ pub struct Route {
     pub concurrency_limit: Option<ConcurrencyLimit>,
     /// Response caching for this route.
     pub cache: Option<RouteCache>,
+    /// The OpenAPI operation the route serves, and its request checks.
+    pub api: Option<ApiRoute>,
+}
+
+/// A route's OpenAPI operation: the document (as written in the file), the operation, and
+/// the compiled checks of its requests (`None`: `validate: false`).
+#[derive(Debug, Clone)]
+pub struct ApiRoute {
+    pub spec: String,
+    pub operation: String,
+    pub rules: Option<std::sync::Arc<crate::openapi::RequestRules>>,
+    /// Bodies the checks read whole before any upstream is asked; larger ones get 413.
+    pub max_body_size: u64,
 }
 
 /// A route's traffic split: pools by weight (a request's pool drawn at random, or from its

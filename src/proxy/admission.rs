@@ -363,14 +363,18 @@ pub(super) async fn read_ahead(session: &mut Session, max: Option<u64>) -> Resul
             Ok(())
         }
         Ok(None) => Ok(()),
-        Err(e) => match e.etype() {
-            // The client's doing (a refused framing, a stall, a close): mapped by
-            // `errors::status_for` as the client's.
-            ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
-                Err(e.into_down())
-            }
-            _ => Err(status_error(400, "malformed request body")),
-        },
+        Err(e) => Err(body_read_failed(e)),
+    }
+}
+
+/// A failed read of the request body, as the client's doing (a refused framing, a stall, a
+/// close: mapped by `errors::status_for` as the client's) or a malformed body (400).
+pub(super) fn body_read_failed(e: Box<pingora_error::Error>) -> Box<pingora_error::Error> {
+    match e.etype() {
+        ErrorType::ReadError | ErrorType::ConnectionClosed | ErrorType::ReadTimedout => {
+            e.into_down()
+        }
+        _ => status_error(400, "malformed request body"),
     }
 }
 

@@ -63,6 +63,8 @@ pub(super) struct Request {
     pub(super) started_at: std::time::SystemTime,
     /// The status of an answer the gateway wrote itself (errors).
     pub(super) error_status: Option<u16>,
+    /// Why the route's API description refused it (the answer's detail and `errors`).
+    pub(super) invalid: Option<Box<super::validation::Refusal>>,
 }
 
 /// Who sent a request.
@@ -143,6 +145,7 @@ impl Ctx {
                 start: Instant::now(),
                 started_at: std::time::SystemTime::now(),
                 error_status: None,
+                invalid: None,
             },
             caller: Caller::default(),
             upstream: Attempts::default(),

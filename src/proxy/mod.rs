@@ -5,7 +5,8 @@
 //!  new_ctx ─▶ on_connection_reuse (a kept-alive connection's next request)
 //!  early_request_filter   request id, client address, canonical target ─▶ route   (admission)
 //!  request_filter         HTTPS redirect, access policy, limits, body size,
-//!                         Expect, chunked read-ahead                              (admission)
+//!                         API parameters, Expect, API body, chunked read-ahead
+//!                                                          (admission, validation)
 //!  request_cache_filter ─▶ cache_key_callback      the route's cache rule          (cache)
 //!        └─ hit ────────────────────────────────────────────────────┐
 //!  upstream_peer ─▶ fail_to_connect (retry)   a peer of the route's pool (forward)  │
@@ -27,6 +28,7 @@ mod mirror;
 mod report;
 mod respond;
 mod target;
+mod validation;
 
 pub use ctx::Ctx;
 
@@ -175,7 +177,9 @@ impl ProxyHttp for Tollgate {
         }
         admission::check_limits(route, &gateway, session, ctx).await?;
         admission::check_declared_size(route, session)?;
+        validation::check_head(route, session, ctx)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
+        validation::check_body(route, session, ctx).await?;
         admission::choose_pool(route, &gateway, session, ctx);
         admission::read_ahead(session, route.max_body_size).await?;
         Ok(false)

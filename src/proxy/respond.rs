@@ -347,7 +347,16 @@ async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()
         _ => Problem::for_status(status),
     };
     let instance = ctx.request.target.path(session.req_header());
-    let body = kind.body(request_id.to_str().ok(), Some(instance), None, None);
+    let body = match ctx.request.invalid.as_deref() {
+        // Refused by the route's API description: what is wrong, item by item.
+        Some(r) if r.problem.status == status => r.problem.body(
+            request_id.to_str().ok(),
+            Some(instance),
+            Some(&r.detail),
+            r.errors.clone().map(|e| ("errors", e)),
+        ),
+        _ => kind.body(request_id.to_str().ok(), Some(instance), None, None),
+    };
     let mut resp = ResponseHeader::build(status, Some(6))?;
     resp.insert_header(header::CONTENT_TYPE, errors::PROBLEM_JSON)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;

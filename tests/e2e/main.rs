@@ -22,6 +22,7 @@ mod keepalive;
 mod limiter;
 mod mtls;
 mod observe;
+mod openapi;
 mod policies;
 mod ratelimit;
 mod redis_cluster;

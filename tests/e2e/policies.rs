@@ -87,7 +87,7 @@ fn client_identity_headers_are_stripped_on_public_routes() {
     assert_eq!(seen.header("x-consumer-groups"), None);
 }
 
-fn hash_password(password: &str) -> String {
+pub(crate) fn hash_password(password: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(bin())
         .args(["hash-password", "--cost", "4"])

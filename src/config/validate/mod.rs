@@ -66,6 +66,8 @@ pub(super) struct Validator<'a> {
     substituted: Vec<(String, String)>,
     /// Places whose reference could not be read while only checking the file.
     unresolved: Vec<String>,
+    /// OpenAPI documents read so far, by path as written (`None`: it could not be).
+    specs: std::collections::HashMap<String, Option<std::rc::Rc<routes::LoadedSpec>>>,
 }
 
 fn index_path(section: &str, i: usize) -> String {
@@ -163,6 +165,7 @@ impl<'a> Validator<'a> {
             source: "",
             substituted: Vec::new(),
             unresolved: Vec::new(),
+            specs: Default::default(),
         }
     }
 
@@ -422,6 +425,7 @@ impl<'a> Validator<'a> {
             have_redis: redis_declared || redis.is_some(),
             have_client_auth: listeners.iter().any(|l| l.client_auth.is_some()),
             paths: path_normalization,
+            api_key_header: api_key_header.as_str(),
         };
         let routes = self.routes(routes, &ctx);
 

@@ -23,6 +23,8 @@ pub(super) struct RouteContext<'a> {
     pub(super) have_client_auth: bool,
     /// Routes are matched on canonical paths: their own paths must be written so.
     pub(super) paths: PathOptions,
+    /// Where API keys are read from (an OpenAPI API-key scheme must name it).
+    pub(super) api_key_header: &'a str,
 }
 
 /// What a route matches.
@@ -48,7 +50,14 @@ impl Validator<'_> {
         let mut names: std::collections::HashMap<String, usize> = Default::default();
         let mut signatures: std::collections::HashMap<String, usize> = Default::default();
         let mut places = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
+        let items = items.into_iter().enumerate().flat_map(|(i, item)| {
+            let base = index_path("routes", i);
+            self.expand_openapi(&base, item)
+                .into_iter()
+                .map(move |item| (i, item))
+                .collect::<Vec<_>>()
+        });
+        for (i, item) in items.collect::<Vec<_>>() {
             let base = index_path("routes", i);
             let Some(raw) = self.item::<RawRoute>(&base, item) else {
                 continue;
@@ -97,7 +106,23 @@ impl Validator<'_> {
                 "route names are non-empty and use letters, digits, '_', '-' and '.' only",
             );
         }
-        let m = self.route_match(base, raw.matcher, &rc.paths);
+        let (matcher, spec_auth, api) = match raw.openapi {
+            Some(o) => {
+                let own_auth = raw.auth.is_some();
+                let from =
+                    self.operation_route(base, o, raw.matcher, own_auth, rc.api_key_header)?;
+                (Some(from.matcher), from.auth, Some(from.api))
+            }
+            None => (raw.matcher, None, None),
+        };
+        let Some(matcher) = matcher else {
+            self.error(
+                format!("{base}.match"),
+                "is required (or openapi, to take it from an OpenAPI operation)",
+            );
+            return None;
+        };
+        let m = self.route_match(base, matcher, &rc.paths);
         let (upstream, split) = self.route_pools(
             base,
             raw.upstream,
@@ -121,7 +146,8 @@ impl Validator<'_> {
             &format!("{base}.response_headers"),
             raw.response_headers.unwrap_or_default(),
         );
-        let access = self.access(base, raw.auth, raw.allow_groups, raw.allow_consumers, rc);
+        let auth = raw.auth.or(spec_auth);
+        let access = self.access(base, auth, raw.allow_groups, raw.allow_consumers, rc);
         let has_auth = !access.auth.is_empty();
         let rate_limits = self.rate_limits(base, raw.rate_limit, has_auth, rc.have_redis);
         let cache = raw
@@ -164,6 +190,7 @@ impl Validator<'_> {
             max_body_size: raw.max_body_size.map(|s| s.0),
             retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
             mirror,
+            api,
         })
     }
 
@@ -405,6 +432,8 @@ fn route_signature(r: &Route) -> String {
 }
 
 mod compression;
+mod openapi;
+pub(super) use openapi::LoadedSpec;
 mod cors;
 mod forward_auth;
 mod paths;
