@@ -278,6 +278,15 @@ pub struct RawOpenapi {
     pub prefix: Option<String>,
     pub validate: Option<bool>,
     pub max_body_size: Option<ConfSize>,
+    pub responses: Option<RawResponseCheck>,
+}
+
+/// `routes[].openapi.responses`: whether upstream answers are compared with the document.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawResponseCheck {
+    Off,
+    Report,
 }
 
 /// `routes[].forward_auth`: ask an authorization service whether a request may pass.

@@ -336,6 +336,8 @@ pub struct ApiRoute {
     pub rules: Option<std::sync::Arc<crate::openapi::RequestRules>>,
     /// Bodies the checks read whole before any upstream is asked; larger ones get 413.
     pub max_body_size: u64,
+    /// Upstream answers compared with the document, report-only (`responses: report`).
+    pub responses: Option<std::sync::Arc<crate::openapi::answer::ResponseRules>>,
 }
 
 /// A route's traffic split: pools by weight (a request's pool drawn at random, or from its

@@ -121,6 +121,18 @@ impl FrontDoor {
         })
     }
 
+    /// How long reading a request body of at most `len` bytes may take: each wait at most
+    /// `client_body_timeout`, and the whole at least `client_body_min_rate` fast after that
+    /// allowance (the connection loop enforces the same on HTTP/1; this bounds HTTP/2 too).
+    pub fn body_read_limits(&self, len: u64) -> (Duration, Duration) {
+        let l = &self.limits;
+        let total = match l.body_min_rate {
+            0 => Duration::MAX,
+            rate => l.body_timeout + Duration::from_secs(len.div_ceil(rate)),
+        };
+        (l.body_timeout, total)
+    }
+
     /// How long a write to a client may wait (`client_send_timeout`).
     pub fn send_timeout(&self) -> Duration {
         self.send_timeout

@@ -10,7 +10,10 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 mod features;
+mod route;
 mod stats;
+use route::Families;
+pub use route::{RouteMetrics, API_VIOLATION_KINDS, RETRY_REASONS};
 pub use stats::{JwksStat, PeerStat, Stats};
 
 /// `tollgate_requests_total` children of one route (or of requests without one) by method
@@ -61,131 +64,6 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 8] = [
 /// The `X-Cache-Status` labels of `tollgate_cache_requests_total`.
 pub const CACHE_LABELS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "STALE", "REVALIDATED", "BYPASS"];
 
-/// One route's series, made when the snapshot is built and resolved at most once each: the
-/// request path counts through them without hashing labels or taking a vector's lock.
-pub struct RouteMetrics {
-    /// The route's index in its snapshot, and the snapshot's generation.
-    slot: usize,
-    generation: u64,
-    name: Arc<str>,
-    upstream: Arc<str>,
-    families: Families,
-    /// Refusals by a rate limit and by the concurrency limit.
-    ratelimit_rejected: [IntCounter; 2],
-    request_duration: OnceLock<Histogram>,
-    upstream_duration: OnceLock<Histogram>,
-    auth_failures: [OnceLock<IntCounter>; 2],
-    cache: [OnceLock<IntCounter>; 6],
-    upstream_errors: [OnceLock<IntCounter>; 8],
-    retries: [OnceLock<IntCounter>; 4],
-    retry_budget_exhausted: OnceLock<IntCounter>,
-}
-
-/// Why an attempt was retried: the `reason` label of `tollgate_upstream_retries_total`.
-pub const RETRY_REASONS: [&str; 4] = ["connect_failure", "reset", "timeout", "status"];
-
-impl std::fmt::Debug for RouteMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteMetrics")
-            .field("route", &self.name)
-            .finish()
-    }
-}
-
-/// The labelled families a route's series are children of.
-#[derive(Clone)]
-struct Families {
-    request_duration: HistogramVec,
-    upstream_duration: HistogramVec,
-    upstream_errors: IntCounterVec,
-    retries: IntCounterVec,
-    retry_budget_exhausted: IntCounterVec,
-    mirror_requests: IntCounterVec,
-    compressed: IntCounterVec,
-    compression_bytes: IntCounterVec,
-    forward_auth: IntCounterVec,
-    auth_failures: IntCounterVec,
-    cache_requests: IntCounterVec,
-}
-
-impl RouteMetrics {
-    /// The route's name, as labelled.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    /// The route's pool's name, as labelled.
-    pub fn upstream(&self) -> &Arc<str> {
-        &self.upstream
-    }
-
-    /// Count a request refused by the route's access policy.
-    pub fn auth_failure(&self, why: AuthFailure) {
-        let (i, label) = match why {
-            AuthFailure::Unauthenticated => (0, "unauthenticated"),
-            AuthFailure::Forbidden => (1, "forbidden"),
-        };
-        self.auth_failures[i]
-            .get_or_init(|| {
-                self.families
-                    .auth_failures
-                    .with_label_values(&[&self.name, label])
-            })
-            .inc();
-    }
-
-    /// Count a request refused by a rate limit (`concurrency`: by the concurrency limit).
-    pub fn rate_limited(&self, concurrency: bool) {
-        self.ratelimit_rejected[usize::from(concurrency)].inc();
-    }
-
-    /// Count a request on a cached route by its `X-Cache-Status` (one of [`CACHE_LABELS`]).
-    pub fn cache_status(&self, label: &'static str) {
-        let f = &self.families.cache_requests;
-        count_labelled(&self.cache, f, &self.name, &CACHE_LABELS, label);
-    }
-
-    /// Count a failure talking to the route's pool (`kind`: one of [`UPSTREAM_ERROR_KINDS`]).
-    pub fn upstream_error(&self, kind: &'static str) {
-        let f = &self.families.upstream_errors;
-        count_labelled(
-            &self.upstream_errors,
-            f,
-            &self.upstream,
-            &UPSTREAM_ERROR_KINDS,
-            kind,
-        );
-    }
-
-    /// Count a retry on the route's pool (`reason`: one of [`RETRY_REASONS`]).
-    pub fn retry(&self, reason: &'static str) {
-        let f = &self.families.retries;
-        count_labelled(&self.retries, f, &self.upstream, &RETRY_REASONS, reason);
-    }
-
-    /// Count a retry the pool's budget did not allow.
-    pub fn retry_budget_exhausted(&self) {
-        self.retry_budget_exhausted
-            .get_or_init(|| {
-                self.families
-                    .retry_budget_exhausted
-                    .with_label_values(&[&self.upstream])
-            })
-            .inc();
-    }
-
-    /// Observe the pool's time to a response header.
-    pub fn upstream_time(&self, seconds: f64) {
-        self.upstream_duration
-            .get_or_init(|| {
-                self.families
-                    .upstream_duration
-                    .with_label_values(&[&self.upstream])
-            })
-            .observe(seconds);
-    }
-}
-
 fn slot(v: &mut Vec<Handles>, i: usize) -> &mut Handles {
     if v.len() <= i {
         v.resize_with(i + 1, Handles::default);
@@ -211,6 +89,7 @@ pub struct Metrics {
     ratelimit_rejected: IntCounterVec,
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
+    api_violations: IntCounterVec,
     /// Client connections open now.
     pub connections: IntGauge,
     pub config_reloads: IntCounterVec,
@@ -323,6 +202,7 @@ impl Metrics {
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
             auth_failures: counter(&r, "tollgate_auth_failures_total", "Requests refused by authentication (unauthenticated) or authorization (forbidden), by route.", &["route", "reason"]),
             cache_requests: counter(&r, "tollgate_cache_requests_total", "Requests on cached routes, by route and X-Cache-Status.", &["route", "status"]),
+            api_violations: counter(&r, "tollgate_openapi_violations_total", "Requests refused by the route's OpenAPI operation (request: parameters or body; media_type: a body it does not take) and upstream answers that do not match it (response, report-only), by route.", &["route", "kind"]),
             connections: gauge(&r, "tollgate_open_client_connections", "Client connections open now."),
             build_info: gauge_vec(&r, "tollgate_build_info", "Always 1; the labels say which build runs.", &["version", "pingora_version"]),
             last_reload_successful: gauge(&r, "tollgate_config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 when it was refused."),
@@ -390,6 +270,7 @@ impl Metrics {
                 compression_bytes: self.compression_bytes.clone(),
                 auth_failures: self.auth_failures.clone(),
                 cache_requests: self.cache_requests.clone(),
+                api_violations: self.api_violations.clone(),
             },
             request_duration: OnceLock::new(),
             upstream_duration: OnceLock::new(),
@@ -398,6 +279,7 @@ impl Metrics {
             upstream_errors: Default::default(),
             retries: Default::default(),
             retry_budget_exhausted: OnceLock::new(),
+            api_violations: Default::default(),
         }
     }
 

@@ -5,11 +5,13 @@
 //! ([`RequestRules::check_head`]) before anything else is read, its body
 //! ([`RequestRules::check_body`]) once it has been read whole.
 
-use super::params::{Location, ParamRule, Shape};
+use super::json::strict_json;
+use super::params::{self, Location, ParamRule, Shape};
 use super::{Document, Operation};
 use http::{HeaderMap, HeaderName};
 use jsonschema::{Draft, PatternOptions, Registry, Validator};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The document's URI among the validator's resources.
 const DOCUMENT_URI: &str = "urn:tollgate:openapi";
@@ -54,6 +56,8 @@ pub enum BodyRefusal {
 /// The validators of one document: its schemas, `$ref`s resolved within it.
 pub struct Compiler {
     registry: Registry<'static>,
+    /// The document, for the shapes of form members.
+    doc: Value,
 }
 
 impl Compiler {
@@ -64,7 +68,10 @@ impl Compiler {
             .add(DOCUMENT_URI, resource)
             .and_then(|b| b.prepare())
             .map_err(|e| e.to_string())?;
-        Ok(Compiler { registry })
+        Ok(Compiler {
+            registry,
+            doc: doc.raw.clone(),
+        })
     }
 
     /// The validator of the schema at `pointer`.
@@ -100,9 +107,9 @@ const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 /// True for JSON media types: `application/json`, `*/*+json`.
 pub fn is_json(media: &str) -> bool {
-    let essence = media.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+    let essence = media.split(';').next().unwrap_or("").trim().as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 struct Param {
@@ -111,10 +118,22 @@ struct Param {
     validator: Option<Validator>,
 }
 
+/// How a body of a media type is read for its schema.
+enum Reading {
+    /// Parsed as JSON (strictly).
+    Json,
+    /// `application/x-www-form-urlencoded`: an object, its members read as their schemas say.
+    Form(std::collections::HashMap<String, Shape>),
+    /// `text/*`: one string.
+    Text,
+    /// Anything else (`multipart/form-data`, images, ...): not read (said when the file is).
+    Opaque,
+}
+
 struct Media {
     /// `application/json`, `application/*` or `*/*` (lowercase).
     range: String,
-    json: bool,
+    reading: Reading,
     validator: Option<Validator>,
 }
 
@@ -217,16 +236,28 @@ impl RequestRules {
                 .media
                 .iter()
                 .map(|(range, schema)| {
-                    let json = is_json(range);
-                    // A range (`application/*`) may take JSON types too: compiled whenever a
-                    // schema is given, asked only of JSON bodies.
+                    let range = range.split(';').next().unwrap_or("").trim().to_string();
                     let validator = match schema {
                         Some(p) => compiler.validator(p).map_err(|e| problems.push(e)).ok(),
                         None => None,
                     };
+                    let reading = if is_json(&range) || range.ends_with("/*") {
+                        // A range (`application/*`) may take JSON: JSON bodies under it are read.
+                        Reading::Json
+                    } else if range == "application/x-www-form-urlencoded" {
+                        let schema = schema.as_deref().and_then(|p| compiler.doc.pointer(p));
+                        let shapes = schema
+                            .map(|s| params::member_shapes(s, &compiler.doc))
+                            .unwrap_or_default();
+                        Reading::Form(shapes)
+                    } else if range.starts_with("text/") {
+                        Reading::Text
+                    } else {
+                        Reading::Opaque
+                    };
                     Media {
-                        range: range.split(';').next().unwrap_or("").trim().to_string(),
-                        json,
+                        range,
+                        reading,
                         validator,
                     }
                 })
@@ -249,6 +280,19 @@ impl RequestRules {
         self.body.is_some()
     }
 
+    /// The media types whose bodies the operation describes with a schema that the gateway
+    /// cannot read (`multipart/form-data`, ...): their bodies pass unchecked.
+    pub fn unchecked_media(&self) -> Vec<&str> {
+        let Some((_, media)) = &self.body else {
+            return Vec::new();
+        };
+        media
+            .iter()
+            .filter(|m| matches!(m.reading, Reading::Opaque) && m.validator.is_some())
+            .map(|m| m.range.as_str())
+            .collect()
+    }
+
     /// Check the parameters of a request for `path` (its canonical path) with `query` and
     /// `headers`; empty when they are all valid.
     pub fn check_head(
@@ -268,16 +312,31 @@ impl RequestRules {
                 }
             }
         }
+        if self.body.is_none() && declares_body(headers) {
+            // A body the document does not describe would reach the upstream unread.
+            out.push(Violation {
+                location: "body",
+                name: None,
+                pointer: "#".into(),
+                detail: "the operation takes no request body".into(),
+            });
+        }
+        for name in [http::header::CONTENT_TYPE, http::header::CONTENT_ENCODING] {
+            if headers.get_all(&name).iter().count() > 1 {
+                out.push(Violation {
+                    location: "header",
+                    name: Some(name.as_str().to_string()),
+                    pointer: "#".into(),
+                    detail: "is given more than once".into(),
+                });
+            }
+        }
         if self
             .params
             .iter()
             .any(|p| p.rule.location == Location::Query)
         {
-            for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-                if let Some(k) = self.find(Location::Query, &name) {
-                    texts[k].push(value);
-                }
-            }
+            self.query_texts(query.unwrap_or(""), &mut texts, &mut out);
         }
         for (k, p) in self.params.iter().enumerate() {
             match (&p.header, p.rule.location) {
@@ -291,10 +350,24 @@ impl RequestRules {
                 }
                 (None, Location::Cookie) => {
                     for v in headers.get_all(http::header::COOKIE) {
-                        let Ok(t) = v.to_str() else { continue };
+                        let Ok(t) = v.to_str() else {
+                            out.push(self.violation(
+                                k,
+                                "#",
+                                "the Cookie header is not visible ASCII text",
+                            ));
+                            continue;
+                        };
                         for pair in t.split(';') {
-                            if let Some((n, value)) = pair.trim().split_once('=') {
-                                if n == p.rule.name {
+                            if let Some((n, value)) = pair.split_once('=') {
+                                // Names and values as servers read them: without the spaces
+                                // around them, and without the quotes of a quoted value.
+                                let value = value.trim();
+                                let value = value
+                                    .strip_prefix('"')
+                                    .and_then(|v| v.strip_suffix('"'))
+                                    .unwrap_or(value);
+                                if n.trim() == p.rule.name {
                                     texts[k].push(value.to_string().into());
                                 }
                             }
@@ -334,6 +407,65 @@ impl RequestRules {
         }
         out.truncate(MAX_VIOLATIONS);
         out
+    }
+
+    /// The texts of the query's described parameters. A query that reads differently when `;`
+    /// also separates parameters (as older servers read it), a name that differs from a
+    /// described one only in case (as some frameworks bind it), or a part that is not UTF-8
+    /// once decoded is a violation: the upstream could read what was never checked.
+    fn query_texts<'q>(
+        &self,
+        query: &'q str,
+        texts: &mut [Vec<std::borrow::Cow<'q, str>>],
+        out: &mut Vec<Violation>,
+    ) {
+        let Some(pairs) = params::form_pairs(query.as_bytes()) else {
+            out.push(Violation {
+                location: "query",
+                name: None,
+                pointer: "#".into(),
+                detail: "is not UTF-8 once decoded".into(),
+            });
+            return;
+        };
+        if query.contains(';') {
+            let split: Option<Vec<_>> = query
+                .split(';')
+                .map(|p| params::form_pairs(p.as_bytes()))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect());
+            let named = |pairs: &[(Cow<'_, str>, Cow<'_, str>)], name: &str| {
+                let mut v: Vec<&str> = pairs
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_ref())
+                    .collect();
+                v.sort();
+                v.join("\u{0}")
+            };
+            for (k, p) in self.params.iter().enumerate() {
+                if p.rule.location == Location::Query
+                    && split
+                        .as_ref()
+                        .is_none_or(|s| named(s, &p.rule.name) != named(&pairs, &p.rule.name))
+                {
+                    out.push(self.violation(
+                        k,
+                        "#",
+                        "reads differently when ';' separates parameters too",
+                    ));
+                }
+            }
+        }
+        for (name, value) in pairs {
+            if let Some(k) = self.find(Location::Query, &name) {
+                texts[k].push(value);
+            } else if let Some(k) = self.params.iter().position(|p| {
+                p.rule.location == Location::Query && p.rule.name.eq_ignore_ascii_case(&name)
+            }) {
+                out.push(self.violation(k, "#", &format!("is also given as \"{name}\"")));
+            }
+        }
     }
 
     fn find(&self, location: Location, name: &str) -> Option<usize> {
@@ -403,14 +535,25 @@ impl RequestRules {
                 known.join(", ")
             )));
         };
-        if !(m.json || is_json(&given)) {
-            return Ok(());
-        }
         let Some(validator) = &m.validator else {
             return Ok(());
         };
-        let value =
-            strict_json(body).map_err(|e| whole(&format!("the body is not valid JSON: {e}")))?;
+        let value = match &m.reading {
+            Reading::Json if is_json(&given) => {
+                strict_json(body).map_err(|e| whole(&format!("the body is not valid JSON: {e}")))?
+            }
+            // A JSON range given another type (`application/xml` under `application/*`).
+            Reading::Json | Reading::Opaque => return Ok(()),
+            Reading::Form(shapes) => {
+                let pairs = params::form_pairs(body)
+                    .ok_or_else(|| whole("the form is not UTF-8 once decoded"))?;
+                params::form_object(pairs, shapes).map_err(|e| whole(&e))?
+            }
+            Reading::Text => match std::str::from_utf8(body) {
+                Ok(t) => Value::String(t.to_string()),
+                Err(_) => return Err(whole("the text is not UTF-8")),
+            },
+        };
         if validator.is_valid(&value) {
             return Ok(());
         }
@@ -428,71 +571,12 @@ impl RequestRules {
     }
 }
 
-/// A JSON value read strictly: an object with the same member twice is refused, since
-/// parsers disagree on which one counts (the gateway would check one value and the upstream
-/// could act on the other).
-fn strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
-    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
-    struct Strict(Value);
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Strict;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
-            Ok(Strict(Value::Bool(v)))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
-            Ok(Strict(Value::from(v)))
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
-            Ok(Strict(Value::from(v)))
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
-            Ok(Strict(Value::from(v)))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
-            Ok(Strict(Value::String(v.to_string())))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Strict, E> {
-            Ok(Strict(Value::String(v)))
-        }
-        fn visit_unit<E>(self) -> Result<Strict, E> {
-            Ok(Strict(Value::Null))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(Strict(v)) = seq.next_element()? {
-                items.push(v);
-            }
-            Ok(Strict(Value::Array(items)))
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
-            let mut members = serde_json::Map::new();
-            while let Some(key) = map.next_key::<String>()? {
-                let Strict(v) = map.next_value()?;
-                match members.entry(key) {
-                    serde_json::map::Entry::Vacant(e) => {
-                        e.insert(v);
-                    }
-                    serde_json::map::Entry::Occupied(e) => {
-                        let key = e.key();
-                        return Err(A::Error::custom(format_args!(
-                            "member \"{key}\" appears twice"
-                        )));
-                    }
-                }
-            }
-            Ok(Strict(Value::Object(members)))
-        }
-    }
-    impl<'de> Deserialize<'de> for Strict {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
-            d.deserialize_any(V)
-        }
-    }
-    serde_json::from_slice::<Strict>(body).map(|s| s.0)
+/// Whether a request's head says a body follows.
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 /// The media entry for `given`: an exact type first, then `type/*`, then `*/*`.

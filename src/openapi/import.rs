@@ -57,7 +57,7 @@ pub fn import(doc: &Document, opts: &Options<'_>) -> Imported {
         if let Some(spec) = opts.reference {
             // The document decides match and authentication when the file is read; the
             // operation's security must still be mappable.
-            if let Err(why) = auth_methods(op.security.as_deref(), opts.api_key_header) {
+            if let Err(why) = auth_methods(op.security.as_deref(), opts.api_key_header, false) {
                 problems.extend(why.into_iter().map(|w| format!("{}: {w}", op.place)));
                 continue;
             }
@@ -78,7 +78,7 @@ pub fn import(doc: &Document, opts: &Options<'_>) -> Imported {
             m.insert("methods".into(), strings([op.method.as_str()]));
             route.insert("match".into(), Value::Mapping(m));
             route.insert("upstream".into(), opts.upstream.into());
-            match auth_methods(op.security.as_deref(), opts.api_key_header) {
+            match auth_methods(op.security.as_deref(), opts.api_key_header, false) {
                 Ok(methods) if methods.is_empty() => {}
                 Ok(methods) => {
                     route.insert("auth".into(), strings(methods));

@@ -7,8 +7,10 @@
 //! A leaf module: it knows nothing of routes or requests in flight; the configuration turns
 //! its operations into routes, and the proxy asks the compiled [`check::RequestRules`].
 
+pub mod answer;
 pub mod check;
 pub mod import;
+mod json;
 mod params;
 pub mod schema;
 mod security;
@@ -18,7 +20,7 @@ pub use params::{Location, ParamRule, Style};
 pub use security::{auth_methods, AuthUse, SecurityScheme};
 
 use http::Method;
-use oas3::spec::{ObjectOrReference, Parameter, ParameterIn, ParameterStyle};
+use oas3::spec::{Parameter, ParameterIn, ParameterStyle};
 use serde_json::Value;
 
 /// The OpenAPI versions read.
@@ -62,8 +64,10 @@ pub struct Operation {
     pub security: Option<Vec<Vec<AuthUse>>>,
     pub parameters: Vec<ParamRule>,
     pub body: Option<BodyRule>,
-    /// `(status or "default", media type, JSON pointer to the schema)` of each response.
+    /// `(status or "default", media type, JSON pointer to the schema)` of each JSON response.
     pub responses: Vec<(String, String, String)>,
+    /// Every response status the operation describes (`200`, `2XX`, `default`).
+    pub statuses: Vec<String>,
 }
 
 impl Operation {
@@ -123,6 +127,39 @@ fn local_ref(reference: &str) -> Result<String, String> {
 }
 
 impl Document {
+    /// The object a `$ref` names within the document, and its pointer; references to
+    /// references are followed a few times (a loop is an error, never a crash).
+    fn follow(&self, reference: &str) -> Result<(String, &Value), String> {
+        let mut pointer = local_ref(reference)?;
+        for _ in 0..8 {
+            let value = self
+                .at(&pointer)
+                .ok_or_else(|| format!("\"{reference}\" names nothing in the document"))?;
+            match value.get("$ref").and_then(Value::as_str) {
+                Some(next) => pointer = local_ref(next)?,
+                None => return Ok((pointer, value)),
+            }
+        }
+        Err(format!(
+            "\"{reference}\": too many references in a row (a loop?)"
+        ))
+    }
+
+    /// An object the document gives in place or by `$ref` (`at`: where it is written).
+    fn object<T: serde::de::DeserializeOwned>(
+        &self,
+        value: Option<&Value>,
+        at: &str,
+    ) -> Result<(String, T), String> {
+        let value = value.ok_or_else(|| format!("nothing at {at}"))?;
+        let (pointer, value) = match value.get("$ref").and_then(Value::as_str) {
+            Some(r) => self.follow(r)?,
+            None => (at.to_string(), value),
+        };
+        let t = serde_json::from_value(value.clone()).map_err(|e| format!("{pointer}: {e}"))?;
+        Ok((pointer, t))
+    }
+
     /// Read a document from its text (YAML or JSON).
     pub fn parse(text: &str) -> Result<Document, String> {
         let mut raw: Value =
@@ -171,17 +208,16 @@ impl Document {
 
     /// The security schemes the document declares, by name.
     pub fn security_schemes(&self) -> Vec<(String, Result<SecurityScheme, String>)> {
-        let Some(components) = &self.spec.components else {
+        let Some(Value::Object(schemes)) = self.at("/components/securitySchemes") else {
             return Vec::new();
         };
-        components
-            .security_schemes
+        schemes
             .iter()
-            .map(|(name, s)| {
-                let scheme = s
-                    .resolve(&self.spec)
-                    .map_err(|e| e.to_string())
-                    .map(|s| SecurityScheme::from_spec(&s));
+            .map(|(name, value)| {
+                let at = format!("/components/securitySchemes/{}", escape_pointer(name));
+                let scheme = self
+                    .object::<oas3::spec::SecurityScheme>(Some(value), &at)
+                    .map(|(_, s)| SecurityScheme::from_spec(&s));
                 (name.clone(), scheme)
             })
             .collect()
@@ -210,18 +246,11 @@ impl Document {
                 let place = format!("paths.{path}.{lower}");
                 let mut problems = Vec::new();
                 let mut parameters: Vec<ParamRule> = Vec::new();
-                let shared = item
-                    .parameters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (p, format!("{item_pointer}/parameters/{i}")));
-                let own = op
-                    .parameters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (p, format!("{pointer}/parameters/{i}")));
-                for (p, at) in shared.chain(own) {
-                    match self.parameter(p, &at) {
+                let shared =
+                    (0..item.parameters.len()).map(|i| format!("{item_pointer}/parameters/{i}"));
+                let own = (0..op.parameters.len()).map(|i| format!("{pointer}/parameters/{i}"));
+                for at in shared.chain(own) {
+                    match self.parameter(&at) {
                         Ok(rule) => {
                             // An operation's parameter replaces the path item's of the same
                             // name and location.
@@ -244,7 +273,7 @@ impl Document {
                 }
                 let body = match &op.request_body {
                     None => None,
-                    Some(b) => match self.body(b, &format!("{pointer}/requestBody")) {
+                    Some(_) => match self.body(&format!("{pointer}/requestBody")) {
                         Ok(b) => Some(b),
                         Err(e) => {
                             problems.push(e);
@@ -275,6 +304,11 @@ impl Document {
                     path: path.clone(),
                     place,
                     responses: self.responses(&pointer),
+                    statuses: self
+                        .at(&format!("{pointer}/responses"))
+                        .and_then(Value::as_object)
+                        .map(|r| r.keys().cloned().collect())
+                        .unwrap_or_default(),
                     pointer,
                     security,
                     parameters,
@@ -294,22 +328,8 @@ impl Document {
     }
 
     /// A parameter (`at`: where it is written), its `$ref` followed.
-    fn parameter(&self, p: &ObjectOrReference<Parameter>, at: &str) -> Result<ParamRule, String> {
-        let (param, at) = match p {
-            ObjectOrReference::Object(param) => (param.clone(), at.to_string()),
-            ObjectOrReference::Ref { ref_path, .. } => {
-                let pointer = local_ref(ref_path)?;
-                let value = self
-                    .at(&pointer)
-                    .ok_or_else(|| format!("\"{ref_path}\" names nothing in the document"))?;
-                if value.get("$ref").is_some() {
-                    return Err(format!("\"{ref_path}\" is itself a reference"));
-                }
-                let param: Parameter = serde_json::from_value(value.clone())
-                    .map_err(|e| format!("\"{ref_path}\": {e}"))?;
-                (param, pointer)
-            }
-        };
+    fn parameter(&self, at: &str) -> Result<ParamRule, String> {
+        let (at, param) = self.object::<Parameter>(self.at(at), at)?;
         let location = match param.location {
             ParameterIn::Path => Location::Path,
             ParameterIn::Query => Location::Query,
@@ -358,16 +378,8 @@ impl Document {
     }
 
     /// A request body (`at`: where it is written), its `$ref` followed.
-    fn body(
-        &self,
-        b: &ObjectOrReference<oas3::spec::RequestBody>,
-        at: &str,
-    ) -> Result<BodyRule, String> {
-        let at = match b {
-            ObjectOrReference::Object(_) => at.to_string(),
-            ObjectOrReference::Ref { ref_path, .. } => local_ref(ref_path)?,
-        };
-        let body = b.resolve(&self.spec).map_err(|e| e.to_string())?;
+    fn body(&self, at: &str) -> Result<BodyRule, String> {
+        let (at, body) = self.object::<oas3::spec::RequestBody>(self.at(at), at)?;
         let media = body
             .content
             .iter()
@@ -395,8 +407,7 @@ impl Document {
             let mut at = format!("{pointer}/responses/{}", escape_pointer(status));
             let mut response = response;
             if let Some(r) = response.get("$ref").and_then(Value::as_str) {
-                let Some(p) = local_ref(r).ok() else { continue };
-                let Some(v) = self.at(&p) else { continue };
+                let Ok((p, v)) = self.follow(r) else { continue };
                 (at, response) = (p, v);
             }
             let Some(Value::Object(content)) = response.get("content") else {

@@ -2,6 +2,7 @@
 //! (OpenAPI's styles) and which JSON value its text stands for before its schema is asked.
 
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Where a parameter is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub struct ParamRule {
 }
 
 /// Follow `$ref`s (within the document) from `schema`, at most a few times.
-fn resolved<'a>(mut schema: &'a Value, doc: &'a Value) -> &'a Value {
+pub(super) fn resolved<'a>(mut schema: &'a Value, doc: &'a Value) -> &'a Value {
     for _ in 0..16 {
         match schema
             .get("$ref")
@@ -115,8 +116,10 @@ pub fn shape_of(schema: &Value, doc: &Value) -> Result<Shape, String> {
 
 /// The JSON value one text stands for: a number or boolean when it reads as one, else the
 /// text itself (so that the schema reports the wrong type).
-fn scalar(text: &str, shape: &Shape) -> Value {
+pub(super) fn scalar(text: &str, shape: &Shape) -> Value {
     match shape {
+        // A sign of `+` reads differently from one framework to the next: left as text.
+        Shape::Integer if text.starts_with('+') => Value::String(text.to_string()),
         Shape::Integer => text
             .parse::<i64>()
             .map(Value::from)
@@ -164,6 +167,84 @@ impl ParamRule {
     }
 }
 
+/// The pairs of a form (`a=1&b=x+y`, as a query string or an
+/// `application/x-www-form-urlencoded` body), decoded strictly: `None` when a name or value is
+/// not UTF-8 once decoded (other readers would replace the bytes, or refuse). Parts without
+/// escapes are borrowed.
+pub(super) fn form_pairs(text: &[u8]) -> Option<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
+    fn decode(part: &[u8]) -> Option<Cow<'_, str>> {
+        if !part.iter().any(|&b| b == b'%' || b == b'+') {
+            return std::str::from_utf8(part).ok().map(Cow::Borrowed);
+        }
+        let plus: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&plus).collect();
+        String::from_utf8(bytes).ok().map(Cow::Owned)
+    }
+    text.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Some((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+/// The JSON object a form stands for, its members read as `shapes` say (an array member may
+/// repeat; any other member given twice is an error, named).
+pub(super) fn form_object(
+    pairs: Vec<(Cow<'_, str>, Cow<'_, str>)>,
+    shapes: &std::collections::HashMap<String, Shape>,
+) -> Result<Value, String> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in pairs {
+        match shapes.get(name.as_ref()) {
+            Some(Shape::Array(item)) => {
+                let entry = out.entry(name).or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(items) = entry {
+                    items.push(scalar(&value, item));
+                }
+            }
+            shape => {
+                if out.contains_key(name.as_ref()) {
+                    return Err(format!("member \"{name}\" is given more than once"));
+                }
+                let v = scalar(&value, shape.unwrap_or(&Shape::Text));
+                out.insert(name.into_owned(), v);
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// The shapes of the members of an object schema (its `properties`, and those of its `allOf`
+/// parts), for reading a form.
+pub(super) fn member_shapes(
+    schema: &Value,
+    doc: &Value,
+) -> std::collections::HashMap<String, Shape> {
+    let mut out = std::collections::HashMap::new();
+    let schema = resolved(schema, doc);
+    let parts: Vec<&Value> = schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|s| resolved(s, doc)).collect())
+        .unwrap_or_default();
+    for s in std::iter::once(schema).chain(parts) {
+        if let Some(Value::Object(props)) = s.get("properties") {
+            for (name, p) in props {
+                out.insert(name.clone(), shape_of(p, doc).unwrap_or(Shape::Text));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +269,7 @@ mod tests {
         assert_eq!(int.value(&["42"]), json!(42));
         assert_eq!(int.value(&["-7"]), json!(-7));
         assert_eq!(int.value(&["4.5"]), json!("4.5"));
+        assert_eq!(int.value(&["+4"]), json!("+4"));
         assert_eq!(int.value(&["18446744073709551615"]), json!(u64::MAX));
         assert_eq!(
             int.value(&["99999999999999999999"]),

@@ -53,6 +53,8 @@ pub struct AuthUse {
     /// The scheme's name in the document.
     pub name: String,
     pub scheme: SecurityScheme,
+    /// The scopes (or roles) the requirement asks of it.
+    pub scopes: Vec<String>,
 }
 
 /// A `security` list: alternatives, each the schemes that must all pass.
@@ -69,11 +71,21 @@ pub(super) fn requirements(
             return Err("security: each requirement is a map of scheme names".into());
         };
         let mut all = Vec::new();
-        for name in names.keys() {
+        for (name, scopes) in names {
+            let scopes = scopes
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
             match schemes.iter().find(|(n, _)| n == name) {
                 Some((_, Ok(scheme))) => all.push(AuthUse {
                     name: name.clone(),
                     scheme: scheme.clone(),
+                    scopes,
                 }),
                 Some((_, Err(e))) => return Err(format!("security scheme \"{name}\": {e}")),
                 None => {
@@ -90,10 +102,14 @@ pub(super) fn requirements(
 
 /// The gateway's authentication methods (`api_key`, `basic`, `jwt`, `mtls`) that carry out an
 /// operation's security, any one of which admits a caller; every requirement that cannot be
-/// carried out is said, one message each. API keys are read from `api_key_header`.
+/// carried out is said, one message each. API keys are read from `api_key_header`. Scopes or
+/// roles a requirement asks for are not checked by an authentication method: unless
+/// `scopes_decided` (the route has its own group rules), they are a problem too, since the
+/// route would admit any authenticated caller.
 pub fn auth_methods(
     security: Option<&[Vec<AuthUse>]>,
     api_key_header: &str,
+    scopes_decided: bool,
 ) -> Result<Vec<&'static str>, Vec<String>> {
     let mut methods = Vec::new();
     let mut problems = Vec::new();
@@ -150,6 +166,16 @@ pub fn auth_methods(
                 one.name
             )),
         };
+        let method = method.and_then(|m| {
+            if one.scopes.is_empty() || scopes_decided {
+                return Ok(m);
+            }
+            Err(format!(
+                "security asks scheme \"{}\" for {}, which authentication alone does not check: give the route allow_groups (or allow_consumers)",
+                one.name,
+                one.scopes.join(", ")
+            ))
+        });
         match method {
             Ok(m) if !methods.contains(&m) => methods.push(m),
             Ok(_) => {}

@@ -37,13 +37,15 @@ fn a_petstore_reads_into_its_operations() {
             name: "X-API-Key".into(),
             location: "header".into(),
         },
+        scopes: vec![],
     };
     assert_eq!(ops[1].security, Some(vec![vec![api_key]]));
     assert_eq!(
         ops[3].security,
         Some(vec![vec![AuthUse {
             name: "basicAuth".into(),
-            scheme: SecurityScheme::Basic
+            scheme: SecurityScheme::Basic,
+            scopes: vec![],
         }]])
     );
     // The path item's shared parameter, through its $ref, and the operation's own.
@@ -154,4 +156,71 @@ paths:
 fn template_names_are_found_in_any_segment() {
     assert_eq!(template_names("/a/{x}/b.{fmt}"), vec!["x", "fmt"]);
     assert!(template_names("/plain").is_empty());
+}
+
+#[test]
+fn reference_loops_and_odd_media_types_are_problems_not_crashes() {
+    let text = r##"
+openapi: 3.1.0
+info: {title: t, version: "1"}
+components:
+  securitySchemes:
+    loop: {$ref: "#/components/securitySchemes/loop"}
+  requestBodies:
+    A: {$ref: "#/components/requestBodies/A"}
+  schemas:
+    Self: {$ref: "#/components/schemas/Self"}
+    Tree:
+      type: object
+      properties:
+        children: {type: array, items: {$ref: "#/components/schemas/Tree"}}
+paths:
+  /a:
+    post:
+      operationId: a
+      requestBody: {$ref: "#/components/requestBodies/A"}
+      responses: {"200": {description: ok}}
+  /b:
+    post:
+      operationId: b
+      security: [{loop: []}]
+      responses: {"200": {description: ok}}
+  /c:
+    post:
+      operationId: c
+      requestBody:
+        content:
+          "text/ééé+json": {schema: {$ref: "#/components/schemas/Tree"}}
+          "application/json": {schema: {$ref: "#/components/schemas/Self"}}
+      responses: {"200": {description: ok}}
+"##;
+    let doc = Document::parse(text).expect("a document");
+    let results = doc.operations();
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|(p, e)| format!("{p}: {}", e.join("; ")))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("too many references")),
+        "{errors:?}"
+    );
+    // The recursive schema compiles and checks; the self-reference is refused or
+    // harmless, never a crash.
+    let compiler = check::Compiler::new(&doc).expect("schemas");
+    let op = doc.operation("c").expect("c");
+    if let Ok(rules) = RequestRules::compile(&compiler, &op, "") {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        let _ = rules.check_body(&h, b"{}");
+    }
+    let tree = check::Compiler::new(&doc)
+        .and_then(|c| c.validator("/components/schemas/Tree"))
+        .expect("a recursive schema compiles");
+    assert!(tree.is_valid(&serde_json::json!({"children": [{"children": []}]})));
+    assert!(!tree.is_valid(&serde_json::json!({"children": [{"children": 3}]})));
 }

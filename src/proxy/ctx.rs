@@ -31,6 +31,8 @@ pub struct Ctx {
     pub(super) authorized: Vec<(http::HeaderName, HeaderValue)>,
     /// The encoder compressing the answer, and its coding.
     pub(super) compression: Option<(crate::compress::Encoder, crate::config::Coding)>,
+    /// The upstream's answer, being read to compare with the route's OpenAPI operation.
+    pub(super) answer: Option<Box<super::validation::AnswerCheck>>,
 }
 
 /// How the request used the route's cache, for `Cache-Status`.
@@ -156,6 +158,7 @@ impl Ctx {
             },
             mirror: None,
             compression: None,
+            answer: None,
             authorized: Vec::new(),
         }
     }

@@ -12,10 +12,11 @@
 //!  upstream_peer ─▶ fail_to_connect (retry)   a peer of the route's pool (forward)  │
 //!  upstream_request_filter   path, host, forwarding and identity headers (forward)  │
 //!  request_body_filter       body size                                 (admission)  │
-//!  upstream_response_filter  upstream status and time                    (respond)  │
+//!  upstream_response_filter  upstream status and time         (respond, validation)  │
 //!  response_cache_filter ─▶ cache_vary_filter   may it be stored          (cache)   │
 //!  response_filter           hop-by-hop, transforms, cache and limit headers ◀──────┘
-//!  upstream_response_body_filter   the peer is done: release its in-flight slot
+//!  upstream_response_body_filter   the peer is done: release its in-flight slot;
+//!                            the answer compared with the API          (validation)
 //!  should_serve_stale ─▶ fail_to_proxy   stale answers, error answers     (respond)
 //!  suppress_error_log ─▶ logging ─▶ persist_connection_context           (report)
 //! ```
@@ -179,7 +180,7 @@ impl ProxyHttp for Tollgate {
         admission::check_declared_size(route, session)?;
         validation::check_head(route, session, ctx)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
-        validation::check_body(route, session, ctx).await?;
+        validation::check_body(route, session, ctx, &self.door).await?;
         admission::choose_pool(route, &gateway, session, ctx);
         admission::read_ahead(session, route.max_body_size).await?;
         Ok(false)
@@ -349,6 +350,7 @@ impl ProxyHttp for Tollgate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        validation::answer_started(session, upstream_response, ctx);
         respond::upstream_answered(session, upstream_response, ctx)
     }
 
@@ -414,14 +416,18 @@ impl ProxyHttp for Tollgate {
     }
 
     /// The peer is done with this request: it stops counting for `least_conn` before the
-    /// client can have the answer and send its next request.
+    /// client can have the answer and send its next request. The answer's body is compared
+    /// with the route's OpenAPI operation when it reports answers.
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<std::time::Duration>> {
+        if ctx.answer.is_some() {
+            validation::answer_chunk(ctx, body.as_ref(), end_of_stream);
+        }
         if end_of_stream {
             ctx.upstream.in_flight = None;
         }

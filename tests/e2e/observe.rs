@@ -41,7 +41,7 @@ fn setup(extra_peer: Option<std::net::SocketAddr>, token: bool) -> Setup {
     }
 }
 
-fn admin_get(port: u16, path: &str, token: Option<&str>) -> Response {
+pub(crate) fn admin_get(port: u16, path: &str, token: Option<&str>) -> Response {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -51,7 +51,7 @@ fn admin_get(port: u16, path: &str, token: Option<&str>) -> Response {
     )
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)

@@ -86,6 +86,16 @@ fn a_petstore_is_routed_and_checked_from_its_document() {
             .as_str()
             .is_some_and(|d| !d.is_empty()));
     }
+    // What the upstream could read differently from the check: a body on an operation that
+    // takes none, `;` as a separator, a parameter name in another case.
+    for raw in [
+        "GET /v1/pets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        "GET /v1/pets?x=;limit=1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "GET /v1/pets?LIMIT=1000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = gw.raw(raw.as_bytes());
+        assert_eq!(r.status, 400, "{raw}: {}", r.text());
+    }
     assert_eq!(up.count(), before, "a refused request reached the upstream");
     // Authentication comes first, from the operation's security: no key, 401 before any check.
     let r = gw.get("/v1/pets/0", &[]);
@@ -142,12 +152,13 @@ fn bodies_are_checked_whole_before_the_upstream_is_asked() {
     );
     assert!(errors(&r).iter().all(|e| e.0 == "body"));
     // A missing required member, an unknown one (additionalProperties: false), broken JSON,
-    // a missing body.
+    // a missing body, a member given twice in different case.
     for (body, want) in [
         (r#"{"kind":"dog"}"#, "#"),
         (r#"{"name":"a","kind":"dog","owner":"x"}"#, "#"),
         (r#"{"name":"a","#, "#"),
         ("", "#"),
+        (r#"{"name":"a","kind":"dog","Kind":"fish"}"#, "#"),
     ] {
         let r = post(&gw, "/v1/pets", &format!("{key}{json}"), body);
         assert_eq!(r.status, 400, "{body}: {}", r.text());
@@ -407,4 +418,69 @@ fn a_large_document_imports_into_routes_that_pass_the_check_and_route_its_exampl
         );
     }
     assert_eq!(up.count(), before);
+}
+
+#[test]
+fn answers_that_drift_from_the_document_are_counted_and_logged_never_blocked() {
+    let up = Upstream::with_handler("api", |seen| {
+        let json = |body: &str| Reply::ok(body).header("content-type", "application/json");
+        match seen.url.as_str() {
+            "/v1/pets/7" => json(r#"{"id":"seven","name":"Rex","kind":"dog"}"#),
+            "/v1/pets/8" => json(r#"{"id":8,"name":"Rex","kind":"dog"}"#),
+            "/v1/pets/9" => Reply::ok("<html/>").header("content-type", "text/html"),
+            _ => Reply {
+                status: 418,
+                ..json("[]")
+            },
+        }
+    });
+    let admin = closed_port().port();
+    let gw = Gateway::start(&format!(
+        "admin: {{address: 127.0.0.1:{admin}}}\napi_key_header: X-API-Key\nconsumers: [{{name: alice, api_keys: [alice-key-1]}}]\nupstreams:\n  api: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: pets, upstream: api, openapi: {{spec: \"{PETSTORE}\", responses: report}}}}\n",
+        up.addr
+    ));
+    let key = ("x-api-key", "alice-key-1");
+    // The client gets what the upstream said, whatever the document says.
+    let r = gw.get("/v1/pets/7", &[key]);
+    assert_eq!((r.status, r.text().contains("seven")), (200, true));
+    assert_eq!(gw.get("/v1/pets/8", &[key]).status, 200);
+    assert_eq!(gw.get("/v1/pets/9", &[key]).status, 200);
+    assert_eq!(gw.get("/v1/pets", &[]).status, 418);
+    // A refused request is counted by kind too.
+    assert_eq!(gw.get("/v1/pets/0", &[key]).status, 400);
+    let series = |route: &str, kind: &str| {
+        format!("tollgate_openapi_violations_total{{kind=\"{kind}\",route=\"pets.{route}\"}}")
+    };
+    let text = crate::observe::admin_get(admin, "/metrics", None).text();
+    // 7 (a string id) and 9 (HTML where JSON is described) drift; 8 does not.
+    assert_eq!(
+        crate::observe::metric(&text, &series("showPetById", "response")),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        crate::observe::metric(&text, &series("listPets", "response")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        crate::observe::metric(&text, &series("showPetById", "request")),
+        1.0,
+        "{text}"
+    );
+    // Logged, at most once per route every 10 seconds.
+    assert!(wait_until(std::time::Duration::from_secs(5), || {
+        gw
+        .log()
+        .contains("route \"pets.showPetById\": the upstream's 200 answer does not match the OpenAPI document: #/id:")
+    }));
+    assert_eq!(
+        gw.log()
+            .matches("route \"pets.showPetById\": the upstream")
+            .count(),
+        1,
+        "{}",
+        gw.log()
+    );
+    assert!(gw.log().contains("route \"pets.listPets\": the upstream's 418 answer does not match the OpenAPI document: status 418 is not described"), "{}", gw.log());
 }

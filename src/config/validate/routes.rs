@@ -109,8 +109,15 @@ impl Validator<'_> {
         let (matcher, spec_auth, api) = match raw.openapi {
             Some(o) => {
                 let own_auth = raw.auth.is_some();
-                let from =
-                    self.operation_route(base, o, raw.matcher, own_auth, rc.api_key_header)?;
+                let own_groups = raw.allow_groups.is_some() || raw.allow_consumers.is_some();
+                let from = self.operation_route(
+                    base,
+                    o,
+                    raw.matcher,
+                    own_auth,
+                    own_groups,
+                    rc.api_key_header,
+                )?;
                 (Some(from.matcher), from.auth, Some(from.api))
             }
             None => (raw.matcher, None, None),

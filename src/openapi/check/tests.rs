@@ -127,6 +127,27 @@ fn bodies_are_checked_against_their_schema_with_pointers() {
         panic!("refused")
     };
     assert!(v[0].detail.contains("\"kind\" appears twice"), "{v:?}");
+    for twice in [
+        r#"{"name":"Rex","kind":"dog","KIND":"fish"}"#,
+        r#"{"name":"Rex","kind":"dog","\u006bind":"fish"}"#,
+        "{\"name\":\"Rex\",\"kind\":\"dog\",\"\u{212A}ind\":\"fish\"}",
+        "{\"name\":\"Rex\",\"kind\":\"dog\",\"tag\":\"a\",\"\u{17F}\u{17F}\":1,\"SS\":2}",
+    ] {
+        let Err(BodyRefusal::Invalid(v)) = r.check_body(&json, twice.as_bytes()) else {
+            panic!("refused: {twice}")
+        };
+        assert!(v[0].detail.contains("appears twice"), "{twice}: {v:?}");
+    }
+    // Many members (the set past 16 names) still catch a repeated one.
+    let many: Vec<String> = (0..40).map(|i| format!("\"m{i}\":1")).collect();
+    let body = format!(
+        "{{\"name\":\"a\",\"kind\":\"dog\",{},\"M39\":2}}",
+        many.join(",")
+    );
+    let Err(BodyRefusal::Invalid(v)) = r.check_body(&json, body.as_bytes()) else {
+        panic!("refused")
+    };
+    assert!(v[0].detail.contains("\"M39\" appears twice"), "{v:?}");
     // Nested members of the same name in different objects are fine; escapes are decoded.
     assert_eq!(
         r.check_body(&json, br#"{"name":"R\u00e9x","kind":"dog","tag":"a"}"#),
@@ -251,4 +272,108 @@ fn violations_render_as_problem_members() {
         v.to_json(),
         serde_json::json!({"in": "query", "parameter": "limit", "pointer": "#", "detail": "d"})
     );
+}
+
+#[test]
+fn what_two_readers_could_read_differently_is_refused() {
+    let list = rules(PETSTORE, "listPets", "/v1");
+    let none = HeaderMap::new();
+    let one = |v: &[Violation]| {
+        assert_eq!(v.len(), 1, "{v:?}");
+        v[0].detail.clone()
+    };
+    // `;` as a separator, a name in another case, bytes that are not UTF-8.
+    assert!(one(&list.check_head("/v1/pets", Some("x=;limit=1000"), &none)).contains("';'"));
+    assert!(list
+        .check_head("/v1/pets", Some("limit=5;"), &none)
+        .iter()
+        .any(|v| v.detail.contains("';'")));
+    assert!(one(&list.check_head("/v1/pets", Some("LIMIT=1000"), &none)).contains("\"LIMIT\""));
+    assert!(one(&list.check_head("/v1/pets", Some("limit=%FF"), &none)).contains("UTF-8"));
+    // A body on an operation that takes none; two Content-Types.
+    let v = list.check_head("/v1/pets", None, &headers(&[("content-length", "5")]));
+    assert_eq!(one(&v), "the operation takes no request body");
+    let v = list.check_head(
+        "/v1/pets",
+        None,
+        &headers(&[("transfer-encoding", "chunked")]),
+    );
+    assert_eq!(one(&v), "the operation takes no request body");
+    assert!(list
+        .check_head("/v1/pets", None, &headers(&[("content-length", "0")]))
+        .is_empty());
+    let create = rules(PETSTORE, "createPet", "/v1");
+    let v = create.check_head(
+        "/v1/pets",
+        None,
+        &headers(&[
+            ("content-type", "text/plain"),
+            ("content-type", "application/json"),
+        ]),
+    );
+    assert_eq!(one(&v), "is given more than once");
+}
+
+#[test]
+fn cookies_forms_and_text_are_read_as_servers_read_them() {
+    let text = r#"
+openapi: 3.1.0
+info: {title: t, version: "1"}
+paths:
+  /f:
+    post:
+      operationId: f
+      parameters:
+        - {name: role, in: cookie, schema: {type: string, enum: [user]}}
+      requestBody:
+        content:
+          application/x-www-form-urlencoded:
+            schema:
+              allOf:
+                - {type: object, required: [n], properties: {n: {type: integer, maximum: 5}}}
+                - {properties: {tags: {type: array, items: {type: string}, maxItems: 2}}}
+          text/plain:
+            schema: {type: string, maxLength: 3}
+          multipart/form-data:
+            schema: {type: object}
+      responses: {"200": {description: ok}}
+"#;
+    let r = rules(text, "f", "");
+    let cookie = |c: &str| r.check_head("/f", None, &headers(&[("cookie", c)]));
+    assert!(cookie("role=user").is_empty());
+    assert_eq!(cookie("role=user; role =admin").len(), 1);
+    assert_eq!(cookie("role=\"admin\"").len(), 1);
+    assert!(cookie("role= user ").is_empty());
+    let mut latin = HeaderMap::new();
+    latin.insert(
+        "cookie",
+        HeaderValue::from_bytes(b"role=admin; x=\xe9").expect("a value"),
+    );
+    assert_eq!(r.check_head("/f", None, &latin).len(), 1);
+    let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+    assert_eq!(r.check_body(&form, b"n=4&tags=a&tags=b"), Ok(()));
+    for bad in [
+        &b"n=6"[..],
+        b"n=x",
+        b"tags=a",
+        b"n=1&n=2",
+        b"n=1&tags=a&tags=b&tags=c",
+        b"n=%FF",
+    ] {
+        assert!(
+            matches!(r.check_body(&form, bad), Err(BodyRefusal::Invalid(_))),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let plain = headers(&[("content-type", "text/plain; charset=utf-8")]);
+    assert_eq!(r.check_body(&plain, b"abc"), Ok(()));
+    assert!(matches!(
+        r.check_body(&plain, b"abcd"),
+        Err(BodyRefusal::Invalid(_))
+    ));
+    // Multipart bodies are not read: said when the file is, passed as they are.
+    assert_eq!(r.unchecked_media(), vec!["multipart/form-data"]);
+    let multipart = headers(&[("content-type", "multipart/form-data; boundary=x")]);
+    assert_eq!(r.check_body(&multipart, b"--x--"), Ok(()));
 }

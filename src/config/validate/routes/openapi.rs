@@ -5,7 +5,7 @@
 //! operation of the document. The document is read when the file is, so a reload reads it
 //! again.
 
-use super::super::super::raw::{RawAuthMethod, RawMatch, RawOpenapi};
+use super::super::super::raw::{RawAuthMethod, RawMatch, RawOpenapi, RawResponseCheck};
 use super::super::super::ApiRoute;
 use super::super::Validator;
 use crate::openapi::{self, Document, Operation, RequestRules, RoutePath};
@@ -133,6 +133,7 @@ impl Validator<'_> {
         o: RawOpenapi,
         matcher: Option<RawMatch>,
         own_auth: bool,
+        own_groups: bool,
         api_key_header: &str,
     ) -> Option<FromSpec> {
         let obase = format!("{base}.openapi");
@@ -195,7 +196,7 @@ impl Validator<'_> {
             RoutePath::Regex(r) => m.path_regex = Some(r),
         }
         m.methods = Some(vec![op.method.to_string()]);
-        let security = openapi::auth_methods(op.security.as_deref(), api_key_header);
+        let security = openapi::auth_methods(op.security.as_deref(), api_key_header, own_groups);
         let auth = match security {
             _ if own_auth => None,
             Ok(names) => Some(
@@ -225,7 +226,15 @@ impl Validator<'_> {
         };
         let rules = if o.validate.unwrap_or(true) {
             match RequestRules::compile(&spec.compiler, op, &prefix) {
-                Ok(r) => Some(Arc::new(r)),
+                Ok(r) => {
+                    for media in r.unchecked_media() {
+                        self.warn(
+                            format!("{obase}.operation"),
+                            format!("{} {}: bodies of type {media} are not read by the gateway: they pass unchecked", o.spec, op.place),
+                        );
+                    }
+                    Some(Arc::new(r))
+                }
                 Err(problems) => {
                     for p in problems {
                         self.error(
@@ -239,6 +248,23 @@ impl Validator<'_> {
         } else {
             None
         };
+        let responses = match o.responses {
+            Some(RawResponseCheck::Report) => {
+                match openapi::answer::ResponseRules::compile(&spec.compiler, op) {
+                    Ok(r) => Some(Arc::new(r)),
+                    Err(problems) => {
+                        for p in problems {
+                            self.error(
+                                format!("{obase}.responses"),
+                                format!("{} {}: {p}", o.spec, op.place),
+                            );
+                        }
+                        return None;
+                    }
+                }
+            }
+            Some(RawResponseCheck::Off) | None => None,
+        };
         Some(FromSpec {
             matcher: m,
             auth,
@@ -247,6 +273,7 @@ impl Validator<'_> {
                 operation: wanted,
                 rules,
                 max_body_size,
+                responses,
             },
         })
     }
@@ -269,6 +296,10 @@ mod tests {
         );
         l.files
             .insert("/conf/bad.yaml".into(), b"swagger: '2.0'\n".to_vec());
+        l.files.insert(
+            "/conf/scoped.yaml".into(),
+            b"openapi: 3.1.0\ninfo: {title: t, version: '1'}\ncomponents: {securitySchemes: {k: {type: apiKey, in: header, name: X-API-Key}}}\npaths:\n  /s:\n    get: {operationId: s, security: [{k: [admin]}], responses: {'200': {description: ok}}}\n".to_vec(),
+        );
         l
     }
 
@@ -319,7 +350,7 @@ mod tests {
     #[test]
     fn every_problem_of_an_openapi_route_is_reported_at_its_place() {
         let e = errors_with(
-            &file("  - {name: a, upstream: a, openapi: {spec: missing.yaml}}\n  - {name: b, upstream: a, openapi: {spec: pets.yaml, operation: listPet}}\n  - {name: c, upstream: a, match: {path_prefix: /x, methods: [GET]}, openapi: {spec: pets.yaml, operation: listPets, max_body_size: 1MiB}}\n  - {name: d, upstream: a, openapi: {spec: oauth.yaml}}\n  - {name: e, upstream: a, openapi: {spec: bad.yaml, operation: x}}\n  - {name: f, upstream: a}\n  - {name: g, upstream: a, openapi: {spec: pets.yaml, operation: listPets, prefix: api}}\n"),
+            &file("  - {name: a, upstream: a, openapi: {spec: missing.yaml}}\n  - {name: b, upstream: a, openapi: {spec: pets.yaml, operation: listPet}}\n  - {name: c, upstream: a, match: {path_prefix: /x, methods: [GET]}, openapi: {spec: pets.yaml, operation: listPets, max_body_size: 1MiB}}\n  - {name: d, upstream: a, openapi: {spec: oauth.yaml}}\n  - {name: e, upstream: a, openapi: {spec: bad.yaml, operation: x}}\n  - {name: f, upstream: a}\n  - {name: g, upstream: a, openapi: {spec: pets.yaml, operation: listPets, prefix: api}}\n  - {name: h, upstream: a, openapi: {spec: scoped.yaml}}\n"),
             &loader(),
         );
         assert_reported(
@@ -334,7 +365,17 @@ mod tests {
                 "routes[4].openapi.spec: /conf/bad.yaml: a Swagger 2.0 document",
                 "routes[5].match: is required",
                 "routes[6].openapi.prefix: \"api\" must start with '/'",
+                "routes[7].openapi.operation: scoped.yaml paths./s.get: security asks scheme \"k\" for admin",
             ],
+        );
+        // With group rules of its own, the route decides who holds the role.
+        let c = load_with(
+            &file("  - {name: h, upstream: a, allow_groups: [admins], openapi: {spec: scoped.yaml}}\n"),
+            &loader(),
+        );
+        assert_eq!(
+            c.routing.routes[0].auth,
+            vec![super::super::super::super::AuthMethod::ApiKey]
         );
         // The OAuth operation is fine once the route gives its own auth.
         let c = load_with(&file("  - {name: d, upstream: a, auth: [jwt], openapi: {spec: oauth.yaml}}\njwt: [{issuer: i, algorithms: [HS256], secret_env: S}]\n"), &{
