@@ -3,7 +3,7 @@
 //! them. What does not match is counted and logged by the caller, never refused: this catches
 //! drift between the document and the service.
 
-use super::check::{is_json, Compiler, Violation, MAX_VIOLATIONS};
+use super::check::{body_violations, is_json, Compiler, Violation};
 use super::json::strict_json;
 use super::Operation;
 use jsonschema::Validator;
@@ -147,19 +147,7 @@ impl ResponseRules {
                 }]
             }
         };
-        if d.validator.is_valid(&value) {
-            return Vec::new();
-        }
-        d.validator
-            .iter_errors(&value)
-            .take(MAX_VIOLATIONS)
-            .map(|e| Violation {
-                location: "body",
-                name: None,
-                pointer: format!("#{}", e.instance_path()),
-                detail: e.to_string(),
-            })
-            .collect()
+        body_violations(&d.validator, &value)
     }
 
     /// Whether a mismatch seen now should be logged (at most once per 10 seconds).

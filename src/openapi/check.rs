@@ -5,16 +5,14 @@
 //! ([`RequestRules::check_head`]) before anything else is read, its body
 //! ([`RequestRules::check_body`]) once it has been read whole.
 
+pub use super::compiler::Compiler;
 use super::json::strict_json;
 use super::params::{self, Location, ParamRule, Shape};
-use super::{Document, Operation};
+use super::Operation;
 use http::{HeaderMap, HeaderName};
-use jsonschema::{Draft, PatternOptions, Registry, Validator};
+use jsonschema::Validator;
 use serde_json::Value;
 use std::borrow::Cow;
-
-/// The document's URI among the validator's resources.
-const DOCUMENT_URI: &str = "urn:tollgate:openapi";
 
 /// At most this many violations are listed in one answer.
 pub const MAX_VIOLATIONS: usize = 20;
@@ -52,58 +50,6 @@ pub enum BodyRefusal {
     /// `415`: the operation takes no body of this media type (or an encoded one).
     UnsupportedMediaType(String),
 }
-
-/// The validators of one document: its schemas, `$ref`s resolved within it.
-pub struct Compiler {
-    registry: Registry<'static>,
-    /// The document, for the shapes of form members.
-    doc: Value,
-}
-
-impl Compiler {
-    /// Prepare the document's schemas for compiling.
-    pub fn new(doc: &Document) -> Result<Compiler, String> {
-        let resource = Draft::Draft202012.create_resource(doc.raw.clone());
-        let registry = Registry::new()
-            .add(DOCUMENT_URI, resource)
-            .and_then(|b| b.prepare())
-            .map_err(|e| e.to_string())?;
-        Ok(Compiler {
-            registry,
-            doc: doc.raw.clone(),
-        })
-    }
-
-    /// The validator of the schema at `pointer`.
-    pub fn validator(&self, pointer: &str) -> Result<Validator, String> {
-        let fragment = percent_encoding::utf8_percent_encode(pointer, FRAGMENT).to_string();
-        let schema = serde_json::json!({ "$ref": format!("{DOCUMENT_URI}#{fragment}") });
-        jsonschema::options()
-            .with_draft(Draft::Draft202012)
-            .with_registry(&self.registry)
-            .with_pattern_options(PatternOptions::regex())
-            .should_validate_formats(true)
-            .build(&schema)
-            .map_err(|e| format!("schema at {pointer}: {e}"))
-    }
-}
-
-/// What a JSON pointer may not carry unescaped in a URI fragment.
-const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'[')
-    .add(b'\\')
-    .add(b']')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
 
 /// True for JSON media types: `application/json`, `*/*+json`.
 pub fn is_json(media: &str) -> bool {
@@ -554,21 +500,29 @@ impl RequestRules {
                 Err(_) => return Err(whole("the text is not UTF-8")),
             },
         };
-        if validator.is_valid(&value) {
-            return Ok(());
+        match body_violations(validator, &value) {
+            v if v.is_empty() => Ok(()),
+            v => Err(BodyRefusal::Invalid(v)),
         }
-        let violations = validator
-            .iter_errors(&value)
-            .take(MAX_VIOLATIONS)
-            .map(|e| Violation {
-                location: "body",
-                name: None,
-                pointer: format!("#{}", e.instance_path()),
-                detail: e.to_string(),
-            })
-            .collect();
-        Err(BodyRefusal::Invalid(violations))
     }
+}
+
+/// What is wrong with a body's `value` by `validator` (at most [`MAX_VIOLATIONS`]); empty
+/// when it is valid.
+pub(super) fn body_violations(validator: &Validator, value: &Value) -> Vec<Violation> {
+    if validator.is_valid(value) {
+        return Vec::new();
+    }
+    validator
+        .iter_errors(value)
+        .take(MAX_VIOLATIONS)
+        .map(|e| Violation {
+            location: "body",
+            name: None,
+            pointer: format!("#{}", e.instance_path()),
+            detail: e.to_string(),
+        })
+        .collect()
 }
 
 /// Whether a request's head says a body follows.

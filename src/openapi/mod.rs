@@ -9,6 +9,7 @@
 
 pub mod answer;
 pub mod check;
+mod compiler;
 pub mod import;
 mod json;
 mod params;

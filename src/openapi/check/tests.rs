@@ -1,3 +1,4 @@
+use super::super::Document;
 use super::*;
 use http::HeaderValue;
 
