@@ -129,6 +129,7 @@ problems! {
     REQUEST_INVALID = "request-invalid", 400, "Request validation failed", "the request does not match the route's API description";
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type", 415, "Unsupported media type", "the route's API description takes no body of this media type";
     RATE_LIMITED = "rate-limited", 429, "Rate limit exceeded", "too many requests";
+    QUOTA_EXCEEDED = "quota-exceeded", 429, "Quota exceeded", "the plan's quota for this period is used up";
     CONCURRENCY_LIMITED = "concurrency-limited", 429, "Concurrency limit exceeded", "too many requests in flight";
     HEADER_TOO_LARGE = "header-too-large", 431, "Request header fields too large", "request header fields too large";
     INTERNAL = "internal-error", 500, "Internal gateway error", "internal gateway error";

@@ -11,7 +11,7 @@
 use crate::cache::{Cache, RouteCacheRules};
 use crate::config::{Config, HeaderTransform, HostPattern, PathMatch, PathRewrite};
 use crate::observe::metrics::{JwksStat, Metrics, PeerStat, RouteMetrics, Stats};
-use crate::policy::limits::{LimitStore, RouteLimits};
+use crate::policy::limits::{LimitStore, PlanQuotas, RouteLimits};
 use crate::policy::{Access, Policies};
 use crate::router::{RouteId, Router};
 use crate::upstream::Pool;
@@ -105,6 +105,11 @@ pub struct Gateway {
     pub tracing: Option<f64>,
     /// Whether global limits have a Redis server.
     pub has_redis: bool,
+    /// Usage plans' quotas, in the file's order of plans, with their request counters
+    /// (admitted, refused).
+    pub plans: Vec<(PlanQuotas, [prometheus::IntCounter; 2])>,
+    /// Each consumer's name and plan (an index into `plans`), by consumer id.
+    pub consumers: Vec<(Arc<str>, Option<usize>)>,
 }
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -191,6 +196,14 @@ impl Gateway {
                 })
             })
             .collect();
+        let plans = routing
+            .plans
+            .iter()
+            .map(|p| {
+                let quotas = limits.plan(p, routing.redis.as_ref(), &routing.time_zone.zone);
+                (quotas, metrics.plan_requests(&p.name))
+            })
+            .collect();
         Gateway {
             generation,
             redirects: config
@@ -211,8 +224,27 @@ impl Gateway {
             cache_status_headers: routing.cache_status_headers,
             tracing: routing.tracing,
             has_redis: routing.redis.is_some(),
+            plans,
+            consumers: routing
+                .consumers
+                .iter()
+                .map(|c| (Arc::from(c.name.as_str()), c.plan))
+                .collect(),
             policies: Policies::new(routing, previous.map(|p| &p.policies)),
         }
+    }
+
+    /// The plan of an authenticated caller that is a consumer with one, and its name.
+    pub fn plan_of(
+        &self,
+        identity: &crate::policy::Identity,
+    ) -> Option<(&(PlanQuotas, [prometheus::IntCounter; 2]), &str)> {
+        let id = match identity {
+            crate::policy::Identity::Consumer(id) => *id,
+            crate::policy::Identity::Token(t) => t.consumer?,
+        };
+        let (name, plan) = self.consumers.get(id)?;
+        Some((self.plans.get((*plan)?)?, name))
     }
 
     /// The compiled route behind an id the router returned.

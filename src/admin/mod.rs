@@ -6,6 +6,7 @@
 //! `GET /cache`, `POST /cache/purge` and `POST /reload`.
 
 mod resources;
+mod usage;
 
 use crate::cache::KeyInput;
 use crate::config::AdminConfig;
@@ -419,6 +420,13 @@ impl ServeHttp for Admin {
             ("GET", "/routes") => json(200, resources::routes(&self.state.load())),
             ("GET", "/upstreams") => json(200, resources::upstreams(&self.state.load())),
             ("GET", "/config") => json(200, resources::config(&self.state.load())),
+            ("GET", p) if p.starts_with("/consumers/") => {
+                usage::consumer(&self.state.load_full(), p).await
+            }
+            ("GET", p) if p.starts_with("/plans/") => {
+                let query = req.uri.query().map(str::to_string);
+                usage::plan(&self.state.load_full(), p, query.as_deref()).await
+            }
             ("POST", p) if p.starts_with("/upstreams/") => resources::drain(&self.state.load(), p),
             ("POST", "/reload") => match self.reloader.reload() {
                 crate::reload::Outcome::Applied { needs_upgrade } => json(

@@ -82,6 +82,8 @@ pub struct Consumer {
     pub basic_auth: Option<(String, String)>,
     /// Names of client certificates that identify the consumer.
     pub client_certs: Vec<CertIdentity>,
+    /// The usage plan (index into [`super::Routing::plans`]) whose quotas the consumer uses.
+    pub plan: Option<usize>,
 }
 
 /// A distinguished name as certificates are matched on: its RDNs (and the parts of a

@@ -408,6 +408,30 @@ pub struct RawRedis {
     pub max_backoff: Option<ConfDuration>,
 }
 
+/// One entry of `plans`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    pub quotas: Vec<RawQuota>,
+}
+
+/// `plans.NAME.quotas[]`: at most `requests` per calendar `per`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    pub requests: u64,
+    pub per: RawPeriod,
+}
+
+/// The calendar periods of quotas.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPeriod {
+    Day,
+    Week,
+    Month,
+}
+
 /// The access log's line format.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

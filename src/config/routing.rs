@@ -24,6 +24,10 @@ pub struct Routing {
     pub path_normalization: crate::canonical::PathOptions,
     /// Known callers, in file order.
     pub consumers: Vec<Consumer>,
+    /// Usage plans, by name; consumers refer to them by index.
+    pub plans: Vec<super::Plan>,
+    /// The zone the plans' calendar periods are counted in.
+    pub time_zone: super::TimeZone,
     /// The header API keys are read from (besides `Authorization: Bearer`).
     pub api_key_header: HeaderName,
     /// Trusted JWT issuers.

@@ -90,6 +90,7 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     cache_requests: IntCounterVec,
     api_violations: IntCounterVec,
+    plan_requests: IntCounterVec,
     /// Client connections open now.
     pub connections: IntGauge,
     pub config_reloads: IntCounterVec,
@@ -202,6 +203,7 @@ impl Metrics {
             ratelimit_rejected: counter(&r, "tollgate_ratelimit_rejected_total", "Requests refused by a limit, by route and kind (rate or concurrency).", &["route", "kind"]),
             auth_failures: counter(&r, "tollgate_auth_failures_total", "Requests refused by authentication (unauthenticated) or authorization (forbidden), by route.", &["route", "reason"]),
             cache_requests: counter(&r, "tollgate_cache_requests_total", "Requests on cached routes, by route and X-Cache-Status.", &["route", "status"]),
+            plan_requests: counter(&r, "tollgate_plan_requests_total", "Requests of consumers with a usage plan, by plan and result (admitted, refused: over a quota).", &["plan", "result"]),
             api_violations: counter(&r, "tollgate_openapi_violations_total", "Requests refused by the route's OpenAPI operation (request: parameters or body; media_type: a body it does not take) and upstream answers that do not match it (response, report-only), by route.", &["route", "kind"]),
             connections: gauge(&r, "tollgate_open_client_connections", "Client connections open now."),
             build_info: gauge_vec(&r, "tollgate_build_info", "Always 1; the labels say which build runs.", &["version", "pingora_version"]),
@@ -240,6 +242,12 @@ impl Metrics {
             .set(1);
         m.config_loaded(true);
         Arc::new(m)
+    }
+
+    /// The admitted and refused request counters of usage plan `plan` (there from the start,
+    /// so dashboards see zeros).
+    pub fn plan_requests(&self, plan: &str) -> [IntCounter; 2] {
+        ["admitted", "refused"].map(|r| self.plan_requests.with_label_values(&[plan, r]))
     }
 
     /// The series of route `name` (at `slot` in snapshot `generation`), sending to `upstream`.

@@ -16,6 +16,9 @@
 
 mod global;
 mod local;
+mod quota;
+
+pub use quota::{window, PlanQuotas, QuotaOutcome, QuotaState, QuotaUsage};
 
 use crate::config::{HeaderStyle, LimitKey, RedisConfig, RedisTarget, Route};
 use arc_swap::ArcSwapOption;
@@ -42,6 +45,8 @@ pub struct LimitStore {
     local: LocalCounters,
     inflight: Inflight,
     redis: Mutex<HashMap<RedisTarget, RedisEntry>>,
+    /// Quota counts taken here while Redis did not answer, by window key and consumer.
+    quotas: Mutex<HashMap<(String, String), u64>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
     pub redis_fallbacks: AtomicU64,
 }
@@ -60,6 +65,7 @@ impl Default for LimitStore {
             local: LocalCounters::new(crate::config::DEFAULT_RATE_LIMIT_MAX_KEYS),
             inflight: Inflight::new(),
             redis: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(HashMap::new()),
             redis_fallbacks: AtomicU64::new(0),
         }
     }

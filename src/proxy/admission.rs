@@ -12,7 +12,7 @@ use crate::observe::metrics::AuthFailure;
 use crate::observe::trace::TraceContext;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward_auth::{Asked, Verdict};
-use crate::policy::limits::{KeyInput, Outcome};
+use crate::policy::limits::{KeyInput, Outcome, QuotaOutcome};
 use crate::policy::Decision;
 use crate::router::RequestView;
 use http::header;
@@ -225,7 +225,11 @@ pub(super) async fn check_limits(
 ) -> Result<()> {
     // Background revalidations of the cache are not client requests: they count against no
     // limit.
-    if route.limits.is_empty() || session.as_downstream().is_subrequest() {
+    if session.as_downstream().is_subrequest() {
+        return Ok(());
+    }
+    check_quota(gateway, ctx).await?;
+    if route.limits.is_empty() {
         return Ok(());
     }
     let input = KeyInput {
@@ -253,6 +257,29 @@ pub(super) async fn check_limits(
             };
             route.metrics.rate_limited(concurrency);
             Err(status_error(429, "over a rate or concurrency limit"))
+        }
+    }
+}
+
+/// Count the request against the caller's usage plan, if it has one: 429 over a quota.
+async fn check_quota(gateway: &Gateway, ctx: &mut Ctx) -> Result<()> {
+    let Some(((plan, counters), name)) = ctx
+        .caller
+        .identity
+        .as_ref()
+        .and_then(|i| gateway.plan_of(i))
+    else {
+        return Ok(());
+    };
+    match plan.check(&gateway.limits, name).await {
+        QuotaOutcome::Allowed(_) => {
+            counters[0].inc();
+            Ok(())
+        }
+        QuotaOutcome::Refused(state) => {
+            counters[1].inc();
+            ctx.caller.quota_refused = Some(Box::new(state));
+            Err(status_error(429, "over the plan's quota"))
         }
     }
 }

@@ -89,6 +89,8 @@ pub(super) struct Caller {
     pub(super) rate: Option<RateState>,
     /// Holds this request's concurrency slot until the request ends.
     pub(super) concurrency: Option<pingora_limits::inflight::Guard>,
+    /// Over its plan's quota: the quota's state, for the refusal's `RateLimit` headers.
+    pub(super) quota_refused: Option<Box<crate::policy::limits::QuotaState>>,
 }
 
 /// The tries at the upstream.

@@ -310,6 +310,14 @@ fn refusal_headers(resp: &mut ResponseHeader, status: u16, ctx: &Ctx) -> Result<
             resp.append_header(header::WWW_AUTHENTICATE, challenge)?;
         }
     }
+    if let (429, Some(q)) = (status, &ctx.caller.quota_refused) {
+        // The plan's quotas and the one used up, until the period turns.
+        let value = format!("\"quota-{}\";r=0;t={}", q.period.as_str(), q.reset);
+        resp.insert_header(header::RETRY_AFTER, q.reset)?;
+        resp.insert_header("RateLimit-Policy", q.policy.clone())?;
+        resp.insert_header("RateLimit", value)?;
+        return Ok(());
+    }
     if let (429, Some(rate), Some(route)) = (status, &ctx.caller.rate, ctx.route()) {
         resp.insert_header(header::RETRY_AFTER, rate.reset)?;
         for (name, value) in route.limits.headers(rate).into_iter().flatten() {
@@ -343,6 +351,7 @@ async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()
     let request_id = &ctx.request.id;
     let kind = match status {
         // Over a limit without a rate state: the concurrency limit.
+        429 if ctx.caller.quota_refused.is_some() => Problem::QUOTA_EXCEEDED,
         429 if ctx.caller.rate.is_none() => Problem::CONCURRENCY_LIMITED,
         _ => Problem::for_status(status),
     };
@@ -366,7 +375,9 @@ async fn write_error(session: &mut Session, status: u16, ctx: &Ctx) -> Result<()
     if let Some(cors) = ctx.route().and_then(|r| r.cors.as_ref()) {
         cors.apply(&session.req_header().headers, &mut resp);
     }
-    if status == 503 || (status == 429 && ctx.caller.rate.is_none()) {
+    let concurrency =
+        status == 429 && ctx.caller.rate.is_none() && ctx.caller.quota_refused.is_none();
+    if status == 503 || concurrency {
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
     let body = if session.req_header().method == http::Method::HEAD {

@@ -23,6 +23,7 @@ mod limiter;
 mod mtls;
 mod observe;
 mod openapi;
+mod plans;
 mod policies;
 mod ratelimit;
 mod redis_cluster;

@@ -12,7 +12,7 @@ fn gateway(up: &Upstream, cluster: &RedisCluster, admin: u16) -> Gateway {
     let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     Gateway::start_with_env(
         &format!(
-            "redis: {{cluster: [{}], timeout: 200ms, backoff: 200ms, max_backoff: 400ms}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: CLUSTER_TOKEN}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 20, per: 1m, key: \"header:x-user\", scope: global}}]}}\n",
+            "redis: {{cluster: [{}], timeout: 200ms, backoff: 200ms, max_backoff: 400ms}}\nadmin: {{address: 127.0.0.1:{admin}, token_env: CLUSTER_TOKEN}}\nplans: {{small: {{quotas: [{{requests: 30, per: day}}]}}}}\nconsumers:\n  - {{name: q1, api_keys: [q1-key-0001], plan: small}}\n  - {{name: q2, api_keys: [q2-key-0001], plan: small}}\nupstreams:\n  a: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: quota, match: {{path_prefix: /quota}}, upstream: a, auth: [api_key]}}\n  - {{name: t, match: {{}}, upstream: a, rate_limit: [{{requests: 20, per: 1m, key: \"header:x-user\", scope: global}}]}}\n",
             nodes.join(", "),
             up.addr
         ),
@@ -65,6 +65,13 @@ fn three_gateways_share_limits_on_a_redis_cluster_and_outlive_a_master() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     assert_eq!(admitted_at_once, 20);
+    // Two consumers of a plan with a quota of 30 a day: exactly 30 each over the gateways.
+    for key in ["q1-key-0001", "q2-key-0001"] {
+        let quota_admitted = (0..40)
+            .filter(|n| gws[n % 3].get("/quota", &[("x-api-key", key)]).status == 200)
+            .count();
+        assert_eq!(quota_admitted, 30, "{key}");
+    }
     assert!(admins.iter().all(|&a| !circuit_open(a)));
     // A master dies: no gateway fails a request or waits long; each soon counts locally.
     cluster.kill(0);

@@ -16,6 +16,7 @@ pub struct RawConsumer {
     pub basic_auth: Option<RawBasicAuth>,
     #[serde(default)]
     pub client_certs: Vec<RawCertIdentity>,
+    pub plan: Option<String>,
 }
 
 /// One name a client certificate may carry: exactly one of these keys.

@@ -26,7 +26,12 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn consumers(&mut self, value: Option<Value>) -> Vec<Consumer> {
+    pub(super) fn consumers(
+        &mut self,
+        value: Option<Value>,
+        plans: &[super::super::Plan],
+        have_redis: bool,
+    ) -> Vec<Consumer> {
         let items = self.sequence("consumers", value, false);
         let mut out: Vec<Consumer> = Vec::new();
         let mut keys: std::collections::HashMap<[u8; 32], String> = Default::default();
@@ -138,12 +143,32 @@ impl Validator<'_> {
                 certs.push((id.clone(), raw.name.clone()));
                 client_certs.push(id);
             }
+            let plan = raw.plan.as_ref().and_then(|p| {
+                let found = plans.iter().position(|x| &x.name == p);
+                if found.is_none() {
+                    let known: Vec<&str> = plans.iter().map(|x| x.name.as_str()).collect();
+                    self.error(
+                        format!("{base}.plan"),
+                        format!(
+                            "unknown plan \"{p}\" (known: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                } else if !have_redis {
+                    self.error(
+                        format!("{base}.plan"),
+                        "plans need redis: quotas are counted there, so that they hold across gateways, restarts and upgrades",
+                    );
+                }
+                found
+            });
             out.push(Consumer {
                 name: raw.name,
                 groups: raw.groups,
                 api_key_digests: digests,
                 basic_auth,
                 client_certs,
+                plan,
             });
         }
         out

@@ -10,6 +10,7 @@ mod consumers;
 mod jwt;
 mod limits;
 mod listeners;
+mod plans;
 mod process;
 mod routes;
 mod substitute;
@@ -50,6 +51,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "cache_status_headers",
     "dns",
     "tracing",
+    "plans",
+    "time_zone",
 ];
 
 /// Collects the problems of one file while its domains are checked.
@@ -336,6 +339,8 @@ impl<'a> Validator<'a> {
         let mut send_timeout = None;
         let mut path_normalization = None;
         let mut consumers = None;
+        let mut plans = None;
+        let mut time_zone = None;
         let mut api_key_header = None;
         let mut jwt = None;
         let mut redis = None;
@@ -364,6 +369,8 @@ impl<'a> Validator<'a> {
                 "client_send_timeout" => send_timeout = Some(v),
                 "path_normalization" => path_normalization = Some(v),
                 "consumers" => consumers = Some(v),
+                "plans" => plans = Some(v),
+                "time_zone" => time_zone = Some(v),
                 "api_key_header" => api_key_header = Some(v),
                 "jwt" => jwt = Some(v),
                 "redis" => redis = Some(v),
@@ -400,7 +407,10 @@ impl<'a> Validator<'a> {
         let client_timeouts =
             self.client_timeouts(header_timeout, body_timeout, body_min_rate, send_timeout);
         let path_normalization = self.path_normalization(path_normalization);
-        let consumers = self.consumers(consumers);
+        let plans = self.plans(plans);
+        let time_zone = self.time_zone(time_zone);
+        let redis_given = matches!(&redis, Some(v) if !v.is_null());
+        let consumers = self.consumers(consumers, &plans, redis_given);
         let api_key_header = self.api_key_header(api_key_header);
         let jwt_declared = matches!(&jwt, Some(Value::Sequence(s)) if !s.is_empty());
         let jwt = self.jwt(jwt);
@@ -445,6 +455,8 @@ impl<'a> Validator<'a> {
             max_request_header_size,
             path_normalization,
             consumers,
+            plans,
+            time_zone,
             api_key_header,
             jwt,
             redis,

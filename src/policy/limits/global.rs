@@ -240,37 +240,28 @@ impl RedisCounter {
         }
     }
 
-    /// One decision in Redis; connecting (when needed) and the script together take at most
-    /// `timeout`. While the breaker is open, Redis is not asked.
-    pub(super) async fn decide(
+    /// Run `script` on `key` with `args` in Redis; connecting (when needed) and the script
+    /// together take at most `timeout`. While the breaker is open, Redis is not asked.
+    pub(super) async fn call<T: redis::FromRedisValue>(
         &self,
-        limit: &CompiledRate,
-        key: &[u8],
-    ) -> Result<(bool, RateState), Skipped> {
+        script: &redis::Script,
+        key: String,
+        args: &[String],
+    ) -> Result<T, Skipped> {
         let probe = match self.breaker.pass() {
             Pass::Open => return Err(Skipped::NotAsked),
             Pass::Closed => None,
             Pass::Probe(guard) => Some(guard),
         };
-        let digest = Sha256::digest(key);
-        // One key per limit key; its hash tag keeps anything derived from it on one slot.
-        let name = format!(
-            "tollgate:rl:{{{:016x}:{:016x}}}",
-            limit.id,
-            u64::from_be_bytes([
-                digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
-                digest[7]
-            ])
-        );
         let work = async {
             let conn = self.connection().await?;
-            let mut invocation = self.script.key(name);
-            invocation
-                .arg(limit.limit)
-                .arg(limit.per.as_millis() as u64);
+            let mut invocation = script.key(key);
+            for a in args {
+                invocation.arg(a);
+            }
             let answer = match conn {
-                Conn::Server(mut c) => invocation.invoke_async::<(i64, i64, i64)>(&mut c).await,
-                Conn::Cluster(mut c) => invocation.invoke_async::<(i64, i64, i64)>(&mut c).await,
+                Conn::Server(mut c) => invocation.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async::<T>(&mut c).await,
             };
             answer.map_err(|e| Skipped::Failed(format!("script failed: {e}")))
         };
@@ -287,6 +278,29 @@ impl RedisCounter {
             Err(Skipped::NotAsked) => {}
         }
         drop(probe);
+        result
+    }
+
+    /// One sliding-window decision in Redis.
+    pub(super) async fn decide(
+        &self,
+        limit: &CompiledRate,
+        key: &[u8],
+    ) -> Result<(bool, RateState), Skipped> {
+        let digest = Sha256::digest(key);
+        // One key per limit key; its hash tag keeps anything derived from it on one slot.
+        let name = format!(
+            "tollgate:rl:{{{:016x}:{:016x}}}",
+            limit.id,
+            u64::from_be_bytes([
+                digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6],
+                digest[7]
+            ])
+        );
+        let args = [limit.limit.to_string(), limit.per.as_millis().to_string()];
+        let result = self
+            .call::<(i64, i64, i64)>(&self.script, name, &args)
+            .await;
         result.map(|(ok, remaining, reset_ms)| {
             (
                 ok == 1,
