@@ -300,6 +300,7 @@ impl Admin {
                     "fallbacks": gw.limits.redis_fallbacks.load(std::sync::atomic::Ordering::Relaxed),
                 })),
             },
+            "plans": usage::plans(&gw),
         })
     }
 

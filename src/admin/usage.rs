@@ -7,6 +7,27 @@ use crate::gateway::Gateway;
 use http::Response;
 use serde_json::{json as value, Value};
 
+/// The plans for `/status`: each with its quotas, its consumers' count, and the requests its
+/// consumers sent through this gateway (admitted, refused).
+pub(super) fn plans(gw: &Gateway) -> Value {
+    gw.plans
+        .iter()
+        .enumerate()
+        .map(|(i, (plan, counters))| {
+            value!({
+                "name": &*plan.name,
+                "quotas": plan.periods().iter().map(|(p, limit)| value!({
+                    "period": p.as_str(),
+                    "limit": limit,
+                })).collect::<Vec<_>>(),
+                "consumers": gw.consumers.iter().filter(|(_, p)| *p == Some(i)).count(),
+                "admitted": counters[0].get(),
+                "refused": counters[1].get(),
+            })
+        })
+        .collect()
+}
+
 /// `GET /consumers/{name}/usage`: the consumer's plan and, per quota, what it used in the
 /// current period.
 pub(super) async fn consumer(gw: &Gateway, path: &str) -> Response<Vec<u8>> {

@@ -101,6 +101,15 @@ fn a_daily_quota_holds_across_two_gateways_and_a_restart() {
         "tollgate_plan_requests_total{plan=\"basic\",result=\"refused\"}",
     );
     assert!(admitted >= 50.0 && refused >= 1.0, "{admitted} {refused}");
+    // The status page shows the plan and its heaviest consumers, in a real browser.
+    let status = crate::observe::admin_get(a1, "/status", None).json();
+    assert_eq!(status["plans"][0]["name"], "basic");
+    assert_eq!(status["plans"][0]["consumers"], 2);
+    let out = crate::observe::chromium(&["--dump-dom", &format!("http://127.0.0.1:{a1}/")]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-plan=\"basic\""), "{dom}");
+    assert!(dom.contains("100/day, 1000/month"), "{dom}");
+    assert!(dom.contains("alice 100/100"), "{dom}");
 }
 
 #[test]

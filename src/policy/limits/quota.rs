@@ -11,7 +11,7 @@ use super::global::RedisCounter;
 use super::LimitStore;
 use crate::config::{Period, Plan};
 use http::HeaderValue;
-use jiff::{civil, Timestamp, ToSpan, Zoned};
+use jiff::{civil, Timestamp, ToSpan, ZonedDateTime};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
@@ -50,7 +50,7 @@ static TOP: LazyLock<redis::Script> = LazyLock::new(|| {
 
 /// The period containing `now` in `zone`: its start (as a key part: `2026-11-30`,
 /// `2026-W49`, `2026-11`) and when it ends.
-pub fn window(period: Period, now: &Zoned) -> (String, Timestamp) {
+pub fn window(period: Period, now: &ZonedDateTime) -> (String, Timestamp) {
     let date = now.date();
     let (label, start) = match period {
         Period::Day => (date.to_string(), date),
@@ -75,7 +75,7 @@ pub fn window(period: Period, now: &Zoned) -> (String, Timestamp) {
     // after a DST change starts then).
     let end = next
         .ok()
-        .and_then(|d| d.to_zoned(now.time_zone().clone()).ok())
+        .and_then(|d| d.to_zoned_datetime(now.time_zone().clone()).ok())
         .map(|z| z.timestamp())
         .unwrap_or_else(|| now.timestamp());
     (label, end)
@@ -157,7 +157,7 @@ impl PlanQuotas {
     /// Count one request of `consumer` against every quota of the plan; refused by the first
     /// quota it would exceed (the counts already taken are given back).
     pub async fn check(&self, store: &LimitStore, consumer: &str) -> QuotaOutcome {
-        let now = Zoned::now().with_time_zone(self.zone.clone());
+        let now = ZonedDateTime::now().with_time_zone(self.zone.clone());
         let mut tightest: Option<QuotaState> = None;
         let mut taken: Vec<(String, bool)> = Vec::new();
         for q in &self.quotas {
@@ -228,7 +228,7 @@ impl PlanQuotas {
 
     /// What `consumer` has used of each quota in the current periods.
     pub async fn usage(&self, store: &LimitStore, consumer: &str) -> Vec<QuotaUsage> {
-        let now = Zoned::now().with_time_zone(self.zone.clone());
+        let now = ZonedDateTime::now().with_time_zone(self.zone.clone());
         let mut out = Vec::new();
         for q in &self.quotas {
             let (label, end) = window(q.period, &now);
@@ -259,7 +259,7 @@ impl PlanQuotas {
     /// The `n` consumers that used most of the plan's `period` quota in the current period,
     /// with their counts; `None` when Redis does not answer.
     pub async fn top(&self, period: Period, n: usize) -> Option<Vec<(String, u64)>> {
-        let now = Zoned::now().with_time_zone(self.zone.clone());
+        let now = ZonedDateTime::now().with_time_zone(self.zone.clone());
         let (label, _) = window(period, &now);
         let redis = self.redis.as_ref()?;
         let flat: Vec<String> = redis
@@ -349,11 +349,11 @@ impl LimitStore {
 mod tests {
     use super::*;
 
-    fn at(text: &str, zone: &str) -> Zoned {
+    fn at(text: &str, zone: &str) -> ZonedDateTime {
         let tz = jiff::tz::TimeZone::get(zone).expect("a zone");
         text.parse::<civil::DateTime>()
             .expect("a time")
-            .to_zoned(tz)
+            .to_zoned_datetime(tz)
             .expect("in the zone")
     }
 
