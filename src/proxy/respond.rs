@@ -188,10 +188,11 @@ pub(super) async fn fail(session: &mut Session, e: &Error, ctx: &mut Ctx) -> Fai
     if let Err(err) = write_error(session, status, ctx).await {
         log::debug!("could not write the error response: {err}");
     }
-    if !reusable && session.as_downstream().as_http1().is_some() {
+    if !reusable {
         // Read what the client already sent (briefly) before closing, so the close does not
-        // turn into a reset that destroys the answer before the client reads it. (An HTTP/2
-        // stream ends on its own; the connection carries on.)
+        // turn into a reset that destroys the answer before the client reads it. On HTTP/2 the
+        // stream's unread body would otherwise end it with a reset the client takes for a
+        // failure (curl: "stream error"), the answer unread; the connection carries on.
         let downstream = session.as_downstream_mut();
         downstream.set_total_drain_timeout(Some(std::time::Duration::from_secs(1)));
         let _ = downstream.drain_request_body().await;

@@ -484,3 +484,94 @@ fn answers_that_drift_from_the_document_are_counted_and_logged_never_blocked() {
     );
     assert!(gw.log().contains("route \"pets.listPets\": the upstream's 418 answer does not match the OpenAPI document: status 418 is not described"), "{}", gw.log());
 }
+
+#[test]
+fn the_document_is_read_again_on_reload_and_a_broken_one_keeps_the_running_routes() {
+    let up = Upstream::start("api");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("api.yaml");
+    let doc = |extra: &str| {
+        format!("openapi: 3.1.0\ninfo: {{title: t, version: '1'}}\npaths:\n  /a:\n    get:\n      operationId: a\n      parameters: [{{name: n, in: query, schema: {{type: integer, maximum: 5}}}}]\n      responses: {{'200': {{description: ok}}}}\n{extra}")
+    };
+    std::fs::write(&spec, doc("")).unwrap();
+    let body = format!(
+        "upstreams:\n  api: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: api, upstream: api, openapi: {{spec: \"{}\"}}}}\n",
+        up.addr,
+        spec.display()
+    );
+    let gw = Gateway::start(&body);
+    assert_eq!(gw.get("/a?n=9", &[]).status, 400);
+    assert_eq!(gw.get("/b", &[]).status, 404);
+    // A new operation, and a wider maximum: both in force after SIGHUP.
+    std::fs::write(
+        &spec,
+        doc("  /b:\n    get:\n      operationId: b\n      responses: {'200': {description: ok}}\n")
+            .replace("maximum: 5", "maximum: 10"),
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .get("/b", &[])
+        .status
+        == 200));
+    assert_eq!(gw.get("/a?n=9", &[]).status, 200);
+    // A document that no longer reads: the reload is refused, the routes stay as they were.
+    std::fs::write(&spec, "openapi: 3.1.0\npaths: [").unwrap();
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .log()
+        .contains("api.yaml")));
+    assert_eq!(gw.get("/b", &[]).status, 200);
+    assert_eq!(gw.get("/a?n=11", &[]).status, 400);
+}
+
+/// `curl` over cleartext HTTP/2 (prior knowledge): the status, and the body it got.
+fn h2_post(port: u16, path: &str, body: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2-prior-knowledge"])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-api-key: alice-key-1",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let err = String::from_utf8_lossy(&out.stderr);
+    (status.to_string(), format!("{body}{err}"))
+}
+
+#[test]
+fn bodies_over_http2_are_checked_whole_too() {
+    let up = Upstream::start("api");
+    let gw = Gateway::start_listener(
+        "grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+        "    http2: true\n",
+        &format!(
+            "api_key_header: X-API-Key\nconsumers: [{{name: alice, api_keys: [alice-key-1]}}]\nupstreams:\n  api: {{peers: [\"{}\"]}}\nroutes:\n  - {{name: pets, upstream: api, openapi: {{spec: \"{PETSTORE}\"}}}}\n",
+            up.addr
+        ),
+        &[],
+    );
+    let example = r#"{"name":"Rex","kind":"dog"}"#;
+    let (status, _) = h2_post(gw.port, "/v1/pets", example);
+    assert_eq!(status, "2 200");
+    assert_eq!(up.last().body, example.as_bytes());
+    let before = up.count();
+    let (status, body) = h2_post(gw.port, "/v1/pets", r#"{"name":"Rex","kind":"fish"}"#);
+    assert_eq!(status, "2 400", "{body}");
+    assert!(body.contains("\"pointer\":\"#/kind\""), "{body}");
+    let big = format!(r#"{{"name":"{}","kind":"dog"}}"#, "a".repeat(70_000));
+    let (status, err) = h2_post(gw.port, "/v1/pets", &big);
+    assert_eq!(status, "2 413", "{err}\n{}", gw.log());
+    assert_eq!(up.count(), before, "a refused body reached the upstream");
+}
