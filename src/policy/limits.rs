@@ -46,7 +46,7 @@ pub struct LimitStore {
     inflight: Inflight,
     redis: Mutex<HashMap<RedisTarget, RedisEntry>>,
     /// Quota counts taken here while Redis did not answer, by window key and consumer.
-    quotas: Mutex<HashMap<(String, String), u64>>,
+    quotas: Mutex<HashMap<(String, String), quota::LocalCount>>,
     /// Decisions of global limits taken locally because Redis did not answer in time.
     pub redis_fallbacks: AtomicU64,
 }

@@ -225,11 +225,7 @@ pub(super) async fn check_limits(
 ) -> Result<()> {
     // Background revalidations of the cache are not client requests: they count against no
     // limit.
-    if session.as_downstream().is_subrequest() {
-        return Ok(());
-    }
-    check_quota(gateway, ctx).await?;
-    if route.limits.is_empty() {
+    if route.limits.is_empty() || session.as_downstream().is_subrequest() {
         return Ok(());
     }
     let input = KeyInput {
@@ -261,8 +257,12 @@ pub(super) async fn check_limits(
     }
 }
 
-/// Count the request against the caller's usage plan, if it has one: 429 over a quota.
-async fn check_quota(gateway: &Gateway, ctx: &mut Ctx) -> Result<()> {
+/// Count the request against the caller's usage plan, if it has one: 429 over a quota. Last of
+/// the checks, so that only requests the gateway would pass on are counted.
+pub(super) async fn check_quota(gateway: &Gateway, session: &Session, ctx: &mut Ctx) -> Result<()> {
+    if session.as_downstream().is_subrequest() {
+        return Ok(());
+    }
     let Some(((plan, counters), name)) = ctx
         .caller
         .identity

@@ -5,7 +5,8 @@
 //!  new_ctx ─▶ on_connection_reuse (a kept-alive connection's next request)
 //!  early_request_filter   request id, client address, canonical target ─▶ route   (admission)
 //!  request_filter         HTTPS redirect, access policy, limits, body size,
-//!                         API parameters, Expect, API body, chunked read-ahead
+//!                         API parameters, Expect, API body, plan quota,
+//!                         chunked read-ahead
 //!                                                          (admission, validation)
 //!  request_cache_filter ─▶ cache_key_callback      the route's cache rule          (cache)
 //!        └─ hit ────────────────────────────────────────────────────┐
@@ -181,6 +182,7 @@ impl ProxyHttp for Tollgate {
         validation::check_head(route, session, ctx)?;
         ctx.request.expect = admission::continue_if_expected(session).await?;
         validation::check_body(route, session, ctx, &self.door).await?;
+        admission::check_quota(&gateway, session, ctx).await?;
         admission::choose_pool(route, &gateway, session, ctx);
         admission::read_ahead(session, route.max_body_size).await?;
         Ok(false)

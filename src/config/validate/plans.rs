@@ -31,10 +31,10 @@ impl Validator<'_> {
                 });
                 continue;
             };
-            if !valid_name(&name) {
+            if !valid_name(&name) || name.bytes().all(|b| b == b'.') {
                 self.error(
                     &base,
-                    "plan names are non-empty and use letters, digits, '_', '-' and '.' only",
+                    "plan names are non-empty, use letters, digits, '_', '-' and '.' only, and are not only dots",
                 );
             }
             if plan.quotas.is_empty() {

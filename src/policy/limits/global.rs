@@ -240,12 +240,13 @@ impl RedisCounter {
         }
     }
 
-    /// Run `script` on `key` with `args` in Redis; connecting (when needed) and the script
-    /// together take at most `timeout`. While the breaker is open, Redis is not asked.
+    /// Run `script` on `keys` (one Cluster slot: they share a hash tag) with `args` in Redis;
+    /// connecting (when needed) and the script together take at most `timeout`. While the
+    /// breaker is open, Redis is not asked.
     pub(super) async fn call<T: redis::FromRedisValue>(
         &self,
         script: &redis::Script,
-        key: String,
+        keys: &[String],
         args: &[String],
     ) -> Result<T, Skipped> {
         let probe = match self.breaker.pass() {
@@ -255,7 +256,10 @@ impl RedisCounter {
         };
         let work = async {
             let conn = self.connection().await?;
-            let mut invocation = script.key(key);
+            let mut invocation = script.prepare_invoke();
+            for k in keys {
+                invocation.key(k);
+            }
             for a in args {
                 invocation.arg(a);
             }
@@ -299,7 +303,7 @@ impl RedisCounter {
         );
         let args = [limit.limit.to_string(), limit.per.as_millis().to_string()];
         let result = self
-            .call::<(i64, i64, i64)>(&self.script, name, &args)
+            .call::<(i64, i64, i64)>(&self.script, &[name], &args)
             .await;
         result.map(|(ok, remaining, reset_ms)| {
             (

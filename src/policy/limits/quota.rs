@@ -1,13 +1,18 @@
 //! Usage plans' quotas: requests per consumer over calendar periods (a day, an ISO week, a
 //! month in the configured time zone), counted in Redis so that a quota holds across every
 //! gateway sharing it and across restarts and upgrades. Each plan's period is one sorted set
-//! (`tollgate:quota:{PLAN:PERIOD:START}`, the consumer as member and its count as score), so
-//! that a consumer's usage is one `ZSCORE` and the plan's heaviest users one `ZREVRANGE`; its
-//! hash tag keeps it on one slot of a Redis Cluster. Only admitted requests are counted. When
-//! Redis does not answer in time the decision falls back to a count in this process, as global
-//! rate limits do (logged once, counted in `tollgate_ratelimit_redis_fallbacks_total`).
+//! (`tollgate:quota:{PLAN}:PERIOD:START`, the consumer as member and its count as score), so
+//! that a consumer's usage is one `ZSCORE` and the plan's heaviest users one `ZREVRANGE`; the
+//! hash tag puts all of a plan's sets on one slot of a Redis Cluster, so one script checks and
+//! counts every quota of the plan at once (all or none). Only admitted requests are counted.
+//!
+//! When Redis does not answer in time the decision falls back to a count in this process, as
+//! global rate limits do (logged once, counted in `tollgate_ratelimit_redis_fallbacks_total`):
+//! the local count starts from the last count Redis gave for the consumer, and what it admits
+//! is added to Redis with the consumer's next decision there, so an outage neither resets a
+//! quota nor loses what was admitted meanwhile.
 
-use super::global::RedisCounter;
+use super::global::{RedisCounter, Skipped};
 use super::LimitStore;
 use crate::config::{Period, Plan};
 use http::HeaderValue;
@@ -15,25 +20,36 @@ use jiff::{civil, Timestamp, ToSpan, ZonedDateTime};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
-/// Count one request of `ARGV[1]` if it stays within `ARGV[2]`; the set expires at `ARGV[3]`
-/// (Unix seconds). Returns {admitted, count}.
+/// One request of `ARGV[1]` against every quota of a plan (`KEYS[i]`, with `ARGV` holding
+/// for each its limit, the Unix second its set expires, and the requests admitted locally
+/// while Redis was away, added first). Admitted only if every quota has room, and then counted
+/// in every one. Returns {admitted, count of each quota}.
 static COUNT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
-local n = tonumber(redis.call('ZINCRBY', KEYS[1], 1, ARGV[1]))
-if n > tonumber(ARGV[2]) then
-  n = tonumber(redis.call('ZINCRBY', KEYS[1], -1, ARGV[1]))
-  return {0, n}
+local member = ARGV[1]
+local counts = {}
+local admitted = 1
+for i = 1, #KEYS do
+  local limit, expire, pending = tonumber(ARGV[3 * i - 1]), ARGV[3 * i], tonumber(ARGV[3 * i + 1])
+  if pending > 0 then
+    redis.call('ZINCRBY', KEYS[i], pending, member)
+    redis.call('EXPIREAT', KEYS[i], expire)
+  end
+  counts[i] = tonumber(redis.call('ZSCORE', KEYS[i], member) or '0')
+  if counts[i] + 1 > limit then admitted = 0 end
 end
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return {1, n}
+if admitted == 1 then
+  for i = 1, #KEYS do
+    counts[i] = tonumber(redis.call('ZINCRBY', KEYS[i], 1, member))
+    redis.call('EXPIREAT', KEYS[i], ARGV[3 * i])
+  end
+end
+local out = {admitted}
+for i = 1, #KEYS do out[i + 1] = counts[i] end
+return out
 "#,
     )
-});
-
-/// Give back one request of `ARGV[1]` (a later quota refused it).
-static UNCOUNT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new("return tonumber(redis.call('ZINCRBY', KEYS[1], -1, ARGV[1]))")
 });
 
 /// `ARGV[1]`'s count (0 when it has none).
@@ -154,75 +170,85 @@ impl PlanQuotas {
         )
     }
 
-    /// Count one request of `consumer` against every quota of the plan; refused by the first
-    /// quota it would exceed (the counts already taken are given back).
+    /// Count one request of `consumer` against every quota of the plan: admitted (and counted
+    /// in every quota) only if each has room. The state returned is the tightest quota's when
+    /// admitted, and when refused the exhausted quota that turns last (its reset is when the
+    /// consumer may call again).
     pub async fn check(&self, store: &LimitStore, consumer: &str) -> QuotaOutcome {
         let now = ZonedDateTime::now().with_time_zone(self.zone.clone());
-        let mut tightest: Option<QuotaState> = None;
-        let mut taken: Vec<(String, bool)> = Vec::new();
-        for q in &self.quotas {
-            let (label, end) = window(q.period, &now);
-            let key = self.key(q.period, &label);
-            let expire = (end.as_second() + 86_400).to_string();
-            let args = [consumer.to_string(), q.limit.to_string(), expire];
-            let answer = match &self.redis {
-                Some(r) => r.call::<(i64, i64)>(&COUNT, key.clone(), &args).await.ok(),
-                None => None,
-            };
-            let (admitted, count, local) = match answer {
-                Some((ok, n)) => (ok == 1, n.max(0) as u64, false),
-                None => {
-                    store.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
-                    let (ok, n) = store.local_quota(&key, consumer, q.limit);
-                    (ok, n, true)
+        let windows: Vec<(String, Timestamp)> = self
+            .quotas
+            .iter()
+            .map(|q| {
+                let (label, end) = window(q.period, &now);
+                (self.key(q.period, &label), end)
+            })
+            .collect();
+        let keys: Vec<String> = windows.iter().map(|(k, _)| k.clone()).collect();
+        let pending = store.take_pending(&keys, consumer);
+        let answer = match &self.redis {
+            Some(r) => {
+                let mut args = vec![consumer.to_string()];
+                for ((q, (_, end)), p) in self.quotas.iter().zip(&windows).zip(&pending) {
+                    args.push(q.limit.to_string());
+                    args.push((end.as_second() + 86_400).to_string());
+                    args.push(p.to_string());
                 }
-            };
-            let reset = (end.as_second() - now.timestamp().as_second()).max(1) as u64;
-            let state = QuotaState {
+                r.call::<Vec<i64>>(&COUNT, &keys, &args).await
+            }
+            None => Err(Skipped::NotAsked),
+        };
+        let limits: Vec<u64> = self.quotas.iter().map(|q| q.limit).collect();
+        let ends: Vec<i64> = windows.iter().map(|(_, e)| e.as_second()).collect();
+        let (admitted, counts) = match answer {
+            Ok(a) if a.len() == keys.len() + 1 => {
+                let counts: Vec<u64> = a[1..].iter().map(|n| (*n).max(0) as u64).collect();
+                store.seen_in_redis(&keys, consumer, &counts, &ends);
+                (a[0] == 1, counts)
+            }
+            failed => {
+                store.redis_fallbacks.fetch_add(1, Ordering::Relaxed);
+                // A script that timed out may still run once Redis catches up (counting this
+                // request there itself, pending included): only a request Redis was never
+                // asked about is kept to add later.
+                let unsent = matches!(failed, Err(Skipped::NotAsked));
+                if unsent {
+                    store.give_pending_back(&keys, consumer, &pending);
+                }
+                store.local_quota(&keys, consumer, &limits, &ends, unsent)
+            }
+        };
+        let now_s = now.timestamp().as_second();
+        let states = self
+            .quotas
+            .iter()
+            .zip(&counts)
+            .zip(&windows)
+            .map(|((q, n), (_, end))| QuotaState {
                 limit: q.limit,
-                remaining: q.limit.saturating_sub(count),
-                reset,
+                remaining: q.limit.saturating_sub(*n),
+                reset: (end.as_second() - now_s).max(1) as u64,
                 period: q.period,
                 policy: self.policy.clone(),
-            };
-            if !admitted {
-                for (key, local) in taken {
-                    self.give_back(store, &key, consumer, local).await;
-                }
-                return QuotaOutcome::Refused(state);
-            }
-            taken.push((key, local));
-            if tightest
-                .as_ref()
-                .is_none_or(|t| state.remaining < t.remaining)
-            {
-                tightest = Some(state);
-            }
-        }
-        match tightest {
-            Some(t) => QuotaOutcome::Allowed(t),
-            // A plan has at least one quota (checked with the file).
-            None => QuotaOutcome::Allowed(QuotaState {
-                limit: 0,
-                remaining: 0,
-                reset: 1,
-                period: Period::Day,
-                policy: self.policy.clone(),
-            }),
+            });
+        if admitted {
+            let tightest = states.min_by_key(|s| s.remaining);
+            QuotaOutcome::Allowed(tightest.unwrap_or_else(|| self.empty_state()))
+        } else {
+            let exhausted = states.filter(|s| s.remaining == 0).max_by_key(|s| s.reset);
+            QuotaOutcome::Refused(exhausted.unwrap_or_else(|| self.empty_state()))
         }
     }
 
-    async fn give_back(&self, store: &LimitStore, key: &str, consumer: &str, local: bool) {
-        let redis = self.redis.as_ref().filter(|_| !local);
-        let done = match redis {
-            Some(r) => r
-                .call::<i64>(&UNCOUNT, key.to_string(), &[consumer.to_string()])
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if !done {
-            store.local_quota_undo(key, consumer);
+    /// The state of a plan without quotas (never: a plan has one at least, checked with the
+    /// file).
+    fn empty_state(&self) -> QuotaState {
+        QuotaState {
+            limit: 0,
+            remaining: 0,
+            reset: 1,
+            period: Period::Day,
+            policy: self.policy.clone(),
         }
     }
 
@@ -235,7 +261,7 @@ impl PlanQuotas {
             let key = self.key(q.period, &label);
             let read = match &self.redis {
                 Some(r) => r
-                    .call::<i64>(&READ, key.clone(), &[consumer.to_string()])
+                    .call::<i64>(&READ, std::slice::from_ref(&key), &[consumer.to_string()])
                     .await
                     .ok(),
                 None => None,
@@ -263,7 +289,7 @@ impl PlanQuotas {
         let (label, _) = window(period, &now);
         let redis = self.redis.as_ref()?;
         let flat: Vec<String> = redis
-            .call(&TOP, self.key(period, &label), &[n.max(1).to_string()])
+            .call(&TOP, &[self.key(period, &label)], &[n.max(1).to_string()])
             .await
             .ok()?;
         Some(
@@ -317,32 +343,95 @@ impl LimitStore {
         }
     }
 
-    /// The fallback count: one more request of `consumer` in `key` if it fits `limit`.
-    fn local_quota(&self, key: &str, consumer: &str, limit: u64) -> (bool, u64) {
+    /// Take the requests admitted locally (while Redis was away) for `consumer` in `keys`,
+    /// to add them to Redis with this decision.
+    fn take_pending(&self, keys: &[String], consumer: &str) -> Vec<u64> {
         let mut all = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        let n = all
-            .entry((key.to_string(), consumer.to_string()))
-            .or_insert(0);
-        if *n >= limit {
-            return (false, *n);
-        }
-        *n += 1;
-        (true, *n)
+        keys.iter()
+            .map(|k| {
+                all.get_mut(&(k.clone(), consumer.to_string()))
+                    .map_or(0, |c| std::mem::take(&mut c.pending))
+            })
+            .collect()
     }
 
-    fn local_quota_undo(&self, key: &str, consumer: &str) {
+    /// Redis did not take them: keep them for the next decision there.
+    fn give_pending_back(&self, keys: &[String], consumer: &str, pending: &[u64]) {
         let mut all = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = all.get_mut(&(key.to_string(), consumer.to_string())) {
-            *n = n.saturating_sub(1);
+        for (k, p) in keys.iter().zip(pending).filter(|(_, p)| **p > 0) {
+            if let Some(c) = all.get_mut(&(k.clone(), consumer.to_string())) {
+                c.pending += p;
+            }
         }
+    }
+
+    /// What Redis counts for `consumer` now: where a local count would start from.
+    fn seen_in_redis(&self, keys: &[String], consumer: &str, counts: &[u64], ends: &[i64]) {
+        let mut all = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut all);
+        for ((k, n), end) in keys.iter().zip(counts).zip(ends) {
+            let c = all.entry((k.clone(), consumer.to_string())).or_default();
+            c.count = *n;
+            c.expires = *end;
+        }
+    }
+
+    /// The fallback decision: one more request of `consumer` if every quota (`keys`, `limits`)
+    /// has room in the local count; counted in each, and (`keep`) kept to add to Redis later.
+    fn local_quota(
+        &self,
+        keys: &[String],
+        consumer: &str,
+        limits: &[u64],
+        ends: &[i64],
+        keep: bool,
+    ) -> (bool, Vec<u64>) {
+        let mut all = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut all);
+        let id = |k: &String| (k.clone(), consumer.to_string());
+        let counts: Vec<u64> = keys
+            .iter()
+            .map(|k| all.get(&id(k)).map_or(0, |c| c.count))
+            .collect();
+        if counts.iter().zip(limits).any(|(n, l)| n + 1 > *l) {
+            return (false, counts);
+        }
+        let mut after = Vec::with_capacity(keys.len());
+        for (k, end) in keys.iter().zip(ends) {
+            let c = all.entry(id(k)).or_default();
+            c.count += 1;
+            c.pending += u64::from(keep);
+            c.expires = *end;
+            after.push(c.count);
+        }
+        (true, after)
     }
 
     fn local_quota_used(&self, key: &str, consumer: &str) -> u64 {
         let all = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
         all.get(&(key.to_string(), consumer.to_string()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |c| c.count)
     }
+}
+
+/// A consumer's count in one quota's window, as this process knows it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct LocalCount {
+    /// The last count Redis gave, plus what was admitted here since.
+    count: u64,
+    /// Admitted here while Redis was away, not yet added to Redis.
+    pending: u64,
+    /// When the window ends (Unix seconds): past it, the entry goes.
+    expires: i64,
+}
+
+/// Forget windows that ended (at most once the map holds many entries).
+fn prune(all: &mut std::collections::HashMap<(String, String), LocalCount>) {
+    if all.len() < 1024 {
+        return;
+    }
+    let now = Timestamp::now().as_second();
+    all.retain(|_, c| c.expires > now);
 }
 
 #[cfg(test)]
@@ -382,13 +471,44 @@ mod tests {
     }
 
     #[test]
-    fn the_fallback_count_stops_at_the_limit_and_gives_back() {
+    fn the_fallback_starts_from_redis_and_keeps_what_it_admits_for_redis() {
         let store = LimitStore::default();
-        assert_eq!(store.local_quota("k", "a", 2), (true, 1));
-        assert_eq!(store.local_quota("k", "a", 2), (true, 2));
-        assert_eq!(store.local_quota("k", "a", 2), (false, 2));
-        assert_eq!(store.local_quota("k", "b", 2), (true, 1));
-        store.local_quota_undo("k", "a");
-        assert_eq!(store.local_quota_used("k", "a"), 1);
+        let keys = ["d".to_string(), "m".to_string()];
+        let far = Timestamp::now().as_second() + 3600;
+        // Redis said 1 (day) and 5 (month); the day's limit is 3, the month's 6.
+        store.seen_in_redis(&keys, "a", &[1, 5], &[far, far]);
+        assert_eq!(
+            store.local_quota(&keys, "a", &[3, 6], &[far, far], true),
+            (true, vec![2, 6])
+        );
+        // The month is full: refused, nothing counted.
+        assert_eq!(
+            store.local_quota(&keys, "a", &[3, 6], &[far, far], true),
+            (false, vec![2, 6])
+        );
+        // After a timed-out script (which may still run): counted, not kept for Redis.
+        assert_eq!(
+            store.local_quota(&keys, "b", &[3, 6], &[far, far], false),
+            (true, vec![1, 1])
+        );
+        assert_eq!(store.take_pending(&keys, "b"), vec![0, 0]);
+        // What was admitted here goes to Redis with the next decision; given back if that fails.
+        assert_eq!(store.take_pending(&keys, "a"), vec![1, 1]);
+        assert_eq!(store.take_pending(&keys, "a"), vec![0, 0]);
+        store.give_pending_back(&keys, "a", &[1, 1]);
+        assert_eq!(store.take_pending(&keys, "a"), vec![1, 1]);
+        assert_eq!(store.local_quota_used("d", "a"), 2);
+        // Ended windows go once the map is large.
+        let mut all = std::collections::HashMap::new();
+        for i in 0..2000 {
+            let c = LocalCount {
+                count: 1,
+                pending: 0,
+                expires: if i % 2 == 0 { 0 } else { far },
+            };
+            all.insert((i.to_string(), "x".to_string()), c);
+        }
+        prune(&mut all);
+        assert_eq!(all.len(), 1000);
     }
 }
