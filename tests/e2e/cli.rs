@@ -41,7 +41,11 @@ fn fails_with(text: &str, expected: &[&str]) {
 
 #[test]
 fn shipped_configurations_check_without_a_warning() {
-    for file in ["conf/tollgate.yaml", "conf/examples/policies.yaml"] {
+    for file in [
+        "conf/tollgate.yaml",
+        "conf/examples/policies.yaml",
+        "conf/examples/api.yaml",
+    ] {
         let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new(bin())
             .args(["-t", "-c", &path])
