@@ -289,16 +289,20 @@ pub(super) fn check_declared_size(route: &CompiledRoute, session: &Session) -> R
     let Some(max) = route.max_body_size else {
         return Ok(());
     };
-    let declared = session
+    if declared_length(session).is_some_and(|n| n > max) {
+        return Err(status_error(413, "declared body over max_body_size"));
+    }
+    Ok(())
+}
+
+/// The body length the request's `Content-Length` declares, if any.
+pub(super) fn declared_length(session: &Session) -> Option<u64> {
+    session
         .req_header()
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(status_error(413, "declared body over max_body_size"));
-    }
-    Ok(())
+        .and_then(|s| s.trim().parse::<u64>().ok())
 }
 
 /// Count body bytes towards the current upstream attempt against `max_body_size`.

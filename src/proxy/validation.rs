@@ -42,32 +42,30 @@ fn invalid(violations: &[Violation], ctx: &mut Ctx) -> Box<pingora_error::Error>
     status_error(400, "request refused by the API description")
 }
 
-/// The largest body the route's check reads.
-fn body_limit(route: &CompiledRoute, max: u64) -> u64 {
-    route.max_body_size.map_or(max, |m| m.min(max))
+/// The route's request checks, and the largest body they read.
+fn checks_of(route: &CompiledRoute) -> Option<(&crate::openapi::RequestRules, u64)> {
+    let api = route.api.as_ref()?;
+    let max = api.max_body_size;
+    Some((
+        api.rules.as_ref()?,
+        route.max_body_size.map_or(max, |m| m.min(max)),
+    ))
 }
 
 /// Check the request's parameters (path, query, headers, cookies), and its declared body
 /// size, before `Expect: 100-continue` is answered.
 pub(super) fn check_head(route: &CompiledRoute, session: &Session, ctx: &mut Ctx) -> Result<()> {
-    let Some((rules, max)) = route
-        .api
-        .as_ref()
-        .and_then(|a| Some((a.rules.as_ref()?, a.max_body_size)))
-    else {
+    let Some((rules, limit)) = checks_of(route) else {
         return Ok(());
     };
-    let req = session.req_header();
-    let declared = req
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if rules.checks_body() && declared.is_some_and(|n| n > body_limit(route, max)) {
+    let declared = super::admission::declared_length(session);
+    if rules.checks_body() && declared.is_some_and(|n| n > limit) {
         return Err(status_error(
             413,
             "declared body over the API check's limit",
         ));
     }
+    let req = session.req_header();
     let path = ctx.request.target.path(req);
     let violations = rules.check_head(path, req.uri.query(), &req.headers);
     if violations.is_empty() {
@@ -83,17 +81,9 @@ pub(super) async fn check_body(
     ctx: &mut Ctx,
     door: &crate::front::FrontDoor,
 ) -> Result<()> {
-    let Some((rules, max)) = route
-        .api
-        .as_ref()
-        .and_then(|a| Some((a.rules.as_ref()?, a.max_body_size)))
-    else {
+    let Some((rules, limit)) = checks_of(route).filter(|(r, _)| r.checks_body()) else {
         return Ok(());
     };
-    if !rules.checks_body() {
-        return Ok(());
-    }
-    let limit = body_limit(route, max);
     let (each, total) = door.body_read_limits(limit);
     let deadline = tokio::time::Instant::now().checked_add(total);
     let downstream = session.as_downstream_mut();
